@@ -1,0 +1,1 @@
+"""The ``labelling`` command line: a Typer app whose commands live one per module in this package."""

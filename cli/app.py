@@ -1,0 +1,64 @@
+"""The Typer app: global options, command registration, and the error boundary that turns LabellingError into one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from labelling.errors import LabellingError
+
+app = typer.Typer(
+    name="labelling",
+    help=(
+        "Self-label task-oriented dialogues with a language model: dialogue states as API calls and system "
+        "dialogue acts, chosen among sampled candidates by a noisy-channel score."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs instead of one-line errors."),
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    # Imported here so that `labelling --help` stays fast and each command module stays independent.
+    from cli import ingest, label
+
+    app.command("ingest")(ingest.ingest)
+    app.command("label-partition")(label.label_partition)
+
+
+def main() -> None:
+    """Console entry point: run the app, printing LabellingError as ``error: ...`` with exit code 2."""
+    _register()
+    try:
+        app(standalone_mode=False)
+    except LabellingError as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as e:
+        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
