@@ -45,7 +45,7 @@ class Entity:
         return {"__type": self.kind, **dict(self.fields)}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Entity":
+    def from_dict(cls, data: Mapping) -> Entity:
         """Inverse of :meth:`to_dict`."""
         kind = data.get("__type", GENERIC_ENTITY)
         return cls(kind, tuple((k, str(v)) for k, v in data.items() if k != "__type" and v is not None))
@@ -64,7 +64,11 @@ class Act:
     def __post_init__(self) -> None:
         if self.kind not in ACT_FIELDS:
             raise ValueError(f"unknown act {self.kind!r}; known acts: {', '.join(ACT_FIELDS)}")
-        extra = [f for f in ("entity", "service", "values", "num_choices") if getattr(self, f) is not None and f not in ACT_FIELDS[self.kind]]
+        extra = [
+            f
+            for f in ("entity", "service", "values", "num_choices")
+            if getattr(self, f) is not None and f not in ACT_FIELDS[self.kind]
+        ]
         if extra:
             raise ValueError(f"{self.kind} takes no {', '.join(extra)}")
 
@@ -84,8 +88,8 @@ class Act:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Act":
-        """Inverse of :meth:`to_dict`; raises ValueError on an unknown kind or field."""
+    def from_dict(cls, data: Mapping) -> Act:
+        """Inverse of :meth:`to_dict`; raises ValueError on an unknown kind, ignores keys no act uses (e.g. ``reason``)."""
         kind = data.get("__type")
         entity = data.get("entity")
         values = data.get("values")
@@ -99,7 +103,7 @@ class Act:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "Act":
+    def from_json(cls, text: str) -> Act:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
@@ -134,7 +138,7 @@ _GOLD_ACT_KIND = {
 }
 _SERVICE_RENAMES = {
     "train": {"time": "duration", "id": "trainid"},
-    "attraction": {"fee": "entrancefee", "open": "openhours"},
+    "attraction": {"fee": "entrancefee", "open": "openhours", "price": "entrancefee"},
     "taxi": {"car": "type"},
     "booking": {"time": "book time", "day": "book day", "stay": "book stay", "people": "book people"},
     "hotel": {"price": "price range", "day": "book day"},
@@ -170,7 +174,9 @@ def acts_from_gold(dialog_act: Mapping[str, list], where: str = "") -> list[Act]
     for key, rows in dialog_act.items():
         domain, _, act = key.lower().partition("-")
         kind = _GOLD_ACT_KIND.get(act)
-        if kind is None or not isinstance(rows, list):
+        if not isinstance(rows, list):
+            raise CorpusError(f"{where}: act {key!r} has rows {rows!r}", "expected a list of [slot, value] pairs")
+        if kind is None:
             raise CorpusError(f"{where}: unknown dialogue act {key!r}", f"known acts: {', '.join(sorted(_GOLD_ACT_KIND))}")
         pairs = []
         for row in rows:

@@ -29,7 +29,7 @@ def clean_slot_name(raw: str, service: str | None = None) -> str:
         name = name[len(service) + 1 :]
     if name in _SCHEMA_RENAMES:
         return _SCHEMA_RENAMES[name]
-    if name.startswith("book") and not name.startswith("book ") and name != "book":
+    if name.startswith("book") and not name.startswith("book ") and name not in ("book", "booked"):
         return f"book {name[4:]}"
     return name
 
@@ -118,13 +118,15 @@ class Schema:
     source: str = field(default="", compare=False)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, services: tuple[str, ...] | None = EVALUATED_SERVICES) -> "Schema":
+    def load(cls, path: str | Path | None = None, services: tuple[str, ...] | None = EVALUATED_SERVICES) -> Schema:
         """Read a MultiWOZ 2.2 schema file (the bundled one by default), keeping only ``services`` (None keeps all)."""
         path = Path(path) if path else BUNDLED_SCHEMA
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise SchemaError(f"{path}: schema file not found", "pass --schema with a MultiWOZ 2.2 schema.json") from e
+        except OSError as e:
+            raise SchemaError(f"{path}: cannot read ({e.strerror})", "pass --schema with a MultiWOZ 2.2 schema.json") from e
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SchemaError(f"{path}: not valid JSON ({e})", "expected a MultiWOZ 2.2 schema.json") from e
         if not isinstance(raw, list):

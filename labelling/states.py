@@ -106,6 +106,8 @@ class SchemaNormalizer:
         spec = self.schema.service(service).slot(slot)
         if value == DONTCARE or spec is None or not spec.categorical:
             return value
+        if value == "free" and "yes" in spec.values:
+            return "yes"  # MultiWOZ writes free parking/internet as "free"; the schema keeps one spelling per meaning
         return self._best(value, list(spec.values))
 
     def normalize(self, state: State) -> State:

@@ -58,7 +58,7 @@ class Turn:
         """Whether gold system acts are known for this turn."""
         return self.system_response_acts is not None
 
-    def without_gold(self) -> "Turn":
+    def without_gold(self) -> Turn:
         """A copy with every gold field removed: what the labeller is allowed to see."""
         return replace(self, domains=[], **{f: None for f in GOLD_FIELDS})
 
@@ -81,7 +81,7 @@ class Turn:
         }
 
     @classmethod
-    def from_row(cls, row: dict) -> "Turn":
+    def from_row(cls, row: dict) -> Turn:
         """Inverse of :meth:`to_row`; rows without ``has_gold`` (the reference's format) count as gold when states are present."""
         gold = row.get("has_gold", row.get("slot_values") is not None)
         gold_acts = row.get("has_gold_acts", row.get("system_response_acts") is not None)
@@ -108,7 +108,7 @@ def _acts(items: list[str] | None) -> list[Act]:
     rows: dict[str, list] = {}
     for item in items or []:
         text = (item or "").strip()
-        if text.startswith("{\""):
+        if text.startswith('{"'):
             typed.append(Act.from_json(text))
         elif text:
             row = ast.literal_eval(text)  # a literal parser: the dict string is data, never code

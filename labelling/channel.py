@@ -1,0 +1,57 @@
+"""Choosing one label among candidates: the noisy-channel scores (joint for DST, conditional for acts) or greedy.
+
+Joint:       score(y) = log p(c(y) + F + q(x) | z)     -- channel prior and likelihood together
+Conditional: score(y) = log p(q(x) | z + c(y) + F)     -- likelihood of the observation only
+where z is the channel prompt, c(y) the canonical candidate after its list prefix, F the connective
+naming the observed argument, and q(x) the observed utterance as a string literal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from labelling.lm import Prompt
+from labelling.prompts import quote
+
+JOINT, CONDITIONAL, GREEDY = "noisy_channel_joint", "noisy_channel_cond", "greedy"
+
+
+@dataclass
+class Candidate:
+    """One distinct canonical candidate: how often it was sampled, its best sample log-prob, and its channel score."""
+
+    canonical: str
+    raw: list[str]
+    sample_logprob: float
+    score: float | None = None
+
+    def to_dict(self) -> dict:
+        """Stored form (raw samples, canonical string, scores)."""
+        return {"canonical": self.canonical, "raw": self.raw, "sample_logprob": self.sample_logprob, "score": self.score}
+
+
+def scoring_requests(
+    mode: str, channel: Prompt, candidates: Sequence[Candidate], prefix: str, connective: str, observed: str
+) -> list[tuple[Prompt, list[str]]]:
+    """The LM scoring requests for one turn; joint mode shares one prompt, conditional needs one per candidate."""
+    tails = [c.canonical[len(prefix) :] if c.canonical.startswith(prefix) else c.canonical for c in candidates]
+    if mode == JOINT:
+        return [(channel, [t + connective + quote(observed) for t in tails])]
+    if mode == CONDITIONAL:
+        return [(Prompt(channel.preamble, channel.body + t + connective), [quote(observed)]) for t in tails]
+    raise ValueError(f"no channel scoring in mode {mode!r}")
+
+
+def needs_scoring(mode: str, candidates: Sequence[Candidate]) -> bool:
+    """Scoring only matters with a channel mode and more than one distinct candidate."""
+    return mode != GREEDY and len(candidates) > 1
+
+
+def choose(candidates: Sequence[Candidate]) -> Candidate:
+    """The best candidate: highest channel score, ties and unscored sets by sample log-prob, then first sampled."""
+    return max(enumerate(candidates), key=lambda ic: (_or(ic[1].score), ic[1].sample_logprob, -ic[0]))[1]
+
+
+def _or(score: float | None) -> float:
+    return score if score is not None else float("-inf")

@@ -1,0 +1,215 @@
+"""Scores of predicted labels against gold: joint goal accuracy, turn accuracy, and act/slot/value precision, recall and F1.
+
+These are monitoring numbers only. Every function here needs gold labels, and nothing it computes may flow back
+into labelling: no prompt, retrieved example, candidate score or stored label reads them. Turns without gold are
+not counted (they are neither right nor wrong), so an unlabelled corpus simply yields ``n_dst == n_acts == 0``.
+
+The definitions follow the reference (method.md §11.1-11.2). Three refinements are documented where they apply:
+``values_match`` lets DELETE match only itself, ``_align`` prefers an identical gold element, and ``_act_values``
+counts requested slots one by one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+
+from rapidfuzz import fuzz
+
+from labelling.acts import Act, Entity
+from labelling.states import DELETE, State, flatten
+from labelling.turns import Turn
+
+STATE_MATCH_THRESHOLD = 95.0  # a value matches when partial_ratio is strictly above this, as in the reference
+ACT_MATCH_THRESHOLD = 90.0  # an act element maps to a gold one when partial_ratio is at least this
+ACT_FAMILIES = ("acts", "slots", "values")
+DST_METRICS = ("jga", "jga_exact", "turn_acc")
+
+
+# --- dialogue states -----------------------------------------------------------------------------------------
+
+
+def values_match(pred: str, gold: str) -> bool:
+    """The reference's lenient value test (``partial_ratio > 95``: ``cheap`` matches ``cheaper``); DELETE matches only itself."""
+    if pred == gold:
+        return True
+    # partial_ratio is a substring test: without this guard "[DELETE]" would match a gold value "DELETE".
+    if DELETE in (pred, gold):
+        return False
+    return fuzz.partial_ratio(pred, gold) > STATE_MATCH_THRESHOLD
+
+
+def states_match(pred: State | None, gold: State | None, fuzzy: bool = True) -> bool:
+    """Whether two states (or deltas) set the same slots to matching values; blanks are ignored, DELETE is a value."""
+    p = {k: str(v) for k, v in flatten(pred).items()}
+    g = {k: str(v) for k, v in flatten(gold).items()}
+    if p.keys() != g.keys():
+        return False
+    return all(values_match(p[k], g[k]) if fuzzy else p[k] == g[k] for k in g)
+
+
+def turn_dst_metrics(pred_state: State | None, pred_delta: State | None, gold_state: State, gold_delta: State) -> dict[str, bool]:
+    """One turn's ``jga`` (fuzzy), ``jga_exact`` and ``turn_acc`` (fuzzy, on deltas): storable per turn."""
+    return {
+        "jga": states_match(pred_state, gold_state),
+        "jga_exact": states_match(pred_state, gold_state, fuzzy=False),
+        "turn_acc": states_match(pred_delta, gold_delta),
+    }
+
+
+# --- dialogue acts -------------------------------------------------------------------------------------------
+
+
+def _act_slots(act: Act) -> Iterator[str]:
+    """Attribute names of one act; an entity contributes its field names instead of ``entity``."""
+    for name, value in act.arguments():
+        if isinstance(value, Entity):
+            yield from (field for field, _ in value.fields)
+        else:
+            yield name
+
+
+def _act_values(act: Act) -> Iterator[str]:
+    """JSON of each attribute value of one act; entity fields are flattened one level.
+
+    Request's ``values`` tuple yields one element per requested slot (``'"price_range"'``) rather than the
+    reference's single ``'["price_range", "area"]'``: one extra requested slot then costs one false positive
+    instead of making the whole request wrong.
+    """
+    for _, value in act.arguments():
+        if isinstance(value, Entity):
+            items: Iterable[object] = (v for _, v in value.fields)
+        elif isinstance(value, tuple):
+            items = value
+        else:
+            items = (value,)
+        yield from (json.dumps(v) for v in items)
+
+
+def act_elements(acts: Iterable[Act]) -> dict[str, list[str]]:
+    """The elements of each family (act kinds, slot names, JSON values), de-duplicated in first-seen order."""
+    acts = list(acts)
+    # dict.fromkeys is a set with a stable order, so "the first gold element that matches" does not depend on hashing.
+    return {
+        "acts": list(dict.fromkeys(a.kind for a in acts)),
+        "slots": list(dict.fromkeys(s for a in acts for s in _act_slots(a))),
+        "values": list(dict.fromkeys(v for a in acts for v in _act_values(a))),
+    }
+
+
+def _align(pred: list[str], gold: list[str]) -> set[str]:
+    """Each predicted element replaced by its gold counterpart: the identical one, else the first with partial_ratio >= 90.
+
+    The reference takes the first fuzzy match only; checking for an identical element first keeps ``book_day``
+    from being taken for a gold ``day`` that happens to come earlier.
+    """
+    known = set(gold)
+
+    def counterpart(p: str) -> str:
+        if p in known:
+            return p
+        return next((g for g in gold if fuzz.partial_ratio(p, g) >= ACT_MATCH_THRESHOLD), p)
+
+    return {counterpart(p) for p in pred}
+
+
+def turn_act_metrics(pred_acts: Iterable[Act] | None, gold_acts: Iterable[Act]) -> dict[str, int]:
+    """One turn's ``{family}_tp``, ``_fp`` and ``_fn`` counts for the three act families: storable per turn."""
+    pred, gold = act_elements(pred_acts or []), act_elements(gold_acts)
+    out: dict[str, int] = {}
+    for family in ACT_FAMILIES:
+        aligned, truth = _align(pred[family], gold[family]), set(gold[family])
+        out[f"{family}_tp"] = len(aligned & truth)
+        out[f"{family}_fp"] = len(aligned - truth)
+        out[f"{family}_fn"] = len(truth - aligned)
+    return out
+
+
+def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Micro-averaged precision, recall and F1 from summed counts; each is 0 when its denominator is 0."""
+    precision = _ratio(tp, tp + fp)
+    recall = _ratio(tp, tp + fn)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    return precision, recall, f1
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den else 0.0
+
+
+# --- aggregation ---------------------------------------------------------------------------------------------
+
+
+class MetricsAccumulator:
+    """Running totals over turns; ``summary()`` turns them into ratios.
+
+    Only integer counts are kept, so accumulators of separate partitions (or workers) combine exactly with
+    ``+`` or ``merge`` and survive a JSON round trip through ``to_dict``/``from_dict``.
+    """
+
+    def __init__(self, totals: Mapping[str, int] | None = None):
+        self.totals: Counter[str] = Counter(totals or {})
+
+    def add_dst(
+        self, pred_state: State | None, pred_delta: State | None, gold_state: State | None, gold_delta: State | None
+    ) -> dict[str, bool] | None:
+        """Count one turn's state prediction; returns its per-turn metrics, or None (not counted) when gold is missing."""
+        if gold_state is None or gold_delta is None:
+            return None
+        turn = turn_dst_metrics(pred_state, pred_delta, gold_state, gold_delta)
+        self.totals.update({"n_dst": 1, **{k: int(v) for k, v in turn.items()}})
+        return turn
+
+    def add_acts(self, pred_acts: Iterable[Act] | None, gold_acts: Iterable[Act] | None) -> dict[str, int] | None:
+        """Count one turn's act prediction (None counts as no acts); returns its per-turn counts, or None without gold."""
+        if gold_acts is None:
+            return None
+        turn = turn_act_metrics(pred_acts, gold_acts)
+        self.totals.update({"n_acts": 1, **turn})
+        return turn
+
+    def add_turn(
+        self, turn: Turn, pred_state: State | None, pred_delta: State | None, pred_acts: Iterable[Act] | None
+    ) -> dict[str, bool | int]:
+        """Count one labelled turn against the gold it carries; returns whichever per-turn metrics had gold."""
+        dst = self.add_dst(pred_state, pred_delta, turn.slot_values, turn.turn_slot_values)
+        acts = self.add_acts(pred_acts, turn.system_response_acts)
+        return {**(dst or {}), **(acts or {})}
+
+    def merge(self, other: MetricsAccumulator) -> MetricsAccumulator:
+        """Add ``other``'s totals into this accumulator (in place) and return it."""
+        # Counter.update keeps zero entries, unlike Counter.__add__; either is correct, this one is also in place.
+        self.totals.update(other.totals)
+        return self
+
+    def __add__(self, other: MetricsAccumulator) -> MetricsAccumulator:
+        return MetricsAccumulator(self.totals).merge(other)
+
+    def __radd__(self, other: object) -> MetricsAccumulator:
+        # sum() starts from 0; treating it as empty lets sum(per_partition) work without a start value.
+        if other == 0:
+            return MetricsAccumulator(self.totals)
+        return NotImplemented
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MetricsAccumulator) and +self.totals == +other.totals
+
+    def to_dict(self) -> dict[str, int]:
+        """The raw counts, JSON-serialisable, for storing a partition's result."""
+        return dict(self.totals)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, int]) -> MetricsAccumulator:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data)
+
+    def summary(self) -> dict[str, float | int]:
+        """``jga``, ``jga_exact``, ``turn_acc``, ``{acts,slots,values}_{precision,recall,f1}``, ``n_dst`` and ``n_acts``."""
+        t = self.totals
+        out: dict[str, float | int] = {name: _ratio(t[name], t["n_dst"]) for name in DST_METRICS}
+        for family in ACT_FAMILIES:
+            scores = precision_recall_f1(t[f"{family}_tp"], t[f"{family}_fp"], t[f"{family}_fn"])
+            out.update(zip((f"{family}_precision", f"{family}_recall", f"{family}_f1"), scores, strict=True))
+        out.update(n_dst=t["n_dst"], n_acts=t["n_acts"])
+        return out

