@@ -83,6 +83,7 @@ class ModuleConfig:
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     generation_cfg: GenerationConfig = field(default_factory=GenerationConfig)
     add_predictions_to_index: bool = True
+    fill_with_demos: bool = True
 
 
 @dataclass
@@ -266,10 +267,12 @@ PROFILES = {
         "dst": {
             **_module("noisy_channel_joint", 8, 0.7, 8, "bigcode/starcoder", "sentence-transformers/all-mpnet-base-v2", 120, 32),
             "module_type": "dst",
+            "fill_with_demos": False,
         },
         "act_tag": {
             **_module("noisy_channel_cond", 6, 0.8, 8, "bigcode/starcoder", "sentence-transformers/all-mpnet-base-v2", 120, 32),
             "module_type": "act_tag",
+            "fill_with_demos": False,
         },
         "data_warmup": 24,
         "data_num_partitions": 4,

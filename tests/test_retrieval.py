@@ -181,6 +181,16 @@ def test_add_embedded_rejects_vectors_that_do_not_match_the_items():
         index.add_embedded([QUERY], np.ones((1, 3), dtype=np.float32))
 
 
+def test_add_embedded_normalises_vectors_and_keeps_one_row_per_text():
+    index = ExampleIndex(AngleEncoder({}), "response", None, k=3)
+    unit = np.array([0.6, 0.8], dtype=np.float32)
+    twins = [make_turn("u", response_text="same", turn_id=i) for i in range(2)]
+    index.add_embedded([*twins, make_turn("u", response_text="other")], np.stack([unit * 3, -unit, [1, 0]]))
+    assert np.allclose(index.vectors, [unit, unit, [1, 0]])  # the second twin shares the first's vector
+    index.add_embedded([], np.zeros((0, 2)))
+    assert len(index) == 3
+
+
 # --- build_index ----------------------------------------------------------------------------------------------------
 
 
@@ -243,6 +253,19 @@ def test_seed_items_are_embedded_in_the_query_format(minilm):
         dst_style = float(minilm.encode([context_system_user(item)])[0] @ index.vectors[position])
         assert own == pytest.approx(1.0, abs=1e-4) and dst_style < 0.95
         assert index.search(item)[0] is item
+
+
+def test_identical_texts_share_one_vector_so_the_earlier_item_wins(minilm):
+    first, *others = real_items(7)
+    index = build_index(minilm, "act", k=2, warmup=0)
+    index.add([first])
+    index.add(others)  # others[-1] repeats first's text, embedded in a different batch
+    assert np.array_equal(index.vectors[0], index.vectors[6])
+    assert index.search(first) == [first, others[-1]] and index.search_batch([first, others[0]])[0] == [first, others[-1]]
+
+
+def test_hub_id_of_minilm_resolves_to_the_installed_copy(minilm):
+    assert Embedder.load("sentence-transformers/all-MiniLM-L6-v2").dim == minilm.dim
 
 
 def test_batch_search_equals_single_searches(minilm):

@@ -1,0 +1,100 @@
+"""`labelling ingest`: read a MultiWOZ corpus or a turn dataset, check it, cut it into splits and save it as a DatasetDict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from labelling.corpus import (
+    CorpusFormat,
+    CorpusSummary,
+    check_output,
+    detect_format,
+    partition,
+    read_corpus,
+    summary,
+    write_dataset,
+)
+from labelling.errors import LabellingError
+from labelling.schema import EVALUATED_SERVICES, Schema
+
+
+def ingest(
+    source: Path = typer.Argument(
+        ...,
+        help=(
+            "The corpus: a MultiWOZ 2.1 ConvLab .json or .zip, a MultiWOZ 2.2 folder of dialogues_NNN.json (or one such file), "
+            "a datasets save_to_disk folder of turn rows, or a Hugging Face hub dataset name."
+        ),
+        show_default=False,
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder to save the splits in (a datasets.DatasetDict). Without it the corpus is only read, checked and summarised.",
+    ),
+    format: CorpusFormat | None = typer.Option(
+        None, "--format", "-f", help="Input format; detected from the file or folder when left out.", case_sensitive=False
+    ),
+    split_size: int = typer.Option(
+        50, "--split-size", min=1, help="Dialogues per split, in corpus order; the last split holds the rest."
+    ),
+    prefix: str = typer.Option("train", "--prefix", help="Split-name prefix: a split named PREFIX_A_B holds dialogues A to B-1."),
+    schema: Path | None = typer.Option(
+        None,
+        "--schema",
+        help="A MultiWOZ 2.2 schema.json to map slot names with.",
+        show_default="the bundled schema",
+    ),
+    services: str = typer.Option(
+        ",".join(EVALUATED_SERVICES),
+        "--services",
+        help="Comma-separated services to keep; gold states and domains of the others are dropped.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it already exists and is not empty."),
+) -> None:
+    """Read a dialogue corpus into turn records and save it as splits of SPLIT_SIZE dialogues (train_0_50, train_50_100, ...).
+
+    Slot names are mapped to the schema's; gold states and acts are kept when the source has them, for metrics only.
+    A summary table (dialogues, turns, splits, domains, turns with gold) is printed either way.
+    """
+    chosen = Schema.load(schema, services=_service_list(services))
+    if out is not None:
+        check_output(out, overwrite)  # fail before the slow part, not after it
+    fmt = format.value if format else detect_format(source)
+    splits = partition(read_corpus(source, chosen, fmt), split_size, prefix)
+    if out is not None:
+        write_dataset(splits, out, chosen, overwrite=overwrite)
+    Console().print(_summary_table(source, fmt, summary(splits), list(splits), out))
+
+
+def _service_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(s.strip().lower() for s in text.split(",") if s.strip()))
+    if not names:
+        raise LabellingError(f"--services {text!r} names no service", f"e.g. --services {','.join(EVALUATED_SERVICES)}")
+    return names
+
+
+def _summary_table(source: Path, fmt: str, counts: CorpusSummary, names: list[str], out: Path | None) -> Table:
+    table = Table(title=f"Ingested {escape(str(source))}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    split_range = f"{names[0]} … {names[-1]}" if len(names) > 1 else names[0]
+    rows = [
+        ("format", fmt),
+        ("dialogues", f"{counts.dialogues:,}"),
+        ("turns", f"{counts.turns:,}"),
+        ("splits", f"{counts.splits:,} ({split_range})"),
+        ("domains", ", ".join(f"{name} {n:,}" for name, n in counts.domains.items()) or "none"),
+        ("turns with gold state", f"{counts.gold_state_turns:,} of {counts.turns:,}"),
+        ("turns with gold acts", f"{counts.gold_acts_turns:,} of {counts.turns:,}"),
+        ("written to", escape(str(out)) if out is not None else "nothing written (no --out)"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table

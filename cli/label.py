@@ -1,0 +1,133 @@
+"""``labelling label-partition``: label one split of an ingested dataset locally, with no broker and no database."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from labelling import config as job_config
+from labelling.errors import CorpusError, LabellingError
+from labelling.turns import Turn
+
+if TYPE_CHECKING:
+    from labelling.labeller import TurnLabel
+
+console = Console(stderr=True)
+
+
+def load_split(dataset: Path, split: str, limit_dialogues: int | None = None) -> list[Turn]:
+    """The turns of one split of a ``labelling ingest`` folder, optionally only its first N dialogues."""
+    import datasets
+
+    try:
+        splits = datasets.load_from_disk(str(dataset))
+    except Exception as e:  # datasets raises several types for a missing or foreign folder
+        raise CorpusError(f"{dataset}: not a dataset folder ({type(e).__name__})", "create one with `labelling ingest SOURCE --out DIR`") from e
+    if split not in splits:
+        names = list(splits)
+        raise CorpusError(f"{dataset}: no split {split!r}", f"splits: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+    turns = [Turn.from_row(row) for row in splits[split]]
+    if limit_dialogues is not None:
+        keep = set(list(dict.fromkeys(t.dialogue_id for t in turns))[:limit_dialogues])
+        turns = [t for t in turns if t.dialogue_id in keep]
+    return turns
+
+
+def _read_partial(path: Path) -> list[TurnLabel]:
+    from labelling.labeller import TurnLabel
+
+    if not path.exists():
+        return []
+    labels = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            labels.append(TurnLabel.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, KeyError):
+            break  # a line cut by a crash: everything before it is whole, the rest is relabelled
+    return labels
+
+
+def label_partition(
+    dataset: Path = typer.Option(..., "--dataset", help="A dataset folder written by `labelling ingest --out`."),
+    split: str = typer.Option(..., "--split", help="The split (partition) to label, e.g. train_0_50."),
+    out: Path = typer.Option(..., "--out", help="Output JSONL file, one labelled turn per line."),
+    limit_dialogues: int | None = typer.Option(None, "--limit-dialogues", min=1, help="Label only the first N dialogues of the split."),
+    profile: str = typer.Option("cpu-small", "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."),
+    config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
+    mode: str | None = typer.Option(None, "--mode", help="Override both modules' selection: noisy_channel (as configured) or greedy."),
+    seed: int | None = typer.Option(None, "--seed", help="Override the job seed (sampling and dialogue shuffling)."),
+) -> None:
+    """Label one partition on this machine and print JGA, turn accuracy and act F1 when gold is present.
+
+    The output is written as it goes to OUT.partial; running the same command again resumes from it.
+    """
+    job = job_config.load(config, profile)
+    if mode == "greedy":
+        job.dst.generation_cfg.generation_mode = job.act_tag.generation_cfg.generation_mode = "greedy"
+    elif mode not in (None, "noisy_channel"):
+        raise LabellingError(f"--mode {mode!r} is not a mode", "use noisy_channel or greedy")
+    if seed is not None:
+        job.seed = seed
+    turns = load_split(dataset, split, limit_dialogues)
+    partial = out.with_name(out.name + ".partial")
+    done = _read_partial(partial)
+    labels, seconds, summary = _run(job, turns, done, partial)
+    os.replace(partial, out)
+    _report(labels, seconds, summary, len(turns) - len(done), out)
+
+
+def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path) -> tuple[list[TurnLabel], float, dict]:
+    from labelling.models import build_labeller
+
+    with console.status("loading models"):
+        labeller = build_labeller(job)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    keep = {lab.key for lab in done}
+    partial.write_text("".join(json.dumps(lab.to_dict()) + "\n" for lab in done), encoding="utf-8")
+
+    def checkpoint(wave: list[TurnLabel]) -> None:
+        with partial.open("a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(lab.to_dict()) + "\n" for lab in wave if lab.key not in keep))
+            f.flush()
+            os.fsync(f.fileno())
+
+    columns = [TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} turns/s"), TimeElapsedColumn()]
+    start = time.perf_counter()
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("turns", total=len(turns), rate="-")
+
+        def advance(n: int) -> None:
+            elapsed = time.perf_counter() - start
+            bar.update(task, advance=n, rate=f"{(bar.tasks[0].completed + n) / max(elapsed, 1e-9):.2f}")
+
+        labels = labeller.label(turns, done=done, on_wave=checkpoint, progress=advance)
+    return labels, time.perf_counter() - start, labeller.metrics.summary()
+
+
+def _report(labels: list[TurnLabel], seconds: float, summary: dict, new_turns: int, out: Path) -> None:
+    flagged = sum(1 for lab in labels if lab.flags)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    table = Table(title=f"{len(labels)} turns labelled -> {out}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("seconds per new turn", f"{seconds / max(new_turns, 1):.2f}"),
+        ("peak memory (MB)", f"{peak_mb:.0f}"),
+        ("flagged turns", str(flagged)),
+    ]
+    if summary.get("n_dst"):
+        rows += [("JGA (fuzzy)", f"{summary['jga']:.3f}"), ("JGA (exact)", f"{summary['jga_exact']:.3f}"), ("turn accuracy", f"{summary['turn_acc']:.3f}")]
+    if summary.get("n_acts"):
+        rows += [("act F1", f"{summary['acts_f1']:.3f}"), ("act slot F1", f"{summary['slots_f1']:.3f}"), ("act value F1", f"{summary['values_f1']:.3f}")]
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)

@@ -1,0 +1,407 @@
+"""A causal language model behind two operations: sample candidates, and score continuations of a prompt.
+
+Prompt parts are tokenised separately (a forced token boundary between preamble, body and continuation), as the
+reference does. Speed comes from levers behind the same interface, each switchable so the plain path stays available:
+with `reuse_prefix`, the KV cache of each preamble is computed once and kept in a small LRU, each body is encoded once
+on top of it and expanded to its n samples or its continuations; and several prompts share one forward pass, up to
+`max_batch_tokens` (rows x columns). With `reuse_prefix=False` every row re-encodes its whole prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from labelling import model_cache
+from labelling.errors import ConfigError, ModelError
+
+PREFIX_CACHE_SIZE = 4
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt whose `preamble` is shared by many prompts of the same mode, so its KV cache can be reused."""
+
+    preamble: str
+    body: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How candidates are drawn. Filters apply as temperature, then top-k, then top-p (HF's order).
+
+    `top_k=0` and `top_p=1.0` disable their filter; `temperature=0` is greedy decoding.
+    """
+
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 0.9
+    top_k: int = 50
+    max_new_tokens: int = 120
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One drawn continuation: its text up to the first stop string, right-stripped, and the tokens kept for it."""
+
+    text: str
+    logprob: float  # summed fp32 log-prob of the kept tokens under the filtered sampling distribution
+    n_tokens: int  # tokens that begin before the cut; a token holding the stop's first character counts only if it begins earlier
+    stopped: bool  # hit a stop string or EOS, rather than running out of max_new_tokens
+
+
+@dataclass
+class _State:
+    """KV state of a batch of rows: the cache, which of its columns are real tokens, and each row's next-token logits."""
+
+    cache: DynamicCache | None
+    mask: torch.Tensor  # [rows, cached columns]: 1 real token, 0 padding
+    last: torch.Tensor | None  # [rows, vocab] fp32 logits after each row's last real token
+
+    @classmethod
+    def empty(cls, rows: int, device: torch.device) -> _State:
+        """A state for `rows` rows that have seen nothing yet."""
+        return cls(None, torch.zeros((rows, 0), dtype=torch.long, device=device), None)
+
+    def take(self, rows: list[int]) -> _State:
+        """A copy holding `rows` (repeats allowed). Indexing copies, so feeding the copy never alters this state."""
+        idx = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
+        cache = None if self.cache is None else DynamicCache([(k[idx], v[idx]) for k, v, *_ in self.cache])
+        return _State(cache, self.mask[idx], None if self.last is None else self.last[idx])
+
+
+@dataclass
+class _Encoded:
+    """A prompt tokenised with forced boundaries: preamble ids (after any BOS) and body ids."""
+
+    preamble: str
+    pre: list[int]
+    body: list[int]
+
+    def __len__(self) -> int:
+        return len(self.pre) + len(self.body)
+
+
+@dataclass
+class _Draft:
+    """A sample being generated: its tokens, their log-probs, the decoded text and where a stop string cut it."""
+
+    generator: torch.Generator
+    ids: list[int] = field(default_factory=list)
+    logps: list[float] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)  # character offset where each token's text begins
+    text: str = ""
+    cut: int | None = None
+    done: bool = False
+
+    def finish(self) -> Sample:
+        """The sample as the caller sees it: text cut at the stop, and only the tokens that begin before the cut."""
+        cut = len(self.text) if self.cut is None else self.cut
+        kept = sum(start < cut for start in self.starts)
+        return Sample(self.text[:cut].rstrip(), float(sum(self.logps[:kept])), kept, self.done)
+
+
+class LanguageModel:
+    """Samples and scores text with a Hugging Face causal LM; see the module docstring for the speed levers."""
+
+    def __init__(self, model, tokenizer, max_batch_tokens: int = 16384, reuse_prefix: bool = True):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch_tokens = max_batch_tokens
+        self.reuse_prefix = reuse_prefix
+        self.device = next(model.parameters()).device
+        config = model.config.get_text_config()
+        self.context_length: int = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0)
+        self._bos = self._bos_ids()
+        self._eos = self._eos_ids()
+        # Any id will do as padding: padded columns are masked out and their logits never read.
+        self._pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        self._prefixes: OrderedDict[str, _State] = OrderedDict()
+        self.stats = dict.fromkeys(
+            ("prompt_tokens", "generated_tokens", "scored_tokens", "forward_passes", "prefix_hits", "prefix_misses"), 0
+        )
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        device: str = "cpu",
+        dtype: str = "float32",
+        max_batch_tokens: int = 16384,
+        reuse_prefix: bool = True,
+    ) -> LanguageModel:
+        """Load a hub id, a local folder, a `.gguf` file, or `smollm2` (the embedded model, converted once)."""
+        if dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
+        path = model_cache.resolve_lm(name_or_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"cannot load language model {name_or_path!r}: not an alias ({', '.join(sorted(model_cache.SMOLLM2_ALIASES))}), "
+                "a local folder or a .gguf file, and the hub could not provide it",
+                hint=f"use 'smollm2' for the embedded model ({model_cache.SMOLLM2_INSTALL})",
+            ) from exc
+        return cls(model.to(_device(device)), tokenizer, max_batch_tokens, reuse_prefix)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, device: str | None = None, **options) -> LanguageModel:
+        """Wrap an already built model and tokenizer (tests, benchmarks), optionally moving it to `device`."""
+        return cls(model.to(_device(device)) if device else model, tokenizer, **options)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes when tokenised on its own, as every prompt part is."""
+        return len(self._encode(text))
+
+    @torch.inference_mode()
+    def sample(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Sample]]:
+        """Draw `params.n` samples per prompt; a prompt's samples depend only on it and the seed, not on its batch."""
+        encoded = [self._encode_prompt(p) for p in prompts]
+        out: list[list[Sample]] = [[] for _ in prompts]
+        for chunk in self._chunks(encoded, [params.n] * len(prompts), [params.max_new_tokens] * len(prompts)):
+            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk])
+            keys = [(i, j) for i, js in chunk for j in js]
+            drafts = self._decode(state, [_seed(prompts[i], params.seed, j) for i, j in keys], params)
+            for (i, _), draft in zip(keys, drafts, strict=True):
+                out[i].append(draft.finish())
+        return out
+
+    def score(self, prompt: Prompt, continuations: list[str]) -> list[float]:
+        """Summed fp32 log p(continuation | prompt) for each continuation, tokenised apart from the prompt."""
+        return self.score_many([(prompt, continuations)])[0]
+
+    @torch.inference_mode()
+    def score_many(self, requests: list[tuple[Prompt, list[str]]]) -> list[list[float]]:
+        """`score` for a whole wave of prompts, batched across prompts."""
+        encoded = [self._encode_prompt(p) for p, _ in requests]
+        conts = [[self._encode(c) for c in cs] for _, cs in requests]
+        out = [[0.0] * len(cs) for cs in conts]
+        widths = [max(map(len, cs), default=0) for cs in conts]
+        for chunk in self._chunks(encoded, [len(cs) for cs in conts], widths):
+            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk])
+            keys = [(i, j) for i, js in chunk for j in js]
+            for (i, j), value in zip(keys, self._score_rows(state, [conts[i][j] for i, j in keys]), strict=True):
+                out[i][j] = value
+        return out
+
+    # -- tokenisation ---------------------------------------------------------------------------------------------
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def _encode_prompt(self, prompt: Prompt) -> _Encoded:
+        encoded = _Encoded(prompt.preamble, self._bos + self._encode(prompt.preamble), self._encode(prompt.body))
+        if not len(encoded):
+            raise ValueError("cannot condition on an empty prompt")
+        return encoded
+
+    def _bos_ids(self) -> list[int]:
+        """[BOS] if the tokenizer puts one before a text on its own, else []: only the very start of a prompt gets it."""
+        bos = self.tokenizer.bos_token_id
+        with_special = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        return [bos] if bos is not None and with_special[:1] == [bos] else []
+
+    def _eos_ids(self) -> set[int]:
+        """Token ids that end a sample: the tokenizer's and generation config's EOS, and `<|endoftext|>` as the reference."""
+        ids = {self.tokenizer.eos_token_id}
+        generation = getattr(self.model, "generation_config", None)
+        eos = getattr(generation, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list) else [eos])
+        ids.add(self.tokenizer.get_vocab().get("<|endoftext|>"))
+        return {i for i in ids if i is not None}
+
+    # -- batching and KV states ---------------------------------------------------------------------------------
+
+    def _chunks(self, encoded: list[_Encoded], copies: list[int], extra: list[int]) -> Iterator[list[tuple[int, range]]]:
+        """Split the rows (`copies[i]` for prompt i) into forward passes of about `max_batch_tokens` rows x columns.
+
+        A row of prompt i is `extra[i]` tokens longer than the prompt. A pass holds one preamble, and a prompt's rows
+        are split across passes only when they do not fit in one on their own.
+        """
+        first_seen: dict[str, int] = {}
+        order = sorted(range(len(encoded)), key=lambda i: first_seen.setdefault(encoded[i].preamble, i))
+        chunk: list[tuple[int, range]] = []
+        rows = width = 0
+        for i in order:
+            need = len(encoded[i]) + extra[i]
+            if need > self.context_length:
+                raise ModelError(f"{len(encoded[i])} prompt tokens + {extra[i]} more exceed the context of {self.context_length}")
+            remaining = range(copies[i])
+            while remaining:
+                wider = max(width, need)
+                other_preamble = chunk and encoded[chunk[0][0]].preamble != encoded[i].preamble
+                if chunk and ((rows + len(remaining)) * wider > self.max_batch_tokens or other_preamble):
+                    yield chunk
+                    chunk, rows, width = [], 0, 0
+                    continue
+                take = max(1, min(len(remaining), self.max_batch_tokens // wider - rows))
+                chunk.append((i, remaining[:take]))
+                rows, width, remaining = rows + take, wider, remaining[take:]
+        if chunk:
+            yield chunk
+
+    def _states(self, encoded: list[_Encoded], copies: list[int]) -> _State:
+        """State after each prompt, its row repeated `copies[i]` times; the prompts share one preamble."""
+        repeat = [i for i, c in enumerate(copies) for _ in range(c)]
+        if not self.reuse_prefix:
+            rows = [encoded[i].pre + encoded[i].body for i in repeat]
+            self.stats["prompt_tokens"] += sum(map(len, rows))
+            return self._extend(_State.empty(len(rows), self.device), rows)
+        preamble = self._preamble(encoded[0])
+        self.stats["prompt_tokens"] += sum(len(e.body) for e in encoded)
+        bodies = self._extend(preamble.take([0] * len(encoded)), [e.body for e in encoded])
+        return bodies.take(repeat)
+
+    def _preamble(self, encoded: _Encoded) -> _State:
+        """The one-row state after a preamble, from the LRU or computed once (callers only ever read it via `take`)."""
+        state = self._prefixes.get(encoded.preamble)
+        if state is not None:
+            self.stats["prefix_hits"] += 1
+            self._prefixes.move_to_end(encoded.preamble)
+            return state
+        self.stats["prefix_misses"] += 1
+        self.stats["prompt_tokens"] += len(encoded.pre)
+        state = self._extend(_State.empty(1, self.device), [encoded.pre])
+        self._prefixes[encoded.preamble] = state
+        if len(self._prefixes) > PREFIX_CACHE_SIZE:
+            self._prefixes.popitem(last=False)
+        return state
+
+    def _extend(self, state: _State, rows: list[list[int]]) -> _State:
+        """Feed each row's tokens after `state`, consuming its cache; the result holds the logits after the new tokens."""
+        if not any(rows):
+            return state
+        ends = torch.tensor([[max(len(r) - 1, 0)] for r in rows], device=self.device)
+        logits, cache, mask = self._forward(state, rows, ends)
+        last = logits[:, 0].float()
+        if state.last is not None:  # rows that fed nothing keep their previous logits
+            fed_nothing = torch.tensor([not r for r in rows], device=self.device)
+            last[fed_nothing] = state.last[fed_nothing]
+        return _State(cache, mask, last)
+
+    def _forward(self, state: _State, rows: list[list[int]], keep: torch.Tensor | int) -> tuple:
+        """One forward pass of right-padded rows on top of `state`; `keep` picks logit positions as HF's logits_to_keep."""
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        new = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            new[i, : len(row)] = 1
+        ids, new = ids.to(self.device), new.to(self.device)
+        # Padding leaves holes inside the cache: the mask hides them and positions count real tokens only,
+        # so every row sees exactly what it would see alone.
+        positions = (state.mask.sum(1, keepdim=True) + new.cumsum(1) - 1) * new
+        mask = torch.cat([state.mask, new], dim=1)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache, use_cache=True, logits_to_keep=keep
+        )
+        self.stats["forward_passes"] += 1
+        return out.logits, out.cache, mask
+
+    # -- scoring and sampling -------------------------------------------------------------------------------------
+
+    def _score_rows(self, state: _State, conts: list[list[int]]) -> list[float]:
+        """Summed fp32 log-probs of each continuation after its row of `state` (the row's last logits give token 1)."""
+        self.stats["scored_tokens"] += sum(map(len, conts))
+        width = max(map(len, conts), default=0)
+        targets = torch.zeros((len(conts), width), dtype=torch.long)
+        for i, c in enumerate(conts):
+            targets[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        targets = targets.to(self.device)
+        logits = state.last[:, None, :]
+        if width > 1:  # a continuation's last token predicts nothing we score, so it is not fed
+            later = self._forward(state, [c[:-1] for c in conts], 0)[0]
+            logits = torch.cat([logits, later[:, : width - 1].float()], dim=1)
+        token_logps = logits.gather(-1, targets[..., None])[..., 0] - logits.logsumexp(-1)
+        lengths = torch.tensor([len(c) for c in conts], device=self.device)
+        valid = torch.arange(width, device=self.device)[None, :] < lengths[:, None]
+        return (token_logps * valid).sum(1).tolist()
+
+    def _decode(self, state: _State, seeds: list[int], params: SamplingParams) -> list[_Draft]:
+        """Sample every row until EOS, a stop string or `max_new_tokens`; finished rows leave the batch."""
+        drafts = [_Draft(torch.Generator().manual_seed(s)) for s in seeds]
+        live = list(range(len(drafts)))
+        logits = state.last
+        for step in range(params.max_new_tokens):
+            tokens, logps = _draw(logits, [drafts[r].generator for r in live], params)
+            for r, token, logp in zip(live, tokens.tolist(), logps.tolist(), strict=True):
+                self._push(drafts[r], token, logp, params.stop)
+            self.stats["generated_tokens"] += len(live)
+            keep = [k for k, r in enumerate(live) if not drafts[r].done]
+            if not keep or step + 1 == params.max_new_tokens:
+                break
+            if len(keep) < len(live):  # shrinking the batch copies the cache once, then every step is cheaper
+                state, tokens = state.take(keep), tokens[keep]
+                live = [live[k] for k in keep]
+            state = self._extend(state, [[t] for t in tokens.tolist()])
+            logits = state.last
+        return drafts
+
+    def _push(self, draft: _Draft, token: int, logp: float, stops: tuple[str, ...]) -> None:
+        """Append a sampled token to a draft and check, on the decoded text, whether it has stopped."""
+        if token in self._eos:
+            draft.done = True
+            return
+        draft.starts.append(len(draft.text))
+        draft.ids.append(token)
+        draft.logps.append(logp)
+        # Decoding all ids (not token by token) keeps multi-byte characters split across tokens intact.
+        draft.text = self.tokenizer.decode(draft.ids, skip_special_tokens=False)
+        hits = [i for i in (draft.text.find(s) for s in stops if s) if i >= 0]
+        if hits:
+            draft.cut, draft.done = min(hits), True
+
+
+def _draw(logits: torch.Tensor, generators: list[torch.Generator], params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row and its log-prob under the filtered distribution, by inverse CDF on each row's own generator.
+
+    One uniform number per row per step keeps each row's stream independent of the rows batched with it.
+    """
+    if params.temperature <= 0:
+        return logits.argmax(-1), torch.zeros(len(generators))
+    logps = filtered_logprobs(logits, params)
+    u = torch.tensor([torch.rand((), generator=g).item() for g in generators], device=logits.device)
+    cdf = logps.exp().cumsum(-1)
+    tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
+    return tokens[:, 0], logps.gather(-1, tokens)[:, 0]
+
+
+def filtered_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """fp32 log-probs after temperature, then top-k, then top-p: the distribution samples are drawn from."""
+    logits = logits.float() / params.temperature
+    if 0 < params.top_k < logits.shape[-1]:
+        kth = logits.topk(params.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        probs = ordered.softmax(-1)
+        # Drop a token once the likelier ones already hold top_p of the mass; the likeliest always stays.
+        drop = probs.cumsum(-1) - probs >= params.top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+    return logits.log_softmax(-1)
+
+
+def _seed(prompt: Prompt, seed: int, index: int) -> int:
+    """A stable 63-bit seed for sample `index` of `prompt`, independent of the process and of the batch."""
+    digest = hashlib.sha256(json.dumps([seed, index, prompt.preamble, prompt.body]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _device(name: str) -> torch.device:
+    """A torch device from 'cpu', 'cuda', 'cuda:1' or 'auto' (CUDA when present)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}", hint="use cpu, cuda, cuda:N or auto") from exc

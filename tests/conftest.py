@@ -1,0 +1,52 @@
+"""Shared fixtures: the bundled schema and corpus, a tiny random LM with the real tokenizer, the real MiniLM embedder."""
+
+from __future__ import annotations
+
+import pytest
+
+from labelling import config as job_config
+from labelling.corpus import read_corpus
+from labelling.schema import Schema
+
+BUNDLED_CORPUS = "labelling/data/multiwoz21_dev.json.zip"
+
+
+@pytest.fixture(scope="session")
+def schema() -> Schema:
+    return Schema.load()
+
+
+@pytest.fixture(scope="session")
+def dev_dialogues(schema):
+    """The bundled MultiWOZ 2.1 dev set as dialogues of turns (with gold)."""
+    return read_corpus(BUNDLED_CORPUS, schema)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """A 2-layer random Llama behind the real SmolLM2 tokenizer: fast, and emits the garbage real models sometimes do."""
+    from labelling.lm import LanguageModel
+    from tests.tiny_models import smollm2_tokenizer, tiny_llama
+
+    model = tiny_llama()
+    model.config.max_position_embeddings = 8192  # RoPE has no table to outgrow; prompts carry a ~2k-token preamble
+    return LanguageModel.from_model(model, smollm2_tokenizer())
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from labelling.retrieval import Embedder
+
+    return Embedder.load("minilm")
+
+
+@pytest.fixture
+def fast_job():
+    """cpu-small settings shrunk so a tiny model labels a turn in well under a second."""
+    job = job_config.load(profile="cpu-small")
+    for module in (job.dst, job.act_tag):
+        module.generation_cfg.sampling_args.n = 3
+        module.generation_cfg.sampling_args.max_new_tokens = 8
+        module.retriever.k_examples = 2
+        module.retriever.example_warmup = 1
+    return job

