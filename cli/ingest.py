@@ -57,9 +57,18 @@ def ingest(
         help="Comma-separated services to keep; gold states and domains of the others are dropped.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it already exists and is not empty."),
+    corpus: str | None = typer.Option(
+        None,
+        "--corpus",
+        help=(
+            "Also write the turns to MongoDB as corpus NAME ($LABELLING_MONGODB_URI, else the embedded server); "
+            "ingesting the same corpus again changes nothing."
+        ),
+    ),
 ) -> None:
-    """Read a dialogue corpus into turn records and save it as splits of SPLIT_SIZE dialogues (train_0_50, train_50_100, ...).
+    """Read a dialogue corpus into turn records and cut it into splits of SPLIT_SIZE dialogues (train_0_50, train_50_100, ...).
 
+    The splits are saved as a dataset folder (--out), written to MongoDB as a corpus (--corpus), or both.
     Slot names are mapped to the schema's; gold states and acts are kept when the source has them, for metrics only.
     A summary table (dialogues, turns, splits, domains, turns with gold) is printed either way.
     """
@@ -70,7 +79,17 @@ def ingest(
     splits = partition(read_corpus(source, chosen, fmt), split_size, prefix)
     if out is not None:
         write_dataset(splits, out, chosen, overwrite=overwrite)
-    Console().print(_summary_table(source, fmt, summary(splits), list(splits), out))
+    stored = _store_corpus(corpus, splits, chosen) if corpus else None
+    Console().print(_summary_table(source, fmt, summary(splits), list(splits), out, stored))
+
+
+def _store_corpus(name: str, splits: dict, schema: Schema) -> str:
+    """Write the splits to MongoDB as corpus ``name``; returns where, for the summary (password masked)."""
+    from labelling import store  # lazy: mongoengine is not needed for a plain ingest
+
+    with store.connect() as conn:
+        count = store.ingest_corpus(name, splits, schema)
+        return f"corpus {name} ({count:,} turns) at {conn.masked_uri}"
 
 
 def _service_list(text: str) -> tuple[str, ...]:
@@ -80,7 +99,9 @@ def _service_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _summary_table(source: Path, fmt: str, counts: CorpusSummary, names: list[str], out: Path | None) -> Table:
+def _summary_table(
+    source: Path, fmt: str, counts: CorpusSummary, names: list[str], out: Path | None, stored: str | None = None
+) -> Table:
     table = Table(title=f"Ingested {escape(str(source))}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -95,6 +116,8 @@ def _summary_table(source: Path, fmt: str, counts: CorpusSummary, names: list[st
         ("turns with gold acts", f"{counts.gold_acts_turns:,} of {counts.turns:,}"),
         ("written to", escape(str(out)) if out is not None else "nothing written (no --out)"),
     ]
+    if stored is not None:
+        rows.append(("stored in MongoDB", escape(stored)))
     for row in rows:
         table.add_row(*row)
     return table

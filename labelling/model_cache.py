@@ -44,6 +44,21 @@ def is_smollm2_alias(name: str) -> bool:
     return name.strip().lower() in SMOLLM2_ALIASES
 
 
+def resolve_lm(name_or_path: str) -> str:
+    """Where to load an LM from: the embedded alias, a `.gguf` file (converted once), a local folder, or a hub id."""
+    if is_smollm2_alias(name_or_path):
+        return str(smollm2_dir())
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        return str(converted_gguf_dir(path))
+    if path.is_dir():
+        return str(path)
+    # A hub id is `name` or `owner/name`; anything else shaped like a path is a folder that is missing.
+    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
+        raise ModelError(f"model folder not found: {name_or_path}", hint="give an existing folder, a .gguf file or 'smollm2'")
+    return name_or_path
+
+
 def smollm2_dir() -> Path:
     """Plain safetensors folder of the embedded SmolLM2 (model + tokenizer), converted on first use."""
     return converted_gguf_dir(embedded_gguf())
@@ -91,8 +106,9 @@ def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
     with open(target.with_name(target.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_dir():
+            for stale in target.parent.glob(f"{target.name}.tmp-*"):  # left by a killed builder; we hold the lock
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
             try:
                 build(tmp)
                 os.rename(tmp, target)
@@ -126,18 +142,3 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.tie_weights()
     model.save_pretrained(out)
     _save_gguf_tokenizer(gguf, out)
-
-
-def resolve_lm(name_or_path: str) -> str:
-    """Where to load an LM from: the embedded alias, a `.gguf` file (converted once), a local folder, or a hub id."""
-    if is_smollm2_alias(name_or_path):
-        return str(smollm2_dir())
-    path = Path(name_or_path).expanduser()
-    if path.suffix == ".gguf":
-        return str(converted_gguf_dir(path))
-    if path.is_dir():
-        return str(path)
-    # A hub id is `name` or `owner/name`; anything else shaped like a path is a folder that is missing.
-    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
-        raise ModelError(f"model folder not found: {name_or_path}", hint="give an existing folder, a .gguf file or 'smollm2'")
-    return name_or_path

@@ -16,7 +16,7 @@ from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWa
 
 from labelling import model_cache
 from labelling.errors import ConfigError, ModelError
-from labelling.lm import LanguageModel, Prompt, SamplingParams
+from labelling.lm import LanguageModel, Prompt, SamplingParams, _RoomyLayer
 from tests.tiny_models import smollm2_tokenizer, tiny_gpt_bigcode, tiny_llama
 
 TOL = 1e-4
@@ -53,17 +53,17 @@ def ids(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def reference_logprobs(model, tok, prompt: Prompt, cont_ids: list[int]) -> torch.Tensor:
+def reference_logprobs(model, tok, prompt: Prompt, cont_ids: list[int], bos: tuple[int, ...] = ()) -> torch.Tensor:
     """fp32 log-softmax rows that predict each continuation token, from one full forward pass of one sequence."""
-    prompt_ids = ids(tok, prompt.preamble) + ids(tok, prompt.body)
+    prompt_ids = [*bos, *ids(tok, prompt.preamble), *ids(tok, prompt.body)]
     with torch.no_grad():
         logits = model(torch.tensor([prompt_ids + cont_ids])).logits[0].float()
     return logits[len(prompt_ids) - 1 : len(prompt_ids) - 1 + len(cont_ids)].log_softmax(-1)
 
 
-def reference_score(model, tok, prompt: Prompt, cont: str) -> float:
+def reference_score(model, tok, prompt: Prompt, cont: str, bos: tuple[int, ...] = ()) -> float:
     cont_ids = ids(tok, cont)
-    rows = reference_logprobs(model, tok, prompt, cont_ids)
+    rows = reference_logprobs(model, tok, prompt, cont_ids, bos)
     return float(rows[torch.arange(len(cont_ids)), cont_ids].sum())
 
 
@@ -147,11 +147,24 @@ def test_tokenizer_without_pad_or_eos(model, tok):
     assert len(lm.sample([REQUESTS[0][0], REQUESTS[1][0]], SamplingParams(n=2, max_new_tokens=5))[1]) == 2
 
 
+def test_bos_only_at_the_very_start(model, tok):
+    with_bos = copy.deepcopy(tok)
+    with_bos.add_bos_token = True
+    lm = LanguageModel.from_model(model, with_bos)
+    for prompt, conts in REQUESTS[:3]:
+        expected = [reference_score(model, tok, prompt, c, bos=(tok.bos_token_id,)) for c in conts]
+        assert lm.score(prompt, conts) == pytest.approx(expected, abs=TOL)
+    assert lm.count_tokens("ab") == len(ids(tok, "ab"))
+
+
 def test_bfloat16_model_scores_in_float32(tok):
-    lm = LanguageModel.from_model(tiny_llama().to(torch.bfloat16), tok)
-    scores = lm.score(*REQUESTS[1])
-    assert all(isinstance(s, float) and s < 0 for s in scores)
-    assert lm.score(*REQUESTS[1]) == scores
+    model = tiny_llama().to(torch.bfloat16)
+    prompt, conts = REQUESTS[1]
+    scores = LanguageModel.from_model(model, tok).score(prompt, conts)
+    assert scores == pytest.approx([reference_score(model, tok, prompt, c) for c in conts], abs=0.05)
+    # A one-token score from a bf16 log-softmax would itself be a bf16 number; an fp32 one almost never is.
+    assert ids(tok, conts[0]) == ids(tok, "x") and len(ids(tok, "x")) == 1
+    assert scores[0] != float(torch.tensor(scores[0], dtype=torch.bfloat16))
 
 
 # -- sampling ---------------------------------------------------------------------------------------------------------
@@ -304,3 +317,15 @@ def test_build_once_is_atomic_and_runs_once(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError):
         model_cache._build_once(tmp_path / "models" / "other", broken)
     assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == ["m"]
+
+
+def test_kv_layer_with_room_grows_when_full():
+    keys, values = torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4)
+    original = keys.clone()
+    layer = _RoomyLayer(keys, values, room=1)
+    added = [torch.randn(2, 1, n, 4) for n in (1, 2, 5)]  # fills the room, then outgrows it twice
+    for new in added:
+        got_keys, got_values = layer.update(new, 2 * new)
+    assert torch.equal(got_keys, torch.cat([keys, *added], dim=-2))
+    assert torch.equal(got_values, torch.cat([values, *(2 * a for a in added)], dim=-2))
+    assert layer.get_seq_length() == 11 and torch.equal(keys, original)

@@ -1,0 +1,98 @@
+"""``labelling export`` and ``labelling evaluate``: a group's labels from MongoDB, as a dataset or as scores against gold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def export(
+    group: str = typer.Option(..., "--group", "-g", help="The labelling group to export."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder to save the DatasetDict (train, train_minus_64, valid_64) and README.md in."
+    ),
+    push_to_hub: str | None = typer.Option(
+        None, "--push-to-hub", help="Also upload to this Hugging Face dataset repo (USER/NAME); the token is read from HF_TOKEN."
+    ),
+    private: bool = typer.Option(True, "--private/--public", help="Visibility of the hub repo when it is created."),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Export the completed partitions even when others are not done yet."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it already exists and is not empty."),
+) -> None:
+    """Merge a group's completed partitions into a Hugging Face dataset named manifest_self_labelled_GROUP_N_HASH.
+
+    Rows hold the predicted labels in the reference's turn fields; a README.md card records the group, counts,
+    job config, per-partition metrics and the manifest entries the name's hash covers.
+    """
+    from labelling import export as exporter
+    from labelling import store
+
+    with store.connect() as conn:
+        console.print(f"store: {escape(conn.masked_uri)}")
+        result = exporter.export_group(group, out, allow_partial=allow_partial, overwrite=overwrite)
+    table = Table(title=result.name, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("written to", escape(str(out)))
+    table.add_row("dialogues / turns", f"{result.num_dialogues:,} / {result.num_turns:,}")
+    for name, size in result.split_sizes.items():
+        table.add_row(f"split {name}", f"{size:,} turns")
+    if result.missing:
+        table.add_row("left out (incomplete)", ", ".join(result.missing))
+    if push_to_hub:
+        table.add_row("pushed to", exporter.push_to_hub(out, push_to_hub, private=private))
+    Console().print(table)
+
+
+def evaluate(
+    group: str = typer.Option(..., "--group", "-g", help="The labelling group to score."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Score a group's labels against gold, overall and per partition: JGA, turn accuracy and act F1.
+
+    Running partitions count with the turns labelled so far; turns without gold are not counted.
+    """
+    from labelling import store
+
+    with store.connect():
+        report = group_scores(group)
+    if json_output:
+        print(json.dumps(report, indent=2))
+        return
+    Console().print(_scores_table(report))
+
+
+def group_scores(group: str) -> dict:
+    """Per-partition and overall metric summaries of a group, from the counts each partition stores as it goes."""
+    from labelling import store
+    from labelling.metrics import MetricsAccumulator
+
+    rows, overall = [], MetricsAccumulator()
+    for part in store.partitions(group):
+        counts = MetricsAccumulator.from_dict(part.metrics or {})
+        overall.merge(counts)
+        row = {"split": part.split, "status": part.status, "turns_done": part.turns_done, "turns_total": part.turns_total}
+        rows.append({**row, "metrics": counts.summary()})
+    return {"group": group, "overall": overall.summary(), "partitions": rows}
+
+
+def _scores_table(report: dict) -> Table:
+    from labelling.export import score_cells
+
+    table = Table(title=f"group {escape(report['group'])}")
+    for name in ("partition", "status", "turns", "JGA", "turn acc", "act F1"):
+        table.add_column(name, justify="left" if name in ("partition", "status") else "right")
+    for row in report["partitions"]:
+        table.add_row(row["split"], row["status"], f"{row['turns_done']}/{row['turns_total']}", *score_cells(row["metrics"]))
+    done = sum(r["turns_done"] for r in report["partitions"])
+    total = sum(r["turns_total"] for r in report["partitions"])
+    table.add_row("all", "", f"{done}/{total}", *score_cells(report["overall"]), style="bold")
+    return table

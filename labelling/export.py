@@ -1,0 +1,298 @@
+"""Export a group's completed partitions as a Hugging Face ``DatasetDict``, named and split as the reference did.
+
+Splits: ``train`` (every labelled turn), ``valid_64`` (64 dialogues drawn with ``random.Random(42)`` from the dialogue
+ids in order of first appearance) and ``train_minus_64`` (the rest). A group of fewer than 128 dialogues gives
+``valid_64`` half of them (rounded down), so training keeps at least half; the split names stay fixed for the
+configs that read them.
+
+Rows are in corpus order (a dialogue's turns together) and carry the reference's turn fields with the *predicted*
+labels in the label fields (method.md §10.1), plus ``labelled_split`` and ``label_flags`` for provenance. No gold
+value reaches a row.
+
+The name is ``manifest_self_labelled_{group}_{num_dialogues}_{hash}``; the hash follows method.md §10.3 over the
+manifest entries sorted by run id, each serialised as the reference's ``ManifestEntry`` dict (see ``hashed_entry``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from labelling import store
+from labelling.corpus import _move_into_place, check_output, dataset_features
+from labelling.errors import LabellingError
+from labelling.metrics import MetricsAccumulator
+from labelling.mongo_server import mask_uri
+from labelling.schema import Schema
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict, Features
+
+VALID_DIALOGUES = 64
+VALID_SEED = 42
+TRAIN, TRAIN_MINUS, VALID = "train", f"train_minus_{VALID_DIALOGUES}", f"valid_{VALID_DIALOGUES}"
+GOLD_MARKERS = ("has_gold", "has_gold_acts")  # Turn.to_row's flags: on predicted rows they would only mislead
+_OFFLINE_VALUES = ("1", "true", "yes", "on")
+
+
+@dataclass
+class ExportResult:
+    """What an export produced: name and hash, counts, the manifest entries it covers and the dataset card."""
+
+    name: str
+    hash: str
+    group: str
+    num_dialogues: int
+    num_turns: int
+    split_sizes: dict[str, int]
+    entries: list[dict]
+    card: str
+    missing: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+
+# --- naming --------------------------------------------------------------------------------------------------
+
+
+def hashed_entry(entry: Mapping) -> dict:
+    """The stable dict hashed for one manifest entry: the reference's ManifestEntry fields, our corpus as its dataset."""
+    return {
+        "group_id": entry["group_id"],
+        "run_id": entry["run_id"],
+        "num_logs": int(entry["num_logs"]),
+        "labelled_dataset_path_or_name": entry["corpus"],
+        "labelled_dataset_split_name": entry["split"],
+    }
+
+
+def short_hash(entries: Sequence[Mapping]) -> str:
+    """method.md §10.3: SHA-256 of ``json.dumps(entries, sort_keys=True)``, urlsafe base64, 12 characters, ``-`` -> ``x``."""
+    digest = hashlib.sha256(json.dumps(list(entries), sort_keys=True).encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")[:12].replace("-", "x")
+
+
+def dataset_name(group: str, num_dialogues: int, entries: Sequence[Mapping]) -> str:
+    """``manifest_self_labelled_{group}_{num_dialogues}_{hash}``, ``entries`` being hashed entries in manifest order."""
+    return f"manifest_self_labelled_{group}_{num_dialogues}_{short_hash(entries)}"
+
+
+def train_valid_split(
+    dialogue_ids: Sequence[str], count: int = VALID_DIALOGUES, seed: int = VALID_SEED
+) -> tuple[list[str], list[str]]:
+    """(training, validation) dialogue ids: first-appearance order shuffled by ``Random(seed)``, the first ``count`` held out.
+
+    At most half the dialogues are held out, so a small group still trains on something.
+    """
+    ids = list(dict.fromkeys(dialogue_ids))
+    random.Random(seed).shuffle(ids)
+    held = min(count, len(ids) // 2)
+    return ids[held:], ids[:held]
+
+
+# --- building ------------------------------------------------------------------------------------------------
+
+
+def export_features(schema: Schema) -> Features:
+    """The exported columns: the reference's turn fields plus ``labelled_split`` and ``label_flags``."""
+    from datasets import Features, List, Value
+
+    columns = {name: kind for name, kind in dataset_features(schema).items() if name not in GOLD_MARKERS}
+    return Features({**columns, "labelled_split": Value("string"), "label_flags": List(Value("string"))})
+
+
+def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict, ExportResult]:
+    """The group's completed partitions as a DatasetDict, and a description of it (card included).
+
+    Refuses a group with incomplete partitions unless ``allow_partial``, naming the splits that are missing.
+    """
+    import datasets
+
+    parts = store.partitions(group)
+    missing = [p.split for p in parts if p.status != store.DONE]
+    done = [p for p in parts if p.status == store.DONE]
+    _check_complete(group, missing, done, allow_partial)
+    schema = _schema(store.group_config(group))
+    rows = [row for p in done for row in _partition_rows(group, p, schema)]
+    _check_no_duplicates(rows)
+    train = datasets.Dataset.from_list(rows, features=export_features(schema))
+    order = train["dialogue_id"]
+    keep, held = train_valid_split(order)
+    data = datasets.DatasetDict({TRAIN: train, TRAIN_MINUS: _subset(train, order, keep), VALID: _subset(train, order, held)})
+    entries = [hashed_entry(e) for e in store.manifest_entries(group) if e["split"] in {p.split for p in done}]
+    num_dialogues = len(dict.fromkeys(order))
+    result = ExportResult(
+        name=dataset_name(group, num_dialogues, entries),
+        hash=short_hash(entries),
+        group=group,
+        num_dialogues=num_dialogues,
+        num_turns=len(rows),
+        split_sizes={name: len(split) for name, split in data.items()},
+        entries=entries,
+        card="",
+        missing=missing,
+    )
+    result.card = dataset_card(result, store.group_run(group), parts)
+    return data, result
+
+
+def _check_complete(group: str, missing: list[str], done: list, allow_partial: bool) -> None:
+    if missing and not allow_partial:
+        shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise LabellingError(
+            f"group {group!r} has {len(missing)} incomplete partitions: {shown}",
+            "wait for them to finish, or pass --allow-partial to export only the completed ones",
+        )
+    if not done:
+        raise LabellingError(f"group {group!r} has no completed partition to export")
+
+
+def _schema(config) -> Schema:
+    return Schema.load(config.schema_path, tuple(config.services))
+
+
+def _partition_rows(group: str, part: store.Partition, schema: Schema) -> list[dict]:
+    """One row per labelled turn of a completed partition; a done partition missing labels is an inconsistency, not skipped."""
+    pairs = store.labelled_turns(group, part.split)
+    if len(pairs) != part.turns_total:
+        raise LabellingError(f"partition {group}/{part.split} is done but holds {len(pairs)} of {part.turns_total} labels")
+    rows = []
+    for example, stored in pairs:
+        row = {k: v for k, v in example.to_row(schema).items() if k not in GOLD_MARKERS}
+        rows.append({**row, "labelled_split": part.split, "label_flags": list(stored.label.flags)})
+    return rows
+
+
+def _check_no_duplicates(rows: Sequence[Mapping]) -> None:
+    """Each (dialogue, turn) once, and each dialogue from one partition: labels are keyed so, this guards the merge."""
+    turns = Counter((r["dialogue_id"], r["turn_id"]) for r in rows)
+    twice = [key for key, n in turns.items() if n > 1]
+    sources: dict[str, set[str]] = {}
+    for r in rows:
+        sources.setdefault(r["dialogue_id"], set()).add(r["labelled_split"])
+    split_across = [d for d, splits in sources.items() if len(splits) > 1]
+    if twice or split_across:
+        raise LabellingError(
+            f"duplicated rows in the merge: turns {twice[:5]}, dialogues in several partitions {split_across[:5]}"
+        )
+
+
+def _subset(data, order: Sequence[str], dialogue_ids: Sequence[str]):
+    wanted = set(dialogue_ids)
+    return data.select([i for i, d in enumerate(order) if d in wanted])
+
+
+# --- the card ------------------------------------------------------------------------------------------------
+
+_ABOUT = (
+    "Utterances only, self-labelled by a language model: each user turn carries a predicted dialogue state (cumulative, "
+    "with its delta) and the predicted dialogue acts of the system response, each chosen among sampled candidates by a "
+    "noisy-channel score. Gold annotations were never shown to the model and are not in this dataset."
+)
+
+
+def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[store.Partition]) -> str:
+    """The README.md: group, counts, partitions with their metrics, the job config (URIs masked) and the manifest entries."""
+    lines = ["---", f"pretty_name: {result.name}", "tags:", "- task-oriented-dialogue", "- dialogue-state-tracking", "---", ""]
+    lines += [f"# {result.name}", "", _ABOUT, ""]
+    lines += [
+        f"- group: `{result.group}`, corpus: `{group.corpus}`",
+        f"- dialogues: {result.num_dialogues}, turns: {result.num_turns}",
+    ]
+    lines += [f"- split `{name}`: {size} turns" for name, size in result.split_sizes.items()]
+    if result.missing:
+        lines.append(
+            f"- partial export: {len(result.missing)} partitions not complete were left out: {', '.join(result.missing)}"
+        )
+    lines += ["", "## Partitions", "", _partition_table(parts), "", "## Job config", "", "```json"]
+    lines += [json.dumps(_masked(group.config), indent=2, sort_keys=True), "```", "", "## Manifest entries", ""]
+    lines += [
+        f"Hash `{result.hash}`: SHA-256 of `json.dumps(entries, sort_keys=True)`, urlsafe base64, 12 characters, `-` -> `x`.",
+        "",
+    ]
+    lines += ["```json", json.dumps(result.entries, indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+def _partition_table(parts: Sequence[store.Partition]) -> str:
+    rows = ["| split | status | run | turns | JGA | turn acc | act F1 | pool at start | finished (UTC) |", "|" + "---|" * 9]
+    for p in parts:
+        jga, turn_acc, act_f1 = score_cells(MetricsAccumulator.from_dict(p.metrics or {}).summary())
+        pool = ", ".join(p.pool[0]["splits"]) if p.pool and p.pool[0]["splits"] else "-"
+        finished = datetime.fromtimestamp(p.finished_at, timezone.utc).strftime("%Y-%m-%d %H:%M") if p.finished_at else "-"
+        cells = (p.split, p.status, p.run_id or "-", p.turns_total, jga, turn_acc, act_f1, pool, finished)
+        rows.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(rows)
+
+
+def score_cells(summary: Mapping) -> tuple[str, str, str]:
+    """JGA, turn accuracy and act F1 of a metrics summary as text, ``-`` where no turn had gold to score against."""
+    dst = (f"{summary['jga']:.3f}", f"{summary['turn_acc']:.3f}") if summary["n_dst"] else ("-", "-")
+    return (*dst, f"{summary['acts_f1']:.3f}" if summary["n_acts"] else "-")
+
+
+def _masked(value: object) -> object:
+    """A copy of a config with every URI's password hidden."""
+    if isinstance(value, Mapping):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return mask_uri(value) if isinstance(value, str) and "://" in value else value
+
+
+# --- writing and publishing ----------------------------------------------------------------------------------
+
+
+def export_group(group: str, out: str | Path, allow_partial: bool = False, overwrite: bool = False) -> ExportResult:
+    """Build the group's dataset and save it with its README.md at ``out`` (written beside it, then renamed into place)."""
+    out = Path(out)
+    check_output(out, overwrite)  # before the slow part
+    data, result = build_dataset(group, allow_partial)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        data.save_to_disk(str(tmp))
+        (tmp / "README.md").write_text(result.card, encoding="utf-8")
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only still there when saving or renaming failed
+    result.path = out
+    return result
+
+
+def push_to_hub(path: str | Path, repo: str, private: bool = True) -> str:
+    """Upload an exported folder (all splits, then its README.md as the card) to ``repo``; the token comes from ``HF_TOKEN``."""
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise LabellingError(
+            f"cannot push to {repo}: HF_TOKEN is not set", "export HF_TOKEN=<a write token>; the dataset on disk is complete"
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _OFFLINE_VALUES:
+        raise LabellingError(
+            f"cannot push to {repo}: Hugging Face Hub offline mode is on", "unset HF_HUB_OFFLINE on a machine with network"
+        )
+    import datasets
+    from huggingface_hub import HfApi
+
+    folder = Path(path)
+    try:
+        datasets.load_from_disk(str(folder)).push_to_hub(repo, private=private, token=token)
+        HfApi(token=token).upload_file(
+            path_or_fileobj=str(folder / "README.md"), path_in_repo="README.md", repo_id=repo, repo_type="dataset"
+        )
+    except Exception as e:  # network, auth and hub errors come from several libraries; all mean the same to the user
+        raise LabellingError(
+            f"could not push {folder} to the Hugging Face Hub as {repo} ({type(e).__name__}: {e})",
+            "check the network, the token's write access and the repo name; the dataset on disk is complete",
+        ) from e
+    return f"https://huggingface.co/datasets/{repo}"

@@ -1,0 +1,197 @@
+"""Label one partition of a group against the store: claim it, seed the example pool, resume, checkpoint, complete.
+
+``run_partition`` may run more than once for the same partition (at-least-once delivery, crashes, a duplicate task):
+a done partition returns at once, a resumed one replays its stored labels, and a run that loses its claim stops
+before writing anything more. With the same seed and pool, a resumed run ends with the labels an uninterrupted run
+would have produced: waves are replayed whole, and pool refreshes recorded before the crash are replayed at the same
+wave boundaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from labelling import store
+from labelling.config import JobConfig
+from labelling.labeller import PartitionLabeller, TurnLabel, waves
+from labelling.schema import Schema
+
+LabellerFactory = Callable[[JobConfig, Schema], PartitionLabeller]
+ProgressHook = Callable[[int, int], None]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartitionResult:
+    """What a call of :func:`run_partition` did: ``status`` is ``done`` (labelled now) or ``already_done``."""
+
+    group: str
+    split: str
+    status: str
+    run_id: str | None
+    turns: int
+    new_turns: int = 0
+    seconds: float = 0.0
+    metrics: dict = field(default_factory=dict)
+    pool: list[dict] = field(default_factory=list)
+    manifest: dict | None = None
+
+
+def run_partition(
+    group: str,
+    split: str,
+    worker: str = "local",
+    config: JobConfig | None = None,
+    on_progress: ProgressHook | None = None,
+    labeller_factory: LabellerFactory | None = None,
+    lease_s: float | None = None,
+) -> PartitionResult:
+    """Label ``split`` of ``group`` to completion and return what happened; idempotent (see the module docstring).
+
+    ``config`` defaults to the group's; ``on_progress(turns_done, turns_total)`` runs after every wave;
+    ``labeller_factory(config, schema)`` defaults to :func:`labelling.models.build_labeller` (models loaded once per
+    process). Raises PartitionBusy while another live run holds the partition, ClaimLost if one takes it over.
+    """
+    store.connect()
+    claim = store.claim_partition(group, split, worker, lease_s)
+    if claim is None:
+        return _already_done(group, split)
+    try:
+        job = _PartitionJob(claim, config or store.group_config(group), labeller_factory, on_progress)
+        return job.run()
+    except store.ClaimLost:
+        raise  # the partition belongs to another run now: recording a failure would overwrite its state
+    except BaseException as e:  # interrupted or crashed: free the partition for the next attempt right away
+        _record_failure(claim, e)
+        raise
+
+
+def _record_failure(claim: store.Claim, error: BaseException) -> None:
+    try:
+        store.fail_partition(claim, "".join(traceback.format_exception_only(type(error), error)).strip())
+    except Exception:  # the store itself may be what failed; the original error is the one worth raising
+        log.warning("could not mark %s/%s failed", claim.group, claim.split, exc_info=True)
+
+
+def _already_done(group: str, split: str) -> PartitionResult:
+    done = store.partition(group, split)
+    entry = next((e for e in store.manifest_entries(group) if e["split"] == split), None)
+    metrics, pool = dict(done.metrics), list(done.pool)
+    return PartitionResult(
+        group, split, "already_done", done.run_id, done.turns_total, metrics=metrics, pool=pool, manifest=entry
+    )
+
+
+def _default_factory() -> LabellerFactory:
+    from labelling.models import build_labeller  # loads torch and the models: only when labelling really happens
+
+    return build_labeller
+
+
+class _PartitionJob:
+    """One attempt at one partition: the state the labeller's callbacks share."""
+
+    def __init__(self, claim: store.Claim, config: JobConfig, factory: LabellerFactory | None, on_progress: ProgressHook | None):
+        self.claim = claim
+        self.config = config
+        self.on_progress = on_progress
+        self.turns = store.load_turns(claim.corpus, claim.split)
+        schema = Schema.load(config.schema_path, tuple(config.services))
+        self.labeller = (factory or _default_factory())(config, schema)
+        c = config
+        self.schedule = waves([t.without_gold() for t in self.turns], c.data_num_partitions, c.seed, c.data_warmup)
+        self.waves_done = self.turns_done = self.new_turns = 0
+        self.pool: list[dict] = []
+        self.pooled: set[str] = set()
+        self.replayed_waves = 0
+        self.recorded_refreshes: dict[int, list[str]] = {}  # wave -> splits the interrupted attempt added there
+        self.started = time.time()
+
+    def run(self) -> PartitionResult:
+        done = self._resume()
+        self._seed()
+        self.started = time.time()
+        store.heartbeat(self.claim, started_at=self.started, config=self.config.to_dict(), pool=self.pool, turns_done=0)
+        labels = self.labeller.label(self.turns, done=done, on_wave=self._checkpoint, progress=self._after_wave)
+        if len(labels) != len(self.turns):
+            raise store.StoreError(f"labelled {len(labels)} of {len(self.turns)} turns of {self.claim.group}/{self.claim.split}")
+        metrics = self.labeller.metrics.to_dict()
+        entry = store.complete_partition(self.claim, metrics)
+        c, seconds = self.claim, self._seconds()
+        return PartitionResult(
+            c.group, c.split, "done", c.run_id, len(labels), self.new_turns, seconds, metrics, self.pool, entry
+        )
+
+    # --- start: resume and seed -----------------------------------------------------------------------------
+
+    def _resume(self) -> list[TurnLabel]:
+        """The stored labels of the leading complete waves; a wave cut short by a crash is relabelled whole."""
+        stored = {s.label.key: s for s in store.load_labels(self.claim.group, self.claim.split)}
+        for index, wave in enumerate(self.schedule):
+            if any(t.key not in stored or stored[t.key].wave != index for t in wave):
+                break
+            self.replayed_waves = index + 1
+        return [stored[t.key].label for wave in self.schedule[: self.replayed_waves] for t in wave]
+
+    def _seed(self) -> None:
+        """Seed the indexes from the pool the interrupted attempt recorded, else from every partition completed so far.
+
+        A recorded pool only matters when labels made with it are replayed; with none, the freshest pool is better.
+        """
+        kept = [e for e in self.claim.pool if e["wave"] <= self.replayed_waves] if self.replayed_waves else []
+        if kept:
+            self.pool = kept
+            self.recorded_refreshes = {e["wave"]: e["splits"] for e in kept[1:]}
+            self._load_pool(kept[0]["splits"])
+            return
+        initial = [s for s in store.done_splits(self.claim.group) if s != self.claim.split]
+        self._record_pool(0, initial if self.config.manifest.seed_retrievers_from_manifest else [])
+
+    def _load_pool(self, splits: Sequence[str]) -> int:
+        """Add the labels of ``splits`` to both indexes; returns how many examples that was."""
+        examples = store.pool_examples(self.claim.group, splits)
+        self.labeller.add_examples(examples)
+        self.pooled.update(splits)
+        return len(examples)
+
+    def _record_pool(self, wave: int, splits: Sequence[str]) -> None:
+        self.pool.append({"at": time.time(), "wave": wave, "splits": list(splits), "examples": self._load_pool(splits)})
+
+    # --- per wave -----------------------------------------------------------------------------------------
+
+    def _checkpoint(self, labels: list[TurnLabel]) -> None:
+        store.write_labels(self.claim, labels, wave=self.waves_done, seq_start=self.turns_done)
+        self.new_turns += len(labels)
+
+    def _after_wave(self, size: int) -> None:
+        self.waves_done += 1
+        self.turns_done += size
+        pooled = len(self.pool)
+        self._refresh()
+        progress = {"turns_done": self.turns_done, "metrics": self.labeller.metrics.to_dict()}
+        if self.new_turns:
+            progress["turns_per_s"] = self.new_turns / max(self._seconds(), 1e-9)
+        if len(self.pool) != pooled:
+            progress["pool"] = self.pool
+        store.heartbeat(self.claim, **progress)
+        if self.on_progress is not None:
+            self.on_progress(self.turns_done, len(self.turns))
+
+    def _refresh(self) -> None:
+        """Every ``pool_refresh_waves`` waves, add partitions completed meanwhile; while resuming, replay what was recorded."""
+        every, wave = self.config.pool_refresh_waves, self.waves_done
+        if not every or wave % every or wave >= len(self.schedule):
+            return
+        if wave in self.recorded_refreshes:
+            self._load_pool(self.recorded_refreshes[wave])
+        elif wave >= self.replayed_waves:  # before, the interrupted attempt found nothing new (empty refreshes go unrecorded)
+            fresh = [s for s in store.done_splits(self.claim.group) if s != self.claim.split and s not in self.pooled]
+            if fresh:
+                self._record_pool(wave, fresh)
+
+    def _seconds(self) -> float:
+        return time.time() - self.started

@@ -1,0 +1,606 @@
+"""The MongoDB store, through mongoengine: corpus turns, a group's partitions, labels and manifest, and the atomic
+operations a fleet of workers needs to share them safely.
+
+Each document's ``_id`` is its natural key joined with ``/`` (``group/dialogue/turn`` ...) and the same key also has a
+unique compound index. Every write is an upsert on ``_id``: repeating it changes nothing, and nx-27017 serves
+``_id`` matches about ten times faster than compound-key matches.
+
+The module keeps clear of what the embedded nx-27017 server gets wrong (measured with pymongo 4.20 / nx-27017 0.8.1):
+times are stored as Unix seconds (it returns datetimes as strings), arrays are rewritten whole with ``$set`` (``$push``
+of a subdocument turns the array into JSON strings), booleans live only inside subdocuments (``$set`` of a top-level
+``True`` on an existing document stores ``1``), reads project top-level fields only (a dotted projection comes back as
+a flat ``"a.b"`` key), and nothing uses ``replace_one``, transactions, TTL indexes or ``$regex`` through arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import mongoengine as me
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+
+from labelling import config as job_config
+from labelling.errors import StoreError
+from labelling.labeller import TurnLabel, example_turn
+from labelling.mongo_server import URI_ENV, EmbeddedServer, ensure_server, mask_uri
+from labelling.schema import Schema
+from labelling.states import strip_blanks
+from labelling.turns import Turn
+
+TIMEOUT_ENV = "LABELLING_MONGODB_TIMEOUT_MS"
+LEASE_ENV = "LABELLING_CLAIM_LEASE_S"
+DEFAULT_TIMEOUT_MS = 5000
+DEFAULT_LEASE_S = 900.0  # a claim whose heartbeat is older than this may be taken over; heartbeats come once per wave
+DEFAULT_DATABASE = "labelling"
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+_CHUNK = 1000  # documents per bulk write: big enough to amortise round trips, small enough for the 16 MB message limit
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_AUTH_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
+
+
+class ClaimLost(StoreError):
+    """Another run took this partition over (its heartbeat had gone stale); this run must stop without writing."""
+
+
+class PartitionBusy(StoreError):
+    """The partition is being labelled by a live run; try again later (its claim becomes stale after the lease)."""
+
+
+# --- documents -----------------------------------------------------------------------------------------------
+
+
+def _meta(collection: str, *indexes: dict) -> dict:
+    return {"collection": collection, "indexes": list(indexes), "auto_create_index": False}
+
+
+class TurnDoc(me.Document):
+    """One turn of an ingested corpus: the reference's row (``Turn.to_row``) and its position in the corpus."""
+
+    meta = _meta("turns", {"fields": ["corpus", "split", "dialogue_id", "turn_id"], "unique": True})
+    id = me.StringField(primary_key=True)
+    corpus = me.StringField(required=True)
+    split = me.StringField(required=True)
+    dialogue_id = me.StringField(required=True)
+    turn_id = me.IntField(required=True)
+    order = me.IntField(required=True)
+    row = me.DictField()
+
+
+class GroupRun(me.Document):
+    """A labelling group: which corpus it labels, with which job config, and which split seeds it."""
+
+    meta = _meta("runs", {"fields": ["group_id"], "unique": True})
+    id = me.StringField(primary_key=True)
+    group_id = me.StringField(required=True)
+    corpus = me.StringField(required=True)
+    config = me.DictField()
+    seed_split = me.StringField()
+    created_at = me.FloatField()
+
+
+class Partition(me.Document):
+    """One split of a group: claim and status, timings (Unix seconds), progress, metrics and the example-pool history."""
+
+    meta = _meta("partitions", {"fields": ["group_id", "split"], "unique": True})
+    id = me.StringField(primary_key=True)
+    group_id = me.StringField(required=True)
+    split = me.StringField(required=True)
+    corpus = me.StringField(required=True)
+    order = me.IntField(default=0)
+    status = me.StringField(default=PENDING, choices=(PENDING, RUNNING, DONE, FAILED))
+    attempts = me.IntField(default=0)
+    worker = me.StringField()
+    claim = me.StringField()
+    run_id = me.StringField()
+    claimed_at = me.FloatField()
+    started_at = me.FloatField()
+    heartbeat_at = me.FloatField()
+    finished_at = me.FloatField()
+    turns_total = me.IntField(default=0)
+    turns_done = me.IntField(default=0)
+    turns_per_s = me.FloatField()
+    metrics = me.DictField()
+    pool = me.ListField(me.DictField())
+    last_error = me.StringField()
+    config = me.DictField()
+
+
+class LabelDoc(me.Document):
+    """The label of one turn in one group (``TurnLabel.to_dict`` without its metrics, which sit beside it)."""
+
+    meta = _meta("labels", {"fields": ["group_id", "dialogue_id", "turn_id"], "unique": True}, {"fields": ["group_id", "split"]})
+    id = me.StringField(primary_key=True)
+    group_id = me.StringField(required=True)
+    split = me.StringField(required=True)
+    dialogue_id = me.StringField(required=True)
+    turn_id = me.IntField(required=True)
+    wave = me.IntField()
+    seq = me.IntField()
+    run_id = me.StringField()
+    label = me.DictField()
+    metrics = me.DictField()
+    written_at = me.FloatField()
+
+
+class ManifestDoc(me.Document):
+    """The reference's manifest entry for a completed partition: at most one per (group, split) and per (group, run)."""
+
+    meta = _meta(
+        "manifest", {"fields": ["group_id", "run_id"], "unique": True}, {"fields": ["group_id", "split"], "unique": True}
+    )
+    id = me.StringField(primary_key=True)
+    group_id = me.StringField(required=True)
+    run_id = me.StringField(required=True)
+    split = me.StringField(required=True)
+    corpus = me.StringField(required=True)
+    num_logs = me.IntField(required=True)
+    created_at = me.FloatField()
+
+
+DOCUMENTS = (TurnDoc, GroupRun, Partition, LabelDoc, ManifestDoc)
+
+
+# --- connection ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Connection:
+    """A handle on the live connection. Only the handle that opened it (``owned``) closes it, and stops the embedded
+    server when its process started that; handles given out for an existing connection close nothing."""
+
+    uri: str
+    server: EmbeddedServer | None = None
+    owned: bool = True
+
+    @property
+    def masked_uri(self) -> str:
+        """The URI with any password hidden: the only form to print or log."""
+        return mask_uri(self.uri)
+
+    def close(self) -> None:
+        """Disconnect and stop the embedded server this process started; nothing for a borrowed handle."""
+        if not self.owned:
+            return
+        disconnect()
+        if self.server is not None:
+            self.server.stop()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_current: Connection | None = None
+
+
+def connect(uri: str | None = None, timeout_ms: int | None = None) -> Connection:
+    """Connect mongoengine to ``uri``, else ``$LABELLING_MONGODB_URI``, else the embedded server; reuses a live connection.
+
+    Fails with StoreError, naming the masked URI, when the server does not answer within the timeout
+    (``$LABELLING_MONGODB_TIMEOUT_MS``, default 5 s) or refuses the credentials.
+    """
+    global _current
+    uri = uri or os.environ.get(URI_ENV) or None
+    if _current is not None and uri in (None, _current.uri):
+        return replace(_current, server=None, owned=False)
+    server = None
+    if uri is None:
+        server = ensure_server()
+        uri = server.uri
+    disconnect()
+    ms = timeout_ms or int(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_MS)
+    try:
+        me.connect(db=_database_name(uri), host=uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms)
+        _check_server(uri, ms)
+        for document in DOCUMENTS:
+            document.ensure_indexes()
+    except BaseException:
+        me.disconnect()
+        raise
+    _current = Connection(uri, server)
+    return _current
+
+
+def disconnect() -> None:
+    """Drop the current connection (a forked worker process must reconnect before using the store)."""
+    global _current
+    me.disconnect()
+    _current = None
+
+
+def _database_name(uri: str) -> str:
+    """The database named in the URI's path, else ``labelling`` (parsed by hand: pymongo's parser resolves SRV names)."""
+    rest = uri.partition("://")[2].partition("?")[0]
+    name = rest.partition("/")[2]
+    return name or DEFAULT_DATABASE
+
+
+def _check_server(uri: str, ms: int) -> None:
+    """Ping once, so an unreachable server or refused credentials fail here, with the masked URI, not mid-run."""
+    masked = mask_uri(uri)
+    try:
+        me.get_connection().admin.command("ping")
+    except OperationFailure as e:
+        if e.code in _AUTH_CODES:
+            raise StoreError(f"MongoDB at {masked} refused the credentials", f"check the user and password in {URI_ENV}") from e
+        raise StoreError(f"MongoDB at {masked} refused the connection ({e.code}: {e.details})") from e
+    except PyMongoError as e:
+        raise StoreError(
+            f"MongoDB at {masked} is unreachable (no answer within {ms / 1000:g} s)",
+            f"start it or fix {URI_ENV}; leave it unset to use the embedded server",
+        ) from e
+    except Exception as e:  # pymongo's SCRAM client raises KeyError when a server (nx-27017) cannot authenticate
+        raise StoreError(
+            f"MongoDB at {masked} failed the authentication handshake ({type(e).__name__}: {e})",
+            f"check the credentials in {URI_ENV}; the embedded nx-27017 server takes none",
+        ) from e
+
+
+# --- small helpers -------------------------------------------------------------------------------------------
+
+
+def _key(*parts: object) -> str:
+    # Only the dialogue id is free text and it never sits at either end, so the joined key is unambiguous.
+    return "/".join(str(p) for p in parts)
+
+
+def _check_name(name: str, kind: str) -> str:
+    if not _NAME.fullmatch(name or ""):
+        raise StoreError(f"{kind} name {name!r} is not valid", "use letters, digits, '_', '-' and '.' (not first)")
+    return name
+
+
+def _unknown(kind: str, name: str, known: Iterable[str]) -> StoreError:
+    names = list(known)
+    shown = ", ".join(names[:20]) + (f" ... ({len(names)} in all)" if len(names) > 20 else "")
+    plural = "corpora" if kind == "corpus" else f"{kind}s"
+    return StoreError(f"unknown {kind} {name!r}", f"existing {plural}: {shown or 'none'}")
+
+
+def _bulk_upsert(document: type[me.Document], docs: Iterable[dict]) -> int:
+    """Upsert documents by ``_id`` (``$set`` of every other field) in chunks; returns how many were written."""
+    collection, count, ops = document._get_collection(), 0, []
+    for doc in docs:
+        ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": {k: v for k, v in doc.items() if k != "_id"}}, upsert=True))
+        if len(ops) == _CHUNK:
+            count += _write(collection, ops)
+            ops = []
+    return count + (_write(collection, ops) if ops else 0)
+
+
+def _write(collection, ops: list[UpdateOne]) -> int:
+    try:
+        collection.bulk_write(ops, ordered=False)
+    except BulkWriteError as e:
+        errors = e.details.get("writeErrors") or [{}]
+        raise StoreError(f"writing to {collection.name} failed for {len(errors)} documents: {errors[0].get('errmsg', '')}") from e
+    return len(ops)
+
+
+# --- corpus --------------------------------------------------------------------------------------------------
+
+
+def ingest_corpus(corpus: str, splits: Mapping[str, Sequence[Turn]], schema: Schema) -> int:
+    """Write a partitioned corpus as ``corpus`` (upserts: ingesting it again changes nothing); returns the turn count.
+
+    A name already holding other turns is refused: labels refer to turns by corpus, split and dialogue.
+    """
+    _check_name(corpus, "corpus")
+    docs = list(_turn_docs(corpus, splits, schema))
+    existing = {d["_id"] for d in TurnDoc._get_collection().find({"corpus": corpus}, {"_id": 1})}
+    if existing and existing != {d["_id"] for d in docs}:
+        raise StoreError(
+            f"corpus {corpus!r} already holds a different set of turns ({len(existing)} turns)",
+            "ingest under another --corpus name",
+        )
+    return _bulk_upsert(TurnDoc, docs)
+
+
+def _turn_docs(corpus: str, splits: Mapping[str, Sequence[Turn]], schema: Schema) -> Iterator[dict]:
+    order = 0
+    for split, turns in splits.items():
+        for turn in turns:
+            yield {
+                "_id": _key(corpus, split, turn.dialogue_id, turn.turn_id),
+                "corpus": corpus,
+                "split": split,
+                "dialogue_id": turn.dialogue_id,
+                "turn_id": turn.turn_id,
+                "order": order,
+                "row": _sparse_row(turn, schema),
+            }
+            order += 1
+
+
+def _sparse_row(turn: Turn, schema: Schema) -> dict:
+    """``Turn.to_row`` with blank slots left out of the three states: a third of the size, and ``Turn.from_row`` reads either."""
+    row = turn.to_row(schema)
+    for name in ("slot_values", "last_slot_values", "turn_slot_values"):
+        row[name] = strip_blanks(row[name])
+    return row
+
+
+def list_corpora() -> list[str]:
+    """Names of the ingested corpora."""
+    return sorted(TurnDoc._get_collection().distinct("corpus"))
+
+
+def corpus_splits(corpus: str) -> dict[str, int]:
+    """Split name -> number of turns, in corpus order; StoreError listing the corpora when ``corpus`` is unknown."""
+    pipeline = [
+        {"$match": {"corpus": corpus}},
+        {"$group": {"_id": "$split", "first": {"$min": "$order"}, "turns": {"$sum": 1}}},
+        {"$sort": {"first": 1}},
+    ]
+    splits = {row["_id"]: row["turns"] for row in TurnDoc._get_collection().aggregate(pipeline)}
+    if not splits:
+        raise _unknown("corpus", corpus, list_corpora())
+    return splits
+
+
+def load_turns(corpus: str, split: str) -> list[Turn]:
+    """The turns of one split, in corpus order (gold included when the corpus has it: it is only used for metrics)."""
+    rows = TurnDoc._get_collection().find({"corpus": corpus, "split": split}, {"row": 1}).sort("order", 1)
+    turns = [Turn.from_row(doc["row"]) for doc in rows]
+    if not turns:
+        raise _unknown("split", split, corpus_splits(corpus))
+    return turns
+
+
+# --- groups and partitions -----------------------------------------------------------------------------------
+
+
+def create_group(group: str, corpus: str, config: job_config.JobConfig, seed_split: str | None = None) -> list[str]:
+    """Record a group over ``corpus`` with one pending partition per split (idempotent); returns the splits in order.
+
+    The seed split (default: the corpus's first) is the one that runs alone before the others. An existing group keeps
+    the config it was created with.
+    """
+    _check_name(group, "group")
+    splits = corpus_splits(corpus)
+    seed = seed_split or next(iter(splits))
+    if seed not in splits:
+        raise _unknown("split", seed, splits)
+    existing = GroupRun.objects(id=group).first()
+    if existing is not None and existing.corpus != corpus:
+        raise StoreError(f"group {group!r} already labels corpus {existing.corpus!r}", "choose another group name")
+    stored = config.to_dict()
+    stored["manifest"]["group_id"] = group
+    now = time.time()
+    head = {"group_id": group, "corpus": corpus, "config": stored, "seed_split": seed, "created_at": now}
+    GroupRun._get_collection().update_one({"_id": group}, {"$setOnInsert": head}, upsert=True)
+    partitions = Partition._get_collection()
+    for order, (split, turns) in enumerate(splits.items()):
+        fresh = {"group_id": group, "split": split, "corpus": corpus, "order": order, "status": PENDING, "attempts": 0}
+        fresh.update(turns_total=turns, turns_done=0, metrics={}, pool=[])
+        partitions.update_one({"_id": _key(group, split)}, {"$setOnInsert": fresh}, upsert=True)
+    return list(splits)
+
+
+def list_groups() -> list[str]:
+    """Names of the recorded groups."""
+    return sorted(doc["_id"] for doc in GroupRun._get_collection().find({}, {"_id": 1}))
+
+
+def group_run(group: str) -> GroupRun:
+    """The group's record (corpus, config, seed split); StoreError listing the groups when it is unknown."""
+    found = GroupRun.objects(id=group).first()
+    if found is None:
+        raise _unknown("group", group, list_groups())
+    return found
+
+
+def group_config(group: str) -> job_config.JobConfig:
+    """The job config the group was created with."""
+    return job_config.from_dict(dict(group_run(group).config))
+
+
+def partitions(group: str) -> list[Partition]:
+    """The group's partitions in corpus order."""
+    group_run(group)
+    return list(Partition.objects(group_id=group).order_by("order"))
+
+
+def partition(group: str, split: str) -> Partition:
+    """One partition; StoreError listing the group's splits when it is unknown."""
+    found = Partition.objects(id=_key(group, split)).first()
+    if found is None:
+        raise _unknown("split", split, [p.split for p in partitions(group)])
+    return found
+
+
+def done_splits(group: str) -> list[str]:
+    """Completed splits of the group, in the order they completed."""
+    done = Partition.objects(group_id=group, status=DONE).only("split", "finished_at", "order")
+    return [p.split for p in sorted(done, key=lambda p: (p.finished_at or 0.0, p.order))]
+
+
+# --- claims ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This run's hold on a partition: every write checks that ``token`` still holds it."""
+
+    group: str
+    split: str
+    token: str
+    worker: str
+    corpus: str
+    turns_total: int
+    pool: list[dict]
+
+    @property
+    def run_id(self) -> str:
+        """The run this claim belongs to (the manifest entry names it)."""
+        return self.token
+
+
+def claim_partition(group: str, split: str, worker: str, lease_s: float | None = None) -> Claim | None:
+    """Atomically take a pending or failed partition, or a running one whose heartbeat is older than ``lease_s``.
+
+    Returns None when the partition is already done; raises PartitionBusy while a live run holds it.
+    """
+    lease = float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_S) if lease_s is None else lease_s
+    now, token = time.time(), uuid.uuid4().hex[:16]
+    takeable = {"$or": [{"status": {"$in": [PENDING, FAILED]}}, {"status": RUNNING, "heartbeat_at": {"$lt": now - lease}}]}
+    update = {
+        "$set": {"status": RUNNING, "claim": token, "run_id": token, "worker": worker, "claimed_at": now, "heartbeat_at": now},
+        "$inc": {"attempts": 1},
+    }
+    doc = Partition._get_collection().find_one_and_update(
+        {"_id": _key(group, split), **takeable}, update, return_document=ReturnDocument.AFTER
+    )
+    if doc is not None:
+        return Claim(group, split, token, worker, doc["corpus"], doc.get("turns_total", 0), list(doc.get("pool") or []))
+    current = partition(group, split)
+    if current.status == DONE:
+        return None
+    age = now - (current.heartbeat_at or now)
+    raise PartitionBusy(
+        f"partition {group}/{split} is being labelled by {current.worker} (run {current.run_id}, heartbeat {age:.0f} s ago)",
+        f"a claim whose heartbeat is older than {lease:g} s is taken over",
+    )
+
+
+_PROGRESS_FIELDS = frozenset({"turns_done", "turns_per_s", "metrics", "pool", "started_at", "config"})
+
+
+def heartbeat(claim: Claim, **progress: object) -> None:
+    """Refresh the claim's heartbeat and record progress fields (turns_done, turns_per_s, metrics, pool, started_at, config).
+
+    Raises ClaimLost when another run has taken the partition over.
+    """
+    unknown = set(progress) - _PROGRESS_FIELDS
+    if unknown:
+        raise ValueError(f"not progress fields: {', '.join(sorted(unknown))}")
+    _held(claim, progress)
+
+
+def _held(claim: Claim, fields: Mapping[str, object]) -> None:
+    """Set ``fields`` and the heartbeat in one atomic step that only succeeds while ``claim`` still holds the partition."""
+    found = Partition._get_collection().find_one_and_update(
+        {"_id": _key(claim.group, claim.split), "claim": claim.token, "status": RUNNING},
+        {"$set": {"heartbeat_at": time.time(), **fields}},
+    )
+    if found is None:
+        where = f"{claim.group}/{claim.split}"
+        raise ClaimLost(f"run {claim.run_id} lost partition {where} to another run", "this run stops; nothing more is written")
+
+
+def fail_partition(claim: Claim, error: str) -> bool:
+    """Mark the partition failed with ``error`` (so it can be claimed again at once); False when the claim was already lost."""
+    result = Partition._get_collection().update_one(
+        {"_id": _key(claim.group, claim.split), "claim": claim.token},
+        {"$set": {"status": FAILED, "last_error": error[-4000:], "claim": None, "heartbeat_at": time.time()}},
+    )
+    return result.modified_count == 1
+
+
+# --- labels ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredLabel:
+    """A label as stored: the TurnLabel, the wave it was produced in and its position in the labelling order."""
+
+    label: TurnLabel
+    wave: int
+    seq: int
+
+
+def write_labels(claim: Claim, labels: Sequence[TurnLabel], wave: int, seq_start: int) -> int:
+    """Upsert one wave's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written)."""
+    _held(claim, {})
+    now = time.time()
+    return _bulk_upsert(LabelDoc, (_label_doc(claim, lab, wave, seq_start + i, now) for i, lab in enumerate(labels)))
+
+
+def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) -> dict:
+    data = lab.to_dict()
+    metrics = data.pop("metrics")
+    return {
+        "_id": _key(claim.group, lab.dialogue_id, lab.turn_id),
+        "group_id": claim.group,
+        "split": claim.split,
+        "dialogue_id": lab.dialogue_id,
+        "turn_id": lab.turn_id,
+        "wave": wave,
+        "seq": seq,
+        "run_id": claim.run_id,
+        "label": data,
+        "metrics": metrics,
+        "written_at": now,
+    }
+
+
+def load_labels(group: str, split: str) -> list[StoredLabel]:
+    """The stored labels of one partition, in labelling order."""
+    docs = LabelDoc._get_collection().find({"group_id": group, "split": split}).sort("seq", 1)
+    return [StoredLabel(TurnLabel.from_dict({**d["label"], "metrics": d["metrics"]}), d["wave"], d["seq"]) for d in docs]
+
+
+def count_labels(group: str, split: str | None = None) -> int:
+    """How many labels the group (or one of its partitions) holds."""
+    query = {"group_id": group} if split is None else {"group_id": group, "split": split}
+    return LabelDoc._get_collection().count_documents(query)
+
+
+def labelled_turns(group: str, split: str) -> list[tuple[Turn, StoredLabel]]:
+    """Each labelled turn of a partition, in corpus order, as a turn whose label fields hold the predictions.
+
+    The previous turn's predicted acts fill ``last_system_response_acts``, as the reference's ``apply_self_labels`` does.
+    """
+    stored = {s.label.key: s for s in load_labels(group, split)}
+    out = []
+    for turn in load_turns(group_run(group).corpus, split):
+        if turn.key in stored:
+            previous = stored.get((turn.dialogue_id, turn.turn_id - 1))
+            label = stored[turn.key]
+            out.append((example_turn(turn, label.label, previous.label.acts if previous else []), label))
+    return out
+
+
+def pool_examples(group: str, splits: Sequence[str]) -> list[Turn]:
+    """The labels of ``splits`` as retrievable examples, each partition in its labelling order (as it grew its own index)."""
+    items: list[Turn] = []
+    for split in splits:
+        items += [example for example, _ in sorted(labelled_turns(group, split), key=lambda pair: pair[1].seq)]
+    return items
+
+
+# --- completion and the manifest -------------------------------------------------------------------------------
+
+
+def complete_partition(claim: Claim, metrics: Mapping[str, int]) -> dict:
+    """Close a fully labelled partition: its manifest entry (at most one per split, even under a race), then status done.
+
+    Returns the manifest entry. The entry is written first: a crash in between leaves a running partition whose
+    rerun finds every label stored and finishes at once, never a done partition without an entry.
+    """
+    _held(claim, {})
+    written = count_labels(claim.group, claim.split)
+    if written != claim.turns_total:
+        raise StoreError(f"partition {claim.group}/{claim.split} holds {written} of {claim.turns_total} labels; not complete")
+    entry = {"group_id": claim.group, "run_id": claim.run_id, "split": claim.split, "corpus": claim.corpus}
+    entry.update(num_logs=written, created_at=time.time())
+    try:
+        ManifestDoc._get_collection().update_one({"_id": _key(claim.group, claim.split)}, {"$setOnInsert": entry}, upsert=True)
+    except DuplicateKeyError:
+        pass  # a racing completion of the same partition inserted it between our match and our insert
+    done = {"status": DONE, "finished_at": time.time(), "metrics": dict(metrics), "turns_done": written, "claim": None}
+    _held(claim, done)
+    return ManifestDoc._get_collection().find_one({"_id": _key(claim.group, claim.split)}, {"_id": 0})
+
+
+def manifest_entries(group: str) -> list[dict]:
+    """The group's manifest entries sorted by run id (the order the reference's DynamoDB manifest returned them in)."""
+    return list(ManifestDoc._get_collection().find({"group_id": group}, {"_id": 0}).sort("run_id", 1))

@@ -1,0 +1,122 @@
+"""run_partition against a real nx-27017 with the tiny LM: crash and resume, racing processes, the growing example pool."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labelling import store
+from labelling.runner import run_partition
+from tests.mongo_fixture import connected, ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
+from tests.partition_worker import label, tiny_job, tiny_labeller_factory
+
+ROOT = Path(__file__).resolve().parents[1]
+TURNS = 3  # per dialogue: with two dialogues a partition has three waves of two turns
+
+
+@pytest.fixture(scope="module")
+def factory():
+    return tiny_labeller_factory()
+
+
+@pytest.fixture(scope="module")
+def corpus(mongo_uri, dev_dialogues, schema):  # noqa: F811
+    """Three splits of two 3-turn dialogues each."""
+    return ingest_small(short_dialogues(dev_dialogues, 6, TURNS), schema, split_size=2)
+
+
+@pytest.fixture(scope="module")
+def job():
+    """The tiny-model settings, refreshing the example pool after every wave."""
+    config = tiny_job()
+    config.pool_refresh_waves = 1
+    return config
+
+
+@pytest.fixture(scope="module")
+def seeded(corpus, job, factory):
+    """A group whose first split was labelled in one uninterrupted run: the reference for resumes, the seed for dependents."""
+    group = new_group(corpus[0], job)
+    result = run_partition(group, corpus[1][0], labeller_factory=factory)
+    assert result.status == "done" and result.new_turns == result.turns == 2 * TURNS
+    assert result.pool == [{**result.pool[0], "wave": 0, "splits": [], "examples": 0}]
+    return group
+
+
+def _worker(group: str, split: str, *options: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "tests.partition_worker", group, split, *options]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _labels(group: str, split: str) -> dict:
+    return {s.label.key: s.label.to_dict() for s in store.load_labels(group, split)}
+
+
+def test_a_run_killed_after_two_waves_resumes_to_the_labels_of_an_uninterrupted_run(connected, corpus, job, seeded, factory):  # noqa: F811
+    name, splits = corpus
+    crashed = new_group(name, job)
+    child = _worker(crashed, splits[0], "--kill-after-waves", "2")
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL, err
+    assert store.count_labels(crashed, splits[0]) == 4  # two waves of two turns were checkpointed
+    assert store.partition(crashed, splits[0]).status == store.RUNNING  # nobody could release the claim
+
+    resumed = run_partition(crashed, splits[0], labeller_factory=factory, lease_s=0)
+    assert resumed.status == "done" and resumed.new_turns == 2 * TURNS - 4
+    assert store.count_labels(crashed, splits[0]) == 2 * TURNS
+    assert _labels(crashed, splits[0]) == _labels(seeded, splits[0])
+    assert store.partition(crashed, splits[0]).attempts == 2
+    assert [e["split"] for e in store.manifest_entries(crashed)] == [splits[0]]
+
+
+def test_two_processes_racing_on_one_partition_leave_one_entry_and_no_duplicate(connected, corpus, job, factory):  # noqa: F811
+    name, splits = corpus
+    group = new_group(name, job)
+    # This process and a child label the same partition; with a zero lease each may take it from the other,
+    # and the one that loses it must stop without writing.
+    child = _worker(group, splits[1], "--lease", "0")
+    here = label(group, splits[1], factory, lease_s=0)
+    out, err = child.communicate(timeout=180)
+    assert child.returncode == 0, err
+    outcomes = [here, out.strip().splitlines()[-1]]
+    assert outcomes.count("done") == 1 and set(outcomes) <= {"done", "already_done", "claim_lost", "busy"}, outcomes
+    assert store.partition(group, splits[1]).status == store.DONE
+    assert store.count_labels(group, splits[1]) == 2 * TURNS
+    assert [e["split"] for e in store.manifest_entries(group)] == [splits[1]]
+
+
+def test_dependents_seed_from_completed_partitions_and_refresh_from_ones_completed_meanwhile(connected, corpus, seeded, factory):  # noqa: F811
+    (seed, dependent, other), group = corpus[1], seeded
+    assert store.claim_partition(group, other, "elsewhere") is not None  # `other` is running when `dependent` starts
+
+    def finish_other_meanwhile(done: int, total: int) -> None:
+        if store.partition(group, other).status != store.DONE:
+            result = run_partition(group, other, labeller_factory=factory, lease_s=0)
+            assert [e["splits"] for e in result.pool] == [[seed]]
+
+    result = run_partition(group, dependent, on_progress=finish_other_meanwhile, labeller_factory=factory)
+    # The refresh after wave 1 ran before `other` finished (in the progress hook); the one after wave 2 found it.
+    assert [(e["wave"], e["splits"], e["examples"]) for e in result.pool] == [(0, [seed], 2 * TURNS), (2, [other], 2 * TURNS)]
+    assert store.partition(group, dependent).pool == result.pool
+
+    again = run_partition(group, dependent, labeller_factory=factory)
+    assert again.status == "already_done" and again.pool == result.pool
+    assert store.partition(group, dependent).attempts == 1
+
+
+def test_a_crashing_labeller_marks_the_partition_failed_and_claimable(connected, corpus, job):  # noqa: F811
+    name, splits = corpus
+    group = new_group(name, job)
+
+    def broken(config, schema):
+        raise RuntimeError("GPU fell off the bus")
+
+    with pytest.raises(RuntimeError):
+        run_partition(group, splits[2], labeller_factory=broken)
+    failed = store.partition(group, splits[2])
+    assert failed.status == store.FAILED and "GPU fell off the bus" in failed.last_error and failed.claim is None
+    assert store.claim_partition(group, splits[2], "next") is not None
