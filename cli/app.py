@@ -36,6 +36,10 @@ def _register() -> None:
 
     app.command("ingest")(ingest.ingest)
     app.command("label-partition")(label.label_partition)
+    from cli import fleet
+
+    for name in ("run", "status", "worker", "flower", "demo"):
+        app.command(name)(getattr(fleet, name))
 
 
 def main() -> None:

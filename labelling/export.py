@@ -124,7 +124,7 @@ def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict,
     _check_complete(group, missing, done, allow_partial)
     schema = _schema(store.group_config(group))
     rows = [row for p in done for row in _partition_rows(group, p, schema)]
-    _check_no_duplicates(rows)
+    check_no_duplicates(rows)
     train = datasets.Dataset.from_list(rows, features=export_features(schema))
     order = train["dialogue_id"]
     keep, held = train_valid_split(order)
@@ -173,8 +173,11 @@ def _partition_rows(group: str, part: store.Partition, schema: Schema) -> list[d
     return rows
 
 
-def _check_no_duplicates(rows: Sequence[Mapping]) -> None:
-    """Each (dialogue, turn) once, and each dialogue from one partition: labels are keyed so, this guards the merge."""
+def check_no_duplicates(rows: Sequence[Mapping]) -> None:
+    """Raise LabellingError unless each (dialogue, turn) appears once and each dialogue comes from one partition.
+
+    Labels are keyed so in the store; this guards the merge itself.
+    """
     turns = Counter((r["dialogue_id"], r["turn_id"]) for r in rows)
     twice = [key for key, n in turns.items() if n > 1]
     sources: dict[str, set[str]] = {}
@@ -196,8 +199,8 @@ def _subset(data, order: Sequence[str], dialogue_ids: Sequence[str]):
 
 _ABOUT = (
     "Utterances only, self-labelled by a language model: each user turn carries a predicted dialogue state (cumulative, "
-    "with its delta) and the predicted dialogue acts of the system response, each chosen among sampled candidates by a "
-    "noisy-channel score. Gold annotations were never shown to the model and are not in this dataset."
+    "with its delta) and the predicted dialogue acts of the system response, each chosen among sampled candidates as the "
+    "job config below sets out. Gold annotations were never shown to the model and are not in this dataset."
 )
 
 
@@ -228,7 +231,7 @@ def _partition_table(parts: Sequence[store.Partition]) -> str:
     rows = ["| split | status | run | turns | JGA | turn acc | act F1 | pool at start | finished (UTC) |", "|" + "---|" * 9]
     for p in parts:
         jga, turn_acc, act_f1 = score_cells(MetricsAccumulator.from_dict(p.metrics or {}).summary())
-        pool = ", ".join(p.pool[0]["splits"]) if p.pool and p.pool[0]["splits"] else "-"
+        pool = f"{len(p.pool[0]['splits'])} partitions, {p.pool[0]['examples']} examples" if p.pool else "-"
         finished = datetime.fromtimestamp(p.finished_at, timezone.utc).strftime("%Y-%m-%d %H:%M") if p.finished_at else "-"
         cells = (p.split, p.status, p.run_id or "-", p.turns_total, jga, turn_acc, act_f1, pool, finished)
         rows.append("| " + " | ".join(map(str, cells)) + " |")

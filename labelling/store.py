@@ -198,7 +198,8 @@ def connect(uri: str | None = None, timeout_ms: int | None = None) -> Connection
     disconnect()
     ms = timeout_ms or int(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_MS)
     try:
-        me.connect(db=_database_name(uri), host=uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms)
+        options = {"serverSelectionTimeoutMS": ms, "connectTimeoutMS": ms, "uuidRepresentation": "standard"}
+        me.connect(db=_database_name(uri), host=uri, **options)
         _check_server(uri, ms)
         for document in DOCUMENTS:
             document.ensure_indexes()

@@ -14,9 +14,15 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from labelling import mongo_server, store
+from labelling.acts import Act, Entity
+from labelling.channel import Candidate
 from labelling.config import JobConfig
 from labelling.corpus import Dialogue, partition
+from labelling.labeller import ModuleOutput, TurnLabel
+from labelling.metrics import MetricsAccumulator
 from labelling.schema import Schema
+from labelling.states import State, compute_delta
+from labelling.turns import Turn
 
 DATABASE = "labelling_test"
 
@@ -73,3 +79,30 @@ def new_group(corpus: str, config: JobConfig) -> str:
     group = unique("group")
     store.create_group(group, corpus, config)
     return group
+
+
+def scripted_labels(turns: Sequence[Turn]) -> tuple[list[TurnLabel], MetricsAccumulator]:
+    """Labels shaped like a real run's (a taxi time per turn, one Inform act, one candidate), scored against the
+    turns' gold as the labeller scores them; with no LM involved they cost nothing and are easy to recognise."""
+    metrics, labels, prior = MetricsAccumulator(), [], {}
+    for turn in turns:  # corpus order: each dialogue's turns in sequence
+        prior = prior if turn.turn_id else {}
+        time = f"{turn.turn_id:02d}:00"
+        state: State = {"taxi": {"leave at": time}}
+        chosen = f"taxi(leave_at='{time}')"
+        output = ModuleOutput(chosen, [Candidate(chosen, [chosen + " # sampled"], -1.5, -3.0)], [("MUL0001.json", 0)])
+        acts = [Act("Inform", entity=Entity("Taxi", (("leave_at", time),)))]
+        label = TurnLabel(turn.dialogue_id, turn.turn_id, prior, state, compute_delta(prior, state), acts, output, output)
+        label.metrics = metrics.add_turn(turn, label.state, label.delta, label.acts)
+        labels.append(label)
+        prior = state
+    return labels, metrics
+
+
+def complete_with_scripted_labels(group: str, split: str) -> MetricsAccumulator:
+    """Label a partition with :func:`scripted_labels` through the store's claim, write and complete; returns its metrics."""
+    claim = store.claim_partition(group, split, "scripted")
+    labels, metrics = scripted_labels(store.load_turns(claim.corpus, split))
+    store.write_labels(claim, labels, wave=0, seq_start=0)
+    store.complete_partition(claim, metrics.to_dict())
+    return metrics

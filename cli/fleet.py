@@ -1,0 +1,555 @@
+"""``labelling run``, ``worker``, ``status``, ``flower`` and ``demo``: the fleet from the command line, and the whole
+product in one command on a machine with nothing installed.
+
+Heavy modules (Celery, mongoengine, torch) are imported inside the commands, so ``labelling --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from labelling import config as job_config
+from labelling.errors import ConfigError, LabellingError, StoreError
+
+if TYPE_CHECKING:
+    from labelling.store import Partition
+
+console = Console(stderr=True)  # progress and notes
+report = Console()  # tables and the lines a user copies
+DEFAULT_PROFILE = "cpu-small"
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+DEFAULT_SPLIT_SIZE = 50
+FLOWER_USER_ENV, FLOWER_PASSWORD_ENV, FLOWER_AUTH_ENV = "LABELLING_FLOWER_USER", "LABELLING_FLOWER_PASSWORD", "FLOWER_BASIC_AUTH"
+DEMO_CORPUS, DEMO_DIALOGUES, DEMO_SPLIT_SIZE = "demo", 6, 2
+BUNDLED_CORPUS = Path(job_config.__file__).parent / "data" / "multiwoz21_dev.json.zip"
+
+
+# --- job configs -----------------------------------------------------------------------------------------------
+
+
+def load_jobs(paths: Sequence[Path], profile: str | None) -> tuple[job_config.JobConfig, list[str]]:
+    """One job config from a profile, a job file, or the reference's per-partition job files (files or folders),
+    which must be identical apart from ``data.eval_set_split_name``; returns it and the splits the files name."""
+    files = _config_files(paths)
+    if not files:
+        return job_config.load(None, profile or DEFAULT_PROFILE), []
+    loaded = [(path, job_config.load(path, profile)) for path in files]
+    first_path, job = loaded[0]
+    for path, other in loaded[1:]:
+        where = first_difference(_without_split(job), _without_split(other))
+        if where:
+            raise ConfigError(
+                f"{path} differs from {first_path} at {where}",
+                "per-partition job files may differ only in data.eval_set_split_name",
+            )
+    named = [other.data.eval_set_split_name for _, other in loaded if other.data.eval_set_split_name]
+    job.data.eval_set_split_name = None  # a group spans every split; the files only said which one each labelled
+    return job, named
+
+
+def _config_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)  # a missing file fails in job_config.load with its own message
+            continue
+        found = sorted(p for p in path.iterdir() if p.suffix in CONFIG_SUFFIXES and p.is_file())
+        if not found:
+            raise ConfigError(f"{path}: no job files ({', '.join(CONFIG_SUFFIXES)}) in this folder")
+        files += found
+    return files
+
+
+def _without_split(job: job_config.JobConfig) -> dict:
+    data = job.to_dict()
+    data["data"]["eval_set_split_name"] = None
+    return data
+
+
+def first_difference(a: object, b: object, path: str = "") -> str | None:
+    """The dotted key path of the first place two plain JSON-like values differ, or None when they are equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if a == b else (path or "<top>")
+
+
+# --- corpus and group checks -------------------------------------------------------------------------------------
+
+
+def _schema(job: job_config.JobConfig):
+    from labelling.schema import Schema
+
+    return Schema.load(job.schema_path, tuple(job.services))
+
+
+def _slice_name(corpus: str, limit: int | None, size: int | None) -> str | None:
+    if limit is None and size is None:
+        return None
+    return corpus + (f".first{limit}" if limit else "") + f".by{size or DEFAULT_SPLIT_SIZE}"
+
+
+def _stored_dialogues(corpus: str, limit: int | None) -> list[list]:
+    """The corpus's dialogues in order (turns with gold), reading only as many splits as ``limit`` needs."""
+    from labelling import store
+
+    dialogues: dict[str, list] = {}
+    for split in store.corpus_splits(corpus):
+        for turn in store.load_turns(corpus, split):
+            dialogues.setdefault(turn.dialogue_id, []).append(turn)
+        if limit and len(dialogues) >= limit:
+            break
+    return list(dialogues.values())[:limit]
+
+
+def _ingest_slice(corpus: str, name: str, limit: int | None, size: int | None, job: job_config.JobConfig) -> None:
+    """Store the first ``limit`` dialogues of ``corpus`` re-cut into splits of ``size`` as corpus ``name`` (idempotent)."""
+    from labelling import store
+    from labelling.corpus import partition
+
+    splits = partition(_stored_dialogues(corpus, limit), size or DEFAULT_SPLIT_SIZE)
+    store.ingest_corpus(name, splits, _schema(job))
+    console.print(f"corpus {escape(name)}: {len(splits)} partitions cut from {escape(corpus)}")
+
+
+def _check_named_splits(corpus: str, named: Sequence[str]) -> None:
+    from labelling import store
+
+    known = store.corpus_splits(corpus)
+    unknown = [s for s in named if s not in known]
+    if unknown:
+        raise ConfigError(
+            f"the job files name splits that corpus {corpus!r} lacks: {', '.join(unknown)}", f"it has {', '.join(known)}"
+        )
+
+
+def _check_group(group: str, corpus: str, job: job_config.JobConfig, seed_split: str | None) -> None:
+    """A group that exists must keep its corpus, job config and seed: it is resumed, never silently relabelled."""
+    from labelling import store
+
+    if group not in store.list_groups():
+        return
+    existing = store.group_run(group)
+    if existing.corpus != corpus:
+        raise StoreError(f"group {group!r} labels corpus {existing.corpus!r}, not {corpus!r}", "choose another --group")
+    wanted = job.to_dict()
+    wanted["manifest"]["group_id"] = group
+    where = first_difference(job_config.from_dict(dict(existing.config)).to_dict(), wanted)
+    if where:
+        raise ConfigError(
+            f"group {group!r} was created with another job config (first difference: {where})",
+            "a group keeps its config: pass the same one, or choose another --group",
+        )
+    if seed_split and seed_split != existing.seed_split:
+        raise ConfigError(
+            f"group {group!r} was seeded with {existing.seed_split!r}, not {seed_split!r}", "leave out --seed-split"
+        )
+
+
+def prepare_group(
+    corpus: str,
+    group: str,
+    job: job_config.JobConfig,
+    named: Sequence[str],
+    seed_split: str | None,
+    limit: int | None,
+    size: int | None,
+) -> tuple[str, str]:
+    """Check the corpus, the named splits and an existing group, then record the group; returns (corpus, seed split)."""
+    from labelling import store
+
+    store.corpus_splits(corpus)  # an unknown corpus fails here, listing the known ones
+    name = _slice_name(corpus, limit, size)
+    if name is None:
+        _check_named_splits(corpus, named)
+    _check_group(group, name or corpus, job, seed_split)
+    if name is not None:
+        _ingest_slice(corpus, name, limit, size, job)
+    store.create_group(group, name or corpus, job, seed_split)
+    return name or corpus, store.group_run(group).seed_split
+
+
+# --- progress and status ------------------------------------------------------------------------------------------
+
+
+def _stale(part: Partition, now: float) -> bool:
+    from labelling import store
+
+    lease = float(os.environ.get(store.LEASE_ENV) or store.DEFAULT_LEASE_S)
+    return part.status == store.RUNNING and now - (part.heartbeat_at or now) > lease
+
+
+def _state(part: Partition, now: float) -> str:
+    return f"{part.status} (stale)" if _stale(part, now) else part.status
+
+
+def _rate(part: Partition) -> str:
+    return f"{part.turns_per_s:.2f}" if part.turns_per_s else "-"
+
+
+class PartitionBars:
+    """A live progress bar per partition of a group, redrawn from the store (so it shows any worker's progress)."""
+
+    def __init__(self, group: str):
+        self.group = group
+        columns = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[state]:<9}")]
+        columns += [TextColumn("{task.fields[rate]} turns/s"), TextColumn("{task.fields[worker]}"), TimeElapsedColumn()]
+        self.progress = Progress(*columns, console=console)
+        self.tasks: dict[str, int] = {}
+
+    def refresh(self) -> list[Partition]:
+        """Read the group's partitions and redraw; returns them."""
+        from labelling import store
+
+        parts, now = store.partitions(self.group), time.time()
+        for part in parts:
+            if part.split not in self.tasks:
+                self.tasks[part.split] = self.progress.add_task(part.split, total=part.turns_total, state="", rate="-", worker="")
+            fields = {"state": _state(part, now), "rate": _rate(part), "worker": part.worker or ""}
+            self.progress.update(self.tasks[part.split], completed=part.turns_done, **fields)
+        return parts
+
+    def __enter__(self) -> PartitionBars:
+        self.progress.start()
+        self.refresh()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def settled(parts: Sequence[Partition], seed_split: str) -> bool:
+    """Whether a run has nothing left to do: all done, or nothing running and the seed (or every partition) failed."""
+    from labelling import store
+
+    statuses = {p.split: p.status for p in parts}
+    if store.RUNNING in statuses.values():
+        return False
+    return statuses.get(seed_split) == store.FAILED or all(s in (store.DONE, store.FAILED) for s in statuses.values())
+
+
+def status_table(group: str) -> Table:
+    """The group's partitions: state, turns done / total, turns/s, JGA and act F1 so far, worker, attempts, last error."""
+    from labelling import store
+    from labelling.export import score_cells
+    from labelling.metrics import MetricsAccumulator
+    from tasks.partition import current_launch
+
+    head, launch, now = store.group_run(group), current_launch(group), time.time()
+    title = f"group {group} · corpus {head.corpus}"
+    if launch is not None:
+        title += f" · run {launch.run_id} ({launch.mode}, {launch.state} {_ago(now - launch.submitted_at)} ago)"
+    table = Table(title=escape(title), title_justify="left")
+    for name in ("partition", "state", "turns", "turns/s", "JGA", "act F1", "worker", "attempts", "last error"):
+        table.add_column(name, justify="right" if name in ("turns", "turns/s", "JGA", "act F1", "attempts") else "left")
+    for part in store.partitions(group):
+        jga, _, act_f1 = score_cells(MetricsAccumulator.from_dict(part.metrics or {}).summary())
+        label = part.split + (" (seed)" if part.split == head.seed_split else "")
+        error = (part.last_error or "").strip().splitlines()[-1:] if part.status == store.FAILED else []
+        cells = [label, _state(part, now), f"{part.turns_done}/{part.turns_total}", _rate(part), jga, act_f1]
+        table.add_row(*map(escape, cells), escape(part.worker or "-"), str(part.attempts), escape(error[0][:80] if error else ""))
+    return table
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+# --- run -------------------------------------------------------------------------------------------------------------
+
+
+def run(
+    corpus: str = typer.Option(..., "--corpus", help="The ingested corpus to label (see `labelling ingest --corpus`)."),
+    group: str = typer.Option(..., "--group", "-g", help="The labelling group: its partitions, labels and manifest."),
+    config: list[Path] = typer.Option(
+        [],
+        "--config",
+        "-c",
+        help=(
+            "A job config (JSON or YAML) in the reference's schema, laid over --profile when one is given. Repeat it, or give "
+            "a folder, for the reference's per-partition job files (identical apart from data.eval_set_split_name)."
+        ),
+    ),
+    profile: str | None = typer.Option(
+        None, "--profile", help="Built-in settings: cpu-small or starcoder.", show_default=DEFAULT_PROFILE
+    ),
+    seed_split: str | None = typer.Option(
+        None, "--seed-split", help="The split labelled first, alone.", show_default="the corpus's first"
+    ),
+    local: bool = typer.Option(
+        False, "--local", help="Label in this process, with no broker (the default when LABELLING_BROKER_URL is unset)."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the fleet's progress with a bar per partition until the run ends."),
+    limit_dialogues: int | None = typer.Option(
+        None, "--limit-dialogues", min=1, help="Label only the corpus's first N dialogues."
+    ),
+    split_size: int | None = typer.Option(
+        None, "--split-size", min=1, help="Re-cut the (limited) corpus into partitions of N dialogues."
+    ),
+    resubmit: bool = typer.Option(
+        False, "--resubmit", help="Submit even though a launch of the group looks live (its tasks were lost)."
+    ),
+) -> None:
+    """Label every partition of CORPUS as group G: the seed split first, alone, then the others in parallel on the fleet.
+
+    Everything is checked before anything is submitted: the job config, the corpus, the broker and the group (a group
+    one run is labelling is not launched again). --limit-dialogues / --split-size label a slice of the corpus, stored as
+    corpus NAME.firstN.byS.
+    """
+    from tasks.app import broker_url, check_broker
+
+    job, named = load_jobs(config, profile)
+    local = local or broker_url() is None
+    if not local:
+        check_broker("labelling run")
+    from labelling import store
+
+    connection = store.connect()
+    try:
+        corpus, seed = prepare_group(corpus, group, job, named, seed_split, limit_dialogues, split_size)
+        if _complete(group):
+            return
+        ok = _run_local(group, corpus, seed, resubmit) if local else _submit(group, corpus, seed, resubmit, wait)
+    finally:
+        if local:  # a fleet's workers may share an embedded server this command started: leave it running for them
+            connection.close()
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _complete(group: str) -> bool:
+    from labelling import store
+
+    if all(p.status == store.DONE for p in store.partitions(group)):
+        report.print(f"group {escape(group)} is complete: nothing to label")
+        report.print(f"export:  labelling export --group {escape(group)} --out DIR")
+        return True
+    return False
+
+
+def _run_local(group: str, corpus: str, seed: str, resubmit: bool) -> bool:
+    """The embedded mode: the chord in this process, with a bar per partition; True when every partition is done."""
+    from tasks.local import run_local
+    from tasks.partition import LOCAL, claim_launch, end_launch
+
+    launch = claim_launch(group, corpus, seed, LOCAL, resubmit)
+    where = f"group {escape(group)}, corpus {escape(corpus)}"
+    report.print(f"run {launch.run_id}: {where}, labelled in this process, seed {escape(seed)} first")
+    try:
+        with PartitionBars(group) as bars:
+            run_local(group, seed, on_progress=lambda *_: bars.refresh())
+    finally:
+        end_launch(launch)
+    return _summarise(group)
+
+
+def _submit(group: str, corpus: str, seed: str, resubmit: bool, wait: bool) -> bool:
+    """Send the run's chord to the fleet, print how to watch and export it, and follow it when asked."""
+    from labelling import store
+    from labelling.mongo_server import mask_uri
+    from tasks.app import app, bind_result_backend
+    from tasks.partition import FLEET, claim_launch, end_launch, submit_run
+
+    backend = bind_result_backend()
+    launch = claim_launch(group, corpus, seed, FLEET, resubmit)
+    try:
+        submit_run(group, seed, launch.run_id)
+    except Exception as e:  # the broker went away after the check: release the group, report in one line
+        end_launch(launch)
+        raise LabellingError(
+            f"submitting run {launch.run_id} failed ({type(e).__name__}: {e})", "nothing was labelled; run again"
+        ) from e
+    count = len(store.partitions(group))
+    report.print(f"run {launch.run_id} submitted: group {escape(group)}, corpus {escape(corpus)}, {count} partitions")
+    report.print(f"  seed {escape(seed)} runs first, alone; then {count - 1} more in parallel")
+    report.print(f"  broker {escape(mask_uri(app.conf.broker_url))}, results {escape(backend)}")
+    report.print(
+        f"watch:   labelling status --group {escape(group)} --watch   (or Flower: `labelling flower`, http://127.0.0.1:5555)"
+    )
+    report.print(f"export:  labelling export --group {escape(group)} --out DIR   (once every partition is done)")
+    return follow(group, launch.run_id, seed) if wait else True
+
+
+def follow(group: str, run_id: str, seed: str, interval_s: float = 2.0) -> bool:
+    """Draw a bar per partition until the run settles; True when every partition is done."""
+    from tasks.app import FleetError
+    from tasks.partition import seed_task
+
+    with PartitionBars(group) as bars:
+        while not settled(parts := bars.refresh(), seed):
+            seed_part = next(p for p in parts if p.split == seed)
+            if seed_part.status == "pending" and seed_task(run_id, seed).failed():
+                raise FleetError(
+                    f"the seed task of run {run_id} failed before it could claim {seed}", "see the worker's log or Flower"
+                )
+            time.sleep(interval_s)
+    return _summarise(group)
+
+
+def _summarise(group: str) -> bool:
+    from labelling import store
+
+    report.print(status_table(group))
+    failed = [p.split for p in store.partitions(group) if p.status != store.DONE]
+    if failed:
+        report.print(f"not done: {', '.join(failed)}; `labelling run` again resumes them")
+    else:
+        report.print(f"export:  labelling export --group {escape(group)} --out DIR")
+    return not failed
+
+
+# --- status ------------------------------------------------------------------------------------------------------------
+
+
+def status(
+    group: str = typer.Option(..., "--group", "-g", help="The labelling group."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw until no partition is pending or running."),
+    interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between redraws with --watch."),
+) -> None:
+    """Show a group's partitions: state, turns done / total, turns/s, JGA and act F1 so far, worker, attempts, last error."""
+    from labelling import store
+
+    with store.connect():
+        if not watch:
+            report.print(status_table(group))
+            return
+        with Live(status_table(group), console=report, auto_refresh=False) as live:
+            while any(p.status in (store.PENDING, store.RUNNING) for p in store.partitions(group)):
+                time.sleep(interval)
+                live.update(status_table(group), refresh=True)
+
+
+# --- worker ------------------------------------------------------------------------------------------------------------
+
+
+def worker(
+    gpu: int | None = typer.Option(
+        None, "--gpu", min=0, help="Pin the worker to this GPU (CUDA_VISIBLE_DEVICES); left out: CPU."
+    ),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Partitions labelled at once (one model copy each)."),
+    queues: list[str] = typer.Option(
+        [], "--queues", "-Q", help="Queues to consume (comma-separated or repeated).", show_default="all"
+    ),
+    pool: str = typer.Option("prefork", "--pool", "-P", help="prefork (models load after the fork), solo or threads."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Node name.", show_default="gpuN@HOST, or cpu@HOST without --gpu"),
+    loglevel: str = typer.Option("INFO", "--loglevel", "-l", help="Celery log level."),
+) -> None:
+    """Start a Celery worker that labels partitions, with task events on for Flower; one worker per GPU.
+
+    Needs LABELLING_BROKER_URL. With the prefork pool the worker process never touches the GPU: each pool process loads
+    the models on its first task, after the fork, and keeps them for the next ones.
+    """
+    import celeryconfig
+    from labelling import store
+    from tasks.app import app, bind_result_backend, check_broker
+
+    url = check_broker("labelling worker")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    backend = bind_result_backend()
+    store.disconnect()  # pool processes open their own connection after the fork
+    node = name or (f"gpu{gpu}@%h" if gpu is not None else "cpu@%h")
+    wanted = [q.strip() for item in queues for q in item.split(",") if q.strip()]
+    wanted = wanted or [celeryconfig.PARTITION_QUEUE, celeryconfig.CONTROL_QUEUE]
+    from labelling.mongo_server import mask_uri
+
+    console.print(f"worker {escape(node)} on {escape(mask_uri(url))}, queues {', '.join(wanted)}, results {escape(backend)}")
+    argv = ["worker", f"--hostname={node}", "--task-events", f"--concurrency={concurrency}", f"--pool={pool}"]
+    app.worker_main(argv + [f"--queues={','.join(wanted)}", f"--loglevel={loglevel}"])
+
+
+# --- flower ------------------------------------------------------------------------------------------------------------
+
+
+def flower_auth() -> str | None:
+    """Basic-auth credentials from the environment, as Flower takes them (``user:password``), or None when unset."""
+    user, password = os.environ.get(FLOWER_USER_ENV), os.environ.get(FLOWER_PASSWORD_ENV)
+    if user or password:
+        if not (user and password):
+            raise LabellingError(f"set both {FLOWER_USER_ENV} and {FLOWER_PASSWORD_ENV}, or neither")
+        return f"{user}:{password}"
+    return os.environ.get(FLOWER_AUTH_ENV) or None
+
+
+def flower(
+    port: int = typer.Option(5555, "--port", min=1, max=65535, help="HTTP port."),
+    address: str = typer.Option("127.0.0.1", "--address", help="Address to listen on (loopback by default)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Start without authentication when no credentials are set."),
+) -> None:
+    """Start Flower against the broker, with basic auth from LABELLING_FLOWER_USER / LABELLING_FLOWER_PASSWORD
+    (or FLOWER_BASIC_AUTH=user:password); it refuses to start without credentials unless --insecure is given."""
+    from labelling.mongo_server import mask_uri
+    from tasks.app import app, require_broker
+
+    url = require_broker("labelling flower")
+    auth = flower_auth()
+    if auth is None and not insecure:
+        raise LabellingError(
+            "Flower would start without authentication",
+            f"set {FLOWER_USER_ENV} and {FLOWER_PASSWORD_ENV} (or {FLOWER_AUTH_ENV}=user:password), or pass --insecure",
+        )
+    if auth is not None:
+        os.environ[FLOWER_AUTH_ENV] = auth  # read by Flower from the environment: the password stays off the command line
+    console.print(f"Flower at http://{address}:{port} on {escape(mask_uri(url))}{'' if auth else ' (no authentication)'}")
+    app.start(["flower", f"--address={address}", f"--port={port}"])
+
+
+# --- demo --------------------------------------------------------------------------------------------------------------
+
+
+def demo_job() -> job_config.JobConfig:
+    """cpu-small with fewer and shorter samples, so the demo labels 6 dialogues in a few minutes on 2 cores."""
+    job = job_config.load(profile=DEFAULT_PROFILE)
+    for module in (job.dst, job.act_tag):
+        module.generation_cfg.sampling_args.n = module.generation_cfg.sampling_args.best_of = 2
+        module.generation_cfg.sampling_args.max_new_tokens = 32
+        module.retriever.k_examples = 2
+    return job.validate()
+
+
+def _ingest_demo(job: job_config.JobConfig) -> None:
+    from labelling import store
+    from labelling.corpus import partition, read_corpus
+
+    schema = _schema(job)
+    splits = partition(read_corpus(BUNDLED_CORPUS, schema)[:DEMO_DIALOGUES], DEMO_SPLIT_SIZE)
+    turns = store.ingest_corpus(DEMO_CORPUS, splits, schema)
+    what = f"first {DEMO_DIALOGUES} dialogues ({turns} turns)"
+    console.print(f"ingested {BUNDLED_CORPUS.name}: {what} as corpus {DEMO_CORPUS}, {len(splits)} partitions")
+
+
+def demo(
+    out: Path = typer.Option(Path(".state/demo/export"), "--out", "-o", help="Where to save the exported dataset."),
+    group: str = typer.Option("demo", "--group", "-g", help="The labelling group (an existing complete one is exported again)."),
+) -> None:
+    """The whole product in one command, with no services: ingest the bundled MultiWOZ sample (6 dialogues in 3
+    partitions), label it in process with the embedded models (seed partition first), show status, evaluate, export."""
+    from cli.store_commands import evaluate, export
+    from labelling import store
+
+    started = time.perf_counter()
+    job = demo_job()
+    with store.connect() as connection:
+        console.print(f"store: {escape(connection.masked_uri)}")
+        _ingest_demo(job)
+        corpus, seed = prepare_group(DEMO_CORPUS, group, job, [], None, None, None)
+        if not _complete(group) and not _run_local(group, corpus, seed, resubmit=False):
+            raise LabellingError(f"the demo's group {group!r} did not finish", f"see `labelling status --group {group}`")
+    evaluate(group=group, json_output=False)
+    export(group=group, out=out, push_to_hub=None, private=True, allow_partial=False, overwrite=True)
+    report.print(f"dataset: {escape(str(out.resolve()))}  (datasets.load_from_disk({str(out)!r}))")
+    report.print(f"demo finished in {time.perf_counter() - started:.0f} s")

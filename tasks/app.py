@@ -1,0 +1,68 @@
+"""The Celery app of the labelling fleet: settings from ``celeryconfig``, the broker checked before anything is sent,
+and the result backend bound to the store's MongoDB when no other is configured."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+import celeryconfig
+from labelling.errors import LabellingError
+from labelling.mongo_server import mask_uri
+
+BROKER_HINT = f"e.g. export {celeryconfig.BROKER_ENV}=amqp://guest:guest@127.0.0.1:5672//"
+
+app = Celery("labelling", include=["tasks.partition"])
+app.config_from_object(celeryconfig)
+
+
+class FleetError(LabellingError):
+    """The fleet cannot do what was asked: no broker, a broker that does not answer, a group another run launched."""
+
+
+def broker_url() -> str | None:
+    """``$LABELLING_BROKER_URL`` as it is now (the CLI reads it per command, so tests and shells can change it)."""
+    return os.environ.get(celeryconfig.BROKER_ENV) or None
+
+
+def require_broker(purpose: str) -> str:
+    """The broker URL, applied to the app; FleetError naming ``purpose`` when none is configured."""
+    url = broker_url()
+    if url is None:
+        raise FleetError(f"{purpose} needs a broker, and {celeryconfig.BROKER_ENV} is not set", BROKER_HINT)
+    app.conf.broker_url = url
+    return url
+
+
+def check_broker(purpose: str, timeout_s: float = 5.0) -> str:
+    """Connect to the broker once, so a broker that is down fails here in one line, before anything is sent."""
+    url = require_broker(purpose)
+    try:
+        with app.connection_for_write(url, connect_timeout=timeout_s) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
+    except Exception as e:  # kombu, amqp and redis each raise their own types for refused, auth and vhost errors
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise FleetError(
+            f"the broker at {mask_uri(url)} is unreachable ({reason})",
+            f"start RabbitMQ or fix {celeryconfig.BROKER_ENV}; `labelling run --local` needs no broker",
+        ) from e
+    return url
+
+
+def bind_result_backend() -> str:
+    """Use the store's MongoDB (its database too) for results unless a backend is configured; returns it, masked.
+
+    Connects the store, so an unreachable MongoDB fails here rather than in a worker.
+    """
+    import mongoengine
+
+    from labelling import store
+
+    connection = store.connect()
+    configured = os.environ.get("LABELLING_RESULT_BACKEND")
+    app.conf.result_backend = configured or connection.uri
+    if not configured:
+        database = mongoengine.get_db().name
+        app.conf.mongodb_backend_settings = {**celeryconfig.mongodb_backend_settings, "database": database}
+    return mask_uri(app.conf.result_backend)

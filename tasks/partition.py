@@ -1,0 +1,200 @@
+"""The fleet's tasks and the run chord: ``label_partition`` for one split, ``dispatch_dependents`` once the seed is done.
+
+A run is the chord header=[label_partition(seed)], body=dispatch_dependents, which sends one label_partition per
+remaining split. Tasks may be delivered more than once (late acks, a worker lost, RabbitMQ's consumer timeout): a
+delivery that finds its partition held by a live run retries after the holder's lease would expire, and by then either
+finds it done or takes over a dead run's claim. Nothing is written twice (see ``labelling.runner``).
+
+A launch record per group (collection ``launches``) makes sure that two ``labelling run`` commands on the same group do
+not both submit: the first to swap the record wins.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from celery import chord
+from celery import group as celery_group
+from celery.result import AsyncResult
+from celery.signals import worker_process_init
+from pymongo.errors import DuplicateKeyError
+
+import celeryconfig
+from labelling import runner, store
+from tasks.app import FleetError, app
+
+PROGRESS = "PROGRESS"
+FLEET, LOCAL = "fleet", "local"
+SUBMITTED, ENDED = "submitted", "ended"
+MIN_RETRY_S = 10.0
+Progress = Callable[[int, int], None]
+
+
+# --- the work, without Celery (shared with tasks.local) ---------------------------------------------------------
+
+
+def label_one(group: str, split: str, worker: str, on_progress: Progress | None = None) -> dict:
+    """Label one partition to completion (or find it done) and summarise it as JSON: the body of label_partition."""
+    result = runner.run_partition(group, split, worker=worker, on_progress=on_progress)
+    pool = result.pool[0]["splits"] if result.pool else []
+    rate = result.new_turns / result.seconds if result.seconds else None
+    summary = {"group": group, "split": split, "status": result.status, "run_id": result.run_id, "turns": result.turns}
+    return {**summary, "new_turns": result.new_turns, "seconds": result.seconds, "turns_per_s": rate, "pool": pool}
+
+
+def dependents(group: str, seed_split: str) -> list[str]:
+    """The splits that run after the seed, in corpus order: every one not done yet (failed ones get another try)."""
+    store.connect()
+    return [p.split for p in store.partitions(group) if p.split != seed_split and p.status != store.DONE]
+
+
+def busy_retry_s(group: str, split: str) -> float:
+    """Seconds until the claim on a busy partition could go stale; retrying sooner would only find it busy again."""
+    lease = float(os.environ.get(store.LEASE_ENV) or store.DEFAULT_LEASE_S)
+    held = store.partition(group, split)
+    age = time.time() - (held.heartbeat_at or time.time())
+    return min(lease, max(MIN_RETRY_S, lease - age + 5.0))
+
+
+def task_id(run_id: str, split: str) -> str:
+    """A readable task id (visible in Flower): the run and the split it labels."""
+    return f"{run_id}-{split}"
+
+
+# --- the Celery tasks -----------------------------------------------------------------------------------------
+
+
+@worker_process_init.connect
+def _fresh_process(**_: object) -> None:
+    """Drop any store connection inherited over a fork; the models load lazily in this process, after the fork,
+    because CUDA state does not survive one (labelling.models caches them for every later task)."""
+    store.disconnect()
+
+
+@app.task(bind=True, name="labelling.label_partition", max_retries=None)
+def label_partition(self, group: str, split: str) -> dict:
+    """Label one partition of ``group``, reporting turns done through the task state (and on the partition itself)."""
+
+    def progress(done: int, total: int) -> None:
+        self.update_state(state=PROGRESS, meta={"group": group, "split": split, "turns_done": done, "turns_total": total})
+
+    try:
+        return label_one(group, split, self.request.hostname or socket.gethostname(), progress)
+    except (store.PartitionBusy, store.ClaimLost) as e:
+        # Another live run holds the partition (a duplicate delivery, or a run that took over a stale claim).
+        raise self.retry(exc=e, countdown=busy_retry_s(group, split)) from e
+
+
+@app.task(name="labelling.dispatch_dependents")
+def dispatch_dependents(seed_result: dict | list[dict], group: str, run_id: str | None = None) -> dict:
+    """The chord's body: with the seed done, send one label_partition per remaining split of ``group``."""
+    seed = seed_result[0] if isinstance(seed_result, list) else seed_result
+    run_id = run_id or uuid.uuid4().hex[:12]
+    splits = dependents(group, seed["split"])
+    if splits:
+        celery_group(label_partition.si(group, s).set(task_id=task_id(run_id, s)) for s in splits).apply_async()
+    return {"group": group, "seed": seed["split"], "dispatched": splits}
+
+
+def submit_run(group: str, seed_split: str, run_id: str) -> AsyncResult:
+    """Send a run's chord: header = [label_partition(seed)], body = dispatch_dependents; returns the body's result."""
+    header = [label_partition.si(group, seed_split).set(task_id=task_id(run_id, seed_split))]
+    body = dispatch_dependents.s(group, run_id=run_id)
+    return chord(header, body).apply_async(task_id=f"{run_id}-dispatch", interval=celeryconfig.CHORD_POLL_S)
+
+
+def seed_task(run_id: str, seed_split: str) -> AsyncResult:
+    """The Celery result of a run's seed task (to notice a seed that failed before it could claim its partition)."""
+    return app.AsyncResult(task_id(run_id, seed_split))
+
+
+# --- launch records: one live run per group -------------------------------------------------------------------
+
+
+@dataclass
+class Launch:
+    """Who launched a group's current run, how (fleet or local) and when."""
+
+    run_id: str
+    group: str
+    corpus: str
+    seed_split: str
+    mode: str
+    host: str
+    pid: int
+    submitted_at: float
+    state: str = SUBMITTED
+
+
+def _launches():
+    import mongoengine
+
+    store.connect()
+    return mongoengine.get_db()["launches"]
+
+
+def current_launch(group: str) -> Launch | None:
+    """The group's latest launch, if it has one."""
+    doc = _launches().find_one({"_id": group})
+    return Launch(**{k: v for k, v in doc.items() if k != "_id"}) if doc else None
+
+
+def is_live(launch: Launch | None) -> bool:
+    """Whether a launch may still be labelling: submitted, its process alive (local runs on this host), work left."""
+    if launch is None or launch.state != SUBMITTED:
+        return False
+    if launch.mode == LOCAL and launch.host == socket.gethostname() and not _pid_alive(launch.pid):
+        return False
+    return any(p.status in (store.PENDING, store.RUNNING) for p in store.partitions(launch.group))
+
+
+def claim_launch(group: str, corpus: str, seed_split: str, mode: str, resubmit: bool = False) -> Launch:
+    """Record a new launch of ``group``, atomically; FleetError when a live launch exists (unless ``resubmit``) or when
+    another command claimed the group at the same moment."""
+    previous = current_launch(group)
+    if is_live(previous) and not resubmit:
+        raise FleetError(_live_message(previous), f"watch it with `labelling status --group {group} --watch`; {_RESUBMIT}")
+    launch = Launch(uuid.uuid4().hex[:12], group, corpus, seed_split, mode, socket.gethostname(), os.getpid(), time.time())
+    doc = asdict(launch)
+    try:
+        if previous is None:
+            _launches().insert_one({"_id": group, **doc})
+            return launch
+        # Compare and swap: only the command that still sees the launch it read replaces it.
+        swapped = _launches().find_one_and_update({"_id": group, "run_id": previous.run_id}, {"$set": doc})
+    except DuplicateKeyError:
+        swapped = None
+    if swapped is None:
+        raise FleetError(f"another `labelling run` launched group {group!r} at the same moment", "nothing was submitted")
+    return launch
+
+
+def end_launch(launch: Launch) -> None:
+    """Mark a local launch over (done, failed or interrupted), so the next run of the group need not wait for it."""
+    _launches().update_one({"_id": launch.group, "run_id": launch.run_id}, {"$set": {"state": ENDED}})
+
+
+_RESUBMIT = "if its tasks were lost (a purged queue, a broker reset), pass --resubmit: tasks are idempotent"
+
+
+def _live_message(launch: Launch) -> str:
+    age = time.time() - launch.submitted_at
+    return (
+        f"group {launch.group!r} is already being labelled by run {launch.run_id} "
+        f"({launch.mode}, launched from {launch.host} {age:.0f} s ago)"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
