@@ -32,11 +32,12 @@ def _main(
 
 def _register() -> None:
     # Imported here so that `labelling --help` stays fast and each command module stays independent.
-    from cli import ingest, label
+    from cli import fleet, ingest, label, store_commands
 
     app.command("ingest")(ingest.ingest)
     app.command("label-partition")(label.label_partition)
-    from cli import fleet
+    app.command("export")(store_commands.export)
+    app.command("evaluate")(store_commands.evaluate)
 
     for name in ("run", "status", "worker", "flower", "demo"):
         app.command(name)(getattr(fleet, name))

@@ -7,6 +7,7 @@ Heavy modules (Celery, mongoengine, torch) are imported inside the commands, so 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +26,10 @@ from labelling.errors import ConfigError, LabellingError, StoreError
 if TYPE_CHECKING:
     from labelling.store import Partition
 
-console = Console(stderr=True)  # progress and notes
-report = Console()  # tables and the lines a user copies
+# Logs and CI are not terminals: rich would wrap at 80 columns there and squeeze the status table's columns.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(stderr=True, width=_WIDTH)  # progress and notes
+report = Console(width=_WIDTH, soft_wrap=True)  # tables and the lines a user copies
 DEFAULT_PROFILE = "cpu-small"
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 DEFAULT_SPLIT_SIZE = 50
@@ -446,6 +449,9 @@ def worker(
     ),
     pool: str = typer.Option("prefork", "--pool", "-P", help="prefork (models load after the fork), solo or threads."),
     name: str | None = typer.Option(None, "--name", "-n", help="Node name.", show_default="gpuN@HOST, or cpu@HOST without --gpu"),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="CPU threads per pool process (torch); set it when several workers share a machine."
+    ),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l", help="Celery log level."),
 ) -> None:
     """Start a Celery worker that labels partitions, with task events on for Flower; one worker per GPU.
@@ -456,10 +462,13 @@ def worker(
     import celeryconfig
     from labelling import store
     from tasks.app import app, bind_result_backend, check_broker
+    from tasks.partition import THREADS_ENV
 
     url = check_broker("labelling worker")
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if threads is not None:
+        os.environ[THREADS_ENV] = str(threads)  # applied in each pool process, after the fork
     backend = bind_result_backend()
     store.disconnect()  # pool processes open their own connection after the fork
     node = name or (f"gpu{gpu}@%h" if gpu is not None else "cpu@%h")

@@ -122,7 +122,8 @@ def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict,
     missing = [p.split for p in parts if p.status != store.DONE]
     done = [p for p in parts if p.status == store.DONE]
     _check_complete(group, missing, done, allow_partial)
-    schema = _schema(store.group_config(group))
+    config = store.group_config(group)
+    schema = Schema.load(config.schema_path, tuple(config.services))
     rows = [row for p in done for row in _partition_rows(group, p, schema)]
     check_no_duplicates(rows)
     train = datasets.Dataset.from_list(rows, features=export_features(schema))
@@ -155,10 +156,6 @@ def _check_complete(group: str, missing: list[str], done: list, allow_partial: b
         )
     if not done:
         raise LabellingError(f"group {group!r} has no completed partition to export")
-
-
-def _schema(config) -> Schema:
-    return Schema.load(config.schema_path, tuple(config.services))
 
 
 def _partition_rows(group: str, part: store.Partition, schema: Schema) -> list[dict]:

@@ -284,7 +284,7 @@ class PartitionLabeller:
         lm = self.lms[module]
         for dropped in range(len(examples) + 1):
             prompt = self.builder.prompt(mode, examples[: len(examples) - dropped], target)
-            if lm.count_tokens(prompt.preamble + prompt.body) + reserve <= lm.context_length:
+            if lm.count_tokens(prompt.preamble) + lm.count_tokens(prompt.body) + reserve <= lm.context_length:
                 return prompt, dropped
         return prompt, len(examples)
 

@@ -1,9 +1,9 @@
 """The embedded MongoDB-wire server: nx-27017 on a free loopback port, used when ``LABELLING_MONGODB_URI`` is unset.
 
 Everything lives under ``<state>/mongo``, where ``<state>`` is ``$LABELLING_STATE_DIR`` or, by default, ``.state``
-relative to the current directory: ``data/`` (one SQLite file per database), ``nx-27017.log`` (the server's log),
-``nx-27017.out`` (its console output, where a crash at start-up shows), ``nx-27017.pid`` (written by the server),
-``port`` (written once it answers) and ``start.lock`` (serialises concurrent starts).
+relative to the current directory: ``data/`` (one SQLite file per database), ``nx-27017.log`` (the server's console
+output: its log, and the traceback of a failed start), ``nx-27017.pid`` (written by the server), ``port`` (written once
+it answers) and ``start.lock`` (serialises concurrent starts).
 
 A running server is reused by every process that finds it (pid alive, port known, ping answered). Only the handle
 that started a server stops it; a pid file left by a killed server is detected and replaced.
@@ -202,7 +202,7 @@ def _start(folder: Path, timeout_s: float) -> EmbeddedServer:
             process.kill()
             process.wait()
             break
-    tail = _tail(folder / f"{SERVER_COMMAND}.out")
+    tail = _tail(folder / f"{SERVER_COMMAND}.log")
     raise StoreError(f"the embedded MongoDB server (nx-27017) did not start under {folder}", tail or "see its log")
 
 
@@ -214,11 +214,14 @@ def _answers(process: subprocess.Popen, port: int, timeout_s: float) -> bool:
 
 def _launch(command: str, folder: Path, port: int) -> subprocess.Popen:
     args = [command, "--host", "127.0.0.1", "-p", str(port), "--data-dir", str(folder / "data")]
-    args += ["--log-file", str(folder / f"{SERVER_COMMAND}.log"), "--pid-file", str(folder / f"{SERVER_COMMAND}.pid")]
+    # The server logs to its console as well as to --log-file; the console alone also catches a crash at start-up.
+    args += ["--log-file", os.devnull, "--pid-file", str(folder / f"{SERVER_COMMAND}.pid")]
     (folder / "data").mkdir(exist_ok=True)
-    with (folder / f"{SERVER_COMMAND}.out").open("ab") as out:
+    with (folder / f"{SERVER_COMMAND}.log").open("ab") as out:
         # A new session: Ctrl-C in the terminal that started it must not kill a server other processes may be using.
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True)
+        return subprocess.Popen(
+            args, cwd=folder, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True
+        )
 
 
 def _server_command() -> str:

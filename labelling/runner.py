@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PartitionResult:
-    """What a call of :func:`run_partition` did: ``status`` is ``done`` (labelled now) or ``already_done``."""
+    """What a call of :func:`run_partition` did: ``status`` is ``done`` (labelled now) or ``already_done``.
+
+    ``new_turns`` were labelled by this call (the rest replayed from the store) in ``seconds`` (models already loaded);
+    ``pool`` lists, for the start (wave 0) and each refresh, the partitions added to the example indexes.
+    """
 
     group: str
     split: str
@@ -112,6 +116,7 @@ class _PartitionJob:
         self.started = time.time()
 
     def run(self) -> PartitionResult:
+        """Resume, seed, label with a checkpoint per wave, and complete the partition."""
         done = self._resume()
         self._seed()
         self.started = time.time()
@@ -184,7 +189,7 @@ class _PartitionJob:
     def _refresh(self) -> None:
         """Every ``pool_refresh_waves`` waves, add partitions completed meanwhile; while resuming, replay what was recorded."""
         every, wave = self.config.pool_refresh_waves, self.waves_done
-        if not every or wave % every or wave >= len(self.schedule):
+        if not every or wave % every or wave >= len(self.schedule) or not self.config.manifest.seed_retrievers_from_manifest:
             return
         if wave in self.recorded_refreshes:
             self._load_pool(self.recorded_refreshes[wave])

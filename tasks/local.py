@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from tasks.partition import dependents, label_one
+from tasks.partition import dependents, label_one, limit_threads
 
 SplitProgress = Callable[[str, int, int], None]
 
@@ -25,6 +25,7 @@ def run_local(group: str, seed_split: str, on_progress: SplitProgress | None = N
 
     Stops at the first partition that fails: it is marked failed in the store, and the next run resumes it.
     """
+    limit_threads()
     worker = local_worker()
     results = [label_one(group, seed_split, worker, _for_split(on_progress, seed_split))]
     for split in dependents(group, seed_split):

@@ -30,6 +30,7 @@ def tiny_labeller_factory() -> LabellerFactory:
     lm = LanguageModel.from_model(model, smollm2_tokenizer())
 
     def build(config, schema):
+        """A fresh labeller (empty indexes) around the shared tiny LM."""
         dst, act = models.example_index(config.dst, "dst"), models.example_index(config.act_tag, "act")
         return PartitionLabeller(config, schema, lm, lm, dst, act)
 
@@ -63,6 +64,7 @@ def _killer(after_waves: int):
     waves = 0
 
     def on_progress(done: int, total: int) -> None:
+        """Called after each checkpointed wave: die on the chosen one."""
         nonlocal waves
         waves += 1
         if waves == after_waves:

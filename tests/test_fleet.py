@@ -57,11 +57,17 @@ def write_job(job, model_dir: Path, path: Path, split: str | None = None) -> Pat
     return path
 
 
-def ingest_first(corpus: str, dev_dialogues, schema, count: int, size: int) -> dict:
-    """Store the first ``count`` dev dialogues as ``corpus``, in partitions of ``size``."""
-    splits = partition(dev_dialogues[:count], size)
+def ingest_first(corpus: str, dialogues, schema, count: int, size: int) -> dict:
+    """Store the first ``count`` dialogues as ``corpus``, in partitions of ``size``."""
+    splits = partition(dialogues[:count], size)
     store.ingest_corpus(corpus, splits, schema)
     return splits
+
+
+def shortest(dialogues, count: int) -> list:
+    """The ``count`` shortest of the first 100 dialogues, in corpus order: the same code paths, a fraction of the turns."""
+    chosen = {id(d) for d in sorted(dialogues[:100], key=len)[:count]}
+    return [d for d in dialogues[:100] if id(d) in chosen]
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -273,11 +279,24 @@ def test_an_ended_or_dead_local_launch_does_not_block_the_group(env, fast_job, d
 # --- the embedded mode ----------------------------------------------------------------------------------------------
 
 
-def test_local_run_labels_the_seed_first_then_resumes_nothing(env, capsys, fast_job, tiny_model_dir, tmp_path, dev_dialogues, schema):
-    ingest_first("local-src", dev_dialogues, schema, 3, 3)
+@pytest.fixture
+def one_thread(env):
+    """LABELLING_TORCH_THREADS=1 for the run (it shares 2 cores with other jobs), torch's setting restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    env.setenv("LABELLING_TORCH_THREADS", "1")
+    yield env
+    torch.set_num_threads(threads)
+
+
+def test_local_run_labels_the_seed_first_then_resumes_nothing(
+    one_thread, capsys, fast_job, tiny_model_dir, tmp_path, dev_dialogues, schema
+):
+    ingest_first("local-src", shortest(dev_dialogues, 3), schema, 3, 3)
     job = write_job(fast_job, tiny_model_dir, tmp_path / "job.json")
     args = ("run", "--corpus", "local-src", "--group", "g-local", "--config", job, "--limit-dialogues", "2", "--split-size", "1")
-    code, out, err = run_cli(env, capsys, *args)
+    code, out, err = run_cli(one_thread, capsys, *args)
     assert code == 0, err
     assert "labelled in this process" in out and "export:  labelling export --group g-local" in out
 
@@ -290,7 +309,7 @@ def test_local_run_labels_the_seed_first_then_resumes_nothing(env, capsys, fast_
     assert len(store.manifest_entries("g-local")) == 2
     assert store.count_labels("g-local") == seed.turns_total + dependent.turns_total
 
-    code, out, _ = run_cli(env, capsys, *args)
+    code, out, _ = run_cli(one_thread, capsys, *args)
     assert code == 0 and "group g-local is complete: nothing to label" in out
-    code, out, _ = run_cli(env, capsys, "status", "--group", "g-local")
+    code, out, _ = run_cli(one_thread, capsys, "status", "--group", "g-local")
     assert code == 0 and f"{seed.split} (seed)" in out and f"{dependent.turns_total}/{dependent.turns_total}" in out

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,9 +90,12 @@ def test_a_run_killed_after_two_waves_resumes_to_the_labels_of_an_uninterrupted_
 def test_two_processes_racing_on_one_partition_leave_one_entry_and_no_duplicate(connected, corpus, job, factory):  # noqa: F811
     name, splits = corpus
     group = new_group(name, job)
-    # This process and a child label the same partition; with a zero lease each may take it from the other,
-    # and the one that loses it must stop without writing.
-    child = _worker(group, splits[1], "--lease", "0")
+    # A child starts labelling; once it has checkpointed a wave, this process takes the partition over (zero lease)
+    # while the child is still running. The child must then stop without writing; this process finishes the job.
+    child = _worker(group, splits[1])
+    deadline = time.monotonic() + 120
+    while store.count_labels(group, splits[1]) == 0 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     here = label(group, splits[1], factory, lease_s=0)
     out, err = child.communicate(timeout=180)
     assert child.returncode == 0, err

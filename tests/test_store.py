@@ -152,6 +152,12 @@ def test_an_unreachable_server_is_a_store_error_within_10_s_naming_the_masked_ur
     assert f"mongodb://labeller:***@127.0.0.1:{port}/labels is unreachable" in message and "s3cret" not in message
 
 
+def test_a_malformed_uri_is_a_store_error_that_hides_the_password(connected):  # noqa: F811
+    with pytest.raises(StoreError, match=r"mongodb://u:\*\*\*@h:notaport/x is not a usable MongoDB URI") as caught:
+        store.connect("mongodb://u:Zq9secret@h:notaport/x")
+    assert "Zq9secret" not in str(caught.value)
+
+
 def test_credentials_the_server_refuses_are_a_store_error(connected):  # noqa: F811
     host = connected.partition("://")[2].partition("/")[0]
     with pytest.raises(StoreError, match=f"mongodb://someone:\\*\\*\\*@{host}/x .*authentication"):
