@@ -22,9 +22,11 @@ from rich.table import Table
 
 from labelling import config as job_config
 from labelling.errors import ConfigError, LabellingError, StoreError
+from labelling.schema import BUNDLED_SCHEMA
 
 if TYPE_CHECKING:
     from labelling.store import Partition
+    from tasks.partition import Launch
 
 # Logs and CI are not terminals: rich would wrap at 80 columns there and squeeze the status table's columns.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -35,7 +37,7 @@ CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 DEFAULT_SPLIT_SIZE = 50
 FLOWER_USER_ENV, FLOWER_PASSWORD_ENV, FLOWER_AUTH_ENV = "LABELLING_FLOWER_USER", "LABELLING_FLOWER_PASSWORD", "FLOWER_BASIC_AUTH"
 DEMO_CORPUS, DEMO_DIALOGUES, DEMO_SPLIT_SIZE = "demo", 6, 2
-BUNDLED_CORPUS = Path(job_config.__file__).parent / "data" / "multiwoz21_dev.json.zip"
+BUNDLED_CORPUS = BUNDLED_SCHEMA.with_name("multiwoz21_dev.json.zip")  # the MultiWOZ 2.1 dev set shipped beside the schema
 
 
 # --- job configs -----------------------------------------------------------------------------------------------
@@ -135,9 +137,8 @@ def _check_named_splits(corpus: str, named: Sequence[str]) -> None:
     known = store.corpus_splits(corpus)
     unknown = [s for s in named if s not in known]
     if unknown:
-        raise ConfigError(
-            f"the job files name splits that corpus {corpus!r} lacks: {', '.join(unknown)}", f"it has {', '.join(known)}"
-        )
+        shown = ", ".join(list(known)[:8]) + (f" ... ({len(known)} in all)" if len(known) > 8 else "")
+        raise ConfigError(f"the job files name splits that corpus {corpus!r} lacks: {', '.join(unknown)}", f"it has {shown}")
 
 
 def _check_group(group: str, corpus: str, job: job_config.JobConfig, seed_split: str | None) -> None:
@@ -191,9 +192,9 @@ def prepare_group(
 
 def _stale(part: Partition, now: float) -> bool:
     from labelling import store
+    from tasks.partition import claim_lease_s
 
-    lease = float(os.environ.get(store.LEASE_ENV) or store.DEFAULT_LEASE_S)
-    return part.status == store.RUNNING and now - (part.heartbeat_at or now) > lease
+    return part.status == store.RUNNING and now - (part.heartbeat_at or now) > claim_lease_s()
 
 
 def _state(part: Partition, now: float) -> str:
@@ -235,14 +236,20 @@ class PartitionBars:
         self.progress.stop()
 
 
-def settled(parts: Sequence[Partition], seed_split: str) -> bool:
-    """Whether a run has nothing left to do: all done, or nothing running and the seed (or every partition) failed."""
+def settled(parts: Sequence[Partition], seed_split: str, since: float) -> bool:
+    """Whether a run launched at ``since`` has nothing left to do: every partition done or failed, or the seed failed.
+
+    Failures recorded before ``since`` belong to an earlier run and do not count: this run tries those partitions again.
+    """
     from labelling import store
 
-    statuses = {p.split: p.status for p in parts}
-    if store.RUNNING in statuses.values():
+    def finished(part: Partition) -> bool:
+        return part.status == store.DONE or (part.status == store.FAILED and (part.heartbeat_at or 0.0) >= since)
+
+    if any(p.status == store.RUNNING for p in parts):
         return False
-    return statuses.get(seed_split) == store.FAILED or all(s in (store.DONE, store.FAILED) for s in statuses.values())
+    seed = next(p for p in parts if p.split == seed_split)
+    return (seed.status == store.FAILED and finished(seed)) or all(map(finished, parts))
 
 
 def status_table(group: str) -> Table:
@@ -316,7 +323,9 @@ def run(
     from tasks.app import broker_url, check_broker
 
     job, named = load_jobs(config, profile)
-    local = local or broker_url() is None
+    if not local and broker_url() is None:
+        console.print("LABELLING_BROKER_URL is unset: labelling in this process (the embedded mode)")
+        local = True
     if not local:
         check_broker("labelling run")
     from labelling import store
@@ -384,23 +393,25 @@ def _submit(group: str, corpus: str, seed: str, resubmit: bool, wait: bool) -> b
         f"watch:   labelling status --group {escape(group)} --watch   (or Flower: `labelling flower`, http://127.0.0.1:5555)"
     )
     report.print(f"export:  labelling export --group {escape(group)} --out DIR   (once every partition is done)")
-    return follow(group, launch.run_id, seed) if wait else True
+    return follow(launch) if wait else True
 
 
-def follow(group: str, run_id: str, seed: str, interval_s: float = 2.0) -> bool:
-    """Draw a bar per partition until the run settles; True when every partition is done."""
+def follow(launch: Launch, interval_s: float = 2.0) -> bool:
+    """Draw a bar per partition until the launched run settles; True when every partition is done."""
+    from labelling import store
     from tasks.app import FleetError
     from tasks.partition import seed_task
 
-    with PartitionBars(group) as bars:
-        while not settled(parts := bars.refresh(), seed):
+    seed = launch.seed_split
+    with PartitionBars(launch.group) as bars:
+        while not settled(parts := bars.refresh(), seed, launch.submitted_at):
             seed_part = next(p for p in parts if p.split == seed)
-            if seed_part.status == "pending" and seed_task(run_id, seed).failed():
+            if seed_part.status != store.RUNNING and seed_task(launch.run_id, seed).failed():
                 raise FleetError(
-                    f"the seed task of run {run_id} failed before it could claim {seed}", "see the worker's log or Flower"
+                    f"the seed task of run {launch.run_id} failed before it could claim {seed}", "see the worker's log or Flower"
                 )
             time.sleep(interval_s)
-    return _summarise(group)
+    return _summarise(launch.group)
 
 
 def _summarise(group: str) -> bool:
@@ -461,6 +472,7 @@ def worker(
     """
     import celeryconfig
     from labelling import store
+    from labelling.mongo_server import mask_uri
     from tasks.app import app, bind_result_backend, check_broker
     from tasks.partition import THREADS_ENV
 
@@ -474,8 +486,6 @@ def worker(
     node = name or (f"gpu{gpu}@%h" if gpu is not None else "cpu@%h")
     wanted = [q.strip() for item in queues for q in item.split(",") if q.strip()]
     wanted = wanted or [celeryconfig.PARTITION_QUEUE, celeryconfig.CONTROL_QUEUE]
-    from labelling.mongo_server import mask_uri
-
     console.print(f"worker {escape(node)} on {escape(mask_uri(url))}, queues {', '.join(wanted)}, results {escape(backend)}")
     argv = ["worker", f"--hostname={node}", "--task-events", f"--concurrency={concurrency}", f"--pool={pool}"]
     app.worker_main(argv + [f"--queues={','.join(wanted)}", f"--loglevel={loglevel}"])

@@ -54,17 +54,23 @@ def dependents(group: str, seed_split: str) -> list[str]:
     return [p.split for p in store.partitions(group) if p.split != seed_split and p.status != store.DONE]
 
 
+def claim_lease_s() -> float:
+    """How long a claim survives without a heartbeat (``$LABELLING_CLAIM_LEASE_S``, the store's rule for takeovers)."""
+    return float(os.environ.get(store.LEASE_ENV) or store.DEFAULT_LEASE_S)
+
+
 def busy_retry_s(group: str, split: str) -> float:
     """Seconds until the claim on a busy partition could go stale; retrying sooner would only find it busy again."""
-    lease = float(os.environ.get(store.LEASE_ENV) or store.DEFAULT_LEASE_S)
+    lease = claim_lease_s()
     held = store.partition(group, split)
     age = time.time() - (held.heartbeat_at or time.time())
     return min(lease, max(MIN_RETRY_S, lease - age + 5.0))
 
 
 def limit_threads() -> None:
-    """Cap torch's CPU threads at ``$LABELLING_TORCH_THREADS`` when set: processes sharing a machine that each use every
-    core slow each other down several times over (measured: 5x for two labelling processes on 2 cores)."""
+    """Cap torch's CPU threads at ``$LABELLING_TORCH_THREADS`` when set: processes that share cores and each spin up a
+    thread per core slow each other down badly (measured here: a tiny-model partition took 48 s with 2 threads and 9 s
+    with 1 while other jobs shared the 2 cores)."""
     threads = int(os.environ.get(THREADS_ENV) or 0)
     if threads > 0:
         import torch

@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from labelling.corpus import partition
 from labelling.errors import ConfigError
 from labelling.mongo_server import ensure_server
 from tasks.app import FleetError
-from tasks.partition import FLEET, LOCAL, claim_launch, current_launch, end_launch, is_live
+from tasks.partition import FLEET, LOCAL, busy_retry_s, claim_launch, current_launch, end_launch, is_live
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_ENV = (
@@ -313,3 +314,17 @@ def test_local_run_labels_the_seed_first_then_resumes_nothing(
     assert code == 0 and "group g-local is complete: nothing to label" in out
     code, out, _ = run_cli(one_thread, capsys, "status", "--group", "g-local")
     assert code == 0 and f"{seed.split} (seed)" in out and f"{dependent.turns_total}/{dependent.turns_total}" in out
+
+
+def test_a_duplicate_delivery_waits_out_the_holders_lease(env, fast_job, dev_dialogues, schema):
+    ingest_first("busy", dev_dialogues, schema, 1, 1)
+    store.create_group("g-busy", "busy", fast_job)
+    env.setenv("LABELLING_CLAIM_LEASE_S", "600")
+    claim = store.claim_partition("g-busy", "train_0_1", "w1@host")
+    with pytest.raises(store.PartitionBusy):
+        store.claim_partition("g-busy", "train_0_1", "w2@host")
+    assert 590 <= busy_retry_s("g-busy", "train_0_1") <= 600  # a live holder: retry once its lease could have run out
+    store.heartbeat(claim)
+    env.setenv("LABELLING_CLAIM_LEASE_S", "0.5")
+    time.sleep(0.6)
+    assert busy_retry_s("g-busy", "train_0_1") == 0.5  # stale already: retry at once, capped by the lease
