@@ -24,6 +24,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m integration
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q

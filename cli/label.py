@@ -31,7 +31,9 @@ def load_split(dataset: Path, split: str, limit_dialogues: int | None = None) ->
     try:
         splits = datasets.load_from_disk(str(dataset))
     except Exception as e:  # datasets raises several types for a missing or foreign folder
-        raise CorpusError(f"{dataset}: not a dataset folder ({type(e).__name__})", "create one with `labelling ingest SOURCE --out DIR`") from e
+        raise CorpusError(
+            f"{dataset}: not a dataset folder ({type(e).__name__})", "create one with `labelling ingest SOURCE --out DIR`"
+        ) from e
     if split not in splits:
         names = list(splits)
         raise CorpusError(f"{dataset}: no split {split!r}", f"splits: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
@@ -60,10 +62,14 @@ def label_partition(
     dataset: Path = typer.Option(..., "--dataset", help="A dataset folder written by `labelling ingest --out`."),
     split: str = typer.Option(..., "--split", help="The split (partition) to label, e.g. train_0_50."),
     out: Path = typer.Option(..., "--out", help="Output JSONL file, one labelled turn per line."),
-    limit_dialogues: int | None = typer.Option(None, "--limit-dialogues", min=1, help="Label only the first N dialogues of the split."),
+    limit_dialogues: int | None = typer.Option(
+        None, "--limit-dialogues", min=1, help="Label only the first N dialogues of the split."
+    ),
     profile: str = typer.Option("cpu-small", "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
-    mode: str | None = typer.Option(None, "--mode", help="Override both modules' selection: noisy_channel (as configured) or greedy."),
+    mode: str | None = typer.Option(
+        None, "--mode", help="Override both modules' selection: noisy_channel (as configured) or greedy."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Override the job seed (sampling and dialogue shuffling)."),
 ) -> None:
     """Label one partition on this machine and print JGA, turn accuracy and act F1 when gold is present.
@@ -100,7 +106,13 @@ def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path) -> tuple[
             f.flush()
             os.fsync(f.fileno())
 
-    columns = [TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} turns/s"), TimeElapsedColumn()]
+    columns = [
+        TextColumn("labelling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} turns/s"),
+        TimeElapsedColumn(),
+    ]
     start = time.perf_counter()
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("turns", total=len(turns), rate="-")
@@ -125,9 +137,17 @@ def _report(labels: list[TurnLabel], seconds: float, summary: dict, new_turns: i
         ("flagged turns", str(flagged)),
     ]
     if summary.get("n_dst"):
-        rows += [("JGA (fuzzy)", f"{summary['jga']:.3f}"), ("JGA (exact)", f"{summary['jga_exact']:.3f}"), ("turn accuracy", f"{summary['turn_acc']:.3f}")]
+        rows += [
+            ("JGA (fuzzy)", f"{summary['jga']:.3f}"),
+            ("JGA (exact)", f"{summary['jga_exact']:.3f}"),
+            ("turn accuracy", f"{summary['turn_acc']:.3f}"),
+        ]
     if summary.get("n_acts"):
-        rows += [("act F1", f"{summary['acts_f1']:.3f}"), ("act slot F1", f"{summary['slots_f1']:.3f}"), ("act value F1", f"{summary['values_f1']:.3f}")]
+        rows += [
+            ("act F1", f"{summary['acts_f1']:.3f}"),
+            ("act slot F1", f"{summary['slots_f1']:.3f}"),
+            ("act value F1", f"{summary['values_f1']:.3f}"),
+        ]
     for row in rows:
         table.add_row(*row)
     Console().print(table)

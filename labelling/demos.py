@@ -35,8 +35,10 @@ DEMOS: tuple[Turn, ...] = (
         "there are 4 cheap italian restaurants . which part of town do you prefer ?",
         {},
         {"restaurant": {"price range": "cheap", "food": "italian"}},
-        [Act("Inform", entity=Entity("Restaurant", (("price_range", "cheap"), ("food", "italian"), ("choice", "4")))),
-         Act("Request", service="restaurant", values=("area",))],
+        [
+            Act("Inform", entity=Entity("Restaurant", (("price_range", "cheap"), ("food", "italian"), ("choice", "4")))),
+            Act("Request", service="restaurant", values=("area",)),
+        ],
     ),
     _demo(
         2,
@@ -45,13 +47,22 @@ DEMOS: tuple[Turn, ...] = (
         "your table is booked , reference number xq7fa2lc . i found 2 guesthouses in the north ; do you need parking ?",
         {"restaurant": {"food": "chinese", "area": "north", "price range": "moderate"}},
         {
-            "restaurant": {"food": "chinese", "area": "north", "price range": "moderate", "name": "lotus garden",
-                           "book people": "3", "book time": "18:30", "book day": "friday"},
+            "restaurant": {
+                "food": "chinese",
+                "area": "north",
+                "price range": "moderate",
+                "name": "lotus garden",
+                "book people": "3",
+                "book time": "18:30",
+                "book day": "friday",
+            },
             "hotel": {"type": "guesthouse", "area": "north"},
         },
-        [Act("NotifySuccess", service="restaurant", entity=Entity("Restaurant", (("ref", "xq7fa2lc"),))),
-         Act("Inform", entity=Entity("Hotel", (("type", "guesthouse"), ("area", "north"), ("choice", "2")))),
-         Act("Request", service="hotel", values=("parking",))],
+        [
+            Act("NotifySuccess", service="restaurant", entity=Entity("Restaurant", (("ref", "xq7fa2lc"),))),
+            Act("Inform", entity=Entity("Hotel", (("type", "guesthouse"), ("area", "north"), ("choice", "2")))),
+            Act("Request", service="hotel", values=("parking",)),
+        ],
     ),
     _demo(
         3,

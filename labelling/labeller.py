@@ -59,7 +59,7 @@ class ModuleOutput:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModuleOutput":
+    def from_dict(cls, data: dict) -> ModuleOutput:
         """Inverse of :meth:`to_dict`."""
         return cls(
             chosen=data["chosen"],
@@ -106,7 +106,7 @@ class TurnLabel:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TurnLabel":
+    def from_dict(cls, data: dict) -> TurnLabel:
         """Inverse of :meth:`to_dict`."""
         return cls(
             dialogue_id=data["dialogue_id"],
@@ -236,11 +236,17 @@ class PartitionLabeller:
         dst_outputs, dst_labels = self._run_dst(wave, priors)
         act_outputs, act_labels = self._run_acts(wave, priors, [lab.state for lab in dst_labels])
         out = []
-        for turn, prior, dst_out, dst_lab, act_out, act_lab in zip(wave, priors, dst_outputs, dst_labels, act_outputs, act_labels):
+        for turn, prior, dst_out, dst_lab, act_out, act_lab in zip(
+            wave, priors, dst_outputs, dst_labels, act_outputs, act_labels, strict=True
+        ):
             flags = [FLAG_DST_UNPARSEABLE] * dst_lab.failed + [FLAG_ACTS_UNPARSEABLE] * act_lab.failed
             if dst_out.dropped_examples or act_out.dropped_examples:
                 flags.append(FLAG_EXAMPLES_DROPPED)
-            out.append(TurnLabel(turn.dialogue_id, turn.turn_id, prior, dst_lab.state, dst_lab.delta, act_lab.acts, dst_out, act_out, flags))
+            out.append(
+                TurnLabel(
+                    turn.dialogue_id, turn.turn_id, prior, dst_lab.state, dst_lab.delta, act_lab.acts, dst_out, act_out, flags
+                )
+            )
         return out
 
     def _record(self, wave: list[Turn], labels: list[TurnLabel], gold: dict) -> None:
@@ -292,39 +298,63 @@ class PartitionLabeller:
         cfg = self._module(module)
         s = cfg.generation_cfg.sampling_args
         if cfg.generation_cfg.generation_mode == GREEDY:
-            return SamplingParams(n=1, temperature=1.0, top_p=1.0, top_k=1, max_new_tokens=s.max_new_tokens, stop=stops, seed=self.config.seed)
+            return SamplingParams(
+                n=1, temperature=1.0, top_p=1.0, top_k=1, max_new_tokens=s.max_new_tokens, stop=stops, seed=self.config.seed
+            )
         return SamplingParams(
-            n=s.n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_new_tokens=s.max_new_tokens, stop=stops, seed=self.config.seed
+            n=s.n,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            max_new_tokens=s.max_new_tokens,
+            stop=stops,
+            seed=self.config.seed,
         )
 
     def _run_dst(self, wave: list[Turn], priors: list[State]):
-        queries = [_query(t, prior) for t, prior in zip(wave, priors)]
+        queries = [_query(t, prior) for t, prior in zip(wave, priors, strict=True)]
         found = self._examples("dst", queries)
         examples = [[self._dst_example(x) for x in items] for items in found]
-        targets = [Example(prior, t.last_system_utterance, t.user_utterance, t.system_response) for t, prior in zip(wave, priors)]
+        targets = [
+            Example(prior, t.last_system_utterance, t.user_utterance, t.system_response)
+            for t, prior in zip(wave, priors, strict=True)
+        ]
         params = self._params("dst", DST_STOPS)
 
         def canonical(i: int, text: str):
             return self.canon.dst(text, priors[i], [wave[i].last_system_utterance, wave[i].user_utterance])
 
         observed = [t.user_utterance for t in wave]
-        return self._run_module("dst", ("dst", "dst_channel"), found, examples, targets, params, canonical, (DST_PREFIX, DST_CONNECTIVE), observed)
+        return self._run_module(
+            "dst", ("dst", "dst_channel"), found, examples, targets, params, canonical, (DST_PREFIX, DST_CONNECTIVE), observed
+        )
 
     def _run_acts(self, wave: list[Turn], priors: list[State], states: list[State]):
-        queries = [_query(t, prior, state) for t, prior, state in zip(wave, priors, states)]
+        queries = [_query(t, prior, state) for t, prior, state in zip(wave, priors, states, strict=True)]
         found = self._examples("act", queries)
         examples = [[self._act_example(x) for x in items] for items in found]
-        targets = [Example(state, t.last_system_utterance, t.user_utterance, t.system_response) for t, state in zip(wave, states)]
+        targets = [
+            Example(state, t.last_system_utterance, t.user_utterance, t.system_response)
+            for t, state in zip(wave, states, strict=True)
+        ]
         params = self._params("act", ACT_STOPS)
         observed = [t.system_response for t in wave]
         return self._run_module(
-            "act", ("act", "act_channel"), found, examples, targets, params, lambda i, text: self.canon.acts(text), (ACT_PREFIX, ACT_CONNECTIVE), observed
+            "act",
+            ("act", "act_channel"),
+            found,
+            examples,
+            targets,
+            params,
+            lambda i, text: self.canon.acts(text),
+            (ACT_PREFIX, ACT_CONNECTIVE),
+            observed,
         )
 
     def _run_module(self, module, modes, found, examples, targets, params, canonical, glue, observed):
         """Sample, canonicalise, score and choose for one module over a wave; returns (outputs, labels)."""
         reserve = params.max_new_tokens
-        fitted = [self._fit(module, modes[0], ex, tg, reserve) for ex, tg in zip(examples, targets)]
+        fitted = [self._fit(module, modes[0], ex, tg, reserve) for ex, tg in zip(examples, targets, strict=True)]
         samples = self.lms[module].sample([p for p, _ in fitted], params)
         candidates, parsed = [], []
         for i, turn_samples in enumerate(samples):
@@ -346,16 +376,18 @@ class PartitionLabeller:
         for i, cands in enumerate(candidates):
             if not needs_scoring(mode, cands):
                 continue
-            channel, _ = self._fit(module, channel_mode, examples[i], targets[i], reserve + self.lms[module].count_tokens(observed[i]))
+            channel, _ = self._fit(
+                module, channel_mode, examples[i], targets[i], reserve + self.lms[module].count_tokens(observed[i])
+            )
             for req in scoring_requests(mode, channel, cands, glue[0], glue[1], observed[i]):
                 requests.append(req)
                 owners.append(i)
         scores = self.lms[module].score_many(requests) if requests else []
         per_turn: dict[int, list[float]] = {}
-        for owner, result in zip(owners, scores):
+        for owner, result in zip(owners, scores, strict=True):
             per_turn.setdefault(owner, []).extend(result)
         for i, flat in per_turn.items():
-            for cand, score in zip(candidates[i], flat):
+            for cand, score in zip(candidates[i], flat, strict=True):
                 cand.score = score
 
     def _dst_example(self, item: Turn) -> Example:

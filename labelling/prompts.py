@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from labelling.lm import Prompt
 from rapidfuzz import fuzz
 
 from labelling.acts import ACT_FIELDS, Act, Entity
+from labelling.lm import Prompt
 from labelling.schema import DONTCARE, Schema, Service, Slot
 from labelling.states import DELETE, State, compute_delta, strip_blanks
 

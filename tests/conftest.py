@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labelling import config as job_config
 from labelling.corpus import read_corpus
 from labelling.schema import Schema
 

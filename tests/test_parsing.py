@@ -27,7 +27,9 @@ def test_one_bad_call_keeps_the_good_ones(schema):
 
 
 def test_a_syntax_error_in_one_call_keeps_the_others(schema):
-    parsed = DstParser(schema).parse('[agent.find_hotel(area="north"), agent.find_train(day=="monday"), agent.find_restaurant(food="thai")]', {})
+    parsed = DstParser(schema).parse(
+        '[agent.find_hotel(area="north"), agent.find_train(day=="monday"), agent.find_restaurant(food="thai")]', {}
+    )
     assert parsed.state == {"hotel": {"area": "north"}, "restaurant": {"food": "thai"}}
     assert parsed.errors
 
@@ -82,7 +84,9 @@ def test_uncategorical_value_is_dropped_by_the_normaliser(schema):
 
 
 def test_acts_partial_recovery_and_positional_entity(schema):
-    parsed = ActParser(schema).parse("[Inform(Hotel(area='east')), Bus(day='monday'), Request(service='hotel', values=['price_range']), Goodbye()]")
+    parsed = ActParser(schema).parse(
+        "[Inform(Hotel(area='east')), Bus(day='monday'), Request(service='hotel', values=['price_range']), Goodbye()]"
+    )
     assert parsed.acts == [
         Act("Inform", entity=Entity("Hotel", (("area", "east"),))),
         Act("Request", service="hotel", values=("price_range",)),
