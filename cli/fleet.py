@@ -7,6 +7,7 @@ Heavy modules (Celery, mongoengine, torch) are imported inside the commands, so 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -361,10 +362,13 @@ def _run_local(group: str, corpus: str, seed: str, resubmit: bool) -> bool:
     launch = claim_launch(group, corpus, seed, LOCAL, resubmit)
     where = f"group {escape(group)}, corpus {escape(corpus)}"
     report.print(f"run {launch.run_id}: {where}, labelled in this process, seed {escape(seed)} first")
+    # SIGTERM as an exception, so the partition in progress is marked failed and freed, not left claimed for a lease.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         with PartitionBars(group) as bars:
             run_local(group, seed, on_progress=lambda *_: bars.refresh())
     finally:
+        signal.signal(signal.SIGTERM, previous)
         end_launch(launch)
     return _summarise(group)
 
