@@ -37,7 +37,7 @@ DEFAULT_PROFILE = "cpu-small"
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 DEFAULT_SPLIT_SIZE = 50
 FLOWER_USER_ENV, FLOWER_PASSWORD_ENV, FLOWER_AUTH_ENV = "LABELLING_FLOWER_USER", "LABELLING_FLOWER_PASSWORD", "FLOWER_BASIC_AUTH"
-DEMO_CORPUS, DEMO_DIALOGUES, DEMO_SPLIT_SIZE = "demo", 6, 2
+DEMO_CORPUS, DEMO_DIALOGUES, DEMO_MAX_TURNS, DEMO_SPLIT_SIZE = "demo", 6, 5, 2
 BUNDLED_CORPUS = BUNDLED_SCHEMA.with_name("multiwoz21_dev.json.zip")  # the MultiWOZ 2.1 dev set shipped beside the schema
 
 
@@ -535,7 +535,7 @@ def flower(
 
 
 def demo_job() -> job_config.JobConfig:
-    """cpu-small with fewer and shorter samples, so the demo labels 6 dialogues in a few minutes on 2 cores."""
+    """cpu-small with 2 samples of at most 32 tokens and 2 examples per prompt, so the demo takes minutes on 2 cores."""
     job = job_config.load(profile=DEFAULT_PROFILE)
     for module in (job.dst, job.act_tag):
         module.generation_cfg.sampling_args.n = module.generation_cfg.sampling_args.best_of = 2
@@ -545,13 +545,16 @@ def demo_job() -> job_config.JobConfig:
 
 
 def _ingest_demo(job: job_config.JobConfig) -> None:
+    """The first few short dialogues of the bundled corpus as corpus ``demo``: labelling time grows with the number of
+    turn waves, so short dialogues keep the demo to minutes while it still shows a seed and two dependents."""
     from labelling import store
     from labelling.corpus import partition, read_corpus
 
     schema = _schema(job)
-    splits = partition(read_corpus(BUNDLED_CORPUS, schema)[:DEMO_DIALOGUES], DEMO_SPLIT_SIZE)
+    short = [d for d in read_corpus(BUNDLED_CORPUS, schema) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
+    splits = partition(short, DEMO_SPLIT_SIZE)
     turns = store.ingest_corpus(DEMO_CORPUS, splits, schema)
-    what = f"first {DEMO_DIALOGUES} dialogues ({turns} turns)"
+    what = f"the first {DEMO_DIALOGUES} dialogues of at most {DEMO_MAX_TURNS} turns ({turns} turns)"
     console.print(f"ingested {BUNDLED_CORPUS.name}: {what} as corpus {DEMO_CORPUS}, {len(splits)} partitions")
 
 
@@ -559,8 +562,8 @@ def demo(
     out: Path = typer.Option(Path(".state/demo/export"), "--out", "-o", help="Where to save the exported dataset."),
     group: str = typer.Option("demo", "--group", "-g", help="The labelling group (an existing complete one is exported again)."),
 ) -> None:
-    """The whole product in one command, with no services: ingest the bundled MultiWOZ sample (6 dialogues in 3
-    partitions), label it in process with the embedded models (seed partition first), show status, evaluate, export."""
+    """The whole product in one command, with no services: ingest 6 short dialogues of the bundled MultiWOZ dev set in 3
+    partitions, label them in process with the embedded models (seed partition first), show status, evaluate, export."""
     from cli.store_commands import evaluate, export
     from labelling import store
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from labelling.mongo_server import ensure_server
 from tasks.app import FleetError
 from tasks.partition import FLEET, LOCAL, busy_retry_s, claim_launch, current_launch, end_launch, is_live
 
-ROOT = Path(__file__).resolve().parents[1]
+LABELLING = Path(sys.executable).with_name("labelling")
 SETTINGS_ENV = (
     "LABELLING_BROKER_URL",
     "LABELLING_RESULT_BACKEND",
@@ -328,3 +329,18 @@ def test_a_duplicate_delivery_waits_out_the_holders_lease(env, fast_job, dev_dia
     env.setenv("LABELLING_CLAIM_LEASE_S", "0.5")
     time.sleep(0.6)
     assert busy_retry_s("g-busy", "train_0_1") == 0.5  # stale already: retry at once, capped by the lease
+
+
+@pytest.mark.slow
+def test_demo_labels_evaluates_and_exports_with_nothing_configured(tmp_path):
+    """`labelling demo` as on a fresh clone (about 4 minutes on 2 cores): exit 0 and a dataset load_from_disk reads."""
+    import subprocess
+
+    import datasets
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABELLING_")}
+    done = subprocess.run([str(LABELLING), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "demo finished in" in done.stdout
+    exported = datasets.load_from_disk(str(tmp_path / ".state" / "demo" / "export"))
+    assert exported["train"].num_rows == 28 and set(exported) == {"train", "train_minus_64", "valid_64"}
