@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-slow lint clean
+.PHONY: install demo test test-unit test-integration lint clean
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q
+
+test-integration: $(STAMP)
+	$(BIN)/pytest -q -m integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,10 +25,9 @@ import pytest
 
 from labelling import store
 from labelling.mongo_server import ensure_server
-from tests.test_fleet import ingest_first, save_tiny_model, shortest, write_job
+from tests.test_fleet import LABELLING, ingest_first, save_tiny_model, shortest, write_job
 
 pytestmark = pytest.mark.integration
-LABELLING = Path(sys.executable).with_name("labelling")
 AMQP = os.environ.get("LABELLING_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 TAG = uuid.uuid4().hex[:8]
 WORKERS = (f"w1-{TAG}", f"w2-{TAG}")
