@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import celeryconfig
-from cli.app import main
 from cli.fleet import first_difference, load_jobs
 from labelling import store
 from labelling.corpus import partition
@@ -22,6 +21,7 @@ from labelling.errors import ConfigError
 from labelling.mongo_server import ensure_server
 from tasks.app import FleetError
 from tasks.partition import FLEET, LOCAL, busy_retry_s, claim_launch, current_launch, end_launch, is_live
+from tests.cli_helpers import run_cli
 
 LABELLING = Path(sys.executable).with_name("labelling")
 SETTINGS_ENV = (
@@ -70,18 +70,6 @@ def shortest(dialogues, count: int) -> list:
     """The ``count`` shortest of the first 100 dialogues, in corpus order: the same code paths, a fraction of the turns."""
     chosen = {id(d) for d in sorted(dialogues[:100], key=len)[:count]}
     return [d for d in dialogues[:100] if id(d) in chosen]
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point in this process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["labelling", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # --- fixtures --------------------------------------------------------------------------------------------------

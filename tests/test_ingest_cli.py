@@ -16,37 +16,8 @@ from cli.app import app, main
 from labelling.corpus import dataset_features
 from labelling.errors import CorpusError
 from labelling.schema import Schema
-
-ROOT = Path(__file__).resolve().parents[1]
-DEV_ZIP = ROOT / "labelling" / "data" / "multiwoz21_dev.json.zip"
-MWZ22 = Path(__file__).resolve().parent / "fixtures" / "multiwoz22"
-ROW_FIELDS = {
-    "dialogue_id",
-    "turn_id",
-    "domains",
-    "system_utterances",
-    "user_utterances",
-    "system_response",
-    "slot_values",
-    "last_slot_values",
-    "turn_slot_values",
-    "system_response_acts",
-    "last_system_response_acts",
-    "has_gold",
-    "has_gold_acts",
-}
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point in this process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["labelling", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.cli_helpers import run_cli
+from tests.test_corpus import DEV_ZIP, MWZ22, ROW_FIELDS  # noqa: E402
 
 
 def _console_command() -> list[str]:
