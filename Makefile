@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration lint clean
+.PHONY: install demo test test-unit test-integration chaos lint clean
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,12 +25,17 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 	$(BIN)/pytest -q -m slow
 	$(BIN)/pytest -q -m integration
+	$(BIN)/pytest -q -m chaos
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test-integration: $(STAMP)
 	$(BIN)/pytest -q -m integration
+
+# Fault injection (kills workers, restarts RabbitMQ and the MongoDB-wire server); prints a table, see .state/chaos/report.md
+chaos: $(STAMP)
+	$(BIN)/pytest -q -m chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -18,6 +18,9 @@ Environment variables (all optional):
     solo pool enforces neither.
 ``LABELLING_CONSUMER_TIMEOUT_MS``
     RabbitMQ's delivery acknowledgement timeout for our queues. Default 172800000 (48 h); ``0`` leaves it out.
+``LABELLING_TASK_MAX_RETRIES`` / ``LABELLING_TASK_RETRY_DELAY_S``
+    A partition whose labelling raises (not one another run holds) is retried this many times, the n-th retry after
+    n times the delay; then it stays failed, with its error, until ``labelling run --retry-failed``. Default 2 / 60.
 ``LABELLING_CHORD_POLL_S``
     How often the chord checks whether the seed partition is done. Default 5.
 ``LABELLING_RESULT_EXPIRES_S``
@@ -74,6 +77,8 @@ SOFT_TIME_LIMIT_S = _number("LABELLING_TASK_SOFT_TIME_LIMIT_S", 24 * 3600)
 TIME_LIMIT_S = _number("LABELLING_TASK_TIME_LIMIT_S", SOFT_TIME_LIMIT_S + 900)
 CONSUMER_TIMEOUT_MS = int(_number("LABELLING_CONSUMER_TIMEOUT_MS", 48 * 3600 * 1000))
 CHORD_POLL_S = _number("LABELLING_CHORD_POLL_S", 5)
+TASK_MAX_RETRIES = int(_number("LABELLING_TASK_MAX_RETRIES", 2))
+TASK_RETRY_DELAY_S = _number("LABELLING_TASK_RETRY_DELAY_S", 60)
 
 # --- transport ---------------------------------------------------------------------------------------------------
 
@@ -117,6 +122,9 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 # A broker blip would otherwise cancel hours of labelling; the redelivered copy is harmless (see the docstring).
 worker_cancel_long_running_tasks_on_connection_loss = False
+# RabbitMQ closes the channel of a consumer that outlives its consumer timeout (PRECONDITION_FAILED, a channel error).
+# Celery's default treats that as unrecoverable and shuts the worker down; retrying reconnects and keeps the partition.
+broker_channel_error_retry = True
 task_soft_time_limit = SOFT_TIME_LIMIT_S
 task_time_limit = TIME_LIMIT_S
 task_track_started = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import typer
@@ -32,15 +33,34 @@ def _main(
 
 def _register() -> None:
     # Imported here so that `labelling --help` stays fast and each command module stays independent.
-    from cli import fleet, ingest, label, store_commands
+    from cli import bench, fleet, ingest, label, store_commands
 
     app.command("ingest")(ingest.ingest)
     app.command("label-partition")(label.label_partition)
     app.command("export")(store_commands.export)
     app.command("evaluate")(store_commands.evaluate)
+    app.command("bench")(bench.bench)
 
     for name in ("run", "status", "worker", "flower", "demo"):
         app.command(name)(getattr(fleet, name))
+
+
+_URI = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*:/{1,2}[^\s'\"()]+")
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of every URI in it hidden: an error may echo what the user passed (a URI given as a
+    file path, say), and that must not print a password."""
+    return _URI.sub(lambda m: _mask(m.group()), text)
+
+
+def _mask(uri: str) -> str:
+    from labelling.mongo_server import mask_uri
+
+    scheme, sep, rest = uri.partition(":/")
+    if rest.startswith("/"):
+        return mask_uri(uri)
+    return mask_uri(f"{scheme}://{rest}").replace("://", ":/", 1)  # a path-normalised URI ("scheme:/user:pw@host")
 
 
 def main() -> None:
@@ -51,7 +71,7 @@ def main() -> None:
     except LabellingError as e:
         if _state["debug"]:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {masked(str(e))}", file=sys.stderr)
         sys.exit(2)
     except (typer.Exit, SystemExit) as e:
         sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))

@@ -284,7 +284,9 @@ def _ago(seconds: float) -> str:
 
 
 def run(
-    corpus: str = typer.Option(..., "--corpus", help="The ingested corpus to label (see `labelling ingest --corpus`)."),
+    corpus: str | None = typer.Option(
+        None, "--corpus", help="The ingested corpus to label (see `labelling ingest --corpus`); an existing group knows its own."
+    ),
     group: str = typer.Option(..., "--group", "-g", help="The labelling group: its partitions, labels and manifest."),
     config: list[Path] = typer.Option(
         [],
@@ -314,6 +316,9 @@ def run(
     resubmit: bool = typer.Option(
         False, "--resubmit", help="Submit even though a launch of the group looks live (its tasks were lost)."
     ),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Label the group's failed partitions again, with the group's own corpus and config."
+    ),
 ) -> None:
     """Label every partition of CORPUS as group G: the seed split first, alone, then the others in parallel on the fleet.
 
@@ -323,6 +328,9 @@ def run(
     """
     from tasks.app import broker_url, check_broker
 
+    if retry_failed and (limit_dialogues or split_size or seed_split):
+        hint = "leave out --limit-dialogues, --split-size and --seed-split"
+        raise ConfigError("--retry-failed resumes a group as it was created", hint)
     job, named = load_jobs(config, profile)
     if not local and broker_url() is None:
         console.print("LABELLING_BROKER_URL is unset: labelling in this process (the embedded mode)")
@@ -333,6 +341,10 @@ def run(
 
     connection = store.connect()
     try:
+        if retry_failed:
+            corpus, job = _failed_to_retry(group, config, job)
+        elif corpus is None:
+            corpus = _existing_corpus(group)
         corpus, seed = prepare_group(corpus, group, job, named, seed_split, limit_dialogues, split_size)
         if _complete(group):
             return
@@ -342,6 +354,27 @@ def run(
             connection.close()
     if not ok:
         raise typer.Exit(1)
+
+
+def _existing_corpus(group: str) -> str:
+    """The corpus of an existing group; ConfigError when the group is new (then --corpus is needed)."""
+    from labelling import store
+
+    if group not in store.list_groups():
+        raise ConfigError(f"group {group!r} does not exist yet", "pass --corpus NAME to create it")
+    return store.group_run(group).corpus
+
+
+def _failed_to_retry(group: str, config: Sequence[Path], job: job_config.JobConfig) -> tuple[str, job_config.JobConfig]:
+    """The group's corpus and job config (its own unless --config is given), after checking it has failed partitions."""
+    from labelling import store
+
+    head = store.group_run(group)  # an unknown group fails here, listing the known ones
+    failed = [p.split for p in store.partitions(group) if p.status == store.FAILED]
+    if not failed:
+        raise ConfigError(f"group {group!r} has no failed partitions", f"see `labelling status --group {group}`")
+    console.print(f"retrying the failed partitions of {escape(group)}: {', '.join(failed)}")
+    return head.corpus, (job if config else store.group_config(group))
 
 
 def _complete(group: str) -> bool:

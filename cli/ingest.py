@@ -70,6 +70,9 @@ def ingest(
 
     The splits are saved as a dataset folder (--out), written to MongoDB as a corpus (--corpus), or both.
     Slot names are mapped to the schema's; gold states and acts are kept when the source has them, for metrics only.
+    A gold label naming a service or slot the schema lacks stops the ingest with an error naming the file, dialogue, turn
+    and name (a misspelt slot would otherwise silently lower every score); services the schema has but --services leaves
+    out are dropped quietly.
     A summary table (dialogues, turns, splits, domains, turns with gold) is printed either way.
     """
     chosen = Schema.load(schema, services=_service_list(services))

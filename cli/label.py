@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,16 +29,20 @@ def load_split(dataset: Path, split: str, limit_dialogues: int | None = None) ->
     """The turns of one split of a ``labelling ingest`` folder, optionally only its first N dialogues."""
     import datasets
 
+    hint = "create one with `labelling ingest SOURCE --out DIR`"
     try:
         splits = datasets.load_from_disk(str(dataset))
     except Exception as e:  # datasets raises several types for a missing or foreign folder
-        raise CorpusError(
-            f"{dataset}: not a dataset folder ({type(e).__name__})", "create one with `labelling ingest SOURCE --out DIR`"
-        ) from e
+        raise CorpusError(f"{dataset}: not a dataset folder ({type(e).__name__})", hint) from e
+    if not isinstance(splits, datasets.DatasetDict):
+        raise CorpusError(f"{dataset}: holds one dataset, not named splits", hint)
     if split not in splits:
         names = list(splits)
         raise CorpusError(f"{dataset}: no split {split!r}", f"splits: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
-    turns = [Turn.from_row(row) for row in splits[split]]
+    try:
+        turns = [Turn.from_row(row) for row in splits[split]]
+    except (KeyError, TypeError, ValueError, SyntaxError) as e:  # what Turn.from_row raises for a row of another shape
+        raise CorpusError(f"{dataset}: split {split!r} does not hold turn rows ({type(e).__name__}: {e})", hint) from e
     if limit_dialogues is not None:
         keep = set(list(dict.fromkeys(t.dialogue_id for t in turns))[:limit_dialogues])
         turns = [t for t in turns if t.dialogue_id in keep]
@@ -127,6 +132,7 @@ def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path) -> tuple[
 
 def _report(labels: list[TurnLabel], seconds: float, summary: dict, new_turns: int, out: Path) -> None:
     flagged = sum(1 for lab in labels if lab.flags)
+    kinds = Counter(flag for lab in labels for flag in lab.flags)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table = Table(title=f"{len(labels)} turns labelled -> {out}")
     table.add_column("metric")
@@ -134,7 +140,7 @@ def _report(labels: list[TurnLabel], seconds: float, summary: dict, new_turns: i
     rows = [
         ("seconds per new turn", f"{seconds / max(new_turns, 1):.2f}"),
         ("peak memory (MB)", f"{peak_mb:.0f}"),
-        ("flagged turns", str(flagged)),
+        ("flagged turns", str(flagged) + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else "")),
     ]
     if summary.get("n_dst"):
         rows += [

@@ -80,19 +80,33 @@ def group_scores(group: str) -> dict:
         counts = MetricsAccumulator.from_dict(part.metrics or {})
         overall.merge(counts)
         row = {"split": part.split, "status": part.status, "turns_done": part.turns_done, "turns_total": part.turns_total}
-        rows.append({**row, "metrics": counts.summary()})
-    return {"group": group, "overall": overall.summary(), "partitions": rows}
+        rows.append({**row, "metrics": counts.summary(), "flags": flag_counts(counts)})
+    return {"group": group, "overall": overall.summary(), "flags": flag_counts(overall), "partitions": rows}
+
+
+def flag_counts(counts) -> dict[str, int]:
+    """Flagged turns (``flagged_turns``) and turns per flag (``flag_<name>``) from a MetricsAccumulator's totals."""
+    from labelling.labeller import FLAGGED_TURNS
+
+    return {k: v for k, v in sorted(counts.totals.items()) if k == FLAGGED_TURNS or k.startswith("flag_")}
 
 
 def _scores_table(report: dict) -> Table:
     from labelling.export import score_cells
 
     table = Table(title=f"group {escape(report['group'])}")
-    for name in ("partition", "status", "turns", "JGA", "turn acc", "act F1"):
+    for name in ("partition", "status", "turns", "JGA", "turn acc", "act F1", "flagged"):
         table.add_column(name, justify="left" if name in ("partition", "status") else "right")
     for row in report["partitions"]:
-        table.add_row(row["split"], row["status"], f"{row['turns_done']}/{row['turns_total']}", *score_cells(row["metrics"]))
+        turns = f"{row['turns_done']}/{row['turns_total']}"
+        table.add_row(row["split"], row["status"], turns, *score_cells(row["metrics"]), _flagged(row["flags"]))
     done = sum(r["turns_done"] for r in report["partitions"])
     total = sum(r["turns_total"] for r in report["partitions"])
-    table.add_row("all", "", f"{done}/{total}", *score_cells(report["overall"]), style="bold")
+    table.add_row("all", "", f"{done}/{total}", *score_cells(report["overall"]), _flagged(report["flags"]), style="bold")
     return table
+
+
+def _flagged(flags: dict[str, int]) -> str:
+    from labelling.labeller import FLAGGED_TURNS
+
+    return str(flags.get(FLAGGED_TURNS, 0))

@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from labelling.errors import ConfigError
 
 log = logging.getLogger(__name__)
 GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond")
+TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # the names lm.DTYPES maps (kept apart: no torch import here)
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -133,6 +137,14 @@ class JobConfig:
         _check(self.data_warmup >= 0, "data_warmup", "must be >= 0")
         _check(self.pool_refresh_waves >= 0, "pool_refresh_waves", "must be >= 0 (0 keeps the pool fixed)")
         _check(self.max_batch_tokens >= 256, "max_batch_tokens", "must be >= 256")
+        _check(bool(self.services), "services", "must name at least one service")
+        _check(len(set(self.services)) == len(self.services), "services", f"lists a service twice: {self.services}")
+        if self.schema_path is None:  # another schema file is checked where it is read, on the machine that reads it
+            from labelling.schema import Schema
+
+            known = Schema.load(services=None).names
+            unknown = [s for s in self.services if s not in known]
+            _check(not unknown, "services", f"{unknown} are not services of the bundled schema ({', '.join(known)})")
         for name in ("dst", "act_tag"):
             _validate_module(name, getattr(self, name))
         return self
@@ -167,10 +179,16 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     prefix = f"{name}.generation_cfg"
     _check(g.generation_mode in GENERATION_MODES, f"{prefix}.generation_mode", f"must be one of {', '.join(GENERATION_MODES)}")
     _check(0 < s.top_p <= 1, f"{prefix}.sampling_args.top_p", f"must be in (0, 1], got {s.top_p}")
-    _check(s.top_k >= 0, f"{prefix}.sampling_args.top_k", "must be >= 0 (0 disables top-k)")
-    _check(s.temperature > 0, f"{prefix}.sampling_args.temperature", "must be > 0")
-    _check(s.n >= 1, f"{prefix}.sampling_args.n", "must be >= 1")
-    _check(s.max_new_tokens >= 1, f"{prefix}.sampling_args.max_new_tokens", "must be >= 1")
+    _check(s.top_k >= 0, f"{prefix}.sampling_args.top_k", f"must be >= 0 (0 disables top-k), got {s.top_k}")
+    _check(0 < s.temperature < math.inf, f"{prefix}.sampling_args.temperature", f"must be > 0 and finite, got {s.temperature}")
+    _check(s.n >= 1, f"{prefix}.sampling_args.n", f"must be >= 1, got {s.n}")
+    _check(s.best_of >= 0, f"{prefix}.sampling_args.best_of", f"must be >= 0 (0 means n), got {s.best_of}")
+    _check(s.max_new_tokens >= 1, f"{prefix}.sampling_args.max_new_tokens", f"must be >= 1, got {s.max_new_tokens}")
+    m = module.model
+    _check(bool(m.model_name_or_path.strip()), f"{name}.model.model_name_or_path", "must not be empty")
+    _check(m.torch_dtype in TORCH_DTYPES, f"{name}.model.torch_dtype", f"must be one of {', '.join(TORCH_DTYPES)}")
+    _check(bool(_DEVICE.fullmatch(m.device)), f"{name}.model.device", f"must be auto, cpu, mps, cuda or cuda:N, got {m.device!r}")
+    _check(m.batch_size >= 1, f"{name}.model.batch_size", f"must be >= 1, got {m.batch_size}")
     _check(r.k_examples >= 0, f"{name}.retriever.k_examples", f"must be >= 0, got {r.k_examples}")
     _check(r.example_warmup >= 0, f"{name}.retriever.example_warmup", "must be >= 0")
     _check(r.minimum_distinct >= 1, f"{name}.retriever.minimum_distinct", "must be >= 1")
@@ -224,6 +242,8 @@ def _merge(base: dict, override: dict) -> dict:
 
 def from_dict(data: dict, profile: str | None = None) -> JobConfig:
     """A validated JobConfig from a dict, laid over a built-in profile when one is named."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key <top>: expected an object, got {type(data).__name__}")
     if profile is not None:
         data = _merge(profile_dict(profile), data)
     config = _build(JobConfig, data, "")
@@ -248,8 +268,16 @@ def load(path: str | Path | None = None, profile: str | None = None) -> JobConfi
         else:
             data = json.loads(text)
     except Exception as e:  # both parsers raise their own error types
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'JSON'} ({e})") from e
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'JSON'} ({_where(e)})") from e
     return from_dict(data if data is not None else {}, profile)
+
+
+def _where(error: Exception) -> str:
+    """A parser error on one line: YAML's span several, with the offending text quoted underneath."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {getattr(error, 'problem', None) or 'syntax error'}"
+    return " ".join(str(error).split())
 
 
 def _module(mode: str, k: int, top_p: float, n: int, model: str, embedder: str, max_new: int, warmup: int) -> dict:

@@ -431,7 +431,19 @@ def _exchange21(log: list, i: int, dialogue: str, gold: _Gold) -> _Exchange:
 def _log_entry(entry: object, where: str) -> dict:
     if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
         raise CorpusError(f"{where}: log entry is not an object with a 'text' string", f"expected {_SHAPE_21}")
+    _check_text(entry["text"], where)
     return entry
+
+
+def _check_text(text: str, where: str) -> None:
+    """Refuse an utterance holding a lone surrogate (a JSON ``\\ud83d`` without its pair): no dataset or store can save it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise CorpusError(
+            f"{where}: utterance is not valid Unicode (lone surrogate {text[e.start]!r} at character {e.start})",
+            "fix the text in the source; JSON escapes like \\ud83d must come in pairs",
+        ) from None
 
 
 def _state21(metadata: object, where: str) -> dict:
@@ -489,6 +501,7 @@ def _dialogue22(entry: object, name: str, all_acts: dict, gold: _Gold) -> Dialog
                 f"{where}, turn {i}: not a {expected} turn with an utterance (speaker {speaker!r})",
                 "expected turns alternating USER and SYSTEM, starting with USER",
             )
+        _check_text(turn["utterance"], f"{where}, turn {i}")
     acts = _acts22(entry, all_acts.get(raw_id, all_acts.get(str(raw_id).removesuffix(".json"))), gold, where)
     exchanges = [
         _Exchange(

@@ -36,6 +36,12 @@ from labelling.turns import Turn
 FLAG_DST_UNPARSEABLE = "dst_unparseable"
 FLAG_ACTS_UNPARSEABLE = "acts_unparseable"
 FLAG_EXAMPLES_DROPPED = "examples_dropped"
+FLAG_PROMPT_TOO_LONG = "prompt_too_long"  # not even the target fits: the turn keeps its prior state and gets no acts
+FLAG_CHANNEL_UNSCORED = "channel_unscored"  # the channel prompt does not fit: candidates ranked by sample log-prob
+FLAGGED_TURNS = "flagged_turns"  # metrics key counting turns with any flag; each flag also counts as flag_<name>
+NO_CHANGE, NO_ACTS = "no_change()]", "]"  # the completions meaning "nothing": a turn that cannot be prompted gets these
+# Tokens kept free beyond the measured continuation: prompt and continuation are tokenised apart, and the joins may differ.
+_CONTEXT_SLACK = 8
 
 
 @dataclass
@@ -233,15 +239,17 @@ class PartitionLabeller:
 
     def _label_wave(self, wave: list[Turn]) -> list[TurnLabel]:
         priors = [self._states.get(t.dialogue_id, {}) for t in wave]
-        dst_outputs, dst_labels = self._run_dst(wave, priors)
-        act_outputs, act_labels = self._run_acts(wave, priors, [lab.state for lab in dst_labels])
+        dst_outputs, dst_labels, dst_flags = self._run_dst(wave, priors)
+        act_outputs, act_labels, act_flags = self._run_acts(wave, priors, [lab.state for lab in dst_labels])
         out = []
-        for turn, prior, dst_out, dst_lab, act_out, act_lab in zip(
-            wave, priors, dst_outputs, dst_labels, act_outputs, act_labels, strict=True
+        module_flags = [sorted(set(d) | set(a)) for d, a in zip(dst_flags, act_flags, strict=True)]
+        for turn, prior, dst_out, dst_lab, act_out, act_lab, more in zip(
+            wave, priors, dst_outputs, dst_labels, act_outputs, act_labels, module_flags, strict=True
         ):
             flags = [FLAG_DST_UNPARSEABLE] * dst_lab.failed + [FLAG_ACTS_UNPARSEABLE] * act_lab.failed
             if dst_out.dropped_examples or act_out.dropped_examples:
                 flags.append(FLAG_EXAMPLES_DROPPED)
+            flags += more
             out.append(
                 TurnLabel(
                     turn.dialogue_id, turn.turn_id, prior, dst_lab.state, dst_lab.delta, act_lab.acts, dst_out, act_out, flags
@@ -261,6 +269,8 @@ class PartitionLabeller:
             self._states[turn.dialogue_id] = lab.state
             self._acts[turn.dialogue_id] = lab.acts
             lab.metrics = self._score(lab, gold[turn.key])
+            if lab.flags:  # counted with the metrics, so a partition's stored totals say how many turns were doubtful
+                self.metrics.totals.update({FLAGGED_TURNS: 1, **{f"flag_{name}": 1 for name in set(lab.flags)}})
         for module, items in (("dst", dst_items), ("act", act_items)):
             index = self.indexes[module]
             if index is not None and self._module(module).add_predictions_to_index:
@@ -285,14 +295,18 @@ class PartitionLabeller:
             return found
         return [list(DEMOS[: max(0, k - len(items))]) + items for items in found]
 
-    def _fit(self, module: str, mode: str, examples: list[Example], target: Example, reserve: int) -> tuple[Prompt, int]:
-        """The prompt with as many examples as fit the context (least similar dropped first) and how many were dropped."""
+    def _fit(self, module: str, mode: str, examples: list[Example], target: Example, reserve: int) -> tuple[Prompt, int, bool]:
+        """The prompt with as many examples as fit the context (least similar dropped first), how many were dropped, and
+        whether it fits at all (with every example dropped, the target alone may still be too long)."""
         lm = self.lms[module]
+        preamble = None
         for dropped in range(len(examples) + 1):
             prompt = self.builder.prompt(mode, examples[: len(examples) - dropped], target)
-            if lm.count_tokens(prompt.preamble) + lm.count_tokens(prompt.body) + reserve <= lm.context_length:
-                return prompt, dropped
-        return prompt, len(examples)
+            if preamble is None:  # the same for every example count; counting it once saves a ~2k-token encode per try
+                preamble = lm.count_tokens(prompt.preamble) + 1  # + a BOS the model may put first
+            if preamble + lm.count_tokens(prompt.body) + reserve <= lm.context_length:
+                return prompt, dropped, True
+        return prompt, len(examples), False
 
     def _params(self, module: str, stops: tuple[str, ...]) -> SamplingParams:
         cfg = self._module(module)
@@ -325,9 +339,8 @@ class PartitionLabeller:
             return self.canon.dst(text, priors[i], [wave[i].last_system_utterance, wave[i].user_utterance])
 
         observed = [t.user_utterance for t in wave]
-        return self._run_module(
-            "dst", ("dst", "dst_channel"), found, examples, targets, params, canonical, (DST_PREFIX, DST_CONNECTIVE), observed
-        )
+        glue = (DST_PREFIX, DST_CONNECTIVE, NO_CHANGE)
+        return self._run_module("dst", ("dst", "dst_channel"), found, examples, targets, params, canonical, glue, observed)
 
     def _run_acts(self, wave: list[Turn], priors: list[State], states: list[State]):
         queries = [_query(t, prior, state) for t, prior, state in zip(wave, priors, states, strict=True)]
@@ -347,48 +360,71 @@ class PartitionLabeller:
             targets,
             params,
             lambda i, text: self.canon.acts(text),
-            (ACT_PREFIX, ACT_CONNECTIVE),
+            (ACT_PREFIX, ACT_CONNECTIVE, NO_ACTS),
             observed,
         )
 
     def _run_module(self, module, modes, found, examples, targets, params, canonical, glue, observed):
-        """Sample, canonicalise, score and choose for one module over a wave; returns (outputs, labels)."""
-        reserve = params.max_new_tokens
+        """Sample, canonicalise, score and choose for one module over a wave; returns (outputs, labels, flags per turn).
+
+        A turn whose prompt is too long even without examples is not sampled: it gets the module's "nothing" answer
+        (``glue[2]``: no state change, no acts) and a flag, so one huge utterance never fails the whole partition.
+        """
+        lm, reserve = self.lms[module], params.max_new_tokens
         fitted = [self._fit(module, modes[0], ex, tg, reserve) for ex, tg in zip(examples, targets, strict=True)]
-        samples = self.lms[module].sample([p for p, _ in fitted], params)
-        candidates, parsed = [], []
-        for i, turn_samples in enumerate(samples):
-            cands, labels = _distinct(turn_samples, lambda text, i=i: canonical(i, text))
+        runnable = [i for i, (_, _, fits) in enumerate(fitted) if fits]
+        drawn = lm.sample([fitted[i][0] for i in runnable], params) if runnable else []
+        samples = dict(zip(runnable, drawn, strict=True))
+        candidates, parsed, flags = [], [], [[] for _ in targets]
+        for i in range(len(targets)):
+            cands, labels = _distinct(samples.get(i, []), lambda text, i=i: canonical(i, text))
             candidates.append(cands)
             parsed.append(labels)
-        self._score_candidates(module, modes[1], examples, targets, candidates, glue, observed, reserve)
+        unscored = self._score_candidates(module, modes[1], examples, targets, candidates, glue, observed)
         outputs, chosen = [], []
         for i, cands in enumerate(candidates):
+            prompt, dropped, fits = fitted[i]
+            keys = [x.key for x in found[i][: len(found[i]) - dropped]]
+            if not fits:
+                nothing = canonical(i, glue[2])
+                need = lm.count_tokens(prompt.preamble) + lm.count_tokens(prompt.body) + reserve
+                error = f"prompt too long: {need} tokens with no examples, the context holds {lm.context_length}"
+                chosen.append(nothing)
+                outputs.append(ModuleOutput(nothing.text, [], keys, dropped, [error]))
+                flags[i].append(FLAG_PROMPT_TOO_LONG)
+                continue
             best = choose(cands)
             chosen.append(parsed[i][best.canonical])
-            keys = [x.key for x in found[i][: len(found[i]) - fitted[i][1]]]
-            outputs.append(ModuleOutput(best.canonical, cands, keys, fitted[i][1], chosen[-1].errors))
-        return outputs, chosen
+            outputs.append(ModuleOutput(best.canonical, cands, keys, dropped, chosen[-1].errors))
+            if i in unscored:
+                flags[i].append(FLAG_CHANNEL_UNSCORED)
+        return outputs, chosen, flags
 
-    def _score_candidates(self, module, channel_mode, examples, targets, candidates, glue, observed, reserve) -> None:
-        mode = self._module(module).generation_cfg.generation_mode
-        requests, owners = [], []
+    def _score_candidates(self, module, channel_mode, examples, targets, candidates, glue, observed) -> set[int]:
+        """Channel scores onto the candidates; returns the turns whose channel prompt cannot fit the context (unscored)."""
+        mode, lm = self._module(module).generation_cfg.generation_mode, self.lms[module]
+        requests, owners, unscored = [], [], set()
         for i, cands in enumerate(candidates):
             if not needs_scoring(mode, cands):
                 continue
-            channel, _ = self._fit(
-                module, channel_mode, examples[i], targets[i], reserve + self.lms[module].count_tokens(observed[i])
-            )
+            # What each request adds after the channel prompt: the same requests, built on an empty prompt.
+            bare = scoring_requests(mode, Prompt("", ""), cands, glue[0], glue[1], observed[i])
+            reserve = max(lm.count_tokens(p.body) + max(map(lm.count_tokens, conts)) for p, conts in bare) + _CONTEXT_SLACK
+            channel, _, fits = self._fit(module, channel_mode, examples[i], targets[i], reserve)
+            if not fits:
+                unscored.add(i)
+                continue
             for req in scoring_requests(mode, channel, cands, glue[0], glue[1], observed[i]):
                 requests.append(req)
                 owners.append(i)
-        scores = self.lms[module].score_many(requests) if requests else []
+        scores = lm.score_many(requests) if requests else []
         per_turn: dict[int, list[float]] = {}
         for owner, result in zip(owners, scores, strict=True):
             per_turn.setdefault(owner, []).extend(result)
         for i, flat in per_turn.items():
             for cand, score in zip(candidates[i], flat, strict=True):
                 cand.score = score
+        return unscored
 
     def _dst_example(self, item: Turn) -> Example:
         texts = [item.last_system_utterance, item.user_utterance]

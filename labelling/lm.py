@@ -38,7 +38,8 @@ class Prompt:
 class SamplingParams:
     """How candidates are drawn. Filters apply as temperature, then top-k, then top-p (HF's order).
 
-    `top_k=0` and `top_p=1.0` disable their filter; `temperature=0` is greedy decoding.
+    `top_k=0` and `top_p=1.0` disable their filter; `temperature=0` is greedy decoding. `ignore_eos` keeps generating
+    past EOS (as vLLM's option of that name), so benchmarks can force a fixed output length.
     """
 
     n: int = 8
@@ -48,6 +49,7 @@ class SamplingParams:
     max_new_tokens: int = 120
     stop: tuple[str, ...] = ()
     seed: int = 0
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -378,7 +380,7 @@ class LanguageModel:
         for step in range(params.max_new_tokens):
             tokens, logps = _draw(logits, [drafts[r].generator for r in live], params)
             for r, token, logp in zip(live, tokens.tolist(), logps.tolist(), strict=True):
-                self._push(drafts[r], token, logp, params.stop)
+                self._push(drafts[r], token, logp, params)
             self.stats["generated_tokens"] += len(live)
             keep = [k for k, r in enumerate(live) if not drafts[r].done]
             if not keep or step + 1 == params.max_new_tokens:
@@ -390,9 +392,9 @@ class LanguageModel:
             logits = state.last
         return drafts
 
-    def _push(self, draft: _Draft, token: int, logp: float, stops: tuple[str, ...]) -> None:
+    def _push(self, draft: _Draft, token: int, logp: float, params: SamplingParams) -> None:
         """Append a sampled token to a draft and check, on the decoded text, whether it has stopped."""
-        if token in self._eos:
+        if token in self._eos and not params.ignore_eos:
             draft.done = True
             return
         draft.starts.append(len(draft.text))
@@ -400,7 +402,7 @@ class LanguageModel:
         draft.logps.append(logp)
         # Decoding all ids (not token by token) keeps multi-byte characters split across tokens intact.
         draft.text = self.tokenizer.decode(draft.ids, skip_special_tokens=False)
-        hits = [i for i in (draft.text.find(s) for s in stops if s) if i >= 0]
+        hits = [i for i in (draft.text.find(s) for s in params.stop if s) if i >= 0]
         if hits:
             draft.cut, draft.done = min(hits), True
 

@@ -7,6 +7,7 @@ reference to a missing slot) costs only itself: the rest of the update is kept a
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass, field
 
 from labelling.acts import ACT_FIELDS, EXTRA_ENTITY_FIELDS, GENERIC_ENTITY, Act, Entity
@@ -14,6 +15,9 @@ from labelling.schema import Schema, Service
 from labelling.states import DELETE, State, apply_delta, clean_value
 
 _DELETE_VALUES = frozenset({DELETE.lower(), "", "delete"})  # compared lower-cased
+_PLAIN = (str, int, float, bool, type(None))  # the only literal types a label holds; bytes, sets, dicts... are refused
+# Deeply nested model text (thousands of "-" or "not") makes the parser recurse until it gives up; that is bad text, not a crash.
+_TOO_DEEP = (RecursionError, MemoryError)
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 
 
@@ -42,8 +46,8 @@ class ActParse:
 
     @property
     def failed(self) -> bool:
-        """True when no list could be read at all (an empty list ``[]`` is a valid answer)."""
-        return self.items == 0 and bool(self.errors)
+        """True when nothing usable was read: no list at all, or only items that are not acts (``[]`` is a valid answer)."""
+        return not self.acts and bool(self.errors)
 
 
 def outer_list(text: str) -> str:
@@ -96,17 +100,25 @@ def parse_items(text: str) -> tuple[list[ast.expr], list[str]]:
     source = outer_list(text)
     if not source:
         return [], [f"no list found in {text[:60]!r}"]
+    with warnings.catch_warnings():  # model text with odd escapes ("\ ") makes the parser warn; it is data, not our code
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _parse_items(source)
+
+
+def _parse_items(source: str) -> tuple[list[ast.expr], list[str]]:
+    """The whole list in one parse when it is valid Python, else item by item."""
     try:
         tree = ast.parse(source, mode="eval").body
         if isinstance(tree, ast.List):
             return list(tree.elts), []
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, *_TOO_DEEP):
         pass
     nodes, errors = [], []
     for item in split_items(source):
         try:
             nodes.append(ast.parse(item, mode="eval").body)
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, *_TOO_DEEP):
             errors.append(f"unparseable item {item[:60]!r}")
     return nodes, errors
 
@@ -122,10 +134,16 @@ def _dotted(node: ast.expr) -> list[str] | None:
 
 
 def _literal(node: ast.expr) -> object:
-    """A constant, a negative number or a list of constants; anything else raises ValueError."""
+    """A string, number, bool or None (or a list of them), read without evaluating anything; else ValueError."""
     if isinstance(node, ast.List):
         return [_literal(e) for e in node.elts]
-    return ast.literal_eval(node)
+    try:
+        value = ast.literal_eval(node)
+    except _TOO_DEEP as e:
+        raise ValueError("expression nested too deeply") from e
+    if not isinstance(value, _PLAIN):
+        raise ValueError(f"a {type(value).__name__} is not a label value")
+    return value
 
 
 def _as_text(value: object) -> str:
@@ -149,8 +167,10 @@ class DstParser:
         delta: State = {}
         calls = 0
         for node in nodes:
-            if self._call(node, prior, delta, errors):
-                calls += 1
+            try:
+                calls += self._call(node, prior, delta, errors)
+            except _TOO_DEEP:
+                errors.append("a call nested too deeply to read")
         return DstParse(delta=delta, state=apply_delta(prior, delta), calls=calls, errors=errors)
 
     def _call(self, node: ast.expr, prior: State, delta: State, errors: list[str]) -> bool:
@@ -223,7 +243,11 @@ class ActParser:
         nodes, errors = parse_items(text)
         acts: list[Act] = []
         for node in nodes:
-            act = self._act(node, errors)
+            try:
+                act = self._act(node, errors)
+            except _TOO_DEEP:
+                act = None
+                errors.append("an act nested too deeply to read")
             if act is not None and act not in acts:
                 acts.append(act)
         return ActParse(acts=acts, items=len(nodes), errors=errors)

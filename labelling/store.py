@@ -3,7 +3,8 @@ operations a fleet of workers needs to share them safely.
 
 Each document's ``_id`` is its natural key joined with ``/`` (``group/dialogue/turn`` ...) and the same key also has a
 unique compound index. Every write is an upsert on ``_id``: repeating it changes nothing, and nx-27017 serves
-``_id`` matches about ten times faster than compound-key matches.
+``_id`` matches about ten times faster than compound-key matches. Operations retry a server that went away (a restart)
+with exponential backoff for ``$LABELLING_MONGODB_RETRY_S`` (see :func:`retrying`), which that idempotence makes safe.
 
 The module keeps clear of what the embedded nx-27017 server gets wrong (measured with pymongo 4.20 / nx-27017 0.8.1):
 times are stored as Unix seconds (it returns datetimes as strings), arrays are rewritten whole with ``$set`` (``$push``
@@ -15,16 +16,19 @@ duplicate key), transactions, TTL indexes or ``$regex`` through arrays.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import mongoengine as me
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from labelling import config as job_config
 from labelling.errors import StoreError
@@ -36,13 +40,18 @@ from labelling.turns import Turn
 
 TIMEOUT_ENV = "LABELLING_MONGODB_TIMEOUT_MS"
 LEASE_ENV = "LABELLING_CLAIM_LEASE_S"
+RETRY_ENV = "LABELLING_MONGODB_RETRY_S"
 DEFAULT_TIMEOUT_MS = 5000
+DEFAULT_RETRY_S = 120.0  # how long an operation keeps retrying a lost server: a restart, not an outage
+_BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 8.0
 DEFAULT_LEASE_S = 900.0  # a claim whose heartbeat is older than this may be taken over; heartbeats come once per wave
 DEFAULT_DATABASE = "labelling"
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 _CHUNK = 1000  # documents per bulk write: big enough to amortise round trips, small enough for the 16 MB message limit
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _AUTH_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ClaimLost(StoreError):
@@ -51,6 +60,40 @@ class ClaimLost(StoreError):
 
 class PartitionBusy(StoreError):
     """The partition is being labelled by a live run; try again later (its claim becomes stale after the lease)."""
+
+
+# --- retries ---------------------------------------------------------------------------------------------------
+
+
+def retry_budget_s() -> float:
+    """How long one store operation retries a server it lost (``$LABELLING_MONGODB_RETRY_S``, default 120 s)."""
+    return float(os.environ.get(RETRY_ENV) or DEFAULT_RETRY_S)
+
+
+def retrying(operation: Callable[..., T]) -> Callable[..., T]:
+    """Retry ``operation`` with exponential backoff (0.5 s doubling to 8 s, logged) while the server is unreachable,
+    for at most :func:`retry_budget_s`; then StoreError. Only for operations that may safely run twice: every write
+    here is an upsert or a guarded ``$set``, so a write that landed before its reply was lost lands again harmlessly."""
+
+    @functools.wraps(operation)
+    def attempt(*args, **kwargs):
+        deadline, pause = time.monotonic() + retry_budget_s(), _BACKOFF_FIRST_S
+        while True:
+            try:
+                return operation(*args, **kwargs)
+            except ConnectionFailure as e:  # AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError(
+                        f"MongoDB stayed unreachable for {retry_budget_s():g} s during {operation.__name__} ({type(e).__name__})",
+                        f"check the server; {RETRY_ENV} sets how long operations retry",
+                    ) from e
+                pause = min(pause, left)
+                log.warning("MongoDB unreachable during %s (%s); retrying in %.1f s", operation.__name__, type(e).__name__, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, _BACKOFF_MAX_S)
+
+    return attempt
 
 
 # --- documents -----------------------------------------------------------------------------------------------
@@ -127,6 +170,7 @@ class LabelDoc(me.Document):
     label = me.DictField()
     metrics = me.DictField()
     written_at = me.FloatField()
+    written_by = me.ListField(me.StringField())  # RUN/WAVE of every write: more than one entry is a duplicate write
 
 
 class ManifestDoc(me.Document):
@@ -277,11 +321,15 @@ def _unknown(kind: str, name: str, known: Iterable[str]) -> StoreError:
     return StoreError(f"unknown {kind} {name!r}", f"existing {plural}: {shown or 'none'}")
 
 
-def _bulk_upsert(document: type[me.Document], docs: Iterable[dict]) -> int:
-    """Upsert documents by ``_id`` (``$set`` of every other field) in chunks; returns how many were written."""
+def _bulk_upsert(document: type[me.Document], docs: Iterable[dict], add_to_set: Mapping[str, str] | None = None) -> int:
+    """Upsert documents by ``_id`` (``$set`` of every other field, ``$addToSet`` of ``add_to_set``) in chunks; returns
+    how many were written."""
     collection, count, ops = document._get_collection(), 0, []
     for doc in docs:
-        ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": {k: v for k, v in doc.items() if k != "_id"}}, upsert=True))
+        update: dict = {"$set": {k: v for k, v in doc.items() if k != "_id"}}
+        if add_to_set:
+            update["$addToSet"] = dict(add_to_set)
+        ops.append(UpdateOne({"_id": doc["_id"]}, update, upsert=True))
         if len(ops) == _CHUNK:
             count += _write(collection, ops)
             ops = []
@@ -300,6 +348,7 @@ def _write(collection, ops: list[UpdateOne]) -> int:
 # --- corpus --------------------------------------------------------------------------------------------------
 
 
+@retrying
 def ingest_corpus(corpus: str, splits: Mapping[str, Sequence[Turn]], schema: Schema) -> int:
     """Write a partitioned corpus as ``corpus`` (upserts: ingesting it again changes nothing); returns the turn count.
 
@@ -340,11 +389,13 @@ def _sparse_row(turn: Turn, schema: Schema) -> dict:
     return row
 
 
+@retrying
 def list_corpora() -> list[str]:
     """Names of the ingested corpora."""
     return sorted(TurnDoc._get_collection().distinct("corpus"))
 
 
+@retrying
 def corpus_splits(corpus: str) -> dict[str, int]:
     """Split name -> number of turns, in corpus order; StoreError listing the corpora when ``corpus`` is unknown."""
     pipeline = [
@@ -358,6 +409,7 @@ def corpus_splits(corpus: str) -> dict[str, int]:
     return splits
 
 
+@retrying
 def load_turns(corpus: str, split: str) -> list[Turn]:
     """The turns of one split, in corpus order (gold included when the corpus has it: it is only used for metrics)."""
     rows = TurnDoc._get_collection().find({"corpus": corpus, "split": split}, {"row": 1}).sort("order", 1)
@@ -370,6 +422,7 @@ def load_turns(corpus: str, split: str) -> list[Turn]:
 # --- groups and partitions -----------------------------------------------------------------------------------
 
 
+@retrying
 def create_group(group: str, corpus: str, config: job_config.JobConfig, seed_split: str | None = None) -> list[str]:
     """Record a group over ``corpus`` with one pending partition per split (idempotent); returns the splits in order.
 
@@ -397,11 +450,13 @@ def create_group(group: str, corpus: str, config: job_config.JobConfig, seed_spl
     return list(splits)
 
 
+@retrying
 def list_groups() -> list[str]:
     """Names of the recorded groups."""
     return sorted(doc["_id"] for doc in GroupRun._get_collection().find({}, {"_id": 1}))
 
 
+@retrying
 def group_run(group: str) -> GroupRun:
     """The group's record (corpus, config, seed split); StoreError listing the groups when it is unknown."""
     found = GroupRun.objects(id=group).first()
@@ -415,12 +470,14 @@ def group_config(group: str) -> job_config.JobConfig:
     return job_config.from_dict(dict(group_run(group).config))
 
 
+@retrying
 def partitions(group: str) -> list[Partition]:
     """The group's partitions in corpus order."""
     group_run(group)
     return list(Partition.objects(group_id=group).order_by("order"))
 
 
+@retrying
 def partition(group: str, split: str) -> Partition:
     """One partition; StoreError listing the group's splits when it is unknown."""
     found = Partition.objects(id=_key(group, split)).first()
@@ -429,6 +486,7 @@ def partition(group: str, split: str) -> Partition:
     return found
 
 
+@retrying
 def done_splits(group: str) -> list[str]:
     """Completed splits of the group, in the order they completed."""
     done = Partition.objects(group_id=group, status=DONE).only("split", "finished_at", "order")
@@ -463,23 +521,31 @@ def claim_partition(group: str, split: str, worker: str, lease_s: float | None =
     """
     lease = float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_S) if lease_s is None else lease_s
     now, token = time.time(), uuid.uuid4().hex[:16]
-    takeable = {"$or": [{"status": {"$in": [PENDING, FAILED]}}, {"status": RUNNING, "heartbeat_at": {"$lt": now - lease}}]}
-    update = {
-        "$set": {"status": RUNNING, "claim": token, "run_id": token, "worker": worker, "claimed_at": now, "heartbeat_at": now},
-        "$inc": {"attempts": 1},
-    }
-    doc = Partition._get_collection().find_one_and_update(
-        {"_id": _key(group, split), **takeable}, update, return_document=ReturnDocument.AFTER
-    )
+    doc = _take(group, split, worker, token, now, lease)
     if doc is not None:
         return Claim(group, split, token, worker, doc["corpus"], doc.get("turns_total", 0), list(doc.get("pool") or []))
     current = partition(group, split)
     if current.status == DONE:
         return None
+    if current.claim == token:  # our take landed but its reply was lost to a reconnect: the retry saw it as taken
+        return Claim(group, split, token, worker, current.corpus, current.turns_total, list(current.pool or []))
     age = now - (current.heartbeat_at or now)
     raise PartitionBusy(
         f"partition {group}/{split} is being labelled by {current.worker} (run {current.run_id}, heartbeat {age:.0f} s ago)",
         f"a claim whose heartbeat is older than {lease:g} s is taken over",
+    )
+
+
+@retrying
+def _take(group: str, split: str, worker: str, token: str, now: float, lease: float) -> dict | None:
+    """The atomic step of a claim: the partition's document after ``token`` took it, or None when it was not takeable."""
+    takeable = {"$or": [{"status": {"$in": [PENDING, FAILED]}}, {"status": RUNNING, "heartbeat_at": {"$lt": now - lease}}]}
+    update = {
+        "$set": {"status": RUNNING, "claim": token, "run_id": token, "worker": worker, "claimed_at": now, "heartbeat_at": now},
+        "$inc": {"attempts": 1},
+    }
+    return Partition._get_collection().find_one_and_update(
+        {"_id": _key(group, split), **takeable}, update, return_document=ReturnDocument.AFTER
     )
 
 
@@ -497,6 +563,7 @@ def heartbeat(claim: Claim, **progress: object) -> None:
     _held(claim, progress)
 
 
+@retrying
 def _held(claim: Claim, fields: Mapping[str, object]) -> None:
     """Set ``fields`` and the heartbeat in one atomic step that only succeeds while ``claim`` still holds the partition."""
     found = Partition._get_collection().find_one_and_update(
@@ -508,6 +575,7 @@ def _held(claim: Claim, fields: Mapping[str, object]) -> None:
         raise ClaimLost(f"run {claim.run_id} lost partition {where} to another run", "this run stops; nothing more is written")
 
 
+@retrying
 def fail_partition(claim: Claim, error: str) -> bool:
     """Mark the partition failed with ``error`` (so it can be claimed again at once); False when the claim was already lost."""
     result = Partition._get_collection().update_one(
@@ -529,11 +597,17 @@ class StoredLabel:
     seq: int
 
 
+@retrying
 def write_labels(claim: Claim, labels: Sequence[TurnLabel], wave: int, seq_start: int) -> int:
-    """Upsert one wave's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written)."""
+    """Upsert one wave's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written).
+
+    Each label records ``RUN/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
+    runs, or in two waves, shows as a duplicate write.
+    """
     _held(claim, {})
     now = time.time()
-    return _bulk_upsert(LabelDoc, (_label_doc(claim, lab, wave, seq_start + i, now) for i, lab in enumerate(labels)))
+    docs = (_label_doc(claim, lab, wave, seq_start + i, now) for i, lab in enumerate(labels))
+    return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.run_id}/{wave}"})
 
 
 def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) -> dict:
@@ -554,12 +628,14 @@ def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) ->
     }
 
 
+@retrying
 def load_labels(group: str, split: str) -> list[StoredLabel]:
     """The stored labels of one partition, in labelling order."""
     docs = LabelDoc._get_collection().find({"group_id": group, "split": split}).sort("seq", 1)
     return [StoredLabel(TurnLabel.from_dict({**d["label"], "metrics": d["metrics"]}), d["wave"], d["seq"]) for d in docs]
 
 
+@retrying
 def count_labels(group: str, split: str | None = None) -> int:
     """How many labels the group (or one of its partitions) holds."""
     query = {"group_id": group} if split is None else {"group_id": group, "split": split}
@@ -594,12 +670,15 @@ def pool_examples(group: str, splits: Sequence[str]) -> list[Turn]:
 # --- completion and the manifest -------------------------------------------------------------------------------
 
 
+@retrying
 def complete_partition(claim: Claim, metrics: Mapping[str, int]) -> dict:
     """Close a fully labelled partition: its manifest entry (at most one per split, even under a race), then status done.
 
     Returns the manifest entry. The entry is written first: a crash in between leaves a running partition whose
     rerun finds every label stored and finishes at once, never a done partition without an entry.
     """
+    if _done_by(claim):  # a retry after the final step landed and only its reply was lost
+        return ManifestDoc._get_collection().find_one({"_id": _key(claim.group, claim.split)}, {"_id": 0})
     _held(claim, {})
     written = count_labels(claim.group, claim.split)
     if written != claim.turns_total:
@@ -615,6 +694,12 @@ def complete_partition(claim: Claim, metrics: Mapping[str, int]) -> dict:
     return ManifestDoc._get_collection().find_one({"_id": _key(claim.group, claim.split)}, {"_id": 0})
 
 
+def _done_by(claim: Claim) -> bool:
+    doc = Partition._get_collection().find_one({"_id": _key(claim.group, claim.split)}, {"status": 1, "run_id": 1})
+    return bool(doc) and doc.get("status") == DONE and doc.get("run_id") == claim.run_id
+
+
+@retrying
 def manifest_entries(group: str) -> list[dict]:
     """The group's manifest entries sorted by run id (the order the reference's DynamoDB manifest returned them in)."""
     return list(ManifestDoc._get_collection().find({"group_id": group}, {"_id": 0}).sort("run_id", 1))

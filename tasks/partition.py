@@ -5,6 +5,9 @@ remaining split. Tasks may be delivered more than once (late acks, a worker lost
 delivery that finds its partition held by a live run retries after the holder's lease would expire, and by then either
 finds it done or takes over a dead run's claim. Nothing is written twice (see ``labelling.runner``).
 
+A partition whose labelling raises is retried ``celeryconfig.TASK_MAX_RETRIES`` times (each attempt resumes from the
+last checkpoint) and then stays failed, with its error on the partition; the other partitions go on.
+
 A launch record per group (collection ``launches``) makes sure that two ``labelling run`` commands on the same group do
 not both submit: the first to swap the record wins.
 """
@@ -95,8 +98,12 @@ def _fresh_process(**_: object) -> None:
 
 
 @app.task(bind=True, name="labelling.label_partition", max_retries=None)
-def label_partition(self, group: str, split: str) -> dict:
-    """Label one partition of ``group``, reporting turns done through the task state (and on the partition itself)."""
+def label_partition(self, group: str, split: str, failures: int = 0) -> dict:
+    """Label one partition of ``group``, reporting turns done through the task state (and on the partition itself).
+
+    ``failures`` counts this delivery chain's failed attempts: waiting for another run is retried without bound, a
+    failure only ``celeryconfig.TASK_MAX_RETRIES`` times.
+    """
 
     def progress(done: int, total: int) -> None:
         self.update_state(state=PROGRESS, meta={"group": group, "split": split, "turns_done": done, "turns_total": total})
@@ -105,7 +112,12 @@ def label_partition(self, group: str, split: str) -> dict:
         return label_one(group, split, self.request.hostname or socket.gethostname(), progress)
     except (store.PartitionBusy, store.ClaimLost) as e:
         # Another live run holds the partition (a duplicate delivery, or a run that took over a stale claim).
-        raise self.retry(exc=e, countdown=busy_retry_s(group, split)) from e
+        raise self.retry(exc=e, countdown=busy_retry_s(group, split), kwargs={"failures": failures}) from e
+    except Exception as e:  # the partition is already marked failed with this error (labelling.runner)
+        if failures >= celeryconfig.TASK_MAX_RETRIES:
+            raise
+        delay = celeryconfig.TASK_RETRY_DELAY_S * (failures + 1)
+        raise self.retry(exc=e, countdown=delay, kwargs={"failures": failures + 1}) from e
 
 
 @app.task(name="labelling.dispatch_dependents")

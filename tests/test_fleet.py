@@ -212,6 +212,16 @@ def test_run_refuses_a_broker_that_is_down_without_showing_its_password(env, cap
     assert _nothing_recorded("g-no-broker")
 
 
+def test_retry_failed_needs_a_known_group_with_failed_partitions(env, capsys, fast_job, dev_dialogues, schema):
+    code, _, err = run_cli(env, capsys, "run", "--group", "g-never-made", "--retry-failed", "--local")
+    assert code == 2 and "unknown group 'g-never-made'" in err
+    ingest_first("retry-src", dev_dialogues, schema, 2, 1)
+    store.create_group("g-nothing-failed", "retry-src", fast_job)
+    code, _, err = run_cli(env, capsys, "run", "--group", "g-nothing-failed", "--retry-failed", "--local")
+    assert code == 2 and "group 'g-nothing-failed' has no failed partitions" in err
+    assert current_launch("g-nothing-failed") is None
+
+
 def test_worker_and_flower_say_what_they_need(env, capsys):
     code, _, err = run_cli(env, capsys, "worker", "--gpu", "0")
     assert code == 2 and "labelling worker needs a broker, and LABELLING_BROKER_URL is not set" in err

@@ -11,24 +11,20 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
 from labelling import store
 from labelling.mongo_server import ensure_server
+from tests.fleet_services import Service, free_port, own_broker, until
 from tests.test_fleet import LABELLING, ingest_first, save_tiny_model, shortest, write_job
 
 pytestmark = pytest.mark.integration
-AMQP = os.environ.get("LABELLING_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 TAG = uuid.uuid4().hex[:8]
 WORKERS = (f"w1-{TAG}", f"w2-{TAG}")
 FLOWER_USER, FLOWER_PASSWORD = "admin", f"pw-{TAG}"
@@ -38,47 +34,11 @@ GROUP, CORPUS = f"fleet-{TAG}", f"itest-{TAG}"
 # --- services ----------------------------------------------------------------------------------------------------
 
 
-def _rabbitmqctl(*args: str) -> bool:
-    exe = shutil.which("rabbitmqctl")
-    return exe is not None and subprocess.run([exe, *args], capture_output=True, timeout=120).returncode == 0
-
-
 @pytest.fixture(scope="module")
 def broker():
-    """A broker URL no other run shares: a fresh vhost, else the default vhost with queue names of our own."""
-    vhost = f"labelling-test-{TAG}"
-    if _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"):
-        yield f"{AMQP}/{vhost}", {}
-        _rabbitmqctl("delete_vhost", vhost)
-    else:
-        yield f"{AMQP}//", {"LABELLING_QUEUE_PREFIX": f"labelling-test-{TAG}"}
-
-
-class Service:
-    """A command started in its own session (so stopping it stops its pool processes too), logging to a file."""
-
-    def __init__(self, args: list[str], env: dict, log: Path):
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A broker URL no other run shares (see tests.fleet_services.own_broker)."""
+    with own_broker(TAG) as found:
+        yield found
 
 
 def _get(url: str, auth: bool = True) -> tuple[int, object]:
@@ -95,17 +55,6 @@ def _get(url: str, auth: bool = True) -> tuple[int, object]:
         return 0, None
 
 
-def _until(condition, timeout_s: float, what: str, services: list[Service]):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(1)
-    logs = "\n\n".join(f"--- {s.log.name}\n{s.tail()}" for s in services)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")
-
-
 @pytest.fixture(scope="module")
 def fleet(broker, tmp_path_factory, dev_dialogues, schema):
     """The MongoDB-wire server with a small corpus, Flower, and two workers on the tiny model: all stopped at the end."""
@@ -118,7 +67,7 @@ def fleet(broker, tmp_path_factory, dev_dialogues, schema):
     env.update(extra, LABELLING_BROKER_URL=url, LABELLING_MONGODB_URI=server.uri, LABELLING_STATE_DIR=str(root / "state"))
     env.update(LABELLING_CHORD_POLL_S="1", LABELLING_FLOWER_USER=FLOWER_USER, LABELLING_FLOWER_PASSWORD=FLOWER_PASSWORD)
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    port = _free_port()
+    port = free_port()
     services = [Service([str(LABELLING), "flower", "--port", str(port)], env, root / "flower.log")]
     for name in WORKERS:  # one pool thread each: the two workers share this machine's 2 cores
         command = [str(LABELLING), "worker", "--name", f"{name}@%h", "--threads", "1", "--loglevel", "INFO"]
@@ -136,13 +85,13 @@ def fleet(broker, tmp_path_factory, dev_dialogues, schema):
 def labelled(fleet, tiny_job):
     """Both workers online in Flower, then `labelling run --wait` over 4 partitions of 2 dialogues; its completed process."""
     flower, services = fleet["flower"], fleet["services"]
-    _until(lambda: _get(f"{flower}/api/workers", auth=False)[0] == 401, 120, "Flower to answer", services)
+    until(lambda: _get(f"{flower}/api/workers", auth=False)[0] == 401, 120, "Flower to answer", services)
 
     def both_online():
         code, workers = _get(f"{flower}/api/workers?refresh=1")
         return code == 200 and all(any(w.startswith(f"{name}@") for w in workers) for name in WORKERS) and workers
 
-    _until(both_online, 180, "both workers to report to Flower", services)
+    until(both_online, 180, "both workers to report to Flower", services)
     job = write_job(tiny_job, save_tiny_model(fleet["root"] / "tiny-llama"), fleet["root"] / "job.json")
     command = [str(LABELLING), "run", "--corpus", CORPUS, "--group", GROUP, "--config", str(job)]
     command += ["--limit-dialogues", "8", "--split-size", "2", "--wait"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,35 @@ def test_prompt_encoded_once_for_all_continuations(model, tok):
     assert fast.stats["prompt_tokens"] == prompt_len
     assert plain.stats["prompt_tokens"] == prompt_len * len(conts)
     assert fast.stats["forward_passes"] == 3  # preamble, body, all continuations
+
+
+def test_wave_shares_forward_passes_and_scores_as_one_prompt_at_a_time(model, tok):
+    same_preamble = [REQUESTS[i] for i in (0, 1, 3)]
+    wave = LanguageModel.from_model(model, tok)
+    got = wave.score_many(same_preamble)
+    expected = [[reference_score(model, tok, p, c) for c in conts] for p, conts in same_preamble]
+    assert got == [pytest.approx(row, abs=TOL) for row in expected]
+    assert wave.stats["forward_passes"] == 3  # the preamble, then every body, then every continuation: one pass each
+    alone = LanguageModel.from_model(model, tok)
+    for request in same_preamble:
+        alone.score(*request)
+    assert alone.stats["forward_passes"] == 1 + 2 * len(same_preamble)
+
+
+def test_prompt_encoded_once_and_expanded_for_its_samples(model, tok):
+    params = SamplingParams(n=4, max_new_tokens=6, seed=3, ignore_eos=True)
+    prompts = [REQUESTS[0][0], REQUESTS[1][0]]
+    fast = LanguageModel.from_model(model, tok)
+    plain = LanguageModel.from_model(model, tok, reuse_prefix=False)
+    got, want = fast.sample(prompts, params), plain.sample(prompts, params)
+    assert [[(s.text, s.n_tokens) for s in row] for row in got] == [[(s.text, s.n_tokens) for s in row] for row in want]
+    assert [s.logprob for row in got for s in row] == pytest.approx([s.logprob for row in want for s in row], abs=TOL)
+    lengths = [fast.count_tokens(p.body) for p in prompts]
+    assert fast.stats["prompt_tokens"] == fast.count_tokens(SCHEMA) + sum(lengths)
+    assert plain.stats["prompt_tokens"] == params.n * (2 * fast.count_tokens(SCHEMA) + sum(lengths))
+    # Both prompts' samples decode together: preamble, bodies, then one pass per further token for all 8 rows.
+    assert fast.stats["forward_passes"] == 2 + params.max_new_tokens - 1
+    assert fast.stats["generated_tokens"] == plain.stats["generated_tokens"] == 2 * params.n * params.max_new_tokens
 
 
 def test_cached_preamble_survives_reuse(model, tok):
@@ -244,6 +274,8 @@ def test_eos_ends_a_sample(tok):
     sample = LanguageModel.from_model(model, tok).sample([prompt], params)[0][0]
     assert sample.stopped and sample.n_tokens == first
     assert sample.text == tok.decode(gen[:first]).rstrip()
+    fixed = LanguageModel.from_model(model, tok).sample([prompt], replace(params, ignore_eos=True))[0][0]
+    assert not fixed.stopped and fixed.n_tokens == params.max_new_tokens
 
 
 def test_greedy_matches_hf_generate(model, tok):

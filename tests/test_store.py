@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -150,6 +151,21 @@ def test_an_unreachable_server_is_a_store_error_within_10_s_naming_the_masked_ur
     assert time.monotonic() - start < 10
     message = str(caught.value)
     assert f"mongodb://labeller:***@127.0.0.1:{port}/labels is unreachable" in message and "s3cret" not in message
+
+
+def test_an_operation_retries_a_lost_server_with_backoff_then_gives_up(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(store.RETRY_ENV, "4")
+    with mongo_server.ensure_server(tmp_path) as server:
+        store.connect(server.uri, timeout_ms=200)
+    start = time.monotonic()  # the server is gone: every attempt fails
+    with caplog.at_level("WARNING", logger="labelling.store"):
+        with pytest.raises(StoreError, match="unreachable for 4 s during list_corpora"):
+            store.list_corpora()
+    store.disconnect()
+    pauses = [float(re.search(r"retrying in ([\d.]+) s", r.getMessage()).group(1)) for r in caplog.records]
+    assert len(pauses) >= 2 and pauses[0] == 0.5  # then doubling, the last one cut to what is left of the 4 s
+    assert all(later <= 2 * earlier for earlier, later in zip(pauses, pauses[1:], strict=False))
+    assert 4 <= time.monotonic() - start < 10
 
 
 def test_a_malformed_uri_is_a_store_error_that_hides_the_password(connected):  # noqa: F811

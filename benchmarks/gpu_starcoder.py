@@ -1,0 +1,368 @@
+"""GPU benchmark (issue 7, part 3): plain path (a) against optimised path (b) on a StarCoder-15B-architecture model.
+
+No weights can be downloaded on the GPU machines, so the model is StarCoder's GPTBigCode config (6144 wide, 40 layers,
+48 heads, multi-query attention, 8k context) with random bf16 weights, initialised directly on the GPU. Outputs have
+fixed lengths (no stop strings, EOS ignored), so both paths do exactly the same useful work. The workload is one wave of
+DST turns built from the bundled MultiWOZ dev set with the labeller's real prompts (~1.4k-token schema preamble plus
+retrieved examples, ~2-3k tokens in all): n samples per turn, then the noisy-channel scoring of C candidates per turn.
+
+    python benchmarks/gpu_starcoder.py --out gpu_bench.json          # H100/H200, ~31 GB of weights
+    python benchmarks/gpu_starcoder.py --tiny --out /tmp/tiny.json   # a tiny GPTBigCode on the CPU (what CI runs)
+    python benchmarks/gpu_starcoder.py --prepare gpu_inputs          # here: the prompts and tokenizer, for a bare machine
+    python3 benchmarks/gpu_starcoder.py --inputs gpu_inputs ...      # there: needs only torch and transformers
+
+It prints a JSON report (also written to --out): per path and phase, seconds, tokens/s, sequences/s, batch rows per
+forward pass, peak GPU memory, and the fraction of the memory-bandwidth limit reached while sampling (weight bytes x
+decode steps per second / peak bandwidth). Nothing in the package imports this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a plain script from any folder
+
+from labelling.bench import PATHS, REFERENCE_TURNS_PER_BATCH, PlainPath  # noqa: E402
+from labelling.lm import LanguageModel, Prompt, SamplingParams  # noqa: E402
+
+# StarCoder-15B (bigcode/starcoder config.json); ~15.5B parameters, ~31 GB in bf16.
+STARCODER = dict(
+    vocab_size=49152,
+    n_embd=6144,
+    n_layer=40,
+    n_head=48,
+    n_inner=24576,
+    n_positions=8192,
+    multi_query=True,
+    activation_function="gelu_pytorch_tanh",
+    bos_token_id=0,
+    eos_token_id=0,
+)
+TINY = dict(STARCODER, n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=4096)
+STARCODER_TOP_P = 0.7  # the reference's DST sampling (method.md), top-k 50
+
+
+# -- model and prompts ------------------------------------------------------------------------------------------------
+
+
+def build_model(tiny: bool, device: str, dtype: torch.dtype):
+    """A GPTBigCode model with random weights, created on `device` directly (a 15B CPU init would take minutes)."""
+    from transformers import AutoModelForCausalLM, GPTBigCodeConfig
+
+    config = GPTBigCodeConfig(**(TINY if tiny else STARCODER))
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def load_tokenizer(path: str | Path | None):
+    """A 49152-token tokenizer available offline: the embedded SmolLM2 one unless a folder is given."""
+    from transformers import AutoTokenizer
+
+    if path is None:
+        from labelling import model_cache
+
+        path = model_cache.smollm2_tokenizer_dir()
+    return AutoTokenizer.from_pretrained(path)
+
+
+def prepare(folder: Path, options: argparse.Namespace) -> None:
+    """Write the wave's prompts and the tokenizer to `folder`: a GPU machine with only torch and transformers (and no
+    network) then runs the benchmark from them with --inputs, without the corpus reader's dependencies."""
+    prompts, requests = workload(options.turns, options.examples, options.candidates)
+    folder.mkdir(parents=True, exist_ok=True)
+    load_tokenizer(options.tokenizer).save_pretrained(folder / "tokenizer")
+    data = {
+        "prompts": [[p.preamble, p.body] for p in prompts],
+        "requests": [[[p.preamble, p.body], conts] for p, conts in requests],
+    }
+    (folder / "workload.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def load_inputs(folder: Path) -> tuple[object, list[Prompt], list[tuple[Prompt, list[str]]]]:
+    """The tokenizer, prompts and scoring requests that `prepare` wrote."""
+    data = json.loads((folder / "workload.json").read_text(encoding="utf-8"))
+    prompts = [Prompt(*p) for p in data["prompts"]]
+    requests = [(Prompt(*p), list(conts)) for p, conts in data["requests"]]
+    return load_tokenizer(folder / "tokenizer"), prompts, requests
+
+
+def workload(turns: int, examples: int, candidates: int) -> tuple[list[Prompt], list[tuple[Prompt, list[str]]]]:
+    """Direct DST prompts for `turns` dev-set turns, and their channel scoring requests (joint mode: one per turn).
+
+    Each turn gets `examples` gold-labelled turns from further on in the corpus as its in-context examples, and
+    `candidates` distinct intents (gold intents of other turns) to score, rendered as the labeller renders them.
+    """
+    from labelling.corpus import read_corpus
+    from labelling.prompts import DST_CONNECTIVE, DST_PREFIX, Example, PromptBuilder, quote
+    from labelling.schema import Schema
+
+    schema = Schema.load()
+    builder = PromptBuilder(schema)
+    pool = [t for d in read_corpus(REPO / "labelling" / "data" / "multiwoz21_dev.json.zip", schema) for t in d if t.turn_id]
+
+    def example(t) -> Example:
+        prior = t.last_slot_values or {}
+        intent = builder.intent_string(prior, t.slot_values or {}, [t.last_system_utterance, t.user_utterance])
+        return Example(prior, t.last_system_utterance, t.user_utterance, t.system_response, intent)
+
+    intents = list(dict.fromkeys(example(t).user_intent for t in pool))
+    direct, requests = [], []
+    for i in range(turns):
+        target_turn = pool[i * 7]  # spread over dialogues
+        shown = [example(t) for t in pool[i * 7 + 1 : i * 7 + 1 + examples * 5 : 5]]
+        target = Example(target_turn.last_slot_values or {}, target_turn.last_system_utterance, target_turn.user_utterance, "")
+        direct.append(builder.prompt("dst", shown, target))
+        channel = builder.prompt("dst_channel", shown, target)
+        tails = [s[len(DST_PREFIX) :] for s in intents[i : i + candidates]]
+        requests.append((channel, [t + DST_CONNECTIVE + quote(target_turn.user_utterance) for t in tails]))
+    return direct, requests
+
+
+# -- measuring --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Passes:
+    """Shapes of the forward passes the model ran, recorded by a forward pre-hook (rows x new tokens per pass)."""
+
+    shapes: list[tuple[int, int]] = field(default_factory=list)
+
+    def hook(self, module, args, kwargs) -> None:
+        """Forward pre-hook: note the shape of the input ids of one pass."""
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.shapes.append(tuple(ids.shape))
+
+    def summary(self) -> dict:
+        """Pass counts and batch sizes; a decode step is a pass feeding one new token per row."""
+        decode = [rows for rows, width in self.shapes if width == 1]
+        prefill = [(rows, width) for rows, width in self.shapes if width > 1]
+        return {
+            "passes": len(self.shapes),
+            "decode_steps": len(decode),
+            "decode_rows_max": max(decode, default=0),
+            "decode_rows_mean": sum(decode) / len(decode) if decode else 0.0,
+            "prefill_passes": len(prefill),
+            "prefill_rows_max": max((r for r, _ in prefill), default=0),
+            "prefill_tokens_padded": sum(r * w for r, w in prefill),
+        }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingParams, options) -> tuple[dict, dict]:
+    """Sample then score the whole wave along `path`; returns its figures and its outputs (for the agreement check)."""
+    device = next(model.parameters()).device
+    lm = LanguageModel.from_model(model, tokenizer, max_batch_tokens=options.max_batch_tokens, reuse_prefix=path == "b")
+    engine = PlainPath(lm) if path == "a" else lm
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    figures, outputs = {"path": path, "name": PATHS[path]}, {}
+    for phase in ("sample", "score"):
+        passes = Passes()
+        handle = model.register_forward_pre_hook(passes.hook, with_kwargs=True)
+        before = dict(engine.stats)
+        _sync(device)
+        start = time.perf_counter()
+        try:
+            if phase == "sample":
+                outputs["samples"] = [[s.text for s in row] for row in engine.sample(prompts, params)]
+            else:
+                outputs["scores"] = engine.score_many(requests)
+            _sync(device)
+        finally:
+            handle.remove()
+        seconds = time.perf_counter() - start
+        delta = {k: v - before.get(k, 0) for k, v in engine.stats.items()}
+        figures[phase] = _phase_figures(phase, seconds, delta, passes.summary(), prompts, requests, params, options)
+    total = figures["sample"]["seconds"] + figures["score"]["seconds"]
+    figures.update(seconds=total, turns_per_s=len(prompts) / total, peak_gpu_memory_gb=_peak_gb(device))
+    return figures, outputs
+
+
+def _phase_figures(phase, seconds, delta, passes, prompts, requests, params, options) -> dict:
+    """Rates for one phase. Useful tokens are those the labeller keeps; the plain path also generates discarded ones."""
+    per_s = 1.0 / seconds
+    out = {"seconds": seconds, **passes, "prompt_tokens": delta.get("prompt_tokens", 0)}
+    out["prompt_tokens_per_s"] = out["prompt_tokens"] * per_s
+    if phase == "sample":
+        sequences = len(prompts) * params.n
+        out.update(
+            sequences=sequences,
+            sequences_per_s=sequences * per_s,
+            generated_tokens=delta.get("generated_tokens", 0),
+            discarded_tokens=delta.get("discarded_tokens", 0),
+            generated_tokens_per_s=delta.get("generated_tokens", 0) * per_s,
+            useful_tokens_per_s=sequences * params.max_new_tokens * per_s,
+        )
+        limit = options.bandwidth_gbs * 1e9 / options.weight_bytes  # decode steps/s if each step only streamed the weights
+        out.update(decode_steps_per_s=passes["decode_steps"] * per_s, bandwidth_limit_steps_per_s=limit)
+        out["bandwidth_fraction"] = out["decode_steps_per_s"] / limit
+        # One sequence decoding alone can reach at most `limit` tokens/s; batching is what lifts useful tokens/s past it.
+        out["useful_tokens_over_one_sequence_limit"] = out["useful_tokens_per_s"] / limit
+    else:
+        sequences = sum(len(c) for _, c in requests)
+        out.update(
+            sequences=sequences,
+            sequences_per_s=sequences * per_s,
+            scored_tokens=delta.get("scored_tokens", 0),
+            scored_tokens_per_s=delta.get("scored_tokens", 0) * per_s,
+        )
+    return out
+
+
+def _peak_gb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def agreement(a: dict, b: dict) -> dict:
+    """How far the two paths' outputs differ: identical samples, and the largest channel-score gap."""
+    pairs = [(x, y) for ra, rb in zip(a["samples"], b["samples"], strict=True) for x, y in zip(ra, rb, strict=True)]
+    gaps = [abs(x - y) for ra, rb in zip(a["scores"], b["scores"], strict=True) for x, y in zip(ra, rb, strict=True)]
+    chosen = [_best(ra) == _best(rb) for ra, rb in zip(a["scores"], b["scores"], strict=True)]
+    return {
+        "same_samples": sum(x == y for x, y in pairs) / len(pairs),
+        "max_score_gap": max(gaps, default=0.0),
+        "same_best_candidate": sum(chosen) / len(chosen) if chosen else None,
+    }
+
+
+def _best(scores: list[float]) -> int:
+    return max(range(len(scores)), key=scores.__getitem__)
+
+
+# -- main -------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; the defaults are the reference's StarCoder settings on one H100."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tiny", action="store_true", help="a tiny GPTBigCode on the CPU in fp32 (CI), not StarCoder-15B")
+    p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
+    p.add_argument("--turns", type=int, default=16, help="turns in the wave (the reference batches 2); not with --inputs")
+    p.add_argument("--samples", type=int, default=8, help="samples per turn")
+    p.add_argument("--new-tokens", type=int, default=64, help="tokens per sample, exactly")
+    p.add_argument("--candidates", type=int, default=8, help="channel candidates scored per turn")
+    p.add_argument("--examples", type=int, default=8, help="in-context examples per prompt (prompt length)")
+    p.add_argument("--max-batch-tokens", type=int, default=1 << 19, help="rows x columns per forward pass, both paths")
+    p.add_argument("--bandwidth-gbs", type=float, default=3350.0, help="peak memory bandwidth, GB/s (H100 SXM: 3350)")
+    p.add_argument("--paths", default="a,b", help="which paths to run: a (plain), b (optimised)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one, 49152 tokens)")
+    p.add_argument("--prepare", type=Path, default=None, help="only write the prompts and tokenizer to this folder")
+    p.add_argument("--inputs", type=Path, default=None, help="run on the prompts and tokenizer --prepare wrote")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $LABELLING_TORCH_THREADS)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", type=Path, default=Path("gpu_bench.json"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Build the model and the wave, run the chosen paths one after the other on the same weights, report."""
+    options = parse_args(argv)
+    if options.prepare:
+        prepare(options.prepare, options)
+        return {}
+    threads = options.threads or int(os.environ.get("LABELLING_TORCH_THREADS") or 0)
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(options.device or ("cpu" if options.tiny else "cuda"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: run with --tiny for the CPU check")
+    dtype = torch.float32 if options.tiny else torch.bfloat16
+    started = time.perf_counter()
+    model = build_model(options.tiny, str(device), dtype)
+    _sync(device)
+    built_s = time.perf_counter() - started
+    options.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if options.inputs:
+        tokenizer, prompts, requests = load_inputs(options.inputs)
+    else:
+        tokenizer = load_tokenizer(options.tokenizer)
+        prompts, requests = workload(options.turns, options.examples, options.candidates)
+    # Fixed lengths: no stop strings and EOS ignored, so every sample is exactly --new-tokens long on both paths.
+    params = SamplingParams(
+        n=options.samples, top_p=STARCODER_TOP_P, top_k=50, max_new_tokens=options.new_tokens, seed=options.seed, ignore_eos=True
+    )
+    _warm_up(model, device)
+    report = {"setup": _setup(options, device, model, tokenizer, prompts, requests, built_s), "paths": {}}
+    outputs = {}
+    for path in dict.fromkeys(p.strip() for p in options.paths.split(",") if p.strip()):
+        report["paths"][path], outputs[path] = run_path(path, model, tokenizer, prompts, requests, params, options)
+    if {"a", "b"} <= outputs.keys():
+        a, b = report["paths"]["a"], report["paths"]["b"]
+        report["ratio_b_over_a"] = {
+            "turns_per_s": b["turns_per_s"] / a["turns_per_s"],
+            "sample_useful_tokens_per_s": b["sample"]["useful_tokens_per_s"] / a["sample"]["useful_tokens_per_s"],
+            "score_sequences_per_s": b["score"]["sequences_per_s"] / a["score"]["sequences_per_s"],
+        }
+        report["agreement"] = agreement(outputs["a"], outputs["b"])
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(report, indent=2))
+    print(markdown(report))
+    return report
+
+
+def _warm_up(model, device: torch.device) -> None:
+    """One short pass first, so neither path pays for CUDA context and kernel set-up."""
+    with torch.inference_mode():
+        model(input_ids=torch.zeros((1, 8), dtype=torch.long, device=device))
+    _sync(device)
+
+
+def _setup(options, device, model, tokenizer, prompts, requests, built_s: float) -> dict:
+    lengths = [len(tokenizer(p.preamble + p.body)["input_ids"]) for p in prompts]
+    channel = [len(tokenizer(p.preamble + p.body)["input_ids"]) for p, _ in requests]
+    return {
+        "model": "tiny GPTBigCode" if options.tiny else "StarCoder-15B architecture (GPTBigCode), random weights",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "weight_gb": options.weight_bytes / 1e9,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "build_s": built_s,
+        "turns": len(prompts),
+        "samples_per_turn": options.samples,
+        "new_tokens": options.new_tokens,
+        "candidates_per_turn": sum(len(c) for _, c in requests) / len(requests),
+        "prompt_tokens_mean": sum(lengths) / len(lengths),
+        "channel_prompt_tokens_mean": sum(channel) / len(channel),
+        "max_batch_tokens": options.max_batch_tokens,
+        "bandwidth_gbs": options.bandwidth_gbs,
+        "plain_turns_per_batch": REFERENCE_TURNS_PER_BATCH,
+    }
+
+
+def markdown(report: dict) -> str:
+    """The headline figures as a markdown table, for benchmarks/README.md."""
+    paths = report["paths"]
+    rows = [
+        ("turns/s", lambda f: f"{f['turns_per_s']:.2f}"),
+        ("sampling: useful tokens/s", lambda f: f"{f['sample']['useful_tokens_per_s']:.0f}"),
+        ("sampling: sequences/s", lambda f: f"{f['sample']['sequences_per_s']:.1f}"),
+        ("sampling: decode rows per pass (max)", lambda f: str(f["sample"]["decode_rows_max"])),
+        ("sampling: % of bandwidth limit", lambda f: f"{100 * f['sample']['bandwidth_fraction']:.1f}"),
+        ("scoring: candidates/s", lambda f: f"{f['score']['sequences_per_s']:.1f}"),
+        ("scoring: prefill rows per pass (max)", lambda f: str(f["score"]["prefill_rows_max"])),
+        ("peak GPU memory (GiB)", lambda f: "-" if f["peak_gpu_memory_gb"] is None else f"{f['peak_gpu_memory_gb']:.1f}"),
+    ]
+    lines = ["| | " + " | ".join(f"({p}) {PATHS[p]}" for p in paths) + " |", "|---|" + "---|" * len(paths)]
+    lines += [f"| {name} | " + " | ".join(cell(f) for f in paths.values()) + " |" for name, cell in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

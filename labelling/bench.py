@@ -1,0 +1,285 @@
+"""Side-by-side benchmark: the same turns labelled along the reference's plain computation (a) and the optimised one (b).
+
+(a) spends compute as the reference does: no KV reuse (every row re-encodes its whole prompt, so every channel candidate
+re-encodes 2-4k tokens), two turns per LM call, and a greedy generation per prompt whose output is thrown away. (b) is
+the normal `LanguageModel`. Both run the unchanged `PartitionLabeller` with the same job and seed, each in a fresh
+process so that its peak memory (ru_maxrss) is its own; the report gives speed, memory, b/a ratios and how often the two
+choose the same label.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import resource
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from typing import TYPE_CHECKING
+
+from labelling import errors
+from labelling.acts import acts_to_json
+from labelling.config import JobConfig
+from labelling.lm import LanguageModel, Prompt, Sample, SamplingParams
+
+if TYPE_CHECKING:  # at run time only torch and transformers are needed, so the GPU script runs on a bare CUDA image
+    from labelling.turns import Turn
+
+PATHS = {"a": "plain (reference computation)", "b": "optimised"}
+REFERENCE_TURNS_PER_BATCH = 2  # the reference's batch: 2 turns x n samples per generate call
+THREADS_ENV = "LABELLING_TORCH_THREADS"
+# Figures per path whose b/a ratio the report gives; for seconds and memory a ratio below 1 means (b) uses less.
+RATIO_KEYS = ("seconds", "turns_per_s", "generated_tokens_per_s", "prompt_tokens_per_s", "peak_rss_mb")
+
+
+class PlainPath:
+    """The reference's computation behind the `LanguageModel` interface, so the labeller runs unchanged on it.
+
+    Wraps a `LanguageModel` built with `reuse_prefix=False`; cuts each wave call into calls of `turns_per_batch`
+    prompts; before sampling, runs one greedy generation per prompt and discards it (counted as `discarded_tokens`).
+    """
+
+    def __init__(self, lm: LanguageModel, turns_per_batch: int = REFERENCE_TURNS_PER_BATCH, greedy_pass: bool = True):
+        if lm.reuse_prefix:
+            raise ValueError("the plain path re-encodes every row: wrap a LanguageModel built with reuse_prefix=False")
+        self.lm = lm
+        self.turns_per_batch = turns_per_batch
+        self.greedy_pass = greedy_pass
+        self.discarded_tokens = 0
+
+    @property
+    def context_length(self) -> int:
+        """The wrapped model's context length."""
+        return self.lm.context_length
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """The wrapped model's counters (the greedy pass included) plus the tokens generated only to be thrown away."""
+        return {**self.lm.stats, "discarded_tokens": self.discarded_tokens}
+
+    def count_tokens(self, text: str) -> int:
+        """As `LanguageModel.count_tokens`."""
+        return self.lm.count_tokens(text)
+
+    def sample(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Sample]]:
+        """As `LanguageModel.sample`, two turns per call, each call preceded by the wasted greedy generation."""
+        greedy = replace(params, n=1, temperature=0.0)
+        out: list[list[Sample]] = []
+        for batch in _batches(prompts, self.turns_per_batch):
+            if self.greedy_pass:
+                before = self.lm.stats["generated_tokens"]
+                self.lm.sample(batch, greedy)  # the reference generates this and never reads it
+                self.discarded_tokens += self.lm.stats["generated_tokens"] - before
+            out.extend(self.lm.sample(batch, params))
+        return out
+
+    def score(self, prompt: Prompt, continuations: list[str]) -> list[float]:
+        """As `LanguageModel.score`; the prompt is re-encoded for every continuation."""
+        return self.score_many([(prompt, continuations)])[0]
+
+    def score_many(self, requests: list[tuple[Prompt, list[str]]]) -> list[list[float]]:
+        """As `LanguageModel.score_many`, two requests per call."""
+        return [row for batch in _batches(requests, self.turns_per_batch) for row in self.lm.score_many(batch)]
+
+
+def _batches(items: Sequence, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+# -- running one path -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PathResult:
+    """What one path did on the benchmark turns: time, LM counters, memory, metrics against gold, and its labels."""
+
+    path: str
+    turns: int
+    seconds: float
+    stats: dict[str, int]
+    peak_rss_mb: float  # whole process, models included
+    load_rss_mb: float  # peak before labelling began (models loaded)
+    threads: int
+    metrics: dict = field(default_factory=dict)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # "dialogue#turn" -> canonical state and acts
+
+    def figures(self) -> dict:
+        """The reported figures: rates per second of labelling wall time, and memory."""
+        per_s = 1.0 / max(self.seconds, 1e-9)
+        return {
+            "path": self.path,
+            "name": PATHS[self.path],
+            "turns": self.turns,
+            "seconds": self.seconds,
+            "turns_per_s": self.turns * per_s,
+            "generated_tokens_per_s": self.stats.get("generated_tokens", 0) * per_s,
+            "prompt_tokens_per_s": self.stats.get("prompt_tokens", 0) * per_s,
+            "peak_rss_mb": self.peak_rss_mb,
+            "labelling_rss_mb": max(0.0, self.peak_rss_mb - self.load_rss_mb),
+            "threads": self.threads,
+            "stats": self.stats,
+            "metrics": self.metrics,
+        }
+
+
+def build_labeller(job: JobConfig, path: str):
+    """A PartitionLabeller for `path`: (b) the normal engine, (a) the same models re-encoding everything, via PlainPath."""
+    from labelling import models
+    from labelling.labeller import PartitionLabeller
+    from labelling.schema import Schema
+
+    job = copy.deepcopy(job)
+    for module in (job.dst, job.act_tag):
+        module.model.use_past_key_value_cache = path == "b"
+    lms = {name: models.language_model(module, job.max_batch_tokens) for name, module in (("dst", job.dst), ("act", job.act_tag))}
+    if path == "a":
+        wrapped: dict[int, PlainPath] = {}  # modules sharing one model share one wrapper, so its counters add up once
+        lms = {name: wrapped.setdefault(id(lm), PlainPath(lm)) for name, lm in lms.items()}
+    schema = Schema.load(job.schema_path, tuple(job.services))
+    indexes = (models.example_index(job.dst, "dst"), models.example_index(job.act_tag, "act"))
+    return PartitionLabeller(job, schema, lms["dst"], lms["act"], *indexes)
+
+
+def run_path(job: JobConfig, turns: Sequence[Turn], path: str, threads: int | None = None) -> PathResult:
+    """Label `turns` along `path` in this process and measure it (use `run_isolated` for a clean memory figure)."""
+    import torch
+
+    if path not in PATHS:
+        raise errors.LabellingError(f"unknown benchmark path {path!r}", f"paths: {', '.join(PATHS)}")
+    threads = threads or int(os.environ.get(THREADS_ENV) or 0)
+    if threads:
+        torch.set_num_threads(threads)
+    labeller = build_labeller(job, path)
+    load_rss = _peak_rss_mb()
+    start = time.perf_counter()
+    labels = labeller.label(list(turns))
+    seconds = time.perf_counter() - start
+    lms = {id(lm): lm for lm in labeller.lms.values()}.values()
+    stats: dict[str, int] = {}
+    for lm in lms:
+        for key, value in lm.stats.items():
+            stats[key] = stats.get(key, 0) + value
+    return PathResult(
+        path=path,
+        turns=len(labels),
+        seconds=seconds,
+        stats=stats,
+        peak_rss_mb=_peak_rss_mb(),
+        load_rss_mb=load_rss,
+        threads=torch.get_num_threads(),
+        metrics=labeller.metrics.summary(),
+        labels={f"{lab.dialogue_id}#{lab.turn_id}": canonical_label(lab.state, lab.acts) for lab in labels},
+    )
+
+
+def canonical_label(state: dict, acts: list) -> dict[str, str]:
+    """A turn's label as two canonical strings: the state as sorted JSON, the (canonically ordered) acts as JSON."""
+    return {"state": json.dumps(state, sort_keys=True), "acts": json.dumps(acts_to_json(acts))}
+
+
+def run_isolated(job: JobConfig, turns: Sequence[Turn], path: str, threads: int | None = None) -> PathResult:
+    """`run_path` in a fresh spawned process: its peak RSS is then this path's alone, with nothing loaded before."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        outcome = pool.submit(_child, job, list(turns), path, threads).result()
+    if "error" in outcome:  # LabellingError subclasses lose their hint when pickled, so they travel as fields
+        kind, message, hint = outcome["error"]
+        raise getattr(errors, kind, errors.LabellingError)(message, hint)
+    return PathResult(**outcome)
+
+
+def _child(job: JobConfig, turns: list[Turn], path: str, threads: int | None) -> dict:
+    try:
+        return asdict(run_path(job, turns, path, threads))
+    except errors.LabellingError as e:
+        return {"error": (type(e).__name__, e.message, e.hint)}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# -- comparing --------------------------------------------------------------------------------------------------------
+
+
+def agreement(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]]) -> dict:
+    """How often two runs chose the same state, the same acts, and both (the same label), over the turns both labelled."""
+    keys = sorted(a.keys() & b.keys())
+    n = len(keys)
+    same = {part: [k for k in keys if a[k][part] == b[k][part]] for part in ("state", "acts")}
+    both = [k for k in keys if a[k] == b[k]]
+    return {
+        "turns": n,
+        "same_state": len(same["state"]) / n if n else None,
+        "same_acts": len(same["acts"]) / n if n else None,
+        "same_label": len(both) / n if n else None,
+        "differing_turns": [k for k in keys if a[k] != b[k]],
+    }
+
+
+def report(results: dict[str, PathResult], setup: dict) -> dict:
+    """The JSON report: the setup, each path's figures, b/a ratios and label agreement (the last two need both paths)."""
+    out: dict = {"setup": setup, "paths": {p: r.figures() for p, r in results.items()}}
+    if {"a", "b"} <= results.keys():
+        fa, fb = out["paths"]["a"], out["paths"]["b"]
+        out["ratio_b_over_a"] = {k: fb[k] / fa[k] if fa[k] else None for k in RATIO_KEYS}
+        out["agreement"] = agreement(results["a"].labels, results["b"].labels)
+    return out
+
+
+def table_rows(rep: dict) -> tuple[list[str], list[list[str]]]:
+    """The report as a header and rows of text (one row per figure), shared by the terminal and markdown tables."""
+    paths = list(rep["paths"])
+    ratio = rep.get("ratio_b_over_a")
+    header = ["", *(f"({p}) {PATHS[p]}" for p in paths), *(["b/a"] if ratio else [])]
+    formats = {
+        "turns": "{:.0f}",
+        "seconds": "{:.1f}",
+        "turns_per_s": "{:.3f}",
+        "generated_tokens_per_s": "{:.1f}",
+        "prompt_tokens_per_s": "{:.0f}",
+        "peak_rss_mb": "{:.0f}",
+    }
+    names = {
+        "turns": "turns",
+        "seconds": "wall s",
+        "turns_per_s": "turns/s",
+        "generated_tokens_per_s": "generated tokens/s",
+        "prompt_tokens_per_s": "prompt tokens/s",
+        "peak_rss_mb": "peak RSS (MB)",
+    }
+    rows = []
+    for key, fmt in formats.items():
+        cells = [fmt.format(rep["paths"][p][key]) for p in paths]
+        if ratio:
+            cells.append(f"{ratio[key]:.2f}x" if ratio.get(key) else "")
+        rows.append([names[key], *cells])
+    if "agreement" in rep:
+        agree = rep["agreement"]
+        for part in ("label", "state", "acts"):
+            value = agree[f"same_{part}"]
+            text = "-" if value is None else f"{value:.1%} of {agree['turns']} turns"
+            rows.append([f"same {part}", *([""] * len(paths)), text])
+    return header, rows
+
+
+def markdown(rep: dict) -> str:
+    """The report as a markdown table, with the setup on one line above it."""
+    header, rows = table_rows(rep)
+    setup = ", ".join(f"{k} {v}" for k, v in rep["setup"].items() if v is not None)
+    lines = [f"Setup: {setup}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# -- choosing the turns -----------------------------------------------------------------------------------------------
+
+
+def first_turns(turns: Sequence[Turn], dialogues: int | None = None, per_dialogue: int | None = None) -> list[Turn]:
+    """The turns of the first `dialogues` dialogues (in corpus order), each cut to its first `per_dialogue` turns."""
+    order = list(dict.fromkeys(t.dialogue_id for t in turns))
+    keep = set(order[:dialogues] if dialogues is not None else order)
+    return [t for t in turns if t.dialogue_id in keep and (per_dialogue is None or t.turn_id < per_dialogue)]
