@@ -193,9 +193,8 @@ def prepare_group(
 
 def _stale(part: Partition, now: float) -> bool:
     from labelling import store
-    from tasks.partition import claim_lease_s
 
-    return part.status == store.RUNNING and now - (part.heartbeat_at or now) > claim_lease_s()
+    return part.status == store.RUNNING and now - (part.heartbeat_at or now) > store.claim_lease_s()
 
 
 def _state(part: Partition, now: float) -> str:

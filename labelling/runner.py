@@ -10,9 +10,11 @@ wave boundaries.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from labelling import store
@@ -96,6 +98,33 @@ def _default_factory() -> LabellerFactory:
     return build_labeller
 
 
+@contextmanager
+def pulse(claim: store.Claim, beats_per_lease: int = 6) -> Iterator[None]:
+    """Beat the claim's heartbeat from a background thread while the block runs.
+
+    A wave can outlast the lease on a slow model, so per-wave heartbeats alone would force a long lease, and a dead
+    worker's partition would wait that long before another could take it over.
+    """
+    stop = threading.Event()
+    thread = threading.Thread(target=_beat, args=(claim, claim.lease_s / beats_per_lease, stop), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _beat(claim: store.Claim, every_s: float, stop: threading.Event) -> None:
+    while not stop.wait(every_s):
+        try:
+            store.heartbeat(claim)
+        except store.ClaimLost:
+            return  # the labelling thread finds out at its next guarded write and stops there
+        except Exception:  # a store outage outlasting the retries: keep beating, the next beat may land
+            log.warning("heartbeat for %s/%s failed", claim.group, claim.split, exc_info=True)
+
+
 class _PartitionJob:
     """One attempt at one partition: the state the labeller's callbacks share."""
 
@@ -121,7 +150,8 @@ class _PartitionJob:
         self._seed()
         self.started = time.time()
         store.heartbeat(self.claim, started_at=self.started, config=self.config.to_dict(), pool=self.pool, turns_done=0)
-        labels = self.labeller.label(self.turns, done=done, on_wave=self._checkpoint, progress=self._after_wave)
+        with pulse(self.claim):
+            labels = self.labeller.label(self.turns, done=done, on_wave=self._checkpoint, progress=self._after_wave)
         if len(labels) != len(self.turns):
             raise store.StoreError(f"labelled {len(labels)} of {len(self.turns)} turns of {self.claim.group}/{self.claim.split}")
         metrics = self.labeller.metrics.to_dict()

@@ -44,7 +44,7 @@ RETRY_ENV = "LABELLING_MONGODB_RETRY_S"
 DEFAULT_TIMEOUT_MS = 5000
 DEFAULT_RETRY_S = 120.0  # how long an operation keeps retrying a lost server: a restart, not an outage
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 8.0
-DEFAULT_LEASE_S = 900.0  # a claim whose heartbeat is older than this may be taken over; heartbeats come once per wave
+DEFAULT_LEASE_S = 180.0  # a claim whose heartbeat is older than this may be taken over (the runner beats every lease/6)
 DEFAULT_DATABASE = "labelling"
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 _CHUNK = 1000  # documents per bulk write: big enough to amortise round trips, small enough for the 16 MB message limit
@@ -63,6 +63,11 @@ class PartitionBusy(StoreError):
 
 
 # --- retries ---------------------------------------------------------------------------------------------------
+
+
+def claim_lease_s() -> float:
+    """How long a claim survives without a heartbeat (``$LABELLING_CLAIM_LEASE_S``, default 180 s)."""
+    return float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_S)
 
 
 def retry_budget_s() -> float:
@@ -507,6 +512,7 @@ class Claim:
     corpus: str
     turns_total: int
     pool: list[dict]
+    lease_s: float = DEFAULT_LEASE_S  # the holder must beat more often than this, or another run may take over
 
     @property
     def run_id(self) -> str:
@@ -519,16 +525,16 @@ def claim_partition(group: str, split: str, worker: str, lease_s: float | None =
 
     Returns None when the partition is already done; raises PartitionBusy while a live run holds it.
     """
-    lease = float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_S) if lease_s is None else lease_s
+    lease = claim_lease_s() if lease_s is None else lease_s
     now, token = time.time(), uuid.uuid4().hex[:16]
     doc = _take(group, split, worker, token, now, lease)
     if doc is not None:
-        return Claim(group, split, token, worker, doc["corpus"], doc.get("turns_total", 0), list(doc.get("pool") or []))
+        return Claim(group, split, token, worker, doc["corpus"], doc.get("turns_total", 0), list(doc.get("pool") or []), lease)
     current = partition(group, split)
     if current.status == DONE:
         return None
     if current.claim == token:  # our take landed but its reply was lost to a reconnect: the retry saw it as taken
-        return Claim(group, split, token, worker, current.corpus, current.turns_total, list(current.pool or []))
+        return Claim(group, split, token, worker, current.corpus, current.turns_total, list(current.pool or []), lease)
     age = now - (current.heartbeat_at or now)
     raise PartitionBusy(
         f"partition {group}/{split} is being labelled by {current.worker} (run {current.run_id}, heartbeat {age:.0f} s ago)",

@@ -57,14 +57,9 @@ def dependents(group: str, seed_split: str) -> list[str]:
     return [p.split for p in store.partitions(group) if p.split != seed_split and p.status != store.DONE]
 
 
-def claim_lease_s() -> float:
-    """How long a claim survives without a heartbeat (``$LABELLING_CLAIM_LEASE_S``, the store's rule for takeovers)."""
-    return float(os.environ.get(store.LEASE_ENV) or store.DEFAULT_LEASE_S)
-
-
 def busy_retry_s(group: str, split: str) -> float:
     """Seconds until the claim on a busy partition could go stale; retrying sooner would only find it busy again."""
-    lease = claim_lease_s()
+    lease = store.claim_lease_s()
     held = store.partition(group, split)
     age = time.time() - (held.heartbeat_at or time.time())
     return min(lease, max(MIN_RETRY_S, lease - age + 5.0))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from labelling import store
-from labelling.runner import run_partition
+from labelling.runner import pulse, run_partition
 from tests.mongo_fixture import connected, ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
 from tests.partition_worker import label, tiny_job, tiny_labeller_factory
 
@@ -137,3 +137,18 @@ def test_a_crashing_labeller_marks_the_partition_failed_and_claimable(connected,
     failed = store.partition(group, splits[2])
     assert failed.status == store.FAILED and "GPU fell off the bus" in failed.last_error and failed.claim is None
     assert store.claim_partition(group, splits[2], "next") is not None
+
+
+def test_the_pulse_keeps_a_claim_alive_through_a_wave_longer_than_the_lease(connected, corpus, job):  # noqa: F811
+    name, splits = corpus
+    group = new_group(name, job)
+    claim = store.claim_partition(group, splits[2], "slow-worker", lease_s=1.0)
+    with pulse(claim):
+        time.sleep(2.5)  # one long wave: no per-wave heartbeat in this time
+        with pytest.raises(store.PartitionBusy):
+            store.claim_partition(group, splits[2], "other-worker", lease_s=1.0)
+    time.sleep(1.5)  # without the pulse the same claim goes stale and is taken over
+    taken = store.claim_partition(group, splits[2], "other-worker", lease_s=1.0)
+    assert taken is not None and taken.token != claim.token
+    with pytest.raises(store.ClaimLost):
+        store.heartbeat(claim)
