@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labelling.lm import Prompt
+from labelling.generation import Prompt
 from labelling.prompts import quote
 
 JOINT, CONDITIONAL, GREEDY = "noisy_channel_joint", "noisy_channel_cond", "greedy"

@@ -10,13 +10,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from labelling.acts import Act, acts_from_json, acts_to_json
 from labelling.canonical import Canonicaliser
 from labelling.channel import GREEDY, Candidate, choose, needs_scoring, scoring_requests
 from labelling.config import JobConfig, ModuleConfig
 from labelling.demos import DEMOS
-from labelling.lm import LanguageModel, Prompt, SamplingParams
+from labelling.generation import Prompt, SamplingParams
 from labelling.metrics import MetricsAccumulator, turn_act_metrics, turn_dst_metrics
 from labelling.prompts import (
     ACT_CONNECTIVE,
@@ -32,6 +33,9 @@ from labelling.retrieval import ExampleIndex
 from labelling.schema import Schema
 from labelling.states import State
 from labelling.turns import Turn
+
+if TYPE_CHECKING:  # the labeller drives any object with LanguageModel's interface; torch loads only with a model
+    from labelling.lm import LanguageModel
 
 FLAG_DST_UNPARSEABLE = "dst_unparseable"
 FLAG_ACTS_UNPARSEABLE = "acts_unparseable"

@@ -16,7 +16,7 @@ from functools import cached_property
 from rapidfuzz import fuzz
 
 from labelling.acts import ACT_FIELDS, Act, Entity
-from labelling.lm import Prompt
+from labelling.generation import Prompt
 from labelling.schema import DONTCARE, Schema, Service, Slot
 from labelling.states import DELETE, State, compute_delta, strip_blanks
 
