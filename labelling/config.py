@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond")
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # the names lm.DTYPES maps (kept apart: no torch import here)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+QUANTIZATIONS = ("8bit", "4bit")  # what lm.LanguageModel.load accepts (named here too: config must not import torch)
 
 
 @dataclass
@@ -36,7 +37,8 @@ class ModelConfig:
     device: str = "auto"
     batch_size: int = 16
     use_past_key_value_cache: bool = True
-    load_in_8bit: bool = False
+    load_in_8bit: bool = False  # the reference's flag: the same as quantization "8bit"
+    quantization: str | None = None  # "8bit" | "4bit": bitsandbytes weights on CUDA (StarCoder-15B on 24 GB cards)
     stop_sequences: list[str] | None = None
     attn_implementation: str | None = None
     adapter_path: str | None = None
@@ -186,6 +188,11 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     _check(s.max_new_tokens >= 1, f"{prefix}.sampling_args.max_new_tokens", f"must be >= 1, got {s.max_new_tokens}")
     m = module.model
     _check(bool(m.model_name_or_path.strip()), f"{name}.model.model_name_or_path", "must not be empty")
+    _check(
+        m.quantization in (None, *QUANTIZATIONS),
+        f"{name}.model.quantization",
+        f"must be 8bit, 4bit or null, not {m.quantization!r}",
+    )
     _check(m.torch_dtype in TORCH_DTYPES, f"{name}.model.torch_dtype", f"must be one of {', '.join(TORCH_DTYPES)}")
     _check(bool(_DEVICE.fullmatch(m.device)), f"{name}.model.device", f"must be auto, cpu, mps, cuda or cuda:N, got {m.device!r}")
     _check(m.batch_size >= 1, f"{name}.model.batch_size", f"must be >= 1, got {m.batch_size}")

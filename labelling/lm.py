@@ -24,6 +24,7 @@ from labelling.errors import ConfigError, ModelError
 from labelling.generation import Prompt, Sample, SamplingParams
 
 PREFIX_CACHE_SIZE = 4
+QUANTIZATIONS = ("8bit", "4bit")  # bitsandbytes weights, CUDA only
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
@@ -145,18 +146,25 @@ class LanguageModel:
         dtype: str = "float32",
         max_batch_tokens: int = 16384,
         reuse_prefix: bool = True,
+        quantization: str | None = None,
     ) -> LanguageModel:
-        """Load a hub id, a local folder, a `.gguf` file, or `smollm2` (the embedded model, converted once)."""
+        """Load a hub id, a local folder, a `.gguf` file, or `smollm2` (the embedded model, converted once).
+
+        `quantization` ('8bit', '4bit') loads bitsandbytes weights on CUDA, so StarCoder-15B fits a 24 GB card.
+        """
         path = model_cache.resolve_lm(name_or_path)
+        target = _device(device)
+        quantized = _quantization_kwargs(quantization, target, _dtype(dtype))
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), **quantized)
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load language model {name_or_path!r}: {str(exc).splitlines()[0]}",
                 hint=f"give a local folder, a .gguf file, a reachable hub id, or 'smollm2' ({model_cache.SMOLLM2_INSTALL})",
             ) from exc
-        return cls(model.to(_device(device)), tokenizer, max_batch_tokens, reuse_prefix)
+        # bitsandbytes places the weights itself (device_map) and refuses `.to()`.
+        return cls(model if quantized else model.to(target), tokenizer, max_batch_tokens, reuse_prefix)
 
     @classmethod
     def from_model(cls, model, tokenizer, device: str | None = None, dtype: str | None = None, **options) -> LanguageModel:
@@ -412,6 +420,29 @@ def _dtype(name: str) -> torch.dtype | str:
     if name not in DTYPES:
         raise ConfigError(f"unknown dtype {name!r}", hint=f"use one of {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def _quantization_kwargs(name: str | None, device: torch.device, dtype: torch.dtype | str) -> dict:
+    """`from_pretrained` arguments for bitsandbytes '8bit' / '4bit' weights; {} for full-precision weights.
+
+    CUDA only: on CPU bitsandbytes is slower than fp32 and its 4-bit state_dict corrupts weights (benchmarks/OPTIMUM.md).
+    """
+    if name is None:
+        return {}
+    if name not in QUANTIZATIONS:
+        raise ConfigError(f"unknown quantization {name!r}", hint=f"use {' or '.join(QUANTIZATIONS)}, or leave it unset")
+    if device.type != "cuda":
+        raise ConfigError(f"quantization {name!r} needs a CUDA device, not {device}", hint="leave quantization unset on CPU")
+    from transformers import BitsAndBytesConfig
+
+    if name == "8bit":
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    else:  # NF4 with double quantisation; matmuls run in bf16 unless fp16 was asked for
+        compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+        )
+    return {"quantization_config": config, "device_map": {"": device.index or 0}}
 
 
 def _device(name: str) -> torch.device:

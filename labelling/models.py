@@ -18,7 +18,8 @@ _LOADED: dict[tuple, object] = {}
 def language_model(module: ModuleConfig, max_batch_tokens: int) -> LanguageModel:
     """The LM a module names, loaded on first use and then reused."""
     m = module.model
-    key = ("lm", m.model_name_or_path, m.device, m.torch_dtype, m.use_past_key_value_cache, max_batch_tokens)
+    quantization = m.quantization or ("8bit" if m.load_in_8bit else None)
+    key = ("lm", m.model_name_or_path, m.device, m.torch_dtype, m.use_past_key_value_cache, max_batch_tokens, quantization)
     if key not in _LOADED:
         _LOADED[key] = LanguageModel.load(
             m.model_name_or_path,
@@ -26,6 +27,7 @@ def language_model(module: ModuleConfig, max_batch_tokens: int) -> LanguageModel
             dtype=m.torch_dtype,
             max_batch_tokens=max_batch_tokens,
             reuse_prefix=m.use_past_key_value_cache,
+            quantization=quantization,
         )
     return _LOADED[key]
 

@@ -98,6 +98,7 @@ def test_yaml_and_profiles(tmp_path):
         ({"data_warmup": True}, "data_warmup: expected int, got bool"),
         ({"dst": {"generation_cfg": {"generation_mode": "beam"}}}, "generation_mode: must be one of"),
         ({"dst": []}, "dst: expected an object"),
+        ({"dst": {"model": {"quantization": "3bit"}}}, "dst.model.quantization: must be 8bit, 4bit or null"),
     ],
 )
 def test_bad_values_name_the_key(patch, message):

@@ -303,6 +303,11 @@ def test_load_local_folder(tmp_path, tok):
         LanguageModel.load(str(tmp_path), dtype="int3")
     with pytest.raises(ConfigError, match="device"):
         LanguageModel.load(str(tmp_path), device="tpu:9")
+    # bitsandbytes weights are CUDA-only (on CPU they are slower than fp32 and 4-bit corrupts itself; OPTIMUM.md)
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        LanguageModel.load(str(tmp_path), device="cpu", quantization="8bit")
+    with pytest.raises(ConfigError, match="unknown quantization"):
+        LanguageModel.load(str(tmp_path), quantization="2bit")
 
 
 def test_unknown_model_gives_model_error(monkeypatch, tmp_path):
