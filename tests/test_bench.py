@@ -106,6 +106,7 @@ def test_first_turns_keeps_dialogue_prefixes(dev_dialogues):
     assert first_turns(turns) == turns
 
 
+@pytest.mark.slow  # two spawned processes, ~15 s: runs in the CI step for slow end-to-end checks
 def test_bench_command_writes_both_paths_and_their_ratio(monkeypatch, capsys, tmp_path, model):
     folder = tmp_path / "tiny"
     model.save_pretrained(folder)

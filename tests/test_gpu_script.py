@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # fresh interpreters, ~10 s: the CI step for slow end-to-end checks runs it
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_starcoder.py"
 TURNS, SAMPLES, NEW_TOKENS, CANDIDATES = 3, 2, 4, 3
 
