@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 
 import typer
 
 from labelling.errors import LabellingError
+from labelling.redact import masked
 
 app = typer.Typer(
     name="labelling",
@@ -43,24 +43,6 @@ def _register() -> None:
 
     for name in ("run", "status", "worker", "flower", "demo"):
         app.command(name)(getattr(fleet, name))
-
-
-_URI = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*:/{1,2}[^\s'\"()]+")
-
-
-def masked(text: str) -> str:
-    """``text`` with the password of every URI in it hidden: an error may echo what the user passed (a URI given as a
-    file path, say), and that must not print a password."""
-    return _URI.sub(lambda m: _mask(m.group()), text)
-
-
-def _mask(uri: str) -> str:
-    from labelling.mongo_server import mask_uri
-
-    scheme, sep, rest = uri.partition(":/")
-    if rest.startswith("/"):
-        return mask_uri(uri)
-    return mask_uri(f"{scheme}://{rest}").replace("://", ":/", 1)  # a path-normalised URI ("scheme:/user:pw@host")
 
 
 def main() -> None:

@@ -408,7 +408,7 @@ def _run_local(group: str, corpus: str, seed: str, resubmit: bool) -> bool:
 def _submit(group: str, corpus: str, seed: str, resubmit: bool, wait: bool) -> bool:
     """Send the run's chord to the fleet, print how to watch and export it, and follow it when asked."""
     from labelling import store
-    from labelling.mongo_server import mask_uri
+    from labelling.redact import mask_uri
     from tasks.app import app, bind_result_backend
     from tasks.partition import FLEET, claim_launch, end_launch, submit_run
 
@@ -508,7 +508,7 @@ def worker(
     """
     import celeryconfig
     from labelling import store
-    from labelling.mongo_server import mask_uri
+    from labelling.redact import mask_uri
     from tasks.app import app, bind_result_backend, check_broker
     from tasks.partition import THREADS_ENV
 
@@ -547,7 +547,7 @@ def flower(
 ) -> None:
     """Start Flower against the broker, with basic auth from LABELLING_FLOWER_USER / LABELLING_FLOWER_PASSWORD
     (or FLOWER_BASIC_AUTH=user:password); it refuses to start without credentials unless --insecure is given."""
-    from labelling.mongo_server import mask_uri
+    from labelling.redact import mask_uri
     from tasks.app import app, require_broker
 
     url = require_broker("labelling flower")

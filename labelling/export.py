@@ -33,7 +33,7 @@ from labelling import store
 from labelling.corpus import _move_into_place, check_output, dataset_features
 from labelling.errors import LabellingError
 from labelling.metrics import MetricsAccumulator
-from labelling.mongo_server import mask_uri
+from labelling.redact import mask_uri
 from labelling.schema import Schema
 
 if TYPE_CHECKING:

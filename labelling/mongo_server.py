@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 import signal
 import socket
@@ -34,27 +33,12 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 SERVER_COMMAND = "nx-27017"
 INSTALL_HINT = "pip install nx-27017==0.8.1, or point LABELLING_MONGODB_URI at a MongoDB server"
-_SECRET_PARAMS = re.compile(r"([?&](?:password|secret|token|authMechanismProperties)=)[^&]*", re.IGNORECASE)
 _START_ATTEMPTS = 3  # a free port can be taken by someone else between our probe and the server's bind
 
 
 def state_dir() -> Path:
     """The local state folder: ``$LABELLING_STATE_DIR``, else ``./.state`` relative to the current directory."""
     return Path(os.environ.get(STATE_ENV) or DEFAULT_STATE_DIR).expanduser().resolve()
-
-
-def mask_uri(uri: str) -> str:
-    """``uri`` with its password (and password-like query parameters) replaced by ``***``: the only form ever printed."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    head, question, query = rest.partition("?")
-    # The host list never holds "@", so the last "@" ends the user info even when a password has a raw "@" in it.
-    userinfo, at, hosts = head.rpartition("@")
-    if at and ":" in userinfo:
-        head = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
-    query = _SECRET_PARAMS.sub(r"\1***", question + query)
-    return f"{scheme}{sep}{head}{query}"
 
 
 def ping(uri: str, timeout_s: float = 1.0) -> bool:

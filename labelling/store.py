@@ -33,7 +33,8 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 from labelling import config as job_config
 from labelling.errors import StoreError
 from labelling.labeller import TurnLabel, example_turn
-from labelling.mongo_server import URI_ENV, EmbeddedServer, ensure_server, mask_uri
+from labelling.mongo_server import URI_ENV, EmbeddedServer, ensure_server
+from labelling.redact import mask_uri
 from labelling.schema import Schema
 from labelling.states import strip_blanks
 from labelling.turns import Turn

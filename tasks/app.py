@@ -9,7 +9,7 @@ from celery import Celery
 
 import celeryconfig
 from labelling.errors import LabellingError
-from labelling.mongo_server import mask_uri
+from labelling.redact import mask_uri
 
 BROKER_HINT = f"e.g. export {celeryconfig.BROKER_ENV}=amqp://guest:guest@127.0.0.1:5672//"
 

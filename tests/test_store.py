@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from labelling import mongo_server, store
+from labelling import mongo_server, redact, store
 from labelling.corpus import partition
 from labelling.errors import StoreError
 from tests.mongo_fixture import (  # noqa: F401
@@ -193,10 +193,10 @@ def test_without_a_uri_the_embedded_server_starts_and_its_starter_stops_it(conne
 
 
 def test_mask_uri_hides_passwords_only():
-    assert mongo_server.mask_uri("mongodb://u:p@ss@h1:1,h2:2/db?authSource=admin&password=x") == (
+    assert redact.mask_uri("mongodb://u:p@ss@h1:1,h2:2/db?authSource=admin&password=x") == (
         "mongodb://u:***@h1:1,h2:2/db?authSource=admin&password=***"
     )
-    assert mongo_server.mask_uri("mongodb+srv://user@cluster.example/db") == "mongodb+srv://user@cluster.example/db"
+    assert redact.mask_uri("mongodb+srv://user@cluster.example/db") == "mongodb+srv://user@cluster.example/db"
 
 
 # --- the embedded server -------------------------------------------------------------------------------------
