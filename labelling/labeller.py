@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from labelling.acts import Act, acts_from_json, acts_to_json
@@ -315,11 +315,7 @@ class PartitionLabeller:
     def _params(self, module: str, stops: tuple[str, ...]) -> SamplingParams:
         cfg = self._module(module)
         s = cfg.generation_cfg.sampling_args
-        if cfg.generation_cfg.generation_mode == GREEDY:
-            return SamplingParams(
-                n=1, temperature=1.0, top_p=1.0, top_k=1, max_new_tokens=s.max_new_tokens, stop=stops, seed=self.config.seed
-            )
-        return SamplingParams(
+        params = SamplingParams(
             n=s.n,
             temperature=s.temperature,
             top_p=s.top_p,
@@ -328,6 +324,9 @@ class PartitionLabeller:
             stop=stops,
             seed=self.config.seed,
         )
+        if cfg.generation_cfg.generation_mode == GREEDY:  # one sample, the argmax (top-k 1) at every step
+            return replace(params, n=1, temperature=1.0, top_p=1.0, top_k=1)
+        return params
 
     def _run_dst(self, wave: list[Turn], priors: list[State]):
         queries = [_query(t, prior) for t, prior in zip(wave, priors, strict=True)]
