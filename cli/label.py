@@ -144,15 +144,17 @@ def _report(labels: list[TurnLabel], seconds: float, summary: dict, new_turns: i
     ]
     if summary.get("n_dst"):
         rows += [
-            ("JGA (fuzzy)", f"{summary['jga']:.3f}"),
-            ("JGA (exact)", f"{summary['jga_exact']:.3f}"),
-            ("turn accuracy", f"{summary['turn_acc']:.3f}"),
+            ("JGA (exact)", f"{summary['jga']:.3f}"),
+            ("JGA (fuzzy, reference)", f"{summary['jga_fuzzy']:.3f}"),
+            ("turn accuracy (exact)", f"{summary['turn_acc']:.3f}"),
+            ("state slot F1", f"{summary['state_f1']:.3f}"),
         ]
     if summary.get("n_acts"):
         rows += [
-            ("act F1", f"{summary['acts_f1']:.3f}"),
-            ("act slot F1", f"{summary['slots_f1']:.3f}"),
-            ("act value F1", f"{summary['values_f1']:.3f}"),
+            ("act F1 (type, domain, slot)", f"{summary['acts_f1']:.3f}"),
+            ("act-type-only F1", f"{summary['act_types_f1']:.3f}"),
+            ("act slot F1 (fuzzy, reference)", f"{summary['act_slots_f1']:.3f}"),
+            ("act value F1 (fuzzy, reference)", f"{summary['act_values_f1']:.3f}"),
         ]
     for row in rows:
         table.add_row(*row)

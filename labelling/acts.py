@@ -30,6 +30,7 @@ ACT_FIELDS: dict[str, tuple[str, ...]] = {
     "ThankYou": (),
 }
 GENERIC_ENTITY = "Entity"
+ACT_ONLY_DOMAINS = ("general", "booking")  # gold act domains that are not services: no entity class of their own
 EXTRA_ENTITY_FIELDS = ("choice",)
 
 
@@ -195,7 +196,10 @@ def _gold_act(kind: str, domain: str, pairs: list[tuple[str, str]]) -> Act:
         return Act(kind, service=domain, values=tuple(dict.fromkeys(s for s, _ in pairs)))
     if not ACT_FIELDS[kind]:
         return Act(kind)
-    entity = Entity(_entity_kind(domain), tuple(dict(pairs).items())) if pairs else None
+    # A slot-less act of a service keeps its domain as an empty entity (Train-OfferBook -> Confirm(entity=Train())):
+    # dropping it would turn the act into a bare Confirm() and lose the (act, domain) it scores on.
+    keeps_domain = pairs or domain not in ACT_ONLY_DOMAINS
+    entity = Entity(_entity_kind(domain), tuple(dict(pairs).items())) if keeps_domain else None
     if kind in ("NotifySuccess", "NotifyFailure"):
         return Act(kind, service=domain, entity=entity)
     return Act(kind, entity=entity)

@@ -225,7 +225,7 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
 
 
 def _partition_table(parts: Sequence[store.Partition]) -> str:
-    rows = ["| split | status | run | turns | JGA | turn acc | act F1 | pool at start | finished (UTC) |", "|" + "---|" * 9]
+    rows = ["| split | status | run | turns | JGA (exact) | turn acc | act F1 (type, domain, slot) | pool at start | finished (UTC) |", "|" + "---|" * 9]
     for p in parts:
         jga, turn_acc, act_f1 = score_cells(MetricsAccumulator.from_dict(p.metrics or {}).summary())
         pool = f"{len(p.pool[0]['splits'])} partitions, {p.pool[0]['examples']} examples" if p.pool else "-"
@@ -236,7 +236,7 @@ def _partition_table(parts: Sequence[store.Partition]) -> str:
 
 
 def score_cells(summary: Mapping) -> tuple[str, str, str]:
-    """JGA, turn accuracy and act F1 of a metrics summary as text, ``-`` where no turn had gold to score against."""
+    """Exact JGA, exact turn accuracy and triple act F1 of a metrics summary as text, ``-`` where no turn had gold."""
     dst = (f"{summary['jga']:.3f}", f"{summary['turn_acc']:.3f}") if summary["n_dst"] else ("-", "-")
     return (*dst, f"{summary['acts_f1']:.3f}" if summary["n_acts"] else "-")
 

@@ -1,12 +1,15 @@
-"""Scores of predicted labels against gold: joint goal accuracy, turn accuracy, and act/slot/value precision, recall and F1.
+"""Scores of predicted labels against gold: joint goal accuracy, turn accuracy, state-slot F1 and act F1.
 
 These are monitoring numbers only. Every function here needs gold labels, and nothing it computes may flow back
 into labelling: no prompt, retrieved example, candidate score or stored label reads them. Turns without gold are
 not counted (they are neither right nor wrong), so an unlabelled corpus simply yields ``n_dst == n_acts == 0``.
 
-The definitions follow the reference (method.md §11.1-11.2). Three refinements are documented where they apply:
-``values_match`` lets DELETE match only itself, ``_align`` prefers an identical gold element, and ``_act_values``
-counts requested slots one by one.
+The headline numbers are exact: ``jga`` and ``turn_acc`` compare values for equality, ``state_f1`` counts
+(service, slot, value) triples and ``acts_f1`` counts (act type, domain, slot) triples. Gold is normalised to the
+schema's spellings when a corpus is read (the normaliser predictions go through), so exact matching is fair.
+The reference's lenient numbers are kept beside them and named as such: ``jga_fuzzy`` and ``turn_acc_fuzzy``
+(a value matches when it is a near-substring of the gold one, method.md §11.1) and the fuzzy act families
+``act_slots`` and ``act_values`` (§11.2); ``act_types`` compares act types alone.
 """
 
 from __future__ import annotations
@@ -23,8 +26,15 @@ from labelling.turns import Turn
 
 STATE_MATCH_THRESHOLD = 95.0  # a value matches when partial_ratio is strictly above this, as in the reference
 ACT_MATCH_THRESHOLD = 90.0  # an act element maps to a gold one when partial_ratio is at least this
-ACT_FAMILIES = ("acts", "slots", "values")
-DST_METRICS = ("jga", "jga_exact", "turn_acc")
+EXACT_ACT_FAMILIES = ("acts", "act_types")  # exact sets: (type, domain, slot) triples, act types alone
+FUZZY_ACT_FAMILIES = ("act_slots", "act_values")  # the reference's lenient slot-name and value families
+ACT_FAMILIES = (*EXACT_ACT_FAMILIES, *FUZZY_ACT_FAMILIES)
+F1_FAMILIES = ("state", *ACT_FAMILIES)
+DST_METRICS = ("jga", "jga_fuzzy", "turn_acc", "turn_acc_fuzzy")
+# Per-turn error counts kept beside the totals, so a group's breakdown adds up across partitions like the rest.
+MISSED, INVENTED = "missed", "invented"
+ERROR_PREFIX = "err:"  # err:<missed|invented>:<slot|act>:<name>
+NO_SLOT = ""  # the slot of a triple for an act that names no slot (Goodbye(), Confirm(entity=Train()))
 
 
 # --- dialogue states -----------------------------------------------------------------------------------------
@@ -40,8 +50,8 @@ def values_match(pred: str, gold: str) -> bool:
     return fuzz.partial_ratio(pred, gold) > STATE_MATCH_THRESHOLD
 
 
-def states_match(pred: State | None, gold: State | None, fuzzy: bool = True) -> bool:
-    """Whether two states (or deltas) set the same slots to matching values; blanks are ignored, DELETE is a value."""
+def states_match(pred: State | None, gold: State | None, fuzzy: bool = False) -> bool:
+    """Whether two states (or deltas) set the same slots to equal values (``fuzzy``: the reference's lenient test)."""
     p = {k: str(v) for k, v in flatten(pred).items()}
     g = {k: str(v) for k, v in flatten(gold).items()}
     if p.keys() != g.keys():
@@ -50,19 +60,69 @@ def states_match(pred: State | None, gold: State | None, fuzzy: bool = True) -> 
 
 
 def turn_dst_metrics(pred_state: State | None, pred_delta: State | None, gold_state: State, gold_delta: State) -> dict[str, bool]:
-    """One turn's ``jga`` (fuzzy), ``jga_exact`` and ``turn_acc`` (fuzzy, on deltas): storable per turn."""
+    """One turn's exact ``jga`` and ``turn_acc`` (on deltas) and their reference-compatible ``_fuzzy`` forms."""
     return {
         "jga": states_match(pred_state, gold_state),
-        "jga_exact": states_match(pred_state, gold_state, fuzzy=False),
+        "jga_fuzzy": states_match(pred_state, gold_state, fuzzy=True),
         "turn_acc": states_match(pred_delta, gold_delta),
+        "turn_acc_fuzzy": states_match(pred_delta, gold_delta, fuzzy=True),
     }
+
+
+def state_triples(state: State | None) -> set[tuple[str, str, str]]:
+    """(service, slot, value) for every set slot of a cumulative state."""
+    return {(svc, slot, str(value)) for (svc, slot), value in flatten(state).items()}
+
+
+def turn_state_counts(pred_state: State | None, gold_state: State) -> dict[str, int]:
+    """One turn's ``state_tp/fp/fn`` over (service, slot, value) triples, and which slots were missed or invented."""
+    pred, gold = state_triples(pred_state), state_triples(gold_state)
+    out = {"state_tp": len(pred & gold), "state_fp": len(pred - gold), "state_fn": len(gold - pred)}
+    errors: Counter[str] = Counter()
+    errors.update(_error_key(MISSED, "slot", f"{svc}-{slot}") for svc, slot, _ in gold - pred)
+    errors.update(_error_key(INVENTED, "slot", f"{svc}-{slot}") for svc, slot, _ in pred - gold)
+    return {**out, **errors}
+
+
+def _error_key(kind: str, what: str, name: str) -> str:
+    return f"{ERROR_PREFIX}{kind}:{what}:{name}"
 
 
 # --- dialogue acts -------------------------------------------------------------------------------------------
 
 
+def act_domain(act: Act) -> str:
+    """The domain an act is about: its service, else its entity's class (lower-cased), else none (``""``)."""
+    if act.service:
+        return act.service
+    return act.entity.kind.lower() if act.entity is not None else ""
+
+
+def act_triples(acts: Iterable[Act]) -> set[tuple[str, str, str]]:
+    """(act type, domain, slot) for each slot an act names; an act naming no slot gives one triple with slot ``""``.
+
+    Entity fields, requested slots and ``num_choices`` (as ``choice``, the field gold uses) are the slots; values
+    are not part of the triple (the fuzzy ``act_values`` family looks at them).
+    """
+    out: set[tuple[str, str, str]] = set()
+    for act in acts:
+        domain = act_domain(act)
+        slots = [*_act_slots(act)] + (["choice"] if act.num_choices is not None else [])
+        out.update((act.kind, domain, slot) for slot in slots or [NO_SLOT])
+    return out
+
+
 def _act_slots(act: Act) -> Iterator[str]:
-    """Attribute names of one act; an entity contributes its field names instead of ``entity``."""
+    """Slot names of one act: an entity's field names, a request's requested slots."""
+    for name, value in act.arguments():
+        if isinstance(value, Entity):
+            yield from (f for f, _ in value.fields)
+        elif isinstance(value, tuple):
+            yield from value
+
+
+def _act_attribute_names(act: Act) -> Iterator[str]:
+    """Attribute names as the reference counts them: an entity contributes its field names instead of ``entity``."""
     for name, value in act.arguments():
         if isinstance(value, Entity):
             yield from (field for field, _ in value.fields)
@@ -88,13 +148,12 @@ def _act_values(act: Act) -> Iterator[str]:
 
 
 def act_elements(acts: Iterable[Act]) -> dict[str, list[str]]:
-    """The elements of each family (act kinds, slot names, JSON values), de-duplicated in first-seen order."""
+    """The elements of the reference's lenient families (slot names, JSON values), de-duplicated in first-seen order."""
     acts = list(acts)
     # dict.fromkeys is a set with a stable order, so "the first gold element that matches" does not depend on hashing.
     return {
-        "acts": list(dict.fromkeys(a.kind for a in acts)),
-        "slots": list(dict.fromkeys(s for a in acts for s in _act_slots(a))),
-        "values": list(dict.fromkeys(v for a in acts for v in _act_values(a))),
+        "act_slots": list(dict.fromkeys(s for a in acts for s in _act_attribute_names(a))),
+        "act_values": list(dict.fromkeys(v for a in acts for v in _act_values(a))),
     }
 
 
@@ -114,16 +173,23 @@ def _align(pred: list[str], gold: list[str]) -> set[str]:
     return {counterpart(p) for p in pred}
 
 
+def _set_counts(family: str, pred: set, gold: set) -> dict[str, int]:
+    return {f"{family}_tp": len(pred & gold), f"{family}_fp": len(pred - gold), f"{family}_fn": len(gold - pred)}
+
+
 def turn_act_metrics(pred_acts: Iterable[Act] | None, gold_acts: Iterable[Act]) -> dict[str, int]:
-    """One turn's ``{family}_tp``, ``_fp`` and ``_fn`` counts for the three act families: storable per turn."""
-    pred, gold = act_elements(pred_acts or []), act_elements(gold_acts)
-    out: dict[str, int] = {}
-    for family in ACT_FAMILIES:
-        aligned, truth = _align(pred[family], gold[family]), set(gold[family])
-        out[f"{family}_tp"] = len(aligned & truth)
-        out[f"{family}_fp"] = len(aligned - truth)
-        out[f"{family}_fn"] = len(truth - aligned)
-    return out
+    """One turn's ``{family}_tp``, ``_fp`` and ``_fn`` counts for every act family, and which act types were missed or invented."""
+    pred_acts, gold_acts = list(pred_acts or []), list(gold_acts)
+    pred_t, gold_t = act_triples(pred_acts), act_triples(gold_acts)
+    out = _set_counts("acts", pred_t, gold_t)
+    out.update(_set_counts("act_types", {a.kind for a in pred_acts}, {a.kind for a in gold_acts}))
+    pred, gold = act_elements(pred_acts), act_elements(gold_acts)
+    for family in FUZZY_ACT_FAMILIES:
+        out.update(_set_counts(family, _align(pred[family], gold[family]), set(gold[family])))
+    errors: Counter[str] = Counter()
+    errors.update(_error_key(MISSED, "act", kind) for kind, _, _ in gold_t - pred_t)
+    errors.update(_error_key(INVENTED, "act", kind) for kind, _, _ in pred_t - gold_t)
+    return {**out, **errors}
 
 
 def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
@@ -158,7 +224,7 @@ class MetricsAccumulator:
         if gold_state is None or gold_delta is None:
             return None
         turn = turn_dst_metrics(pred_state, pred_delta, gold_state, gold_delta)
-        self.totals.update({"n_dst": 1, **{k: int(v) for k, v in turn.items()}})
+        self.totals.update({"n_dst": 1, **{k: int(v) for k, v in turn.items()}, **turn_state_counts(pred_state, gold_state)})
         return turn
 
     def add_acts(self, pred_acts: Iterable[Act] | None, gold_acts: Iterable[Act] | None) -> dict[str, int] | None:
@@ -205,11 +271,22 @@ class MetricsAccumulator:
         return cls(data)
 
     def summary(self) -> dict[str, float | int]:
-        """``jga``, ``jga_exact``, ``turn_acc``, ``{acts,slots,values}_{precision,recall,f1}``, ``n_dst`` and ``n_acts``."""
+        """``DST_METRICS``, ``{family}_{precision,recall,f1}`` for each of ``F1_FAMILIES``, ``n_dst`` and ``n_acts``."""
         t = self.totals
         out: dict[str, float | int] = {name: _ratio(t[name], t["n_dst"]) for name in DST_METRICS}
-        for family in ACT_FAMILIES:
+        for family in F1_FAMILIES:
             scores = precision_recall_f1(t[f"{family}_tp"], t[f"{family}_fp"], t[f"{family}_fn"])
             out.update(zip((f"{family}_precision", f"{family}_recall", f"{family}_f1"), scores, strict=True))
         out.update(n_dst=t["n_dst"], n_acts=t["n_acts"])
+        return out
+
+    def errors(self, top: int | None = None) -> dict[str, list[tuple[str, int, int]]]:
+        """The error breakdown: per state slot (``slots``) and per act type (``acts``), ``(name, missed, invented)``
+        sorted by missed + invented, most first (the ``top`` first when given)."""
+        out: dict[str, list[tuple[str, int, int]]] = {}
+        for what, family in (("slot", "slots"), ("act", "acts")):
+            names = {k.split(":", 3)[3] for k in self.totals if k.startswith(ERROR_PREFIX) and k.split(":")[2] == what}
+            rows = [(n, self.totals[_error_key(MISSED, what, n)], self.totals[_error_key(INVENTED, what, n)]) for n in names]
+            rows.sort(key=lambda r: (-(r[1] + r[2]), r[0]))
+            out[family] = rows[:top] if top is not None else rows
         return out

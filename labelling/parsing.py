@@ -298,7 +298,8 @@ class ActParser:
             value = _literal(kw.value)
             if value is not None and not isinstance(value, list):
                 fields[kw.arg] = _as_text(value).strip().lower()
-        return Entity(kind, tuple(fields.items())) if fields else None
+        # A service's entity without fields still names the act's domain (Confirm(entity=Train())); Entity() names none.
+        return Entity(kind, tuple(fields.items())) if fields or service is not None else None
 
 
 def _any_slot(schema: Schema, identifier: str | None) -> bool:
