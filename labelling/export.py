@@ -225,7 +225,8 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
 
 
 def _partition_table(parts: Sequence[store.Partition]) -> str:
-    rows = ["| split | status | run | turns | JGA (exact) | turn acc | act F1 (type, domain, slot) | pool at start | finished (UTC) |", "|" + "---|" * 9]
+    header = "| split | status | run | turns | JGA (exact) | turn acc | act F1 (triples) | pool at start | finished (UTC) |"
+    rows = [header, "|" + "---|" * 9]
     for p in parts:
         jga, turn_acc, act_f1 = score_cells(MetricsAccumulator.from_dict(p.metrics or {}).summary())
         pool = f"{len(p.pool[0]['splits'])} partitions, {p.pool[0]['examples']} examples" if p.pool else "-"

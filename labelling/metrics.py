@@ -114,7 +114,7 @@ def act_triples(acts: Iterable[Act]) -> set[tuple[str, str, str]]:
 
 def _act_slots(act: Act) -> Iterator[str]:
     """Slot names of one act: an entity's field names, a request's requested slots."""
-    for name, value in act.arguments():
+    for _, value in act.arguments():
         if isinstance(value, Entity):
             yield from (f for f, _ in value.fields)
         elif isinstance(value, tuple):
@@ -178,7 +178,7 @@ def _set_counts(family: str, pred: set, gold: set) -> dict[str, int]:
 
 
 def turn_act_metrics(pred_acts: Iterable[Act] | None, gold_acts: Iterable[Act]) -> dict[str, int]:
-    """One turn's ``{family}_tp``, ``_fp`` and ``_fn`` counts for every act family, and which act types were missed or invented."""
+    """One turn's ``{family}_tp``, ``_fp`` and ``_fn`` for every act family, and the act types missed or invented."""
     pred_acts, gold_acts = list(pred_acts or []), list(gold_acts)
     pred_t, gold_t = act_triples(pred_acts), act_triples(gold_acts)
     out = _set_counts("acts", pred_t, gold_t)
