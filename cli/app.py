@@ -33,13 +33,14 @@ def _main(
 
 def _register() -> None:
     # Imported here so that `labelling --help` stays fast and each command module stays independent.
-    from cli import bench, fleet, ingest, label, store_commands
+    from cli import bench, fleet, ingest, label, quality, store_commands
 
     app.command("ingest")(ingest.ingest)
     app.command("label-partition")(label.label_partition)
     app.command("export")(store_commands.export)
     app.command("evaluate")(store_commands.evaluate)
     app.command("bench")(bench.bench)
+    app.command("quality")(quality.quality)
 
     for name in ("run", "status", "worker", "flower", "demo"):
         app.command(name)(getattr(fleet, name))

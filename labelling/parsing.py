@@ -264,14 +264,14 @@ class ActParser:
                 errors.append(f"{kind}: argument {name!r} dropped")
                 continue
             try:
-                args[name] = self._field(name, value)
+                args[name] = self._field(name, value, errors)
             except (ValueError, TypeError, SyntaxError) as e:
                 errors.append(f"{kind}.{name}: {e}")
         return Act(kind, **{k: v for k, v in args.items() if v is not None})
 
-    def _field(self, name: str, node: ast.expr) -> object:
+    def _field(self, name: str, node: ast.expr, errors: list[str]) -> object:
         if name == "entity":
-            return self._entity(node)
+            return self._entity(node, errors)
         value = _literal(node)
         if name == "values":
             items = value if isinstance(value, list) else [value]
@@ -283,7 +283,7 @@ class ActParser:
             return text
         return None if value is None else _as_text(value)
 
-    def _entity(self, node: ast.expr) -> Entity | None:
+    def _entity(self, node: ast.expr, errors: list[str]) -> Entity | None:
         kind = node.func.id if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) else None
         service = self._entities.get(kind)
         if kind != GENERIC_ENTITY and service is None:
@@ -293,7 +293,10 @@ class ActParser:
             allowed = kw.arg in EXTRA_ENTITY_FIELDS or (
                 service.slot_by_identifier(kw.arg) if service else _any_slot(self.schema, kw.arg)
             )
-            if not allowed or kw.arg in fields:
+            if not allowed:
+                errors.append(f"{kind}: unknown field {kw.arg!r} dropped")  # recorded for the off-schema rate
+                continue
+            if kw.arg in fields:
                 continue
             value = _literal(kw.value)
             if value is not None and not isinstance(value, list):

@@ -1,0 +1,237 @@
+"""Quality benchmark: label a fixed held-out slice of the bundled corpus under several configurations and score them.
+
+The slice (``HELD_OUT``) is named here and never changes, and no default run, demo or test labels it, so a
+configuration chosen with this table has not been tuned on it. Each configuration is a set of overrides laid over
+one job (greedy vs noisy channel, with and without schema constraints where the config has that switch); the
+always-empty predictor (empty state, no acts) is scored beside them as the floor any useful labeller must beat.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from labelling.config import ConfigError, GenerationConfig, JobConfig, ModuleConfig, SamplingConfig
+from labelling.metrics import MetricsAccumulator
+
+if TYPE_CHECKING:
+    from labelling.canonical import Canonicaliser
+    from labelling.labeller import TurnLabel
+    from labelling.turns import Turn
+
+BUNDLED_CORPUS_FILE = "multiwoz21_dev.json.zip"  # shipped beside the bundled schema
+HELD_OUT_SPLIT = "train_900_950"  # as `labelling ingest` cuts the bundled corpus into splits of 50 dialogues
+HELD_OUT_DIALOGUES = 9  # its first 9 dialogues: 67 turns
+HELD_OUT = f"the first {HELD_OUT_DIALOGUES} dialogues of {HELD_OUT_SPLIT} of the bundled MultiWOZ 2.1 dev set"
+CONSTRAIN_KEY = "constrain_to_schema"  # the schema-constrained sampling switch, per module
+BASELINE = "always-empty"
+MODULES = ("dst", "act_tag")
+# Parser messages that mean a sample used a name the schema lacks (intent, slot, act type, entity class or field).
+OFF_SCHEMA_MARKERS = ("unknown intent", "unknown argument", "not an act", "unknown entity", "unknown field", "unknown service")
+NO_CHANGE_LABEL = "[agent.no_change()]"
+# (column key, header, format) of the table; the first figure is the headline.
+COLUMNS = (
+    ("jga", "JGA (exact)", "{:.3f}"),
+    ("jga_fuzzy", "JGA (fuzzy, ref.)", "{:.3f}"),
+    ("turn_acc", "turn acc", "{:.3f}"),
+    ("state_f1", "slot F1", "{:.3f}"),
+    ("acts_f1", "act F1", "{:.3f}"),
+    ("act_types_f1", "act-type-only F1", "{:.3f}"),
+    ("off_schema", "off-schema", "{:.1%}"),
+    ("no_change", "no-change share", "{:.1%}"),
+    ("seconds_per_turn", "s/turn", "{:.1f}"),
+)
+
+
+def constraint_switch() -> type | None:
+    """The config class that holds ``constrain_to_schema`` (module, generation or sampling), or None before it exists."""
+    for cls in (ModuleConfig, GenerationConfig, SamplingConfig):
+        if CONSTRAIN_KEY in {f.name for f in dataclasses.fields(cls)}:
+            return cls
+    return None
+
+
+def configurations(job: JobConfig) -> dict[str, dict]:
+    """Name -> per-module overrides: greedy and noisy channel (the job's own channel modes), each also constrained
+    when the config has the switch. Overrides are plain data so the JSON report records exactly what ran."""
+    modes = {m: getattr(job, m).generation_cfg.generation_mode for m in MODULES}
+    channel = {m: (mode if mode != "greedy" else _default_channel(m)) for m, mode in modes.items()}
+    out = {
+        "greedy": {m: {"generation_cfg": {"generation_mode": "greedy"}} for m in MODULES},
+        "noisy channel": {m: {"generation_cfg": {"generation_mode": channel[m]}} for m in MODULES},
+    }
+    if constraint_switch() is not None:
+        for name in list(out):
+            out[f"{name} + constraints"] = {m: _with_constraints(o) for m, o in out[name].items()}
+    return out
+
+
+def _default_channel(module: str) -> str:
+    return "noisy_channel_joint" if module == "dst" else "noisy_channel_cond"
+
+
+def _with_constraints(overrides: dict) -> dict:
+    out = copy.deepcopy(overrides)
+    where = {ModuleConfig: out, GenerationConfig: out.setdefault("generation_cfg", {})}
+    target = where.get(constraint_switch())
+    if target is None:  # sampling_args
+        target = out.setdefault("generation_cfg", {}).setdefault("sampling_args", {})
+    target[CONSTRAIN_KEY] = True
+    return out
+
+
+def apply(job: JobConfig, overrides: Mapping[str, dict]) -> JobConfig:
+    """A validated copy of ``job`` with per-module overrides laid over it (the same merge a job file gets)."""
+    from labelling import config as job_config
+
+    data = job.to_dict()
+    for module, changes in overrides.items():
+        if module not in MODULES:
+            raise ConfigError(f"quality configuration names module {module!r}", f"modules: {', '.join(MODULES)}")
+        data[module] = job_config._merge(data[module], changes)
+    return job_config.from_dict(data)
+
+
+def held_out_turns(job: JobConfig, limit: int | None = None) -> list[Turn]:
+    """The held-out slice's turns in corpus order; ``limit`` keeps the first N (whole dialogue prefixes, for smoke runs)."""
+    from labelling.corpus import partition, read_corpus
+    from labelling.schema import BUNDLED_SCHEMA, Schema
+
+    schema = Schema.load(job.schema_path, tuple(job.services))
+    turns = partition(read_corpus(BUNDLED_SCHEMA.with_name(BUNDLED_CORPUS_FILE), schema), 50)[HELD_OUT_SPLIT]
+    keep = list(dict.fromkeys(t.dialogue_id for t in turns))[:HELD_OUT_DIALOGUES]
+    turns = [t for t in turns if t.dialogue_id in set(keep)]
+    return turns[:limit] if limit is not None else turns
+
+
+@dataclass
+class Result:
+    """One configuration's figures on the slice: metric summary, off-schema and no-change shares, time, and counts."""
+
+    name: str
+    overrides: dict
+    turns: int
+    seconds: float
+    metrics: dict
+    samples: int = 0
+    off_schema_samples: int = 0
+    no_change_turns: int = 0
+    errors: dict = field(default_factory=dict)
+    choices: list = field(default_factory=list)  # per turn: each module's candidates and choice, for reading by hand
+
+    def figures(self) -> dict:
+        """The table's figures plus the raw counts behind them."""
+        return {
+            **{k: self.metrics[k] for k in ("jga", "jga_fuzzy", "turn_acc", "state_f1", "acts_f1", "act_types_f1")},
+            "off_schema": self.off_schema_samples / self.samples if self.samples else None,
+            "no_change": self.no_change_turns / self.turns if self.turns else 0.0,
+            "seconds_per_turn": self.seconds / self.turns if self.turns else 0.0,
+            "turns": self.turns,
+            "samples": self.samples,
+            "off_schema_samples": self.off_schema_samples,
+            "overrides": self.overrides,
+            "metrics": self.metrics,
+            "errors": self.errors,
+            "choices": self.choices,
+        }
+
+
+def score(turns: Sequence[Turn], labels: Sequence[TurnLabel] | None) -> MetricsAccumulator:
+    """Score labels against the turns' gold; ``None`` scores the always-empty predictor."""
+    by_key = {lab.key: lab for lab in labels or []}
+    acc = MetricsAccumulator()
+    for turn in turns:
+        lab = by_key.get(turn.key)
+        acc.add_turn(turn, *((lab.state, lab.delta, lab.acts) if lab else ({}, {}, [])))
+    return acc
+
+
+def off_schema_counts(canon: Canonicaliser, turns: Sequence[Turn], labels: Sequence[TurnLabel]) -> tuple[int, int]:
+    """(samples, samples naming something the schema lacks) over both modules, every sample counted once.
+
+    The labeller keeps only the chosen label's parser errors, so each stored raw sample is parsed again; parsing is
+    deterministic, so this is what the labeller saw.
+    """
+    by_key = {t.key: t for t in turns}
+    total = bad = 0
+    for lab in labels:
+        turn = by_key[lab.key]
+        text = [turn.last_system_utterance, turn.user_utterance]
+        dst = functools.partial(lambda raw, prior, text: canon.dst(raw, prior, text), prior=lab.prior_state, text=text)
+        for module, parse in ((lab.dst, dst), (lab.act, canon.acts)):
+            for cand in module.candidates:
+                for raw in cand.raw:
+                    total += 1
+                    bad += any(m in e for e in parse(raw).errors for m in OFF_SCHEMA_MARKERS)
+    return total, bad
+
+
+def run_configuration(
+    job: JobConfig, name: str, overrides: dict, turns: Sequence[Turn], factory: Callable[[JobConfig], object] | None = None
+) -> Result:
+    """Label ``turns`` with ``job`` under ``overrides`` in this process; ``factory`` builds the labeller (by default
+    ``models.build_labeller``, which shares loaded models across configurations)."""
+    from labelling import models
+    from labelling.canonical import Canonicaliser
+
+    configured = apply(job, overrides)
+    labeller = (factory or models.build_labeller)(configured)
+    start = time.perf_counter()
+    labels = labeller.label(list(turns))
+    seconds = time.perf_counter() - start
+    acc = score(turns, labels)
+    samples, bad = off_schema_counts(Canonicaliser(labeller.schema, configured.dst.retriever.use_normalizer), turns, labels)
+    no_change = sum(lab.dst.chosen == NO_CHANGE_LABEL for lab in labels)
+    summary, errors = acc.summary(), acc.errors(top=8)
+    return Result(name, overrides, len(labels), seconds, summary, samples, bad, no_change, errors, choices(labels))
+
+
+def choices(labels: Sequence[TurnLabel]) -> list[dict]:
+    """Per turn and module: the chosen canonical label and each candidate as [canonical, samples, sample log-prob, score]."""
+
+    def module(out) -> dict:
+        cands = [[c.canonical, len(c.raw), round(c.sample_logprob, 3), c.score and round(c.score, 3)] for c in out.candidates]
+        return {"chosen": out.chosen, "candidates": cands}
+
+    return [{"turn": f"{lab.dialogue_id}#{lab.turn_id}", "dst": module(lab.dst), "act": module(lab.act)} for lab in labels]
+
+
+def baseline(turns: Sequence[Turn]) -> Result:
+    """The always-empty predictor: empty state and no acts on every turn."""
+    acc = score(turns, None)
+    return Result(BASELINE, {}, len(turns), 0.0, acc.summary(), 0, 0, len(turns), acc.errors(top=8))
+
+
+def gold_no_change_share(turns: Sequence[Turn]) -> float:
+    """Share of turns whose gold state does not change: what a faithful labeller's no-change share should be near."""
+    scored = [t for t in turns if t.has_gold_state]
+    return sum(not t.turn_slot_values for t in scored) / len(scored) if scored else 0.0
+
+
+def report(results: Sequence[Result], setup: dict) -> dict:
+    """The JSON report: the setup and each configuration's figures, in run order."""
+    return {"setup": setup, "configurations": {r.name: r.figures() for r in results}}
+
+
+def table_rows(rep: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per configuration, shared by the terminal and markdown tables."""
+    header = ["configuration", *(title for _, title, _ in COLUMNS)]
+    rows = []
+    for name, figures in rep["configurations"].items():
+        cells = ["-" if figures[key] is None else fmt.format(figures[key]) for key, _, fmt in COLUMNS]
+        rows.append([name, *cells])
+    return header, rows
+
+
+def markdown(rep: dict) -> str:
+    """The report as a markdown table, with the setup on one line above it."""
+    header, rows = table_rows(rep)
+    setup = ", ".join(f"{k} {v}" for k, v in rep["setup"].items() if v is not None)
+    lines = [f"Setup: {setup}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

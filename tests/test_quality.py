@@ -1,0 +1,70 @@
+"""The quality benchmark: its fixed held-out slice, its configurations as overrides, and one configuration end to end
+on a tiny model (figures in range, baseline beside it, the CLI's argument checks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from labelling import quality
+from labelling.labeller import PartitionLabeller
+from labelling.retrieval import build_index
+from labelling.schema import Schema
+
+
+def test_the_held_out_slice_is_fixed_and_large_enough(fast_job):
+    turns = quality.held_out_turns(fast_job)
+    assert len(turns) == 67 and len({t.dialogue_id for t in turns}) == quality.HELD_OUT_DIALOGUES
+    assert turns[0].dialogue_id == "PMUL2282.json"
+    assert quality.held_out_turns(fast_job, limit=5) == turns[:5]
+
+
+def test_configurations_are_overrides_that_change_only_the_mode(fast_job):
+    configs = quality.configurations(fast_job)
+    assert list(configs)[:2] == ["greedy", "noisy channel"]
+    greedy = quality.apply(fast_job, configs["greedy"])
+    assert greedy.dst.generation_cfg.generation_mode == greedy.act_tag.generation_cfg.generation_mode == "greedy"
+    assert greedy.dst.generation_cfg.sampling_args == fast_job.dst.generation_cfg.sampling_args
+    channel = quality.apply(fast_job, configs["noisy channel"])
+    assert channel.to_dict() == fast_job.to_dict()  # cpu-small's own modes are the channel ones
+    constrained = [name for name in configs if name.endswith("+ constraints")]
+    assert bool(constrained) == (quality.constraint_switch() is not None)
+
+
+def test_the_always_empty_baseline_scores_what_empty_labels_score(fast_job):
+    turns = quality.held_out_turns(fast_job)
+    figures = quality.baseline(turns).figures()
+    assert figures["state_f1"] == figures["acts_f1"] == figures["jga"] == 0.0
+    assert figures["turn_acc"] == quality.gold_no_change_share(turns) > 0
+    assert figures["no_change"] == 1.0 and figures["off_schema"] is None
+
+
+def test_one_configuration_end_to_end_on_a_tiny_model(fast_job, tiny_lm, embedder):
+    turns = quality.held_out_turns(fast_job, limit=3)
+
+    def factory(job):
+        schema = Schema.load(None, tuple(job.services))
+        indexes = [build_index(embedder, kind, k=2) for kind in ("dst", "act")]
+        return PartitionLabeller(job, schema, tiny_lm, tiny_lm, *indexes)
+
+    overrides = quality.configurations(fast_job)["noisy channel"]
+    result = quality.run_configuration(fast_job, "noisy channel", overrides, turns, factory)
+    figures = result.figures()
+    assert figures["turns"] == 3 and figures["samples"] == 3 * 2 * 3  # 3 samples per module and turn
+    assert 0 <= figures["off_schema"] <= 1 and 0 <= figures["no_change"] <= 1 and figures["seconds_per_turn"] > 0
+    assert [c["turn"] for c in figures["choices"]] == [f"{t.dialogue_id}#{t.turn_id}" for t in turns]
+    rep = quality.report([quality.baseline(turns), result], {"turns": 3})
+    header, rows = quality.table_rows(json.loads(json.dumps(rep)))
+    assert header[1] == "JGA (exact)" and [r[0] for r in rows] == ["always-empty", "noisy channel"]
+    assert "| always-empty |" in quality.markdown(rep)
+
+
+def test_unknown_configuration_is_a_one_line_error(tmp_path):
+    script = Path(sys.executable).with_name("labelling")
+    done = subprocess.run(
+        [str(script), "quality", "--configurations", "beam", "--out", str(tmp_path / "q.json")], capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "unknown 'beam'" in done.stderr and "known: greedy" in done.stderr
+    assert not (tmp_path / "q.json").exists()
