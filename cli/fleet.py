@@ -607,7 +607,8 @@ def demo(
         corpus, seed = prepare_group(DEMO_CORPUS, group, job, [], None, None, None)
         if not _complete(group) and not _run_local(group, corpus, seed, resubmit=False):
             raise LabellingError(f"the demo's group {group!r} did not finish", f"see `labelling status --group {group}`")
-    evaluate(group=group, json_output=False)
     export(group=group, out=out, push_to_hub=None, private=True, allow_partial=False, overwrite=True)
     report.print(f"dataset: {escape(str(out.resolve()))}  (datasets.load_from_disk({str(out)!r}))")
+    # Last, so the demo ends on its quality table and the path of the HTML report beside the export.
+    evaluate(group=group, json_output=False, html=out.parent / "report")
     report.print(f"demo finished in {time.perf_counter() - started:.0f} s")

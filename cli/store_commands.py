@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
+ERRORS_SHOWN = 10  # rows of the error breakdown: the slots and act types with the most errors
 
 
 def export(
@@ -55,8 +56,12 @@ def export(
 def evaluate(
     group: str = typer.Option(..., "--group", "-g", help="The labelling group to score."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    html: Path | None = typer.Option(
+        None, "--html", help="Also write an HTML report (tables and a PNG chart per partition) into this folder."
+    ),
 ) -> None:
-    """Score a group's labels against gold, overall and per partition: JGA, turn accuracy and act F1.
+    """Score a group's labels against gold, overall and per partition: exact JGA, turn accuracy and act F1 on
+    (act type, domain, slot) triples, then the state slots and act types most often missed or invented.
 
     Running partitions count with the turns labelled so far; turns without gold are not counted.
     """
@@ -64,10 +69,18 @@ def evaluate(
 
     with store.connect():
         report = group_scores(group)
+    page = None
+    if html is not None:
+        from labelling import report as html_report
+
+        page = html_report.write(report, html)
     if json_output:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report, "html": str(page) if page else None}, indent=2))
         return
     Console().print(_scores_table(report))
+    Console().print(_errors_table(report["errors"]))
+    if page is not None:
+        Console().print(f"HTML report: {escape(str(page.resolve()))}")
 
 
 def group_scores(group: str) -> dict:
@@ -80,8 +93,11 @@ def group_scores(group: str) -> dict:
         counts = MetricsAccumulator.from_dict(part.metrics or {})
         overall.merge(counts)
         row = {"split": part.split, "status": part.status, "turns_done": part.turns_done, "turns_total": part.turns_total}
+        # When and with how big a pool it was labelled: the report charts partitions in that order.
+        row.update(order=part.order, finished_at=part.finished_at, pool_examples=(part.pool or [{}])[0].get("examples", 0))
         rows.append({**row, "metrics": counts.summary(), "flags": flag_counts(counts)})
-    return {"group": group, "overall": overall.summary(), "flags": flag_counts(overall), "partitions": rows}
+    summary = {"overall": overall.summary(), "flags": flag_counts(overall), "errors": overall.errors(top=ERRORS_SHOWN)}
+    return {"group": group, **summary, "partitions": rows}
 
 
 def flag_counts(counts) -> dict[str, int]:
@@ -95,7 +111,7 @@ def _scores_table(report: dict) -> Table:
     from labelling.export import score_cells
 
     table = Table(title=f"group {escape(report['group'])}")
-    for name in ("partition", "status", "turns", "JGA", "turn acc", "act F1", "flagged"):
+    for name in ("partition", "status", "turns", "JGA (exact)", "turn acc", "act F1 (triples)", "flagged"):
         table.add_column(name, justify="left" if name in ("partition", "status") else "right")
     for row in report["partitions"]:
         turns = f"{row['turns_done']}/{row['turns_total']}"
@@ -103,6 +119,18 @@ def _scores_table(report: dict) -> Table:
     done = sum(r["turns_done"] for r in report["partitions"])
     total = sum(r["turns_total"] for r in report["partitions"])
     table.add_row("all", "", f"{done}/{total}", *score_cells(report["overall"]), _flagged(report["flags"]), style="bold")
+    return table
+
+
+def _errors_table(errors: dict) -> Table:
+    """Most-missed and most-invented state slots and act types, side by side."""
+    table = Table(title="most errors (missed = in gold, not predicted; invented = predicted, not in gold)")
+    for name in ("state slot", "missed", "invented", "act type", "missed", "invented"):
+        table.add_column(name, justify="left" if name in ("state slot", "act type") else "right")
+    slots, acts = errors["slots"], errors["acts"]
+    for i in range(max(len(slots), len(acts))):
+        cells = [list(map(str, rows[i])) if i < len(rows) else ["", "", ""] for rows in (slots, acts)]
+        table.add_row(*cells[0], *cells[1])
     return table
 
 

@@ -154,6 +154,21 @@ def test_evaluate_scores_the_group_and_each_partition(connected, corpus, labelle
     assert table.exit_code == 0 and all(split in table.stdout for split in corpus[1]) and "24/24" in table.stdout
 
 
+def test_evaluate_breaks_errors_down_and_writes_an_html_report(connected, labelled, commands, tmp_path):  # noqa: F811
+    group, metrics = labelled
+    result = CliRunner().invoke(commands, ["evaluate", "--group", group, "--json", "--html", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["errors"] == json.loads(json.dumps(sum(metrics, MetricsAccumulator()).errors(top=10)))
+    page = (tmp_path / "rep" / "report.html").read_text()
+    png = (tmp_path / "rep" / "quality.png").read_bytes()
+    assert report["html"] == str(tmp_path / "rep" / "report.html")
+    assert png.startswith(b"\x89PNG") and '<img src="quality.png"' in page and "JGA (exact)" in page
+    assert all(p["split"] in page for p in report["partitions"])
+    table = CliRunner().invoke(commands, ["evaluate", "--group", group])
+    assert "most errors" in table.stdout
+
+
 def test_export_command_writes_the_dataset_and_refuses_an_unknown_group(connected, labelled, commands, tmp_path):  # noqa: F811
     group, _ = labelled
     result = CliRunner().invoke(commands, ["export", "--group", group, "--out", str(tmp_path / "out")])

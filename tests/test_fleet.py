@@ -340,5 +340,8 @@ def test_demo_labels_evaluates_and_exports_with_nothing_configured(tmp_path):
     done = subprocess.run([str(LABELLING), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "demo finished in" in done.stdout
+    page = tmp_path / ".state" / "demo" / "report" / "report.html"
+    assert f"HTML report: {page}" in done.stdout and (page.parent / "quality.png").is_file()
+    assert done.stdout.index("JGA (exact)") > done.stdout.index("dataset:")  # it ends on its quality table
     exported = datasets.load_from_disk(str(tmp_path / ".state" / "demo" / "export"))
     assert exported["train"].num_rows == 28 and set(exported) == {"train", "train_minus_64", "valid_64"}

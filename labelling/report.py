@@ -1,0 +1,114 @@
+"""A group's quality as a small static HTML page: score tables, the error breakdown, and a PNG chart of JGA and act
+F1 per partition in labelling order, so a reader sees whether labels improve as the example pool grows."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+REPORT_FILE = "report.html"
+CHART_FILE = "quality.png"
+# (summary key, column title) of the score tables; the exact numbers are the headline, the fuzzy one is named as such.
+SCORE_COLUMNS = (
+    ("jga", "JGA (exact)"),
+    ("jga_fuzzy", "JGA (fuzzy, reference)"),
+    ("turn_acc", "turn acc"),
+    ("state_f1", "state slot F1"),
+    ("acts_f1", "act F1 (type, domain, slot)"),
+    ("act_types_f1", "act-type-only F1"),
+)
+
+
+def labelling_order(partitions: Sequence[dict]) -> list[dict]:
+    """Partitions in the order they were labelled: finished ones by finish time, then the rest in their planned order."""
+    return sorted(partitions, key=lambda p: (p.get("finished_at") is None, p.get("finished_at") or 0, p.get("order", 0)))
+
+
+def chart(report: dict, out: Path) -> Path:
+    """Write the PNG: exact JGA and act F1 per partition, in labelling order, with the pool size each started from."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers and CI
+    import matplotlib.pyplot as plt
+
+    parts = [p for p in labelling_order(report["partitions"]) if p["metrics"].get("n_dst") or p["metrics"].get("n_acts")]
+    labels = [f"{p['split']}\n(pool {p.get('pool_examples', 0)})" for p in parts]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(parts) + 2), 3.6), dpi=110)
+    x = range(len(parts))
+    ax.plot(x, [p["metrics"]["jga"] for p in parts], marker="o", label="JGA (exact)")
+    ax.plot(x, [p["metrics"]["acts_f1"] for p in parts], marker="s", label="act F1 (type, domain, slot)")
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score")
+    ax.set_title(f"group {report['group']}: per partition, in labelling order")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def write(report: dict, folder: Path) -> Path:
+    """Write ``report.html`` and its chart into ``folder`` (created if needed); returns the HTML file's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chart(report, folder / CHART_FILE)
+    page = folder / REPORT_FILE
+    page.write_text(render(report), encoding="utf-8")
+    return page
+
+
+def render(report: dict) -> str:
+    """The HTML page for a ``group_scores`` report (with its ``errors`` breakdown)."""
+    rows = [
+        [p["split"], p["status"], f"{p['turns_done']}/{p['turns_total']}", str(p.get("pool_examples", 0)), *_scores(p["metrics"])]
+        for p in labelling_order(report["partitions"])
+    ]
+    rows.append(["all", "", str(sum(p["turns_done"] for p in report["partitions"])), "", *_scores(report["overall"])])
+    header = ["partition", "status", "turns", "pool at start", *(title for _, title in SCORE_COLUMNS)]
+    errors = report.get("errors", {})
+    body = [
+        f"<h1>Label quality: group {_e(report['group'])}</h1>",
+        "<p>Scores against the corpus's gold labels. Exact numbers are the headline; the fuzzy JGA is the reference's "
+        "lenient one (a value counts when it is a near-substring of the gold one). Turns without gold are not counted.</p>",
+        f'<img src="{CHART_FILE}" alt="JGA and act F1 per partition in labelling order">',
+        "<h2>Per partition, in labelling order</h2>",
+        _table(header, rows),
+        "<h2>State slots most often missed or invented</h2>",
+        _table(["slot", "missed", "invented"], _error_rows(errors.get("slots", []))),
+        "<h2>Act types most often missed or invented (counted in (type, domain, slot) triples)</h2>",
+        _table(["act type", "missed", "invented"], _error_rows(errors.get("acts", []))),
+    ]
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:right}th:first-child,td:first-child{text-align:left}"
+        "th{background:#eee}"
+    )
+    head = f"<meta charset='utf-8'><title>Label quality: {_e(report['group'])}</title><style>{style}</style>"
+    return f"<!doctype html>\n<html><head>{head}</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+
+
+def _scores(summary: dict) -> list[str]:
+    out = []
+    for key, _ in SCORE_COLUMNS:
+        scored = summary["n_acts"] if key.startswith("act") else summary["n_dst"]
+        out.append(f"{summary[key]:.3f}" if scored else "-")
+    return out
+
+
+def _error_rows(rows: Sequence[Sequence]) -> list[list[str]]:
+    return [[str(cell) for cell in row] for row in rows]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
