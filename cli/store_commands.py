@@ -80,7 +80,7 @@ def evaluate(
     Console().print(_scores_table(report))
     Console().print(_errors_table(report["errors"]))
     if page is not None:
-        Console().print(f"HTML report: {escape(str(page.resolve()))}")
+        Console().print(f"HTML report: {escape(str(page.resolve()))}", soft_wrap=True)  # a path must not wrap
 
 
 def group_scores(group: str) -> dict:
