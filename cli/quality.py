@@ -55,8 +55,13 @@ def quality(
     md = markdown_out or out.with_suffix(".md")
     results = [lib.baseline(turns)]
     for name in chosen:
+        partial = out.with_name(f"{out.stem}.partial.json")
+
+        def progress(result, partial=partial) -> None:  # the figures so far, readable while a long run goes on
+            partial.write_text(json.dumps(lib.report([*results, result], setup), indent=2) + "\n", encoding="utf-8")
+
         with console.status(f"{name}: labelling {len(turns)} turns"):
-            results.append(lib.run_configuration(job, name, available[name], turns))
+            results.append(lib.run_configuration(job, name, available[name], turns, on_wave=progress))
         console.print(f"{name}: done in {results[-1].seconds:.0f} s")
         rep = _write(lib, results, setup, out, md)  # after each configuration, so a long run keeps what it finished
     header, rows = lib.table_rows(rep)

@@ -172,23 +172,43 @@ def off_schema_counts(canon: Canonicaliser, turns: Sequence[Turn], labels: Seque
 
 
 def run_configuration(
-    job: JobConfig, name: str, overrides: dict, turns: Sequence[Turn], factory: Callable[[JobConfig], object] | None = None
+    job: JobConfig,
+    name: str,
+    overrides: dict,
+    turns: Sequence[Turn],
+    factory: Callable[[JobConfig], object] | None = None,
+    on_wave: Callable[[Result], None] | None = None,
 ) -> Result:
     """Label ``turns`` with ``job`` under ``overrides`` in this process; ``factory`` builds the labeller (by default
-    ``models.build_labeller``, which shares loaded models across configurations)."""
+    ``models.build_labeller``, which shares loaded models across configurations). ``on_wave`` gets the figures over
+    the turns labelled so far after every wave, so a long run can be read before it ends."""
     from labelling import models
     from labelling.canonical import Canonicaliser
 
     configured = apply(job, overrides)
     labeller = (factory or models.build_labeller)(configured)
+    canon = Canonicaliser(labeller.schema, configured.dst.retriever.use_normalizer)
+    done: list = []
     start = time.perf_counter()
-    labels = labeller.label(list(turns))
-    seconds = time.perf_counter() - start
-    acc = score(turns, labels)
-    samples, bad = off_schema_counts(Canonicaliser(labeller.schema, configured.dst.retriever.use_normalizer), turns, labels)
-    no_change = sum(lab.dst.chosen == NO_CHANGE_LABEL for lab in labels)
-    summary, errors = acc.summary(), acc.errors(top=8)
-    return Result(name, overrides, len(labels), seconds, summary, samples, bad, no_change, errors, choices(labels))
+
+    def figures(labels: list) -> Result:
+        labelled = {lab.key for lab in labels}
+        scored = [t for t in turns if t.key in labelled]
+        acc = score(scored, labels)
+        samples, bad = off_schema_counts(canon, scored, labels)
+        no_change = sum(lab.dst.chosen == NO_CHANGE_LABEL for lab in labels)
+        seconds = time.perf_counter() - start
+        return Result(
+            name, overrides, len(labels), seconds, acc.summary(), samples, bad, no_change, acc.errors(top=8), choices(labels)
+        )
+
+    def wave(labels: list) -> None:
+        done.extend(labels)
+        if on_wave is not None:
+            on_wave(figures(done))
+
+    labels = labeller.label(list(turns), on_wave=wave)
+    return figures(labels)
 
 
 def choices(labels: Sequence[TurnLabel]) -> list[dict]:

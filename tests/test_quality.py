@@ -50,7 +50,9 @@ def test_one_configuration_end_to_end_on_a_tiny_model(fast_job, tiny_lm, embedde
         return PartitionLabeller(job, schema, tiny_lm, tiny_lm, *indexes)
 
     overrides = quality.configurations(fast_job)["noisy channel"]
-    result = quality.run_configuration(fast_job, "noisy channel", overrides, turns, factory)
+    seen: list[quality.Result] = []
+    result = quality.run_configuration(fast_job, "noisy channel", overrides, turns, factory, on_wave=seen.append)
+    assert seen and seen[-1].figures()["turns"] == 3 and seen[-1].metrics == result.metrics
     figures = result.figures()
     assert figures["turns"] == 3 and figures["samples"] == 3 * 2 * 3  # 3 samples per module and turn
     assert 0 <= figures["off_schema"] <= 1 and 0 <= figures["no_change"] <= 1 and figures["seconds_per_turn"] > 0
