@@ -43,7 +43,7 @@ def chart(report: dict, out: Path) -> Path:
     ax.set_ylabel("score")
     ax.set_title(f"group {report['group']}: per partition, in labelling order")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

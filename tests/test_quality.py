@@ -8,14 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from labelling import quality
 from labelling.labeller import PartitionLabeller
 from labelling.retrieval import build_index
 from labelling.schema import Schema
 
 
-def test_the_held_out_slice_is_fixed_and_large_enough(fast_job):
-    turns = quality.held_out_turns(fast_job)
+@pytest.fixture(scope="module")
+def held_out() -> list:
+    """The whole slice, read once for the module (reading the bundled corpus takes seconds)."""
+    from tests.partition_worker import tiny_job
+
+    return quality.held_out_turns(tiny_job())
+
+
+def test_the_held_out_slice_is_fixed_and_large_enough(fast_job, held_out):
+    turns = held_out
     assert len(turns) == 67 and len({t.dialogue_id for t in turns}) == quality.HELD_OUT_DIALOGUES
     assert turns[0].dialogue_id == "PMUL2282.json"
     assert quality.held_out_turns(fast_job, limit=5) == turns[:5]
@@ -33,16 +43,16 @@ def test_configurations_are_overrides_that_change_only_the_mode(fast_job):
     assert bool(constrained) == (quality.constraint_switch() is not None)
 
 
-def test_the_always_empty_baseline_scores_what_empty_labels_score(fast_job):
-    turns = quality.held_out_turns(fast_job)
+def test_the_always_empty_baseline_scores_what_empty_labels_score(held_out):
+    turns = held_out
     figures = quality.baseline(turns).figures()
     assert figures["state_f1"] == figures["acts_f1"] == figures["jga"] == 0.0
     assert figures["turn_acc"] == quality.gold_no_change_share(turns) > 0
     assert figures["no_change"] == 1.0 and figures["off_schema"] is None
 
 
-def test_one_configuration_end_to_end_on_a_tiny_model(fast_job, tiny_lm, embedder):
-    turns = quality.held_out_turns(fast_job, limit=3)
+def test_one_configuration_end_to_end_on_a_tiny_model(fast_job, tiny_lm, embedder, held_out):
+    turns = held_out[:3]
 
     def factory(job):
         schema = Schema.load(None, tuple(job.services))
