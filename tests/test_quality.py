@@ -4,6 +4,7 @@ on a tiny model (figures in range, baseline beside it, the CLI's argument checks
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,26 @@ def test_unknown_configuration_is_a_one_line_error(tmp_path):
     )
     assert done.returncode != 0 and "unknown 'beam'" in done.stderr and "known: greedy" in done.stderr
     assert not (tmp_path / "q.json").exists()
+
+
+def test_the_channel_ranking_diagnostic_scores_every_candidate_three_ways(fast_job, tiny_lm, embedder, dev_dialogues):
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "channel_ranking.py"), run_name="diag")
+    schema = Schema.load(None, tuple(fast_job.services))
+    labeller = PartitionLabeller(fast_job, schema, tiny_lm, tiny_lm, None, None)
+    turn = next(t for d in dev_dialogues for t in d if len(t.turn_slot_values.get("hotel", {})) >= 2)
+    row = script["rank_turn"](labeller, turn)
+    assert row["candidates"] == ["gold", "no_change", "demo_like", "gold_minus_one"]
+    assert all(len(row[way]) == 4 for way in script["WAYS"])
+    assert row["likelihood"][0] == pytest.approx(row["joint"][0] - tiny_lm.score(*_channel(labeller, turn))[0], abs=1e-3)
+
+
+def _channel(labeller, turn):
+    """The channel prompt and gold tail, as the diagnostic builds them, for an independent check of its arithmetic."""
+    from labelling.demos import DEMOS
+    from labelling.prompts import DST_PREFIX, Example
+
+    examples = [labeller._dst_example(d) for d in DEMOS]
+    target = Example(turn.last_slot_values, turn.last_system_utterance, turn.user_utterance, turn.system_response)
+    text = [turn.last_system_utterance, turn.user_utterance]
+    gold = labeller.builder.intent_string(turn.last_slot_values, turn.slot_values, text)
+    return labeller.builder.prompt("dst_channel", examples, target), [gold[len(DST_PREFIX) :]]
