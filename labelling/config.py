@@ -90,6 +90,7 @@ class ModuleConfig:
     generation_cfg: GenerationConfig = field(default_factory=GenerationConfig)
     add_predictions_to_index: bool = True
     fill_with_demos: bool = True
+    constrain_to_schema: bool = False  # sample only completions inside the schema's grammar (labelling/grammar.py)
 
 
 @dataclass

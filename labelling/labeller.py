@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from labelling.acts import Act, acts_from_json, acts_to_json
@@ -35,6 +36,7 @@ from labelling.states import State
 from labelling.turns import Turn
 
 if TYPE_CHECKING:  # the labeller drives any object with LanguageModel's interface; torch loads only with a model
+    from labelling.grammar import SchemaGrammar
     from labelling.lm import LanguageModel
 
 FLAG_DST_UNPARSEABLE = "dst_unparseable"
@@ -198,6 +200,7 @@ class PartitionLabeller:
         self.metrics = MetricsAccumulator()
         self._states: dict[str, State] = {}
         self._acts: dict[str, list[Act]] = {}
+        self._grammars: dict[str, SchemaGrammar] = {}
 
     # --- public API -----------------------------------------------------------------------------------
 
@@ -343,7 +346,11 @@ class PartitionLabeller:
 
         observed = [t.user_utterance for t in wave]
         glue = (DST_PREFIX, DST_CONNECTIVE, NO_CHANGE)
-        return self._run_module("dst", ("dst", "dst_channel"), found, examples, targets, params, canonical, glue, observed)
+        grammar = self._grammar("dst")
+        constrain = (lambda i: grammar.dst(priors[i])) if grammar else None
+        return self._run_module(
+            "dst", ("dst", "dst_channel"), found, examples, targets, params, canonical, glue, observed, constrain
+        )
 
     def _run_acts(self, wave: list[Turn], priors: list[State], states: list[State]):
         queries = [_query(t, prior, state) for t, prior, state in zip(wave, priors, states, strict=True)]
@@ -355,6 +362,7 @@ class PartitionLabeller:
         ]
         params = self._params("act", ACT_STOPS)
         observed = [t.system_response for t in wave]
+        grammar = self._grammar("act")
         return self._run_module(
             "act",
             ("act", "act_channel"),
@@ -365,9 +373,20 @@ class PartitionLabeller:
             lambda i, text: self.canon.acts(text),
             (ACT_PREFIX, ACT_CONNECTIVE, NO_ACTS),
             observed,
+            (lambda i: grammar.acts()) if grammar else None,
         )
 
-    def _run_module(self, module, modes, found, examples, targets, params, canonical, glue, observed):
+    def _grammar(self, module: str) -> SchemaGrammar | None:
+        """The schema grammar for the module's tokenizer when it samples with `constrain_to_schema`, else None."""
+        if not self._module(module).constrain_to_schema:
+            return None
+        if module not in self._grammars:
+            from labelling.grammar import SchemaGrammar  # llguidance loads only when constraints are on
+
+            self._grammars[module] = SchemaGrammar(self.schema, self.lms[module].tokenizer)
+        return self._grammars[module]
+
+    def _run_module(self, module, modes, found, examples, targets, params, canonical, glue, observed, constrain=None):
         """Sample, canonicalise, score and choose for one module over a wave; returns (outputs, labels, flags per turn).
 
         A turn whose prompt is too long even without examples is not sampled: it gets the module's "nothing" answer
@@ -376,7 +395,11 @@ class PartitionLabeller:
         lm, reserve = self.lms[module], params.max_new_tokens
         fitted = [self._fit(module, modes[0], ex, tg, reserve) for ex, tg in zip(examples, targets, strict=True)]
         runnable = [i for i, (_, _, fits) in enumerate(fitted) if fits]
-        drawn = lm.sample([fitted[i][0] for i in runnable], params) if runnable else []
+        prompts = [fitted[i][0] for i in runnable]
+        if constrain is not None and runnable:  # `constrain(i)` makes one sample's constraint for turn i
+            drawn = lm.sample(prompts, params, constraints=[partial(constrain, i) for i in runnable])
+        else:
+            drawn = lm.sample(prompts, params) if runnable else []
         samples = dict(zip(runnable, drawn, strict=True))
         candidates, parsed, flags = [], [], [[] for _ in targets]
         for i in range(len(targets)):

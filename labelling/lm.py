@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +21,7 @@ from transformers.cache_utils import DynamicLayer
 
 from labelling import model_cache
 from labelling.errors import ConfigError, ModelError
-from labelling.generation import Prompt, Sample, SamplingParams
+from labelling.generation import Prompt, Sample, SamplingParams, TokenConstraint
 
 PREFIX_CACHE_SIZE = 4
 QUANTIZATIONS = ("8bit", "4bit")  # bitsandbytes weights, CUDA only
@@ -178,14 +178,23 @@ class LanguageModel:
         return len(self._encode(text))
 
     @torch.inference_mode()
-    def sample(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Sample]]:
-        """Draw `params.n` samples per prompt; a prompt's samples depend only on it and the seed, not on its batch."""
+    def sample(
+        self,
+        prompts: list[Prompt],
+        params: SamplingParams,
+        constraints: Sequence[Callable[[], TokenConstraint]] | None = None,
+    ) -> list[list[Sample]]:
+        """Draw `params.n` samples per prompt; a prompt's samples depend only on it and the seed, not on its batch.
+
+        `constraints[i]`, when given, makes a fresh per-sample constraint for prompt i (see `_decode`).
+        """
         encoded = [self._encode_prompt(p) for p in prompts]
         out: list[list[Sample]] = [[] for _ in prompts]
         for chunk in self._chunks(encoded, [params.n] * len(prompts), [params.max_new_tokens] * len(prompts)):
             state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], params.max_new_tokens)
             keys = [(i, j) for i, js in chunk for j in js]
-            drafts = self._decode(state, [_seed(prompts[i], params.seed, j) for i, j in keys], params)
+            rows = [constraints[i]() for i, _ in keys] if constraints else None
+            drafts = self._decode(state, [_seed(prompts[i], params.seed, j) for i, j in keys], params, rows)
             for (i, _), draft in zip(keys, drafts, strict=True):
                 out[i].append(draft.finish())
         return out
@@ -345,14 +354,24 @@ class LanguageModel:
         valid = torch.arange(width, device=self.device)[None, :] < lengths[:, None]
         return (token_logps * valid).sum(1).tolist()
 
-    def _decode(self, state: _State, seeds: list[int], params: SamplingParams) -> list[_Draft]:
-        """Sample every row until EOS, a stop string or `max_new_tokens`; finished rows leave the batch."""
+    def _decode(
+        self, state: _State, seeds: list[int], params: SamplingParams, constraints: list[TokenConstraint] | None = None
+    ) -> list[_Draft]:
+        """Sample every row until EOS, a stop string or `max_new_tokens`; finished rows leave the batch.
+
+        With `constraints` (one per row), each draw sees only the tokens the row's constraint allows, and the constraint
+        is advanced with the drawn token: the whole hook is the two marked lines.
+        """
         drafts = [_Draft(torch.Generator().manual_seed(s)) for s in seeds]
         live = list(range(len(drafts)))
         logits = state.last
         for step in range(params.max_new_tokens):
+            if constraints:  # constraint hook 1/2: forbidden tokens get -inf before filtering and the draw
+                logits = _constrain(logits, [constraints[r] for r in live])
             tokens, logps = _draw(logits, [drafts[r].generator for r in live], params)
             for r, token, logp in zip(live, tokens.tolist(), logps.tolist(), strict=True):
+                if constraints:  # constraint hook 2/2: the row's grammar moves past the drawn token
+                    constraints[r].advance(token)
                 self._push(drafts[r], token, logp, params)
             self.stats["generated_tokens"] += len(live)
             keep = [k for k, r in enumerate(live) if not drafts[r].done]
@@ -378,6 +397,15 @@ class LanguageModel:
         hits = [i for i in (draft.text.find(s) for s in params.stop if s) if i >= 0]
         if hits:
             draft.cut, draft.done = min(hits), True
+
+
+def _constrain(logits: torch.Tensor, rows: Sequence[TokenConstraint]) -> torch.Tensor:
+    """`logits` with each row's disallowed tokens at -inf; columns past a constraint's vocabulary (padding) too."""
+    allowed = torch.zeros(logits.shape, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        mask = row.allowed()
+        allowed[i, : mask.numel()] = mask
+    return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
 
 
 def _draw(logits: torch.Tensor, generators: list[torch.Generator], params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
