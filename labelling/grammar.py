@@ -26,7 +26,7 @@ from labelling.schema import Schema, Service, Slot
 from labelling.states import DELETE, State, strip_blanks
 
 END = "]\n"  # closes the list; the sampler's stop string, so a constrained sample always stops there
-MAX_TEXT = 80  # characters in one free-text value (the longest gold value of the bundled corpus has 64)
+MAX_TEXT = 120  # characters in one free-text value (the longest gold value of the bundled corpus has 76)
 MAX_DIGITS = 6
 MAX_ACTS = 8  # acts in one list (twice the most in the bundled corpus); repeats would be deduplicated anyway
 GRAMMAR_CACHE_SIZE = 64

@@ -403,7 +403,7 @@ def _constrain(logits: torch.Tensor, rows: Sequence[TokenConstraint]) -> torch.T
     """`logits` with each row's disallowed tokens at -inf; columns past a constraint's vocabulary (padding) too."""
     allowed = torch.zeros(logits.shape, dtype=torch.bool)
     for i, row in enumerate(rows):
-        mask = row.allowed()
+        mask = row.allowed()[: logits.shape[-1]]
         allowed[i, : mask.numel()] = mask
     return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
 

@@ -210,3 +210,11 @@ def test_the_switch_is_per_module_off_by_default_and_type_checked(tmp_path):
     assert job.dst.constrain_to_schema and not job.act_tag.constrain_to_schema
     with pytest.raises(ConfigError, match="act_tag.constrain_to_schema: expected bool, got str"):
         config.from_dict({"act_tag": {"constrain_to_schema": "yes"}}, "cpu-small")
+
+
+def test_generic_entity_fields_get_one_canonical_order_the_grammar_accepts(schema, grammar):
+    canon = Canonicaliser(schema)
+    a = canon.acts("NotifySuccess(service='booking', entity=Entity(ref='X1', book_day='monday', name='alpha'))]")
+    b = canon.acts("NotifySuccess(service='booking', entity=Entity(name='alpha', ref='X1', book_day='monday'))]")
+    assert a.text == b.text and not a.errors
+    assert grammar.accepts(a.text[len(ACT_PREFIX) :] + "\n", grammar.act_grammar)
