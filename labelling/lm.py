@@ -5,12 +5,18 @@ reference does. Speed comes from levers behind the same interface, each switchab
 with `reuse_prefix`, the KV cache of each preamble is computed once and kept in a small LRU, each body is encoded once
 on top of it and expanded to its n samples or its continuations; and several prompts share one forward pass, up to
 `max_batch_tokens` (rows x columns). With `reuse_prefix=False` every row re-encodes its whole prompt.
+
+On a GPU the batch budget is sized from the memory left after loading (`labelling.memory`) unless the config sets it,
+and a call that runs out of device memory halves the budget and runs again (results do not depend on the batching).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,13 +25,19 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from labelling import model_cache
+from labelling import memory, model_cache
 from labelling.errors import ConfigError, ModelError
 from labelling.generation import Prompt, Sample, SamplingParams
 
 PREFIX_CACHE_SIZE = 4
 QUANTIZATIONS = ("8bit", "4bit")  # bitsandbytes weights, CUDA only
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+OOM_HINT = (
+    "use quantization: 8bit (profile starcoder-8bit), a card with more memory, one pool process per GPU, "
+    "or fewer retrieved examples (shorter prompts)"
+)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,15 +129,37 @@ class _Draft:
         return Sample(self.text[:cut].rstrip(), float(sum(self.logps[:kept])), kept, self.done)
 
 
+def _backs_off_on_oom(method):
+    """Run an LM call under the model's lock; on out-of-device-memory, halve the batch budget and run it whole again.
+
+    A call's results do not depend on its batching (tests/test_lm.py), so the rerun returns what the first try would
+    have. The failed attempt's tensors are freed (the exception is dropped) before the cache is emptied.
+    """
+
+    @functools.wraps(method)
+    def call(self: LanguageModel, *args, **kwargs):
+        with self._lock:
+            while True:
+                try:
+                    return method(self, *args, **kwargs)
+                except torch.OutOfMemoryError as exc:
+                    error = str(exc).splitlines()[0] if str(exc) else "out of memory"
+                self._shrink_budget(error)
+
+    return call
+
+
 class LanguageModel:
     """Samples and scores text with a Hugging Face causal LM; see the module docstring for the speed levers."""
 
-    def __init__(self, model, tokenizer, max_batch_tokens: int = 16384, reuse_prefix: bool = True):
+    def __init__(self, model, tokenizer, max_batch_tokens: int | None = None, reuse_prefix: bool = True):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.max_batch_tokens = max_batch_tokens
         self.reuse_prefix = reuse_prefix
         self.device = next(model.parameters()).device
+        self._budget = max_batch_tokens  # None: sized from free device memory on first use
+        self._lock = threading.RLock()  # one call at a time: a threads pool shares the model and its caches
+        self.oom_backoffs = 0
         config = model.config.get_text_config()
         limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
         self.context_length: int = int(next(n for n in [*limits, tokenizer.model_max_length] if n))
@@ -144,27 +178,32 @@ class LanguageModel:
         name_or_path: str,
         device: str = "cpu",
         dtype: str = "float32",
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int | None = None,
         reuse_prefix: bool = True,
         quantization: str | None = None,
     ) -> LanguageModel:
         """Load a hub id, a local folder, a `.gguf` file, or `smollm2` (the embedded model, converted once).
 
-        `quantization` ('8bit', '4bit') loads bitsandbytes weights on CUDA, so StarCoder-15B fits a 24 GB card.
+        The weights are created on the device and each shard is copied straight there (no whole model in host RAM).
+        `quantization` ('8bit', '4bit') loads bitsandbytes weights on CUDA, so StarCoder-15B fits a 24 GB card; it
+        computes in 16 bits. `max_batch_tokens` None sizes the batch budget from the memory left after loading.
         """
+        model_cache.check_access(name_or_path)
         path = model_cache.resolve_lm(name_or_path)
         target = _device(device)
-        quantized = _quantization_kwargs(quantization, target, _dtype(dtype))
+        dtype_ = load_dtype(dtype, quantization)
+        quantized = _quantization_kwargs(quantization, target, dtype_)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), **quantized)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_, device_map={"": target}, **quantized)
+        except torch.OutOfMemoryError as exc:
+            raise ModelError(f"language model {name_or_path!r} does not fit in the memory of {target}", hint=OOM_HINT) from exc
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load language model {name_or_path!r}: {str(exc).splitlines()[0]}",
                 hint=f"give a local folder, a .gguf file, a reachable hub id, or 'smollm2' ({model_cache.SMOLLM2_INSTALL})",
             ) from exc
-        # bitsandbytes places the weights itself (device_map) and refuses `.to()`.
-        return cls(model if quantized else model.to(target), tokenizer, max_batch_tokens, reuse_prefix)
+        return cls(model, tokenizer, max_batch_tokens, reuse_prefix)
 
     @classmethod
     def from_model(cls, model, tokenizer, device: str | None = None, dtype: str | None = None, **options) -> LanguageModel:
@@ -173,10 +212,54 @@ class LanguageModel:
             model = model.to(_dtype(dtype))
         return cls(model.to(_device(device)) if device else model, tokenizer, **options)
 
+    @property
+    def max_batch_tokens(self) -> int:
+        """Tokens (rows x columns) per forward pass: as configured, else sized from free device memory on first use.
+
+        Sized lazily, so that every model a job needs is loaded before the first one measures what is left.
+        """
+        if self._budget is None:
+            self._budget = self._sized_budget()
+        return self._budget
+
+    @max_batch_tokens.setter
+    def max_batch_tokens(self, value: int | None) -> None:
+        self._budget = value
+
+    def _sized_budget(self) -> int:
+        figures = _device_memory(self.device)
+        if figures is None:
+            return memory.CPU_BATCH_TOKENS
+        free, total = figures
+        shape = memory.KVShape.of(self.model.config.get_text_config(), self.model.dtype.itemsize)
+        budget = memory.batch_token_budget(free, total, shape)
+        if budget < memory.MIN_BATCH_TOKENS:
+            raise ModelError(
+                f"{free / 2**30:.1f} GiB of {total / 2**30:.1f} GiB left on {self.device} after loading: no room for a batch",
+                hint=OOM_HINT,
+            )
+        log.info(
+            "batch budget %d tokens: %.1f GiB free on %s, %d bytes per token at the peak (KV %d)",
+            budget, free / 2**30, self.device, shape.peak_bytes_per_token, shape.kv_bytes_per_token,
+        )  # fmt: skip
+        return budget
+
+    def _shrink_budget(self, error: str) -> None:
+        """After running out of device memory: halve the budget for this and later calls, or fail below the floor."""
+        failed = self.max_batch_tokens
+        if failed // 2 < memory.MIN_BATCH_TOKENS:
+            raise ModelError(f"out of memory on {self.device} even at max_batch_tokens={failed} ({error})", hint=OOM_HINT)
+        self.max_batch_tokens = failed // 2
+        self.oom_backoffs += 1
+        log.warning("out of memory on %s at max_batch_tokens=%d: retrying at %d", self.device, failed, failed // 2)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes when tokenised on its own, as every prompt part is."""
         return len(self._encode(text))
 
+    @_backs_off_on_oom
     @torch.inference_mode()
     def sample(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Sample]]:
         """Draw `params.n` samples per prompt; a prompt's samples depend only on it and the seed, not on its batch."""
@@ -194,6 +277,7 @@ class LanguageModel:
         """Summed fp32 log p(continuation | prompt) for each continuation, tokenised apart from the prompt."""
         return self.score_many([(prompt, continuations)])[0]
 
+    @_backs_off_on_oom
     @torch.inference_mode()
     def score_many(self, requests: list[tuple[Prompt, list[str]]]) -> list[list[float]]:
         """`score` for a whole wave of prompts, batched across prompts."""
@@ -422,6 +506,15 @@ def _dtype(name: str) -> torch.dtype | str:
     return DTYPES[name]
 
 
+def load_dtype(name: str, quantization: str | None) -> torch.dtype | str:
+    """The dtype to load with: the configured one, except that quantized weights compute in 16 bits (bfloat16 unless
+    float16 was asked for); with fp32 or the checkpoint's dtype the KV cache and activations would take twice the memory."""
+    dtype = _dtype(name)
+    if quantization is not None and dtype not in SIXTEEN_BIT:
+        return torch.bfloat16
+    return dtype
+
+
 def _quantization_kwargs(name: str | None, device: torch.device, dtype: torch.dtype | str) -> dict:
     """`from_pretrained` arguments for bitsandbytes '8bit' / '4bit' weights; {} for full-precision weights.
 
@@ -437,12 +530,19 @@ def _quantization_kwargs(name: str | None, device: torch.device, dtype: torch.dt
 
     if name == "8bit":
         config = BitsAndBytesConfig(load_in_8bit=True)
-    else:  # NF4 with double quantisation; matmuls run in bf16 unless fp16 was asked for
-        compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    else:  # NF4 with double quantisation; matmuls run in the 16-bit load dtype
         config = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
         )
-    return {"quantization_config": config, "device_map": {"": device.index or 0}}
+    return {"quantization_config": config}
+
+
+def _device_memory(device: torch.device) -> tuple[int, int] | None:
+    """(free, total) bytes on a CUDA device, counting memory torch holds cached but unused as free; None elsewhere."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), total
 
 
 def _device(name: str) -> torch.device:
@@ -450,6 +550,8 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"unknown device {name!r}", hint="use cpu, cuda, cuda:N or auto") from exc
+    # An explicit index, so weights placed with device_map land where the batch budget measures free memory.
+    return torch.device("cuda", 0) if device.type == "cuda" and device.index is None else device
