@@ -43,6 +43,11 @@ class ModelConfig:
     attn_implementation: str | None = None
     adapter_path: str | None = None
 
+    @property
+    def weights_quantization(self) -> str | None:
+        """The quantization the weights load with: `quantization`, else "8bit" for the reference's `load_in_8bit`."""
+        return self.quantization or ("8bit" if self.load_in_8bit else None)
+
 
 @dataclass
 class RetrieverConfig:
@@ -125,7 +130,7 @@ class JobConfig:
     data_num_partitions: int = 4
     seed: int = 42
     pool_refresh_waves: int = 0
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int | None = None  # rows x columns per forward pass; None: sized from free GPU memory (16384 on CPU)
     services: list[str] = field(default_factory=lambda: ["hotel", "train", "attraction", "restaurant", "taxi"])
     schema_path: str | None = None
 
@@ -138,7 +143,11 @@ class JobConfig:
         _check(self.data_num_partitions >= 0, "data_num_partitions", "must be >= 0")
         _check(self.data_warmup >= 0, "data_warmup", "must be >= 0")
         _check(self.pool_refresh_waves >= 0, "pool_refresh_waves", "must be >= 0 (0 keeps the pool fixed)")
-        _check(self.max_batch_tokens >= 256, "max_batch_tokens", "must be >= 256")
+        _check(
+            self.max_batch_tokens is None or self.max_batch_tokens >= 256,
+            "max_batch_tokens",
+            "must be >= 256, or null to size it from the device memory left after loading",
+        )
         _check(bool(self.services), "services", "must name at least one service")
         _check(len(set(self.services)) == len(self.services), "services", f"lists a service twice: {self.services}")
         if self.schema_path is None:  # another schema file is checked where it is read, on the machine that reads it
@@ -149,6 +158,7 @@ class JobConfig:
             _check(not unknown, "services", f"{unknown} are not services of the bundled schema ({', '.join(known)})")
         for name in ("dst", "act_tag"):
             _validate_module(name, getattr(self, name))
+        _share_loading_settings(self.dst.model, self.act_tag.model)
         return self
 
 
@@ -174,6 +184,33 @@ LEGACY_KEYS = {
 def _check(ok: bool, path: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config key {path}: {message}")
+
+
+def _share_loading_settings(dst: ModelConfig, act: ModelConfig) -> None:
+    """Both modules naming one model share one loaded copy, so they load it alike. A loading key left at its default on
+    one module takes the other's value (the reference's job files set torch_dtype on dst only); two different explicit
+    values are an error, since a second copy (8-bit on one module only, say) would not fit the card sized for one."""
+    if dst.model_name_or_path != act.model_name_or_path:
+        return
+    unset = ModelConfig()
+    for key in ("torch_dtype", "device", "quantization"):
+        ours, theirs = _loading_value(dst, key), _loading_value(act, key)
+        if ours == theirs:
+            continue
+        if ours == _loading_value(unset, key):
+            setattr(dst, key, theirs)
+        elif theirs == _loading_value(unset, key):
+            setattr(act, key, ours)
+        else:
+            raise ConfigError(
+                f"config keys dst.model.{key} ({ours!r}) and act_tag.model.{key} ({theirs!r}) differ, "
+                f"but both modules use {dst.model_name_or_path}, which is loaded once for both",
+                f"set {key} alike in both modules, or on one of them only (load_in_8bit: true counts as quantization 8bit)",
+            )
+
+
+def _loading_value(model: ModelConfig, key: str) -> object:
+    return model.weights_quantization if key == "quantization" else getattr(model, key)
 
 
 def _validate_module(name: str, module: ModuleConfig) -> None:
@@ -287,6 +324,11 @@ def _where(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
+def _both_models(**settings: object) -> dict:
+    """An override giving both modules' `model` the same loading settings (they share one loaded copy)."""
+    return {module: {"model": dict(settings)} for module in ("dst", "act_tag")}
+
+
 def _module(mode: str, k: int, top_p: float, n: int, model: str, embedder: str, max_new: int, warmup: int) -> dict:
     generation = {
         "generation_mode": mode,
@@ -320,6 +362,12 @@ PROFILES = {
         "data_num_partitions": 1,
     },
 }
+
+
+# StarCoder-15B in bf16 (31 GB; its checkpoint would load in fp32 under "auto") for 40 GB cards and up; with 8-bit
+# weights (about 16 GB, computing in bf16) for 24 GB cards. The batch budget is sized from the memory left.
+PROFILES["starcoder"] = _merge(PROFILES["starcoder"], _both_models(torch_dtype="bfloat16"))
+PROFILES["starcoder-8bit"] = _merge(PROFILES["starcoder"], _both_models(quantization="8bit"))
 
 
 def profile_dict(name: str) -> dict:

@@ -158,6 +158,7 @@ class LanguageModel:
         self.reuse_prefix = reuse_prefix
         self.device = next(model.parameters()).device
         self._budget = max_batch_tokens  # None: sized from free device memory on first use
+        self.max_batch_tokens_setting = max_batch_tokens  # as configured, before sizing or back-off
         self._lock = threading.RLock()  # one call at a time: a threads pool shares the model and its caches
         self.oom_backoffs = 0
         config = model.config.get_text_config()

@@ -262,3 +262,100 @@ def test_the_claim_stays_alive_while_the_models_load(connected, corpus):  # noqa
 
     result = run_partition(group, splits[1], worker="slow", labeller_factory=slow_load, lease_s=1.0)
     assert takeover["claim"] == "busy" and result.status == "done"
+
+
+# -- one loaded copy per model ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    tiny_gpt_bigcode().save_pretrained(tmp_path)
+    smollm2_tokenizer().save_pretrained(tmp_path)
+    return tmp_path
+
+
+def _job_on(model_dir, **dst_model):
+    job = tiny_job()
+    for module in (job.dst, job.act_tag):
+        module.model.model_name_or_path = str(model_dir)
+        module.model.device = "cpu"
+    for key, value in dst_model.items():
+        setattr(job.dst.model, key, value)
+    return job
+
+
+def test_modules_naming_one_model_share_one_copy_and_threads_load_it_once(monkeypatch, model_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from labelling import models
+
+    monkeypatch.setattr(models, "_LOADED", {})
+    real = lm_module.AutoModelForCausalLM.from_pretrained
+    loads = []
+
+    def counting(*args, **kwargs):
+        loads.append(args[0])
+        time.sleep(0.5)  # a slow load widens the window in which a second thread could start its own
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lm_module.AutoModelForCausalLM, "from_pretrained", counting)
+    job = _job_on(model_dir).validate()
+    with ThreadPoolExecutor(4) as pool:
+        lms = list(pool.map(lambda m: models.language_model(m, None), [job.dst, job.act_tag, job.dst, job.act_tag]))
+    assert len(loads) == 1 and all(lm is lms[0] for lm in lms)
+    # The plain path (no prefix reuse) gets its own engine around the same weights, not a second copy.
+    job.dst.model.use_past_key_value_cache = False
+    plain = models.language_model(job.dst, None)
+    assert plain is not lms[0] and plain.model is lms[0].model and len(loads) == 1
+
+
+def test_the_same_model_loaded_two_ways_is_a_config_error_naming_both_keys(model_dir):
+    from labelling.errors import ConfigError
+
+    conflicting = _job_on(model_dir, quantization="8bit")
+    conflicting.act_tag.model.quantization = "4bit"
+    with pytest.raises(ConfigError) as err:
+        conflicting.validate()
+    message = str(err.value)
+    assert "dst.model.quantization ('8bit')" in message and "act_tag.model.quantization ('4bit')" in message
+    conflicting = _job_on(model_dir, torch_dtype="bfloat16")
+    conflicting.act_tag.model.torch_dtype = "float16"
+    with pytest.raises(ConfigError, match=r"dst.model.torch_dtype \('bfloat16'\) and act_tag.model.torch_dtype \('float16'\)"):
+        conflicting.validate()
+
+
+def test_a_loading_key_set_on_one_module_applies_to_both(model_dir):
+    # 8-bit on dst only used to load a second, full-precision copy for act_tag (an OOM on a 24 GB card).
+    job = _job_on(model_dir, quantization="8bit", torch_dtype="bfloat16").validate()
+    assert job.act_tag.model.weights_quantization == "8bit" and job.act_tag.model.torch_dtype == "bfloat16"
+    job = _job_on(model_dir, load_in_8bit=True)  # the reference's flag on one module
+    job.act_tag.model.quantization = "8bit"
+    assert job.validate().dst.model.weights_quantization == "8bit"
+
+
+def test_starcoder_profiles_load_bf16_and_8bit_on_both_modules():
+    from labelling import config
+
+    bf16, int8 = config.load(profile="starcoder"), config.load(profile="starcoder-8bit")
+    for module in (bf16.dst, bf16.act_tag):
+        assert (module.model.torch_dtype, module.model.weights_quantization) == ("bfloat16", None)
+    for module in (int8.dst, int8.act_tag):
+        assert (module.model.torch_dtype, module.model.weights_quantization) == ("bfloat16", "8bit")
+    assert bf16.max_batch_tokens is None and int8.max_batch_tokens is None  # sized from free memory
+
+
+def test_a_job_on_another_model_frees_the_loaded_one(monkeypatch, model_dir, tmp_path_factory):
+    from labelling import models
+
+    monkeypatch.setattr(models, "_LOADED", {})
+    first = _job_on(model_dir).validate()
+    models.language_model(first.dst, None)
+    other_dir = tmp_path_factory.mktemp("other")
+    tiny_llama().save_pretrained(other_dir)
+    smollm2_tokenizer().save_pretrained(other_dir)
+    models.keep_only(_job_on(other_dir).validate())
+    assert not [key for key in models._LOADED if key[0] == "lm"]
+    models.keep_only(first)  # the model in use stays
+    lm = models.language_model(first.dst, None)
+    models.keep_only(first)
+    assert models.language_model(first.act_tag, None) is lm
