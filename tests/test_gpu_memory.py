@@ -199,6 +199,7 @@ def _rounded(value: object) -> object:
     return value
 
 
+@pytest.mark.slow  # two partition runs, ~30 s on 2 cores: CI runs it in the slow step
 def test_a_partition_backs_off_from_oom_and_labels_every_turn_once(connected, corpus):  # noqa: F811
     name, splits = corpus
     job = tiny_job()
@@ -249,7 +250,6 @@ def test_a_partition_that_runs_out_of_memory_at_the_floor_fails_with_the_reason(
 def test_the_claim_stays_alive_while_the_models_load(connected, corpus):  # noqa: F811
     name, splits = corpus
     group = new_group(name, tiny_job())
-    factory = tiny_labeller_factory()
     takeover = {}
 
     def slow_load(config, schema):
@@ -258,10 +258,11 @@ def test_the_claim_stays_alive_while_the_models_load(connected, corpus):  # noqa
             takeover["claim"] = store.claim_partition(group, splits[1], "other-worker", lease_s=1.0)
         except store.PartitionBusy:
             takeover["claim"] = "busy"
-        return factory(config, schema)
+        raise RuntimeError("enough: the load is what this test is about")
 
-    result = run_partition(group, splits[1], worker="slow", labeller_factory=slow_load, lease_s=1.0)
-    assert takeover["claim"] == "busy" and result.status == "done"
+    with pytest.raises(RuntimeError, match="enough"):
+        run_partition(group, splits[1], worker="slow", labeller_factory=slow_load, lease_s=1.0)
+    assert takeover["claim"] == "busy"  # before the fix, the other worker took the claim of a run still loading
 
 
 # -- one loaded copy per model ----------------------------------------------------------------------------------------
