@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from labelling import store
 from labelling.config import JobConfig
-from labelling.labeller import PartitionLabeller, TurnLabel, waves
+from labelling.labeller import PartitionLabeller, waves
+from labelling.records import TurnLabel
 from labelling.schema import Schema
 
 LabellerFactory = Callable[[JobConfig, Schema], PartitionLabeller]

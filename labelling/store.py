@@ -32,8 +32,8 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 
 from labelling import config as job_config
 from labelling.errors import StoreError
-from labelling.labeller import TurnLabel, example_turn
 from labelling.mongo_server import URI_ENV, EmbeddedServer, ensure_server
+from labelling.records import TurnLabel, example_turn
 from labelling.redact import mask_uri
 from labelling.schema import Schema
 from labelling.states import strip_blanks

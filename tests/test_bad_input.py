@@ -19,17 +19,17 @@ import torch
 from labelling import mongo_server, store
 from labelling.channel import Candidate
 from labelling.corpus import partition, read_corpus, write_dataset
-from labelling.labeller import (
+from labelling.labeller import NO_CHANGE
+from labelling.lm import LanguageModel
+from labelling.prompts import DST_CONNECTIVE, DST_PREFIX, Example
+from labelling.records import (
     FLAG_DST_UNPARSEABLE,
     FLAG_EXAMPLES_DROPPED,
     FLAG_PROMPT_TOO_LONG,
     FLAGGED_TURNS,
-    NO_CHANGE,
     ModuleOutput,
     TurnLabel,
 )
-from labelling.lm import LanguageModel
-from labelling.prompts import DST_CONNECTIVE, DST_PREFIX, Example
 from tests.cli_helpers import run_cli
 from tests.mongo_fixture import connected, ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
 from tests.partition_worker import tiny_job
