@@ -20,7 +20,11 @@ from pathlib import Path
 
 from labelling.errors import ConfigError
 
+if typing.TYPE_CHECKING:
+    from labelling.schema import Schema
+
 log = logging.getLogger(__name__)
+DEFAULT_PROFILE = "cpu-small"  # the profile every command starts from when none is named
 GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond")
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # the names lm.DTYPES maps (kept apart: no torch import here)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -132,6 +136,12 @@ class JobConfig:
     def to_dict(self) -> dict:
         """Plain-dict form, for storing beside the labels and in dataset cards."""
         return dataclasses.asdict(self)
+
+    def load_schema(self) -> Schema:
+        """The service schema this job labels with: its schema file (default: the bundled one) cut to its services."""
+        from labelling.schema import Schema
+
+        return Schema.load(self.schema_path, tuple(self.services))
 
     def validate(self) -> JobConfig:
         """Raise ConfigError on out-of-range values; returns self so calls can chain."""
@@ -261,7 +271,7 @@ def from_dict(data: dict, profile: str | None = None) -> JobConfig:
 def load(path: str | Path | None = None, profile: str | None = None) -> JobConfig:
     """Read a job file (.json, .yaml or .yml); with only ``profile``, the built-in profile itself."""
     if path is None:
-        return from_dict({}, profile or "cpu-small")
+        return from_dict({}, profile or DEFAULT_PROFILE)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -327,3 +337,14 @@ def profile_dict(name: str) -> dict:
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}", f"built-in profiles: {', '.join(PROFILES)}")
     return copy.deepcopy(PROFILES[name])
+
+
+def first_difference(a: object, b: object, path: str = "") -> str | None:
+    """The dotted key path of the first place two plain JSON-like values differ, or None when they are equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if a == b else (path or "<top>")
