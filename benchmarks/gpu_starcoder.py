@@ -48,7 +48,7 @@ STARCODER = dict(
     eos_token_id=0,
 )
 TINY = dict(STARCODER, n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=4096)
-STARCODER_TOP_P = 0.7  # the reference's DST sampling (method.md), top-k 50
+STARCODER_TOP_P = 0.7  # the reference's DST sampling (docs/method.md §2.3), top-k 50
 
 
 # -- model and prompts ------------------------------------------------------------------------------------------------
