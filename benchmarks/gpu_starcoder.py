@@ -52,7 +52,7 @@ STARCODER = dict(
     eos_token_id=0,
 )
 TINY = dict(STARCODER, n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=4096)
-STARCODER_TOP_P = 0.7  # the reference's DST sampling (method.md), top-k 50
+STARCODER_TOP_P = 0.7  # the reference's DST sampling (docs/method.md §2.3), top-k 50
 TRANSFORMERS_NEEDED = (5, 24)  # the engine calls model(cache=...) and reads out.cache (requirements.txt pins 5.24.0)
 # Vendor peak memory bandwidth, GB/s, by a part of the name torch reports; the first match wins (most specific first).
 BANDWIDTH_GBS = (

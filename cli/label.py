@@ -20,7 +20,7 @@ from labelling.errors import CorpusError, LabellingError
 from labelling.turns import Turn
 
 if TYPE_CHECKING:
-    from labelling.labeller import TurnLabel
+    from labelling.records import TurnLabel
 
 console = Console(stderr=True)
 
@@ -50,7 +50,7 @@ def load_split(dataset: Path, split: str, limit_dialogues: int | None = None) ->
 
 
 def _read_partial(path: Path) -> list[TurnLabel]:
-    from labelling.labeller import TurnLabel
+    from labelling.records import TurnLabel
 
     if not path.exists():
         return []

@@ -158,7 +158,7 @@ def run_path(job: JobConfig, turns: Sequence[Turn], path: str, threads: int | No
     start = time.perf_counter()
     labels = labeller.label(list(turns))
     seconds = time.perf_counter() - start
-    lms = {id(lm): lm for lm in labeller.lms.values()}.values()
+    lms = {id(m.lm): m.lm for m in labeller.modules}.values()
     stats: dict[str, int] = {}
     for lm in lms:
         for key, value in lm.stats.items():

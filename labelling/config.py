@@ -20,8 +20,15 @@ from pathlib import Path
 
 from labelling.errors import ConfigError
 
+if typing.TYPE_CHECKING:
+    from labelling.schema import Schema
+
 log = logging.getLogger(__name__)
+DEFAULT_PROFILE = "cpu-small"  # the profile every command starts from when none is named
 GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond")
+# What becomes of a sample that does not parse: it competes as "no change" / no acts (the reference), or it is dropped
+# whenever another sample parsed (docs/deviations.md, C4).
+UNPARSEABLE_SAMPLES = ("compete", "drop")
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # the names lm.DTYPES maps (kept apart: no torch import here)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 QUANTIZATIONS = ("8bit", "4bit")  # what lm.LanguageModel.load accepts (named here too: config must not import torch)
@@ -39,7 +46,6 @@ class ModelConfig:
     use_past_key_value_cache: bool = True
     load_in_8bit: bool = False  # the reference's flag: the same as quantization "8bit"
     quantization: str | None = None  # "8bit" | "4bit": bitsandbytes weights on CUDA (StarCoder-15B on 24 GB cards)
-    stop_sequences: list[str] | None = None
     attn_implementation: str | None = None
     adapter_path: str | None = None
 
@@ -94,7 +100,8 @@ class ModuleConfig:
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     generation_cfg: GenerationConfig = field(default_factory=GenerationConfig)
     add_predictions_to_index: bool = True
-    fill_with_demos: bool = True
+    fill_with_demos: bool = False  # invented demos while the index is small: only for small models (cpu-small)
+    unparseable_samples: str = "compete"
 
 
 @dataclass
@@ -130,6 +137,7 @@ class JobConfig:
     data_num_partitions: int = 4
     seed: int = 42
     pool_refresh_waves: int = 0
+    turns_per_batch: int = 0  # turns labelled between index updates; 0 labels a whole turn-id wave at once
     max_batch_tokens: int | None = None  # rows x columns per forward pass; None: sized from free GPU memory (16384 on CPU)
     services: list[str] = field(default_factory=lambda: ["hotel", "train", "attraction", "restaurant", "taxi"])
     schema_path: str | None = None
@@ -138,11 +146,18 @@ class JobConfig:
         """Plain-dict form, for storing beside the labels and in dataset cards."""
         return dataclasses.asdict(self)
 
+    def load_schema(self) -> Schema:
+        """The service schema this job labels with: its schema file (default: the bundled one) cut to its services."""
+        from labelling.schema import Schema
+
+        return Schema.load(self.schema_path, tuple(self.services))
+
     def validate(self) -> JobConfig:
         """Raise ConfigError on out-of-range values; returns self so calls can chain."""
         _check(self.data_num_partitions >= 0, "data_num_partitions", "must be >= 0")
         _check(self.data_warmup >= 0, "data_warmup", "must be >= 0")
         _check(self.pool_refresh_waves >= 0, "pool_refresh_waves", "must be >= 0 (0 keeps the pool fixed)")
+        _check(self.turns_per_batch >= 0, "turns_per_batch", "must be >= 0 (0 labels whole waves)")
         _check(
             self.max_batch_tokens is None or self.max_batch_tokens >= 256,
             "max_batch_tokens",
@@ -176,7 +191,7 @@ LEGACY_KEYS = {
     },
     DataConfig: {"train_set_path_or_name", "train_set_split_name"},
     ModuleConfig: {"verbatim_k_examples", "verbatim_documents_path"},
-    ModelConfig: {"examples"},
+    ModelConfig: {"examples", "stop_sequences"},  # stop strings are fixed per module (docs/deviations.md, B1)
     RetrieverConfig: {"index_set_path_or_name", "index_set_split_name", "from_artifact"},
 }
 
@@ -217,6 +232,8 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     s, r, g = module.generation_cfg.sampling_args, module.retriever, module.generation_cfg
     prefix = f"{name}.generation_cfg"
     _check(g.generation_mode in GENERATION_MODES, f"{prefix}.generation_mode", f"must be one of {', '.join(GENERATION_MODES)}")
+    choices = ", ".join(UNPARSEABLE_SAMPLES)
+    _check(module.unparseable_samples in UNPARSEABLE_SAMPLES, f"{name}.unparseable_samples", f"must be one of {choices}")
     _check(0 < s.top_p <= 1, f"{prefix}.sampling_args.top_p", f"must be in (0, 1], got {s.top_p}")
     _check(s.top_k >= 0, f"{prefix}.sampling_args.top_k", f"must be >= 0 (0 disables top-k), got {s.top_k}")
     _check(0 < s.temperature < math.inf, f"{prefix}.sampling_args.temperature", f"must be > 0 and finite, got {s.temperature}")
@@ -298,7 +315,7 @@ def from_dict(data: dict, profile: str | None = None) -> JobConfig:
 def load(path: str | Path | None = None, profile: str | None = None) -> JobConfig:
     """Read a job file (.json, .yaml or .yml); with only ``profile``, the built-in profile itself."""
     if path is None:
-        return from_dict({}, profile or "cpu-small")
+        return from_dict({}, profile or DEFAULT_PROFILE)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -338,35 +355,45 @@ def _module(mode: str, k: int, top_p: float, n: int, model: str, embedder: str, 
     return {"model": {"model_name_or_path": model}, "retriever": retriever, "generation_cfg": generation}
 
 
+_SMALL = {"fill_with_demos": True, "unparseable_samples": "drop"}
+_STARCODER_MODEL = {"model_name_or_path": "bigcode/starcoder", "torch_dtype": "bfloat16"}  # as the reference's job files
+
+
 PROFILES = {
-    # The reference's initial-labelling settings (method.md §2.3).
+    # The reference's initial-labelling settings (docs/method.md §2.3), with its 2-turn batches on a large GPU (§2.4).
     "starcoder": {
         "dst": {
             **_module("noisy_channel_joint", 8, 0.7, 8, "bigcode/starcoder", "sentence-transformers/all-mpnet-base-v2", 120, 32),
+            "model": dict(_STARCODER_MODEL),
             "module_type": "dst",
             "fill_with_demos": False,
+            "unparseable_samples": "compete",
         },
         "act_tag": {
             **_module("noisy_channel_cond", 6, 0.8, 8, "bigcode/starcoder", "sentence-transformers/all-mpnet-base-v2", 120, 32),
+            "model": dict(_STARCODER_MODEL),
             "module_type": "act_tag",
             "fill_with_demos": False,
+            "unparseable_samples": "compete",
         },
         "data_warmup": 24,
         "data_num_partitions": 4,
+        "turns_per_batch": 2,
     },
     # Embedded models on a CPU: fewer, shorter samples and fewer examples so a turn takes seconds.
     "cpu-small": {
-        "dst": {**_module("noisy_channel_joint", 3, 0.7, 3, "smollm2", "minilm", 48, 3), "module_type": "dst"},
-        "act_tag": {**_module("noisy_channel_cond", 3, 0.8, 3, "smollm2", "minilm", 40, 3), "module_type": "act_tag"},
+        # A 135M model needs to see the call format before its index fills: invented demos, and samples that do not
+        # parse are dropped rather than voting for "no change".
+        "dst": {**_module("noisy_channel_joint", 3, 0.7, 3, "smollm2", "minilm", 48, 3), "module_type": "dst", **_SMALL},
+        "act_tag": {**_module("noisy_channel_cond", 3, 0.8, 3, "smollm2", "minilm", 40, 3), "module_type": "act_tag", **_SMALL},
         "data_warmup": 0,
         "data_num_partitions": 1,
     },
 }
 
 
-# StarCoder-15B in bf16 (31 GB; its checkpoint would load in fp32 under "auto") for 40 GB cards and up; with 8-bit
-# weights (about 16 GB, computing in bf16) for 24 GB cards. The batch budget is sized from the memory left.
-PROFILES["starcoder"] = _merge(PROFILES["starcoder"], _both_models(torch_dtype="bfloat16"))
+# StarCoder-15B with 8-bit weights (about 16 GB, computing in bf16) for 24 GB cards; "starcoder" (bf16, 31 GB) needs
+# 40 GB and up. Either way the batch budget is sized from the memory left after loading.
 PROFILES["starcoder-8bit"] = _merge(PROFILES["starcoder"], _both_models(quantization="8bit"))
 
 
@@ -375,3 +402,14 @@ def profile_dict(name: str) -> dict:
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}", f"built-in profiles: {', '.join(PROFILES)}")
     return copy.deepcopy(PROFILES[name])
+
+
+def first_difference(a: object, b: object, path: str = "") -> str | None:
+    """The dotted key path of the first place two plain JSON-like values differ, or None when they are equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if a == b else (path or "<top>")

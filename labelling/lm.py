@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,13 @@ from labelling.errors import ConfigError, ModelError
 from labelling.generation import Prompt, Sample, SamplingParams
 
 PREFIX_CACHE_SIZE = 4
+# A decode batch keeps its finished rows (masked) until fewer than this share of its rows are live, then compacts.
+COMPACT_BELOW = 0.75
+# Prompts sharing at least this many leading body tokens encode them once (channel candidates on one turn's prompt).
+MIN_SHARED_TOKENS = 16
+_REPLACEMENT = "\ufffd"  # what decoding puts for a character whose bytes are not all there yet
+_PROBE = "Hello world. It's 3 o'clock , isn't it ?\n  café naïve — 東京 🙂 ok\t[agent.no_change()]"
+log = logging.getLogger(__name__)
 QUANTIZATIONS = ("8bit", "4bit")  # bitsandbytes weights, CUDA only
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 SIXTEEN_BIT = (torch.bfloat16, torch.float16)
@@ -62,7 +70,7 @@ class _State:
         cache = None
         if self.cache is not None:
             cache = DynamicCache()
-            cache.layers = [_RoomyLayer(k[idx], v[idx], room) for k, v, *_ in self.cache]
+            cache.layers = [_RoomyLayer.gathered(layer, idx, room) for layer in self.cache.layers]
         return _State(cache, self.mask[idx], None if self.last is None else self.last[idx])
 
 
@@ -72,11 +80,24 @@ class _RoomyLayer(DynamicLayer):
     HF's DynamicLayer concatenates on every update, which during decoding copies the whole cache at every step.
     """
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int, stores: list[torch.Tensor] | None = None):
         super().__init__()
         self.lazy_initialization(keys, values)
-        self._store = [_with_room(t, t.shape[-2] + room) for t in (keys, values)]
+        self._store = stores or [_with_room(t, t.shape[-2] + room) for t in (keys, values)]
         self._expose(keys.shape[-2])
+
+    @classmethod
+    def gathered(cls, layer: DynamicLayer, idx: torch.Tensor, room: int) -> _RoomyLayer:
+        """The rows `idx` of `layer` with `room` spare positions, in one copy when the layer's buffer already has the room.
+
+        Gathering the whole buffer (spare room included) copies each kept row once; indexing the exposed part and then
+        moving it into a roomier buffer copies it twice.
+        """
+        length = layer.keys.shape[-2]
+        if isinstance(layer, _RoomyLayer) and layer._store[0].shape[-2] >= length + room:
+            stores = [t.index_select(0, idx) for t in layer._store]
+            return cls(stores[0][..., :length, :], stores[1][..., :length, :], room, stores)
+        return cls(layer.keys[idx], layer.values[idx], room)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple:
         start, end = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
@@ -112,15 +133,20 @@ class _Encoded:
 
 @dataclass
 class _Draft:
-    """A sample being generated: its tokens, their log-probs, the decoded text and where a stop string cut it."""
+    """A sample being generated: its tokens, their log-probs, the decoded text and where a stop string cut it.
 
-    generator: torch.Generator
+    `settled` counts the leading ids whose text, `settled_text`, later tokens cannot change: each step decodes only
+    the ids after them, so a step costs the same at token 100 as at token 1.
+    """
+
     ids: list[int] = field(default_factory=list)
     logps: list[float] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)  # character offset where each token's text begins
     text: str = ""
     cut: int | None = None
     done: bool = False
+    settled: int = 0
+    settled_text: str = ""
 
     def finish(self) -> Sample:
         """The sample as the caller sees it: text cut at the stop, and only the tokens that begin before the cut."""
@@ -169,9 +195,13 @@ class LanguageModel:
         # Any id will do as padding: padded columns are masked out and their logits never read.
         self._pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self._prefixes: OrderedDict[str, _State] = OrderedDict()
-        self.stats = dict.fromkeys(
-            ("prompt_tokens", "generated_tokens", "scored_tokens", "forward_passes", "prefix_hits", "prefix_misses"), 0
-        )
+        self._piecewise = _decodes_piecewise(tokenizer)
+        counters = ("prompt_tokens", "generated_tokens", "scored_tokens", "forward_passes", "prefix_hits", "prefix_misses")
+        self.stats: dict[str, float] = dict.fromkeys(counters, 0)
+        # The decode phase alone (its forwards, after each pass's prompt): tokens drawn from them, and the batch rows
+        # and cache columns each ran at, summed, so a benchmark can time a bare forward loop of the same shape.
+        self.stats.update(dict.fromkeys(("decode_tokens", "decode_steps", "decode_rows", "decode_columns"), 0))
+        self.stats["decode_seconds"] = 0.0
 
     @classmethod
     def load(
@@ -361,8 +391,15 @@ class LanguageModel:
             return self._extend(_State.empty(len(rows), self.device), rows).take(list(range(len(rows))), room)
         preamble = self._preamble(encoded[0])
         bodies = [e.body for e in encoded]
-        self.stats["prompt_tokens"] += sum(map(len, bodies))
-        state = self._extend(preamble.take([0] * len(bodies), room=max(map(len, bodies))), bodies)
+        groups = _shared_prefixes(bodies)
+        heads = [bodies[members[0]][:shared] for shared, members in groups]
+        self.stats["prompt_tokens"] += sum(map(len, heads))
+        state = self._extend(preamble.take([0] * len(heads), room=max(map(len, bodies))), heads)
+        if len(groups) < len(bodies):  # each body's own rest, on a copy of its group's shared head
+            tails = [bodies[i][shared:] for shared, members in groups for i in members]
+            self.stats["prompt_tokens"] += sum(map(len, tails))
+            owners = [g for g, (_, members) in enumerate(groups) for _ in members]
+            state = self._extend(state.take(owners, room=max(map(len, tails))), tails)  # runs are consecutive: rows stay in order
         return state.take(repeat, room)
 
     def _preamble(self, encoded: _Encoded) -> _State:
@@ -431,49 +468,152 @@ class LanguageModel:
         return (token_logps * valid).sum(1).tolist()
 
     def _decode(self, state: _State, seeds: list[int], params: SamplingParams) -> list[_Draft]:
-        """Sample every row until EOS, a stop string or `max_new_tokens`; finished rows leave the batch."""
-        drafts = [_Draft(torch.Generator().manual_seed(s)) for s in seeds]
-        live = list(range(len(drafts)))
-        logits = state.last
+        """Sample every row until EOS, a stop string or `max_new_tokens`.
+
+        One host sync per step (the drawn tokens, for the stop checks). A finished row stays in the batch, fed padding
+        that the mask hides, until at most `COMPACT_BELOW` of the rows are live: only then are the live rows copied
+        out, so a row finishing does not copy the whole KV cache.
+        """
+        drafts = [_Draft() for _ in seeds]
+        uniforms = _uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
+        logps = torch.zeros((len(drafts), params.max_new_tokens), device=self.device)
+        owner = list(range(len(drafts)))  # the draft of each batch row
+        owner_t = torch.arange(len(drafts), device=self.device)
+        live = [True] * len(drafts)
+        logits, started = state.last, None
         for step in range(params.max_new_tokens):
-            tokens, logps = _draw(logits, [drafts[r].generator for r in live], params)
-            for r, token, logp in zip(live, tokens.tolist(), logps.tolist(), strict=True):
-                self._push(drafts[r], token, logp, params)
-            self.stats["generated_tokens"] += len(live)
-            keep = [k for k, r in enumerate(live) if not drafts[r].done]
-            if not keep or step + 1 == params.max_new_tokens:
+            tokens, token_logps = _draw(logits, None if uniforms is None else uniforms[owner_t, step], params)
+            logps[owner_t, step] = token_logps  # a finished row's entry lands past its kept tokens and is never read
+            for row, token in enumerate(tokens.tolist()):
+                if live[row]:
+                    self._push(drafts[owner[row]], token, params)
+            self.stats["generated_tokens"] += sum(live)
+            self.stats["decode_tokens"] += sum(live) if step else 0  # the first token comes from the prompt's pass
+            live = [alive and not drafts[owner[row]].done for row, alive in enumerate(live)]
+            if not any(live) or step + 1 == params.max_new_tokens:
                 break
-            if len(keep) < len(live):  # shrinking the batch copies the cache once, then every step is cheaper
-                state, tokens = state.take(keep, room=params.max_new_tokens - step), tokens[keep]
-                live = [live[k] for k in keep]
-            state = self._extend(state, [[t] for t in tokens.tolist()])
+            if sum(live) < COMPACT_BELOW * len(live):
+                keep = [row for row, alive in enumerate(live) if alive]
+                state = state.take(keep, room=params.max_new_tokens - step)
+                keep_t = torch.tensor(keep, device=self.device)
+                tokens, owner_t, owner, live = tokens[keep_t], owner_t[keep_t], [owner[r] for r in keep], [True] * len(keep)
+            started = started or time.perf_counter()
+            state = self._step(state, tokens, live)
             logits = state.last
+        if started is not None:
+            self.stats["decode_seconds"] += time.perf_counter() - started
+        for draft, row in zip(drafts, logps.tolist(), strict=True):
+            draft.logps = row[: len(draft.ids)]
+            self._check_text(draft, params)
         return drafts
 
-    def _push(self, draft: _Draft, token: int, logp: float, params: SamplingParams) -> None:
+    def _step(self, state: _State, tokens: torch.Tensor, live: list[bool]) -> _State:
+        """One decode forward: each live row's drawn token on top of `state`; finished rows are fed masked padding."""
+        alive = torch.tensor(live, device=self.device)
+        new = alive.long()[:, None]
+        ids = torch.where(alive, tokens, self._pad)[:, None]
+        positions = state.mask.sum(1, keepdim=True) * new  # real tokens so far: the new token's position
+        mask = torch.cat([state.mask, new], dim=1)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache, use_cache=True, logits_to_keep=1
+        )
+        for key, value in (("forward_passes", 1), ("decode_steps", 1), ("decode_rows", len(live))):
+            self.stats[key] += value
+        self.stats["decode_columns"] += state.mask.shape[1]
+        return _State(out.cache, mask, out.logits[:, -1].float())
+
+    def _push(self, draft: _Draft, token: int, params: SamplingParams) -> None:
         """Append a sampled token to a draft and check, on the decoded text, whether it has stopped."""
         if token in self._eos and not params.ignore_eos:
             draft.done = True
             return
+        searched = len(draft.settled_text)  # text before this was searched at earlier steps and cannot change
         draft.starts.append(len(draft.text))
         draft.ids.append(token)
-        draft.logps.append(logp)
-        # Decoding all ids (not token by token) keeps multi-byte characters split across tokens intact.
-        draft.text = self.tokenizer.decode(draft.ids, skip_special_tokens=False)
-        hits = [i for i in (draft.text.find(s) for s in params.stop if s) if i >= 0]
+        draft.text = self._text(draft)
+        hits = [i for i in (draft.text.find(s, max(0, searched - len(s) + 1)) for s in params.stop if s) if i >= 0]
         if hits:
             draft.cut, draft.done = min(hits), True
 
+    def _text(self, draft: _Draft) -> str:
+        """The draft's text: its settled text plus the decoded ids after it (all ids when the tokenizer needs that).
 
-def _draw(logits: torch.Tensor, generators: list[torch.Generator], params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row and its log-prob under the filtered distribution, by inverse CDF on each row's own generator.
+        Decoding ids, not single tokens, keeps multi-byte characters split across tokens intact; the ids after the
+        settled ones are settled in turn once their text no longer ends in a half character (U+FFFD).
+        """
+        if not self._piecewise:
+            return self.tokenizer.decode(draft.ids, skip_special_tokens=False)
+        tail = self.tokenizer.decode(draft.ids[draft.settled :], skip_special_tokens=False)
+        text = draft.settled_text + tail
+        if not tail.endswith(_REPLACEMENT):
+            draft.settled, draft.settled_text = len(draft.ids), text
+        return text
 
-    One uniform number per row per step keeps each row's stream independent of the rows batched with it.
+    def _check_text(self, draft: _Draft, params: SamplingParams) -> None:
+        """Guard the piecewise decoding: if a draft's text is not its ids decoded whole, redo it the exact way, for good."""
+        if not self._piecewise or draft.text == self.tokenizer.decode(draft.ids, skip_special_tokens=False):
+            return
+        log.warning("tokenizer %s decodes differently piece by piece; decoding whole texts from now on", type(self.tokenizer))
+        self._piecewise = False
+        exact = _Draft()
+        for token in draft.ids:
+            if not exact.done:
+                self._push(exact, token, params)
+        exact.logps, exact.done = draft.logps[: len(exact.ids)], exact.done or draft.done
+        vars(draft).update(vars(exact))
+
+
+def _decodes_piecewise(tokenizer) -> bool:
+    """Whether decoding ids in pieces, cut where the text so far ends in a whole character, gives the whole decoding.
+
+    True for byte-level BPE (GPT-2, StarCoder, SmolLM2); false when decoding strips or cleans spaces at the start of
+    a piece. Checked on a probe text; `_check_text` still compares every finished sample.
     """
+    ids = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
+    whole = tokenizer.decode(ids, skip_special_tokens=False)
+    settled, text = 0, ""
+    for end in range(1, len(ids) + 1):
+        tail = tokenizer.decode(ids[settled:end], skip_special_tokens=False)
+        if tokenizer.decode(ids[:end], skip_special_tokens=False) != text + tail:
+            return False
+        if not tail.endswith(_REPLACEMENT):
+            settled, text = end, text + tail
+    return text == whole
+
+
+def _shared_prefixes(bodies: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """Runs of consecutive bodies sharing at least `MIN_SHARED_TOKENS` leading tokens: (shared length, members) each.
+
+    A body alone forms a run whose shared length is its whole length. The shared part is then encoded once per run.
+    """
+    groups: list[tuple[int, list[int]]] = []
+    for i, body in enumerate(bodies):
+        if groups:
+            shared, members = groups[-1]
+            head = bodies[members[0]][:shared]
+            common = next((n for n, (a, b) in enumerate(zip(head, body, strict=False)) if a != b), min(shared, len(body)))
+            if common >= MIN_SHARED_TOKENS:
+                groups[-1] = (common, [*members, i])
+                continue
+        groups.append((len(body), [i]))
+    return groups
+
+
+def _uniforms(seeds: list[int], steps: int, device: torch.device) -> torch.Tensor:
+    """[rows, steps] uniform numbers, row r drawn from its own generator seeded with `seeds[r]`.
+
+    Drawn once per sample rather than once per row per step: each row's stream stays independent of its batch, and a
+    step reads its column with one indexing call.
+    """
+    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(seed)) for seed in seeds]
+    return torch.stack(rows).to(device)
+
+
+def _draw(logits: torch.Tensor, u: torch.Tensor | None, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row and its log-prob under the filtered distribution, by inverse CDF at each row's uniform `u`."""
     if params.temperature <= 0:
-        return logits.argmax(-1), torch.zeros(len(generators))
+        return logits.argmax(-1), torch.zeros(len(logits), device=logits.device)
     logps = _filtered_logprobs(logits, params)
-    u = torch.tensor([torch.rand((), generator=g).item() for g in generators], device=logits.device)
     cdf = logps.exp().cumsum(-1)
     tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
     return tokens[:, 0], logps.gather(-1, tokens)[:, 0]

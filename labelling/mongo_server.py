@@ -71,7 +71,7 @@ class EmbeddedServer:
         """Stop the server if this handle started it (SIGTERM, then SIGKILL after ``timeout_s``); True when it stopped it."""
         if not self.started:
             return False
-        if _alive(self.pid):
+        if pid_alive(self.pid):
             os.kill(self.pid, signal.SIGTERM)
             if not self._wait_exit(timeout_s):
                 os.kill(self.pid, signal.SIGKILL)
@@ -88,7 +88,7 @@ class EmbeddedServer:
                 return True
             except subprocess.TimeoutExpired:
                 return False
-        return _wait_until(lambda: not _alive(self.pid), timeout_s)
+        return _wait_until(lambda: not pid_alive(self.pid), timeout_s)
 
     def __enter__(self) -> EmbeddedServer:
         return self
@@ -131,7 +131,8 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -143,7 +144,7 @@ def _alive(pid: int) -> bool:
 
 def _is_server(pid: int) -> bool:
     """Whether ``pid`` is a live nx-27017 process (not an unrelated process that reused a stale pid)."""
-    if not _alive(pid):
+    if not pid_alive(pid):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()

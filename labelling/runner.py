@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from labelling import store
 from labelling.config import JobConfig
-from labelling.labeller import PartitionLabeller, TurnLabel, waves
+from labelling.labeller import PartitionLabeller, schedule
+from labelling.records import TurnLabel
 from labelling.schema import Schema
 
 LabellerFactory = Callable[[JobConfig, Schema], PartitionLabeller]
@@ -136,8 +137,7 @@ class _PartitionJob:
         self.turns = store.load_turns(claim.corpus, claim.split)
         schema = Schema.load(config.schema_path, tuple(config.services))
         self.labeller = (factory or _default_factory())(config, schema)
-        c = config
-        self.schedule = waves([t.without_gold() for t in self.turns], c.data_num_partitions, c.seed, c.data_warmup)
+        self.schedule = schedule(self.turns, config)
         self.waves_done = self.turns_done = self.new_turns = 0
         self.pool: list[dict] = []
         self.pooled: set[str] = set()

@@ -31,9 +31,9 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from labelling import config as job_config
-from labelling.errors import StoreError
-from labelling.labeller import TurnLabel, example_turn
+from labelling.errors import ConfigError, StoreError
 from labelling.mongo_server import URI_ENV, EmbeddedServer, ensure_server
+from labelling.records import TurnLabel, example_turn
 from labelling.redact import mask_uri
 from labelling.schema import Schema
 from labelling.states import strip_blanks
@@ -194,7 +194,23 @@ class ManifestDoc(me.Document):
     created_at = me.FloatField()
 
 
-DOCUMENTS = (TurnDoc, GroupRun, Partition, LabelDoc, ManifestDoc)
+class LaunchDoc(me.Document):
+    """A group's latest launch (see :mod:`labelling.launches`): one document per group, swapped by each new launch."""
+
+    meta = _meta("launches", {"fields": ["group"], "unique": True})
+    id = me.StringField(primary_key=True)
+    group = me.StringField(required=True)
+    run_id = me.StringField(required=True)
+    corpus = me.StringField()
+    seed_split = me.StringField()
+    mode = me.StringField()
+    host = me.StringField()
+    pid = me.IntField()
+    submitted_at = me.FloatField()
+    state = me.StringField()
+
+
+DOCUMENTS = (TurnDoc, GroupRun, Partition, LabelDoc, ManifestDoc, LaunchDoc)
 
 
 # --- connection ----------------------------------------------------------------------------------------------
@@ -432,21 +448,17 @@ def load_turns(corpus: str, split: str) -> list[Turn]:
 def create_group(group: str, corpus: str, config: job_config.JobConfig, seed_split: str | None = None) -> list[str]:
     """Record a group over ``corpus`` with one pending partition per split (idempotent); returns the splits in order.
 
-    The seed split (default: the corpus's first) is the one that runs alone before the others. An existing group keeps
-    the config it was created with.
+    The seed split (default: the corpus's first) is the one that runs alone before the others. An existing group must
+    be asked for with its own corpus, config and seed split (:func:`check_group`).
     """
     _check_name(group, "group")
     splits = corpus_splits(corpus)
     seed = seed_split or next(iter(splits))
     if seed not in splits:
         raise _unknown("split", seed, splits)
-    existing = GroupRun.objects(id=group).first()
-    if existing is not None and existing.corpus != corpus:
-        raise StoreError(f"group {group!r} already labels corpus {existing.corpus!r}", "choose another group name")
-    stored = config.to_dict()
-    stored["manifest"]["group_id"] = group
+    check_group(group, corpus, config, seed_split)
     now = time.time()
-    head = {"group_id": group, "corpus": corpus, "config": stored, "seed_split": seed, "created_at": now}
+    head = {"group_id": group, "corpus": corpus, "config": _group_config(group, config), "seed_split": seed, "created_at": now}
     GroupRun._get_collection().update_one({"_id": group}, {"$setOnInsert": head}, upsert=True)
     partitions = Partition._get_collection()
     for order, (split, turns) in enumerate(splits.items()):
@@ -454,6 +466,33 @@ def create_group(group: str, corpus: str, config: job_config.JobConfig, seed_spl
         fresh.update(turns_total=turns, turns_done=0, metrics={}, pool=[])
         partitions.update_one({"_id": _key(group, split)}, {"$setOnInsert": fresh}, upsert=True)
     return list(splits)
+
+
+@retrying
+def check_group(group: str, corpus: str, config: job_config.JobConfig, seed_split: str | None = None) -> None:
+    """Whether ``group`` may be launched (again) over ``corpus`` with ``config``: a new group may; an existing one keeps its
+    corpus, job config and seed split, so it is resumed and never silently relabelled. StoreError/ConfigError otherwise."""
+    existing = GroupRun.objects(id=group).first()
+    if existing is None:
+        return
+    if existing.corpus != corpus:
+        raise StoreError(f"group {group!r} labels corpus {existing.corpus!r}, not {corpus!r}", "choose another group name")
+    where = job_config.first_difference(job_config.from_dict(dict(existing.config)).to_dict(), _group_config(group, config))
+    if where:
+        raise ConfigError(
+            f"group {group!r} was created with another job config (first difference: {where})",
+            "a group keeps its config: pass the same one, or choose another group name",
+        )
+    if seed_split and seed_split != existing.seed_split:
+        hint = "leave the seed split (--seed-split) out"
+        raise ConfigError(f"group {group!r} was seeded with {existing.seed_split!r}, not {seed_split!r}", hint)
+
+
+def _group_config(group: str, config: job_config.JobConfig) -> dict:
+    """The config as a group stores it: the job's, with the manifest's group id set to the group."""
+    stored = config.to_dict()
+    stored["manifest"]["group_id"] = group
+    return stored
 
 
 @retrying

@@ -8,17 +8,14 @@ import os
 from celery import Celery
 
 import celeryconfig
-from labelling.errors import LabellingError
+from labelling.errors import FleetError
 from labelling.redact import mask_uri
 
 BROKER_HINT = f"e.g. export {celeryconfig.BROKER_ENV}=amqp://guest:guest@127.0.0.1:5672//"
 
 app = Celery("labelling", include=["tasks.partition"])
 app.config_from_object(celeryconfig)
-
-
-class FleetError(LabellingError):
-    """The fleet cannot do what was asked: no broker, a broker that does not answer, a group another run launched."""
+__all__ = ["FleetError", "app", "bind_result_backend", "broker_url", "check_broker", "require_broker"]
 
 
 def broker_url() -> str | None:

@@ -18,8 +18,8 @@ from labelling.acts import Act, Entity
 from labelling.channel import Candidate
 from labelling.config import JobConfig
 from labelling.corpus import Dialogue, partition
-from labelling.labeller import ModuleOutput, TurnLabel
 from labelling.metrics import MetricsAccumulator
+from labelling.records import ModuleOutput, TurnLabel
 from labelling.schema import Schema
 from labelling.states import State, compute_delta
 from labelling.turns import Turn

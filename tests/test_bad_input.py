@@ -19,17 +19,17 @@ import torch
 from labelling import mongo_server, store
 from labelling.channel import Candidate
 from labelling.corpus import partition, read_corpus, write_dataset
-from labelling.labeller import (
+from labelling.labeller import _Prepared
+from labelling.lm import LanguageModel
+from labelling.prompts import Example
+from labelling.records import (
     FLAG_DST_UNPARSEABLE,
     FLAG_EXAMPLES_DROPPED,
     FLAG_PROMPT_TOO_LONG,
     FLAGGED_TURNS,
-    NO_CHANGE,
     ModuleOutput,
     TurnLabel,
 )
-from labelling.lm import LanguageModel
-from labelling.prompts import DST_CONNECTIVE, DST_PREFIX, Example
 from tests.cli_helpers import run_cli
 from tests.mongo_fixture import connected, ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
 from tests.partition_worker import tiny_job
@@ -353,8 +353,8 @@ def test_a_channel_prompt_that_cannot_fit_leaves_the_candidates_to_their_sample_
     def score(context: int) -> tuple[set[int], list[float | None]]:
         labeller = make_labeller(fast_job, schema, random_lm(context), embedder)
         candidates = [Candidate('[agent.find_hotel(area="east")]', ["a"], -1.0), Candidate("[agent.no_change()]", ["b"], -2.0)]
-        glue = (DST_PREFIX, DST_CONNECTIVE, NO_CHANGE)
-        unscored = labeller._score_candidates("dst", "dst_channel", [[]], [target], [candidates], glue, [turn.user_utterance])
+        prepared = _Prepared(turn=turn, prior={}, found=[], examples=[], target=target, prompt=None, dropped=0, fits=True)
+        unscored = labeller._score_candidates(labeller.dst, [prepared], [candidates])
         return unscored, [c.score for c in candidates]
 
     unscored, scores = score(8192)

@@ -11,7 +11,7 @@ import pytest
 from labelling import config
 from labelling.errors import ConfigError
 
-# The shape of the reference's initial-labelling job_0.json (method.md §2), written from its documented fields.
+# The shape of the reference's initial-labelling job_0.json (docs/method.md §2), written from its documented fields.
 REFERENCE_JOB = {
     "data": {"eval_set_path_or_name": "Brendan/multiwoz_turns_v22_partitioned", "eval_set_split_name": "train_0_50"},
     "output": {},

@@ -50,7 +50,7 @@ def labelled(corpus):
 
 
 def _reference_hash(entries: list[dict]) -> str:
-    """method.md §10.3, spelled out independently of the code under test."""
+    """docs/method.md §10.3, spelled out independently of the code under test."""
     text = json.dumps(entries, sort_keys=True)
     return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode()[:12].replace("-", "x")
 

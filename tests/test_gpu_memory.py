@@ -212,7 +212,7 @@ def test_a_partition_backs_off_from_oom_and_labels_every_turn_once(connected, co
 
     def hooked_factory(config, schema):
         labeller = factory(config, schema)
-        lm = labeller.lms["dst"]
+        lm = labeller.dst.lm
         hooked["lm"], hooked["handle"] = lm, lm.model.register_forward_pre_hook(oom, with_kwargs=True)
         return labeller
 
@@ -233,7 +233,7 @@ def test_a_partition_that_runs_out_of_memory_at_the_floor_fails_with_the_reason(
 
     def hopeless(config, schema):
         labeller = factory(config, schema)
-        labeller.lms["dst"].model.register_forward_pre_hook(InjectedOOM(limit=0), with_kwargs=True)
+        labeller.dst.lm.model.register_forward_pre_hook(InjectedOOM(limit=0), with_kwargs=True)
         return labeller
 
     group = new_group(name, tiny_job())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import fleet
+from cli import worker
 from cli.app import main
 from labelling import mongo_server
 from labelling.canonical import Canonicaliser
@@ -179,7 +179,7 @@ def test_the_embedded_mongodb_server_listens_on_loopback_only(tmp_path):
 
 
 def test_flower_defaults_to_loopback():
-    address = inspect.signature(fleet.flower).parameters["address"].default  # typer's OptionInfo
+    address = inspect.signature(worker.flower).parameters["address"].default  # typer's OptionInfo
     assert address.default == LOOPBACK and "loopback" in address.help
 
 
