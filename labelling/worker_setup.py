@@ -6,11 +6,13 @@ Imports neither torch nor CUDA: the worker process forks its pool, and CUDA stat
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 
 from labelling.errors import LabellingError
 
+log = logging.getLogger(__name__)
 VISIBLE_ENV, ORDER_ENV, ALLOC_ENV = "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "PYTORCH_CUDA_ALLOC_CONF"
 
 
@@ -61,7 +63,11 @@ def live_group_models() -> list[tuple[str, bool]]:
     for group in store.list_groups():
         if not any(p.status in (store.PENDING, store.RUNNING) for p in store.partitions(group)):
             continue
-        config = store.group_config(group)
+        try:
+            config = store.group_config(group)
+        except LabellingError as exc:  # a group this version cannot read is no reason to refuse the others
+            log.warning("group %s: cannot read its job config (%s); its models are not checked", group, exc)
+            continue
         for module in (config.dst, config.act_tag):
             wanted[(module.model.model_name_or_path, False)] = None
             if module.retriever.use_retriever:

@@ -15,7 +15,7 @@ import pytest
 from labelling import store
 from labelling.errors import LabellingError, ModelError
 from labelling.worker_setup import check_models, live_group_models, pool_warnings, visible_devices
-from tests.mongo_fixture import connected, ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
+from tests.mongo_fixture import ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
 from tests.partition_worker import tiny_job
 
 LABELLING = Path(sys.executable).with_name("labelling")
@@ -74,24 +74,26 @@ MISSING_MODEL = "/models/not-on-this-machine"
 
 
 @pytest.fixture
-def live_group_on_a_missing_model(connected, dev_dialogues, schema):  # noqa: F811
-    """A group with work left whose job names a model folder this machine lacks; failed afterwards, so that no later
-    worker in this session finds it live."""
+def own_database(mongo_uri):  # noqa: F811
+    """A database of its own on the session's server: the groups other tests left live are not this test's, and the
+    groups made here are not theirs. The store is pointed back at the session's database afterwards."""
+    uri = f"{mongo_uri.rsplit('/', 1)[0]}/worker_{uuid.uuid4().hex[:8]}"
+    store.connect(uri)
+    yield uri
+    store.connect(mongo_uri)
+
+
+@pytest.fixture
+def live_group_on_a_missing_model(own_database, dev_dialogues, schema):
+    """A group with work left whose job names a model folder this machine lacks."""
     job = tiny_job()
     job.dst.model.model_name_or_path = job.act_tag.model.model_name_or_path = MISSING_MODEL
     corpus, _ = ingest_small(short_dialogues(dev_dialogues, 1, 3), schema, split_size=1)
-    group = new_group(corpus, job)
-    yield group
-    store.connect(connected)
-    for partition in store.partitions(group):
-        claim = store.claim_partition(group, partition.split, "cleanup")
-        if claim is not None:
-            store.fail_partition(claim, "test cleanup")
+    return new_group(corpus, job)
 
 
 def test_live_groups_name_their_models(live_group_on_a_missing_model):
-    models = live_group_models()
-    assert (MISSING_MODEL, False) in models and ("minilm", True) in models
+    assert live_group_models() == [(MISSING_MODEL, False), ("minilm", True)]
 
 
 # -- the command itself, in a subprocess ------------------------------------------------------------------------------
@@ -109,27 +111,27 @@ def _worker(mongo: str, *args: str, **env: str) -> subprocess.Popen:
 
 
 @pytest.mark.integration
-def test_worker_fails_at_start_naming_the_fix(mongo_uri, tmp_path):  # noqa: F811
+def test_worker_fails_at_start_naming_the_fix(own_database, tmp_path):
     started = time.monotonic()
-    child = _worker(mongo_uri, "--model", "bigcode/starcoder", HF_HOME=str(tmp_path / "hf"))
+    child = _worker(own_database, "--model", "bigcode/starcoder", HF_HOME=str(tmp_path / "hf"))
     _, err = child.communicate(timeout=START_S * 2)
     assert child.returncode == 2 and time.monotonic() - started < START_S, err
     assert "error: cannot reach the Hugging Face hub to check model bigcode/starcoder" in err and "hf download" in err
 
-    child = _worker(mongo_uri, "--model", str(tmp_path / "missing-model"))
+    child = _worker(own_database, "--model", str(tmp_path / "missing-model"))
     _, err = child.communicate(timeout=START_S * 2)
     assert child.returncode == 2 and "error: model folder not found" in err, err
 
 
 @pytest.mark.integration
-def test_worker_checks_the_models_of_groups_with_work_left(mongo_uri, live_group_on_a_missing_model):  # noqa: F811
-    child = _worker(mongo_uri, "--gpu", "0")
+def test_worker_checks_the_models_of_groups_with_work_left(own_database, live_group_on_a_missing_model):
+    child = _worker(own_database, "--gpu", "0")
     _, err = child.communicate(timeout=START_S * 2)
     assert child.returncode == 2 and f"model folder not found: {MISSING_MODEL}" in err, err
 
 
 @pytest.mark.integration
-def test_worker_without_gpu_says_cpu_and_starts(mongo_uri, tmp_path):  # noqa: F811
+def test_worker_without_gpu_says_cpu_and_starts(own_database, tmp_path):
     model_dir = tmp_path / "model"
     from tests.test_fleet import save_tiny_model
 
@@ -137,7 +139,7 @@ def test_worker_without_gpu_says_cpu_and_starts(mongo_uri, tmp_path):  # noqa: F
     wide = {**os.environ, "COLUMNS": "300"}  # rich boxes the help: one option per line at this width
     help_text = subprocess.run([LABELLING, "worker", "--help"], capture_output=True, text=True, timeout=60, env=wide).stdout
     assert "left out: CPU, GPUs hidden" in help_text
-    child = _worker(mongo_uri, "--model", str(model_dir), "--pool", "solo")
+    child = _worker(own_database, "--model", str(model_dir), "--pool", "solo")
     try:
         deadline, err = time.monotonic() + START_S * 2, ""
         while "models run on" not in err and time.monotonic() < deadline and child.poll() is None:
