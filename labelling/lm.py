@@ -45,7 +45,6 @@ OOM_HINT = (
     "use quantization: 8bit (profile starcoder-8bit), a card with more memory, one pool process per GPU, "
     "or fewer retrieved examples (shorter prompts)"
 )
-log = logging.getLogger(__name__)
 
 
 @dataclass
