@@ -68,9 +68,10 @@ def keep_only(config: JobConfig) -> None:
 def embedder(name_or_path: str, device: str = "cpu") -> Embedder:
     """The sentence embedder, loaded on first use and then reused."""
     key = ("embedder", name_or_path, device)
-    if key not in _LOADED:
-        _LOADED[key] = Embedder.load(name_or_path, device=device)
-    return _LOADED[key]
+    with _LOADING:
+        if key not in _LOADED:
+            _LOADED[key] = Embedder.load(name_or_path, device=device)
+        return _LOADED[key]
 
 
 def example_index(module: ModuleConfig, kind: str) -> ExampleIndex | None:
