@@ -128,7 +128,6 @@ def build_labeller(job: JobConfig, path: str):
     """A PartitionLabeller for `path`: (b) the normal engine, (a) the same models re-encoding everything, via PlainPath."""
     from labelling import models
     from labelling.labeller import PartitionLabeller
-    from labelling.schema import Schema
 
     job = copy.deepcopy(job)
     for module in (job.dst, job.act_tag):
@@ -137,7 +136,7 @@ def build_labeller(job: JobConfig, path: str):
     if path == "a":
         wrapped: dict[int, PlainPath] = {}  # modules sharing one model share one wrapper, so its counters add up once
         lms = {name: wrapped.setdefault(id(lm), PlainPath(lm)) for name, lm in lms.items()}
-    schema = Schema.load(job.schema_path, tuple(job.services))
+    schema = job.load_schema()
     indexes = (models.example_index(job.dst, "dst"), models.example_index(job.act_tag, "act"))
     return PartitionLabeller(job, schema, lms["dst"], lms["act"], *indexes)
 

@@ -36,16 +36,11 @@ class ModelConfig:
     """Which language model a module uses and how it is loaded."""
 
     model_name_or_path: str = "smollm2"
-    model_type: str = "causal_lm"
     torch_dtype: str = "auto"
     device: str = "auto"
-    batch_size: int = 16
     use_past_key_value_cache: bool = True
     load_in_8bit: bool = False  # the reference's flag: the same as quantization "8bit"
     quantization: str | None = None  # "8bit" | "4bit": bitsandbytes weights on CUDA (StarCoder-15B on 24 GB cards)
-    stop_sequences: list[str] | None = None
-    attn_implementation: str | None = None
-    adapter_path: str | None = None
 
 
 @dataclass
@@ -54,7 +49,6 @@ class RetrieverConfig:
 
     use_retriever: bool = True
     model_name_or_path: str = "minilm"
-    type: str = "mpnet"
     k_examples: int = 8
     example_warmup: int = 0
     minimum_distinct: int = 1
@@ -67,7 +61,6 @@ class SamplingConfig:
     """Candidate sampling: n samples per turn with temperature, top-k, then top-p."""
 
     n: int = 5
-    best_of: int = 0
     top_p: float = 0.9
     top_k: int = 50
     temperature: float = 1.0
@@ -79,8 +72,6 @@ class GenerationConfig:
     """How a module picks its label among candidates."""
 
     generation_mode: str = "noisy_channel_joint"
-    prompt_mode: str | None = None
-    noisy_channel_prompt_mode: str | None = None
     sampling_args: SamplingConfig = field(default_factory=SamplingConfig)
 
 
@@ -88,7 +79,6 @@ class GenerationConfig:
 class ModuleConfig:
     """One labelling module (DST or act tagging)."""
 
-    module_type: str = "dst"
     model: ModelConfig = field(default_factory=ModelConfig)
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     generation_cfg: GenerationConfig = field(default_factory=GenerationConfig)
@@ -98,22 +88,17 @@ class ModuleConfig:
 
 @dataclass
 class ManifestConfig:
-    """Which manifest group the run belongs to and whether it reads and writes it."""
+    """The manifest group (set to the labelling group's name when the group is created) and whether labelling draws its
+    examples from the group's completed partitions."""
 
     group_id: str = "default"
     seed_retrievers_from_manifest: bool = True
-    write_to_manifest: bool = True
-    type: str = "mongodb"
-    manifest_path: str | None = None
-    manifest_must_exist: bool = False
-    group_id_must_exist: bool = False
 
 
 @dataclass
 class DataConfig:
-    """What to label: a dataset (folder, hub name or corpus name) and one split of it."""
+    """Which split a per-partition job file labels (the corpus itself is named on the command line)."""
 
-    eval_set_path_or_name: str | None = None
     eval_set_split_name: str | None = None
 
 
@@ -123,7 +108,7 @@ class JobConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     dst: ModuleConfig = field(default_factory=ModuleConfig)
-    act_tag: ModuleConfig = field(default_factory=lambda: ModuleConfig(module_type="act_tag"))
+    act_tag: ModuleConfig = field(default_factory=ModuleConfig)
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
     data_warmup: int = 0
     data_num_partitions: int = 4
@@ -162,7 +147,8 @@ class JobConfig:
         return self
 
 
-# Keys of the reference's schema that have no effect here; accepted so its job files load, with a warning.
+# Keys of the reference's schema that have no effect here; accepted so its job files load, with a warning. Every
+# other key is a field that the package reads (tests/test_config.py checks both).
 LEGACY_KEYS = {
     JobConfig: {
         "output",
@@ -174,10 +160,15 @@ LEGACY_KEYS = {
         "create_self_labelled_dataset",
         "publish_labelled_dataset_as",
     },
-    DataConfig: {"train_set_path_or_name", "train_set_split_name"},
-    ModuleConfig: {"verbatim_k_examples", "verbatim_documents_path"},
-    ModelConfig: {"examples"},
-    RetrieverConfig: {"index_set_path_or_name", "index_set_split_name", "from_artifact"},
+    DataConfig: {"eval_set_path_or_name", "train_set_path_or_name", "train_set_split_name"},  # the corpus is --corpus
+    ModuleConfig: {"module_type", "verbatim_k_examples", "verbatim_documents_path"},  # the module is its key: dst, act_tag
+    # Models load through transformers with our own batching (max_batch_tokens), stops and attention; no adapters.
+    ModelConfig: {"examples", "model_type", "batch_size", "stop_sequences", "attn_implementation", "adapter_path"},
+    RetrieverConfig: {"type", "index_set_path_or_name", "index_set_split_name", "from_artifact"},  # the embedder is named
+    SamplingConfig: {"best_of"},  # n samples are drawn and all of them are candidates
+    GenerationConfig: {"prompt_mode", "noisy_channel_prompt_mode"},  # the prompts follow generation_mode
+    # The manifest lives in the store (MongoDB) and is always written; groups are created by `labelling run`.
+    ManifestConfig: {"type", "manifest_path", "write_to_manifest", "manifest_must_exist", "group_id_must_exist"},
 }
 
 
@@ -194,7 +185,6 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     _check(s.top_k >= 0, f"{prefix}.sampling_args.top_k", f"must be >= 0 (0 disables top-k), got {s.top_k}")
     _check(0 < s.temperature < math.inf, f"{prefix}.sampling_args.temperature", f"must be > 0 and finite, got {s.temperature}")
     _check(s.n >= 1, f"{prefix}.sampling_args.n", f"must be >= 1, got {s.n}")
-    _check(s.best_of >= 0, f"{prefix}.sampling_args.best_of", f"must be >= 0 (0 means n), got {s.best_of}")
     _check(s.max_new_tokens >= 1, f"{prefix}.sampling_args.max_new_tokens", f"must be >= 1, got {s.max_new_tokens}")
     m = module.model
     _check(bool(m.model_name_or_path.strip()), f"{name}.model.model_name_or_path", "must not be empty")
@@ -205,7 +195,6 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     )
     _check(m.torch_dtype in TORCH_DTYPES, f"{name}.model.torch_dtype", f"must be one of {', '.join(TORCH_DTYPES)}")
     _check(bool(_DEVICE.fullmatch(m.device)), f"{name}.model.device", f"must be auto, cpu, mps, cuda or cuda:N, got {m.device!r}")
-    _check(m.batch_size >= 1, f"{name}.model.batch_size", f"must be >= 1, got {m.batch_size}")
     _check(r.k_examples >= 0, f"{name}.retriever.k_examples", f"must be >= 0, got {r.k_examples}")
     _check(r.example_warmup >= 0, f"{name}.retriever.example_warmup", "must be >= 0")
     _check(r.minimum_distinct >= 1, f"{name}.retriever.minimum_distinct", "must be >= 1")
@@ -258,20 +247,21 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def from_dict(data: dict, profile: str | None = None) -> JobConfig:
-    """A validated JobConfig from a dict, laid over a built-in profile when one is named."""
+    """A validated JobConfig from a dict laid over a built-in profile (default :data:`DEFAULT_PROFILE`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"config key <top>: expected an object, got {type(data).__name__}")
-    if profile is not None:
-        data = _merge(profile_dict(profile), data)
+    data = _merge(profile_dict(profile or DEFAULT_PROFILE), data)
     config = _build(JobConfig, data, "")
     assert isinstance(config, JobConfig)
     return config.validate()
 
 
 def load(path: str | Path | None = None, profile: str | None = None) -> JobConfig:
-    """Read a job file (.json, .yaml or .yml); with only ``profile``, the built-in profile itself."""
+    """Read a job file (.json, .yaml or .yml) laid over ``profile`` (default :data:`DEFAULT_PROFILE`); with no file, the
+    profile itself."""
+    profile = profile or DEFAULT_PROFILE
     if path is None:
-        return from_dict({}, profile or DEFAULT_PROFILE)
+        return from_dict({}, profile)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -297,35 +287,67 @@ def _where(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _module(mode: str, k: int, top_p: float, n: int, model: str, embedder: str, max_new: int, warmup: int) -> dict:
-    generation = {
-        "generation_mode": mode,
-        "sampling_args": {"n": n, "best_of": n, "top_p": top_p, "top_k": 50, "temperature": 1.0, "max_new_tokens": max_new},
+def _module(
+    *,
+    generation_mode: str,
+    n: int,
+    top_p: float,
+    max_new_tokens: int,
+    model: str,
+    embedder: str,
+    k_examples: int,
+    example_warmup: int,
+    fill_with_demos: bool = True,
+) -> dict:
+    """One module of a profile, as job-file data (top-k 50, temperature 1 and 4 distinct examples are common to all)."""
+    sampling = {"n": n, "top_p": top_p, "top_k": 50, "temperature": 1.0, "max_new_tokens": max_new_tokens}
+    return {
+        "model": {"model_name_or_path": model},
+        "retriever": {
+            "model_name_or_path": embedder,
+            "k_examples": k_examples,
+            "example_warmup": example_warmup,
+            "minimum_distinct": 4,
+        },
+        "generation_cfg": {"generation_mode": generation_mode, "sampling_args": sampling},
+        "fill_with_demos": fill_with_demos,
     }
-    retriever = {"model_name_or_path": embedder, "k_examples": k, "example_warmup": warmup, "minimum_distinct": 4}
-    return {"model": {"model_name_or_path": model}, "retriever": retriever, "generation_cfg": generation}
 
 
+_STARCODER = {"model": "bigcode/starcoder", "embedder": "sentence-transformers/all-mpnet-base-v2", "fill_with_demos": False}
+_CPU = {"model": "smollm2", "embedder": "minilm"}
 PROFILES = {
     # The reference's initial-labelling settings (method.md §2.3).
     "starcoder": {
-        "dst": {
-            **_module("noisy_channel_joint", 8, 0.7, 8, "bigcode/starcoder", "sentence-transformers/all-mpnet-base-v2", 120, 32),
-            "module_type": "dst",
-            "fill_with_demos": False,
-        },
-        "act_tag": {
-            **_module("noisy_channel_cond", 6, 0.8, 8, "bigcode/starcoder", "sentence-transformers/all-mpnet-base-v2", 120, 32),
-            "module_type": "act_tag",
-            "fill_with_demos": False,
-        },
+        "dst": _module(
+            **_STARCODER,
+            generation_mode="noisy_channel_joint",
+            n=8,
+            top_p=0.7,
+            max_new_tokens=120,
+            k_examples=8,
+            example_warmup=32,
+        ),
+        "act_tag": _module(
+            **_STARCODER,
+            generation_mode="noisy_channel_cond",
+            n=8,
+            top_p=0.8,
+            max_new_tokens=120,
+            k_examples=6,
+            example_warmup=32,
+        ),
         "data_warmup": 24,
         "data_num_partitions": 4,
     },
     # Embedded models on a CPU: fewer, shorter samples and fewer examples so a turn takes seconds.
     "cpu-small": {
-        "dst": {**_module("noisy_channel_joint", 3, 0.7, 3, "smollm2", "minilm", 48, 3), "module_type": "dst"},
-        "act_tag": {**_module("noisy_channel_cond", 3, 0.8, 3, "smollm2", "minilm", 40, 3), "module_type": "act_tag"},
+        "dst": _module(
+            **_CPU, generation_mode="noisy_channel_joint", n=3, top_p=0.7, max_new_tokens=48, k_examples=3, example_warmup=3
+        ),
+        "act_tag": _module(
+            **_CPU, generation_mode="noisy_channel_cond", n=3, top_p=0.8, max_new_tokens=40, k_examples=3, example_warmup=3
+        ),
         "data_warmup": 0,
         "data_num_partitions": 1,
     },

@@ -134,7 +134,7 @@ class _PartitionJob:
         self.config = config
         self.on_progress = on_progress
         self.turns = store.load_turns(claim.corpus, claim.split)
-        schema = Schema.load(config.schema_path, tuple(config.services))
+        schema = config.load_schema()
         self.labeller = (factory or _default_factory())(config, schema)
         c = config
         self.schedule = waves([t.without_gold() for t in self.turns], c.data_num_partitions, c.seed, c.data_warmup)

@@ -452,6 +452,8 @@ def create_group(group: str, corpus: str, config: job_config.JobConfig, seed_spl
     if seed not in splits:
         raise _unknown("split", seed, splits)
     check_group(group, corpus, config, seed_split)
+    if config.manifest.group_id not in (job_config.ManifestConfig.group_id, group):
+        log.warning("config key manifest.group_id %r is replaced by the group's name %r", config.manifest.group_id, group)
     now = time.time()
     head = {"group_id": group, "corpus": corpus, "config": _group_config(group, config), "seed_split": seed, "created_at": now}
     GroupRun._get_collection().update_one({"_id": group}, {"$setOnInsert": head}, upsert=True)

@@ -69,9 +69,11 @@ def test_a_planted_password_appears_in_no_output_log_or_file(planted, capsys, ca
     """The whole local workflow (ingest, label-partition, run, status, evaluate, export with its card) and the commands
     that fail on a refused password, with every secret setting planted; then every byte they printed, logged or wrote."""
     caplog.set_level(logging.DEBUG)  # what --debug would show, from every library
-    fast_job.manifest.manifest_path = f"mongodb://me:{SECRET}@db.example/labels"  # the reference's field; the card masks it
     (tmp_path / "inputs").mkdir()
     job = write_job(fast_job, save_tiny_model(tmp_path / "tiny"), tmp_path / "inputs" / "job.json")
+    data = json.loads(job.read_text())
+    data["manifest"]["manifest_path"] = f"mongodb://me:{SECRET}@db.example/labels"  # a reference key: warned and dropped
+    job.write_text(json.dumps(data))
     corpus, group = f"sec-{SECRET[-6:]}", f"sec-{SECRET[-6:]}"
     outputs: list[str] = []
 
