@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from any folder
 
+from labelling import settings  # noqa: E402
 from labelling.bench import PATHS, REFERENCE_TURNS_PER_BATCH, PlainPath  # noqa: E402
 from labelling.errors import ModelError  # noqa: E402
 from labelling.lm import LanguageModel, Prompt, SamplingParams  # noqa: E402
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
     if options.prepare:
         prepare(options.prepare, options)
         return {}
-    threads = options.threads or int(os.environ.get("LABELLING_TORCH_THREADS") or 0)
+    threads = options.threads or settings.TORCH_THREADS.get()
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(options.device or ("cpu" if options.tiny else "cuda"))

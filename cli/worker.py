@@ -9,8 +9,9 @@ from rich.markup import escape
 
 from cli.console import console
 from labelling.errors import LabellingError
+from labelling.settings import FLOWER_BASIC_AUTH, FLOWER_PASSWORD, FLOWER_USER, TORCH_THREADS
 
-FLOWER_USER_ENV, FLOWER_PASSWORD_ENV, FLOWER_AUTH_ENV = "LABELLING_FLOWER_USER", "LABELLING_FLOWER_PASSWORD", "FLOWER_BASIC_AUTH"
+FLOWER_USER_ENV, FLOWER_PASSWORD_ENV, FLOWER_AUTH_ENV = (s.name for s in (FLOWER_USER, FLOWER_PASSWORD, FLOWER_BASIC_AUTH))
 
 
 def worker(
@@ -44,14 +45,13 @@ def worker(
     from labelling import store, worker_setup
     from labelling.redact import mask_uri
     from tasks.app import app, bind_result_backend, check_broker
-    from tasks.partition import THREADS_ENV
 
     url = check_broker("labelling worker")
     where = worker_setup.pin_devices(gpu)
     for warning in worker_setup.pool_warnings(gpu, pool, concurrency):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     if threads is not None:
-        os.environ[THREADS_ENV] = str(threads)  # applied in each pool process, after the fork
+        os.environ[TORCH_THREADS.name] = str(threads)  # applied in each pool process, after the fork
     backend = bind_result_backend()
     worker_setup.check_models([(m, False) for m in models] + worker_setup.live_group_models())
     store.disconnect()  # pool processes open their own connection after the fork
@@ -66,12 +66,12 @@ def worker(
 
 def flower_auth() -> str | None:
     """Basic-auth credentials from the environment, as Flower takes them (``user:password``), or None when unset."""
-    user, password = os.environ.get(FLOWER_USER_ENV), os.environ.get(FLOWER_PASSWORD_ENV)
+    user, password = FLOWER_USER.get(), FLOWER_PASSWORD.get()
     if user or password:
         if not (user and password):
             raise LabellingError(f"set both {FLOWER_USER_ENV} and {FLOWER_PASSWORD_ENV}, or neither")
         return f"{user}:{password}"
-    return os.environ.get(FLOWER_AUTH_ENV) or None
+    return FLOWER_BASIC_AUTH.get()
 
 
 def flower(

@@ -123,7 +123,7 @@ def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict,
     done = [p for p in parts if p.status == store.DONE]
     _check_complete(group, missing, done, allow_partial)
     config = store.group_config(group)
-    schema = Schema.load(config.schema_path, tuple(config.services))
+    schema = config.load_schema()
     rows = [row for p in done for row in _partition_rows(group, p, schema)]
     check_no_duplicates(rows)
     train = datasets.Dataset.from_list(rows, features=export_features(schema))

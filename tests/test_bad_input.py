@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from labelling import mongo_server, store
+from labelling import mongo_server, settings, store
 from labelling.channel import Candidate
 from labelling.corpus import partition, read_corpus, write_dataset
 from labelling.labeller import _Prepared
@@ -70,14 +70,12 @@ BAD_CONFIGS = {
     "negative top_k": (_sampling("dst", top_k=-3), "dst.generation_cfg.sampling_args.top_k: must be >= 0"),
     "top_p of zero": (_sampling("act_tag", top_p=0), "act_tag.generation_cfg.sampling_args.top_p: must be in (0, 1]"),
     "NaN top_p": (_sampling("dst", top_p=math.nan), "dst.generation_cfg.sampling_args.top_p: must be in (0, 1], got nan"),
-    "negative best_of": (_sampling("dst", best_of=-1), "dst.generation_cfg.sampling_args.best_of: must be >= 0"),
     "no new tokens": (_sampling("dst", max_new_tokens=0), "dst.generation_cfg.sampling_args.max_new_tokens: must be >= 1"),
     "float for an int": (_sampling("dst", n=2.5), "dst.generation_cfg.sampling_args.n: expected int, got float 2.5"),
     "string for a float": (_sampling("dst", top_p="high"), "top_p: expected float, got str 'high'"),
     "unknown dtype": ({"dst": {"model": {"torch_dtype": "fp8"}}}, "dst.model.torch_dtype: must be one of auto, float32"),
     "unknown device": ({"act_tag": {"model": {"device": "gpu0"}}}, "act_tag.model.device: must be auto, cpu, mps, cuda"),
     "empty model name": ({"dst": {"model": {"model_name_or_path": " "}}}, "dst.model.model_name_or_path: must not be empty"),
-    "zero batch size": ({"dst": {"model": {"batch_size": 0}}}, "dst.model.batch_size: must be >= 1, got 0"),
     "negative warm-up": ({"data_warmup": -1}, "data_warmup: must be >= 0"),
     "tiny batch budget": ({"max_batch_tokens": 16}, "max_batch_tokens: must be >= 256"),
     "no services": ({"services": []}, "services: must name at least one service"),
@@ -231,7 +229,7 @@ def test_a_mongodb_that_is_down_or_refuses_us_fails_fast_with_the_password_maske
     if fault == "bad host":
         host = f"127.0.0.1:{mongo_server._free_port()}"  # nothing listens there once the probe is closed
     uri = f"mongodb://labeller:{PLANTED}@{host}/labels"
-    monkeypatch.setenv(mongo_server.URI_ENV, uri)
+    monkeypatch.setenv(settings.MONGODB_URI.name, uri)
     monkeypatch.setenv("LABELLING_MONGODB_TIMEOUT_MS", "1000")
     monkeypatch.delenv("LABELLING_BROKER_URL", raising=False)
     args = [str(tmp_path / "out") if a == "OUT" else a for a in STORE_COMMANDS[command]]

@@ -117,7 +117,8 @@ def test_the_act_preamble_shows_schema_derived_example_calls_that_parse(schema):
 
 
 def test_fill_with_demos_is_off_unless_the_cpu_small_profile_sets_it():
-    assert config.JobConfig().dst.fill_with_demos is False
+    assert config.JobConfig().dst.fill_with_demos is None  # unset: resolved by the model when validated
+    assert config.from_dict({"dst": {"model": {"model_name_or_path": "my/model"}}}).dst.fill_with_demos is False
     assert config.load(REFERENCE / "job_0.json").act_tag.fill_with_demos is False
     assert config.load(profile="starcoder").dst.fill_with_demos is False
     assert config.load(profile="cpu-small").dst.fill_with_demos is True
@@ -266,7 +267,23 @@ def test_the_starcoder_profile_pins_bfloat16_like_the_reference():
 # --- the reference's own job files ---------------------------------------------------------------------------------
 
 # Keys of the reference's job files that are warned as having no effect here (docs/deviations.md says why for each).
-REFERENCE_LEGACY_KEYS = ["output", "wandb", "dst.model.stop_sequences", "act_tag.model.stop_sequences", "profile"]
+# What the reference's job files set that has no effect here (config.LEGACY_KEYS says why, key by key).
+_MODULE_LEGACY = [
+    "module_type",
+    "generation_cfg.prompt_mode",
+    "generation_cfg.noisy_channel_prompt_mode",
+    "model.attn_implementation",
+    "model.batch_size",
+    "model.model_type",
+    "model.stop_sequences",
+    "retriever.type",
+]
+_MANIFEST_LEGACY = ["group_id_must_exist", "manifest_must_exist", "manifest_path", "type", "write_to_manifest"]
+REFERENCE_LEGACY_KEYS = (
+    ["output", "profile", "wandb", "data.eval_set_path_or_name"]
+    + [f"manifest.{k}" for k in _MANIFEST_LEGACY]
+    + [f"{m}.{k}" for m in ("dst", "act_tag") for k in _MODULE_LEGACY]
+)
 
 
 def _legacy_warnings(records) -> list[str]:
