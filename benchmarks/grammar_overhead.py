@@ -2,7 +2,8 @@
 
 The same DST and act prompts (bundled dev turns with the built-in demonstrations as examples, cpu-small sampling
 settings) are sampled with constraints off and on, alternating, so both see the same machine load. Reported: generated
-tokens per second each way and their ratio, the milliseconds the grammar spends per token (mask + advance), and what
+tokens per second each way and their ratio (overall, and in the decode phase alone, which excludes prompt
+encoding), the milliseconds the grammar spends per token (mask + advance), and what
 the parser records for each way: the share of samples with any parse error, with an off-schema error (unknown intent,
 argument, act, entity or service), and the share cut by max_new_tokens. Nothing in the package imports this file.
 
@@ -26,7 +27,7 @@ from labelling.grammar import SchemaGrammar
 from labelling.labeller import PartitionLabeller
 from labelling.lm import LanguageModel
 from labelling.parsing import ActParser, DstParser
-from labelling.prompts import ACT_PREFIX, ACT_STOPS, DST_PREFIX, DST_STOPS, Example
+from labelling.prompts import ACT_PREFIX, DST_PREFIX, Example
 from labelling.schema import Schema
 
 CORPUS = Path(__file__).resolve().parents[1] / "labelling" / "data" / "multiwoz21_dev.json.zip"
@@ -57,8 +58,8 @@ def workload(schema: Schema, turns: int):
     labeller = PartitionLabeller(job, schema, None, None, None, None)
     dialogues = read_corpus(CORPUS, schema)
     picked = [d[min(1, len(d) - 1)] for d in dialogues[:: max(1, len(dialogues) // turns)]][:turns]
-    dst_demos = [labeller._dst_example(t) for t in DEMOS[: job.dst.retriever.k_examples]]
-    act_demos = [labeller._act_example(t) for t in DEMOS[: job.act_tag.retriever.k_examples]]
+    dst_demos = [labeller.dst.render(t) for t in DEMOS[: job.dst.retriever.k_examples]]
+    act_demos = [labeller.act.render(t) for t in DEMOS[: job.act_tag.retriever.k_examples]]
     priors, dst, act = [], [], []
     for t in picked:
         prior = t.last_slot_values or {}
@@ -66,7 +67,7 @@ def workload(schema: Schema, turns: int):
         dst.append(labeller.builder.prompt("dst", dst_demos, Example(prior, t.last_system_utterance, t.user_utterance, "")))
         target = Example(t.slot_values or {}, t.last_system_utterance, t.user_utterance, t.system_response)
         act.append(labeller.builder.prompt("act", act_demos, target))
-    return priors, dst, act, labeller._params("dst", DST_STOPS), labeller._params("act", ACT_STOPS)
+    return priors, dst, act, labeller._params(labeller.dst), labeller._params(labeller.act)
 
 
 def parse_stats(schema: Schema, priors, dst_samples, act_samples) -> dict:
@@ -95,31 +96,36 @@ def main() -> None:
     priors, dst_prompts, act_prompts, dst_params, act_params = workload(schema, args.turns)
     grammar = SchemaGrammar(schema, lm.tokenizer)
     Canonicaliser(schema)  # warm the parsers' imports before timing
-    totals = {way: {"seconds": 0.0, "tokens": 0, "grammar_seconds": 0.0} for way in ("off", "on")}
+    keys = ("seconds", "tokens", "grammar_seconds", "decode_seconds", "decode_tokens")
+    totals = {way: dict.fromkeys(keys, 0.0) for way in ("off", "on")}
     parsed = {}
     for repeat in range(args.repeats):
         for way in ("off", "on"):
             clock = [0.0]
             dst_c = [lambda p=p, c=clock: Timed(grammar.dst(p), c) for p in priors] if way == "on" else None
             act_c = [lambda c=clock: Timed(grammar.acts(), c)] * len(act_prompts) if way == "on" else None
-            before, start = lm.stats["generated_tokens"], time.perf_counter()
+            before, start = dict(lm.stats), time.perf_counter()
             seed = SamplingParams().seed + repeat
             dst = lm.sample(dst_prompts, replace(dst_params, seed=seed), dst_c)
             act = lm.sample(act_prompts, replace(act_params, seed=seed), act_c)
             totals[way]["seconds"] += time.perf_counter() - start
-            totals[way]["tokens"] += lm.stats["generated_tokens"] - before
+            totals[way]["tokens"] += lm.stats["generated_tokens"] - before["generated_tokens"]
+            for key in ("decode_seconds", "decode_tokens"):
+                totals[way][key] += lm.stats[key] - before[key]
             totals[way]["grammar_seconds"] += clock[0]
             parsed.setdefault(way, []).append(parse_stats(schema, priors, dst, act))
     report = {"turns": args.turns, "repeats": args.repeats, "model": "smollm2 (fp32, CPU)"}
     for way, t in totals.items():
         report[way] = {
-            "tokens": t["tokens"],
+            "tokens": int(t["tokens"]),
             "seconds": round(t["seconds"], 2),
             "tokens_per_s": round(t["tokens"] / t["seconds"], 2),
+            "decode_tokens_per_s": round(t["decode_tokens"] / t["decode_seconds"], 2),
             "grammar_ms_per_token": round(1000 * t["grammar_seconds"] / max(t["tokens"], 1), 3),
             "parse": parsed[way],
         }
-    report["tokens_per_s_ratio_on_over_off"] = round(report["on"]["tokens_per_s"] / report["off"]["tokens_per_s"], 3)
+    for key in ("tokens_per_s", "decode_tokens_per_s"):
+        report[f"{key}_ratio_on_over_off"] = round(report["on"][key] / report["off"][key], 3)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

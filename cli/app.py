@@ -33,16 +33,18 @@ def _main(
 
 def _register() -> None:
     # Imported here so that `labelling --help` stays fast and each command module stays independent.
-    from cli import bench, fleet, ingest, label, store_commands
+    from cli import bench, demo, ingest, label, run, status, store_commands, worker
 
     app.command("ingest")(ingest.ingest)
     app.command("label-partition")(label.label_partition)
+    app.command("run")(run.run)
+    app.command("status")(status.status)
+    app.command("worker")(worker.worker)
+    app.command("flower")(worker.flower)
     app.command("export")(store_commands.export)
     app.command("evaluate")(store_commands.evaluate)
     app.command("bench")(bench.bench)
-
-    for name in ("run", "status", "worker", "flower", "demo"):
-        app.command(name)(getattr(fleet, name))
+    app.command("demo")(demo.demo)
 
 
 def main() -> None:

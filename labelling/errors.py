@@ -33,3 +33,11 @@ class ModelError(LabellingError):
 
 class StoreError(LabellingError):
     """The MongoDB store is unreachable or holds something unexpected."""
+
+
+class FleetError(LabellingError):
+    """The fleet cannot do what was asked: no broker, a broker that does not answer, a group another run launched."""
+
+
+class SettingError(LabellingError, ValueError):
+    """An environment variable holds a value that does not parse (see :mod:`labelling.settings`)."""

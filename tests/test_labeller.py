@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from labelling.labeller import FLAG_DST_UNPARSEABLE, PartitionLabeller, TurnLabel, waves
+from labelling.labeller import PartitionLabeller, waves
 from labelling.lm import LanguageModel
+from labelling.records import FLAG_DST_UNPARSEABLE, TurnLabel
 from labelling.retrieval import build_index
 
 
