@@ -19,7 +19,8 @@ from labelling.prompts import EXAMPLE_ACT_KINDS, MODE_ARGUMENTS, PromptBuilder, 
 from labelling.records import TurnLabel
 from labelling.retrieval import build_index
 from tests.cli_helpers import run_cli
-from tests.mongo_fixture import connected, mongo_uri  # noqa: F401
+from tests.mongo_fixture import connected, ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
+from tests.partition_worker import tiny_job, tiny_labeller_factory
 
 REFERENCE = Path(__file__).parent / "fixtures" / "reference"
 REFERENCE_JOBS = ("job_0.json", "train_50_100.json")
@@ -212,6 +213,37 @@ def test_resume_inside_a_wave_cut_into_batches_labels_nothing_twice(fast_job, sc
     resumed = _labeller(job, schema, tiny_lm, embedder).label(turns, done=saved, on_wave=new.extend)
     assert [lab.to_dict() for lab in resumed] == [lab.to_dict() for lab in reference]
     assert sorted(lab.key for lab in new) == sorted({t.key for t in turns} - {lab.key for lab in saved})
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_partition_run_resumed_inside_a_cut_wave_matches_an_uninterrupted_one(connected, dev_dialogues, schema):  # noqa: F811
+    from labelling import runner, store
+
+    job = tiny_job()
+    job.turns_per_batch, job.data_num_partitions = 2, 1
+    corpus, (split,) = ingest_small(short_dialogues(dev_dialogues, 3, 2), schema, split_size=3)
+    factory = tiny_labeller_factory()
+    whole = new_group(corpus, job)
+    assert runner.run_partition(whole, split, labeller_factory=factory).new_turns == 6
+
+    def crash_after_first_batch(done: int, total: int) -> None:
+        raise _Crash
+
+    crashed = new_group(corpus, job)
+    with pytest.raises(_Crash):
+        runner.run_partition(crashed, split, labeller_factory=factory, on_progress=crash_after_first_batch)
+    assert store.count_labels(crashed, split) == 2  # two of the three turn-0s
+    resumed = runner.run_partition(crashed, split, labeller_factory=factory, lease_s=0)
+    assert resumed.status == "done" and resumed.new_turns == 4 and store.count_labels(crashed, split) == 6
+
+    def stored(group):
+        return {s.label.key: s.label.to_dict() for s in store.load_labels(group, split)}
+
+    assert stored(crashed) == stored(whole)
+    assert [s.wave for s in store.load_labels(whole, split)] == [0, 0, 1, 2, 2, 3]
 
 
 # --- 3. unparseable samples (audit C4) ---------------------------------------------------------------------------
