@@ -18,7 +18,7 @@ from labelling.channel import GREEDY, Candidate, choose, needs_scoring, scoring_
 from labelling.config import JobConfig, ModuleConfig
 from labelling.demos import DEMOS
 from labelling.generation import Prompt, SamplingParams
-from labelling.metrics import MetricsAccumulator, turn_act_metrics, turn_dst_metrics
+from labelling.metrics import MetricsAccumulator
 from labelling.prompts import (
     ACT_CONNECTIVE,
     ACT_PREFIX,
@@ -67,6 +67,12 @@ def waves(turns: Sequence[Turn], partitions: int, seed: int, warmup: int = 0) ->
         for turn_id in sorted({t.turn_id for t in mine}):
             out.append([t for t in mine if t.turn_id == turn_id])
     return _split_warmup(out, warmup)
+
+
+def schedule(turns: Sequence[Turn], config: JobConfig) -> list[list[Turn]]:
+    """The order a job labels ``turns`` in: :func:`waves` with the job's settings. The labeller and the runner (which
+    resumes at wave boundaries) both take it from here, so they cannot disagree."""
+    return waves([t.without_gold() for t in turns], config.data_num_partitions, config.seed, config.data_warmup)
 
 
 def _split_warmup(schedule: list[list[Turn]], warmup: int) -> list[list[Turn]]:
@@ -126,8 +132,7 @@ class PartitionLabeller:
         gold = {t.key: t for t in turns}
         previous = {lab.key: lab for lab in done}
         results: list[TurnLabel] = []
-        c = self.config
-        for wave in waves([t.without_gold() for t in turns], c.data_num_partitions, c.seed, c.data_warmup):
+        for wave in schedule(turns, self.config):
             replayed = [previous[t.key] for t in wave if t.key in previous]
             labels = replayed if len(replayed) == len(wave) else self._label_wave([t for t in wave if t.key not in previous])
             if len(replayed) not in (0, len(wave)):
@@ -185,14 +190,8 @@ class PartitionLabeller:
                 index.add(items)
 
     def _score(self, lab: TurnLabel, gold: Turn) -> dict:
-        metrics: dict = {}
-        if gold.has_gold_state:
-            metrics.update(turn_dst_metrics(lab.state, lab.delta, gold.slot_values, gold.turn_slot_values))
-            self.metrics.add_dst(lab.state, lab.delta, gold.slot_values, gold.turn_slot_values)
-        if gold.has_gold_acts:
-            metrics.update(turn_act_metrics(lab.acts, gold.system_response_acts))
-            self.metrics.add_acts(lab.acts, gold.system_response_acts)
-        return metrics
+        """Count the turn into the running totals; its own metrics (those gold exists for) are returned for the label."""
+        return self.metrics.add_turn(gold, lab.state, lab.delta, lab.acts)
 
     def _examples(self, module: str, queries: list[Turn]) -> list[list[Turn]]:
         """Retrieved examples per query, topped up with the built-in demos while the index is nearly empty."""

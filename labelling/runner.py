@@ -16,11 +16,12 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 
 from labelling import store
 from labelling.config import JobConfig
-from labelling.labeller import PartitionLabeller, waves
-from labelling.records import TurnLabel
+from labelling.labeller import PartitionLabeller, schedule
+from labelling.records import PoolRefresh, TurnLabel
 from labelling.schema import Schema
 
 LabellerFactory = Callable[[JobConfig, Schema], PartitionLabeller]
@@ -28,7 +29,17 @@ ProgressHook = Callable[[int, int], None]
 log = logging.getLogger(__name__)
 
 
-@dataclass
+class Outcome(str, Enum):
+    """What a call of :func:`run_partition` found: a partition it labelled now, or one done before."""
+
+    DONE = "done"
+    ALREADY_DONE = "already_done"
+
+    __str__ = str.__str__  # the plain value in logs and task results
+    __format__ = str.__format__
+
+
+@dataclass(kw_only=True)
 class PartitionResult:
     """What a call of :func:`run_partition` did: ``status`` is ``done`` (labelled now) or ``already_done``.
 
@@ -38,13 +49,13 @@ class PartitionResult:
 
     group: str
     split: str
-    status: str
+    status: Outcome
     run_id: str | None
     turns: int
     new_turns: int = 0
     seconds: float = 0.0
     metrics: dict = field(default_factory=dict)
-    pool: list[dict] = field(default_factory=list)
+    pool: list[PoolRefresh] = field(default_factory=list)
     manifest: dict | None = None
 
 
@@ -87,9 +98,15 @@ def _record_failure(claim: store.Claim, error: BaseException) -> None:
 def _already_done(group: str, split: str) -> PartitionResult:
     done = store.partition(group, split)
     entry = next((e for e in store.manifest_entries(group) if e["split"] == split), None)
-    metrics, pool = dict(done.metrics), list(done.pool)
     return PartitionResult(
-        group, split, "already_done", done.run_id, done.turns_total, metrics=metrics, pool=pool, manifest=entry
+        group=group,
+        split=split,
+        status=Outcome.ALREADY_DONE,
+        run_id=done.run_id,
+        turns=done.turns_total,
+        metrics=dict(done.metrics),
+        pool=[PoolRefresh.from_dict(entry) for entry in done.pool],
+        manifest=entry,
     )
 
 
@@ -136,10 +153,9 @@ class _PartitionJob:
         self.turns = store.load_turns(claim.corpus, claim.split)
         schema = config.load_schema()
         self.labeller = (factory or _default_factory())(config, schema)
-        c = config
-        self.schedule = waves([t.without_gold() for t in self.turns], c.data_num_partitions, c.seed, c.data_warmup)
+        self.schedule = schedule(self.turns, config)  # the labeller labels in this same order (resume boundaries)
         self.waves_done = self.turns_done = self.new_turns = 0
-        self.pool: list[dict] = []
+        self.pool: list[PoolRefresh] = []
         self.pooled: set[str] = set()
         self.replayed_waves = 0
         self.recorded_refreshes: dict[int, list[str]] = {}  # wave -> splits the interrupted attempt added there
@@ -157,9 +173,17 @@ class _PartitionJob:
             raise store.StoreError(f"labelled {len(labels)} of {len(self.turns)} turns of {self.claim.group}/{self.claim.split}")
         metrics = self.labeller.metrics.to_dict()
         entry = store.complete_partition(self.claim, metrics)
-        c, seconds = self.claim, self._seconds()
         return PartitionResult(
-            c.group, c.split, "done", c.run_id, len(labels), self.new_turns, seconds, metrics, self.pool, entry
+            group=self.claim.group,
+            split=self.claim.split,
+            status=Outcome.DONE,
+            run_id=self.claim.run_id,
+            turns=len(labels),
+            new_turns=self.new_turns,
+            seconds=self._seconds(),
+            metrics=metrics,
+            pool=self.pool,
+            manifest=entry,
         )
 
     # --- start: resume and seed -----------------------------------------------------------------------------
@@ -178,11 +202,11 @@ class _PartitionJob:
 
         A recorded pool only matters when labels made with it are replayed; with none, the freshest pool is better.
         """
-        kept = [e for e in self.claim.pool if e["wave"] <= self.replayed_waves] if self.replayed_waves else []
+        kept = [e for e in self.claim.pool if e.wave <= self.replayed_waves] if self.replayed_waves else []
         if kept:
             self.pool = kept
-            self.recorded_refreshes = {e["wave"]: e["splits"] for e in kept[1:]}
-            self._load_pool(kept[0]["splits"])
+            self.recorded_refreshes = {e.wave: e.splits for e in kept[1:]}
+            self._load_pool(kept[0].splits)
             return
         initial = [s for s in store.done_splits(self.claim.group) if s != self.claim.split]
         self._record_pool(0, initial if self.config.manifest.seed_retrievers_from_manifest else [])
@@ -195,7 +219,8 @@ class _PartitionJob:
         return len(examples)
 
     def _record_pool(self, wave: int, splits: Sequence[str]) -> None:
-        self.pool.append({"at": time.time(), "wave": wave, "splits": list(splits), "examples": self._load_pool(splits)})
+        examples = self._load_pool(splits)
+        self.pool.append(PoolRefresh(wave=wave, splits=list(splits), examples=examples, at=time.time()))
 
     # --- per wave -----------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import TypeVar
 
 import mongoengine as me
@@ -33,7 +34,7 @@ from labelling import config as job_config
 from labelling import settings
 from labelling.errors import ConfigError, StoreError
 from labelling.mongo_server import EmbeddedServer, ensure_server
-from labelling.records import TurnLabel, example_turn
+from labelling.records import PoolRefresh, TurnLabel, example_turn
 from labelling.redact import mask_uri
 from labelling.schema import Schema
 from labelling.states import strip_blanks
@@ -41,12 +42,26 @@ from labelling.turns import Turn
 
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 8.0
 DEFAULT_DATABASE = "labelling"
-PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 _CHUNK = 1000  # documents per bulk write: big enough to amortise round trips, small enough for the 16 MB message limit
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _AUTH_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class PartitionStatus(str, Enum):
+    """Where a partition of a group stands; stored as its plain value."""
+
+    PENDING = "pending"  # never claimed
+    RUNNING = "running"  # claimed; taken over when its heartbeat is older than the lease
+    DONE = "done"
+    FAILED = "failed"  # its error is on the partition; the next run claims it again
+
+    __str__ = str.__str__  # "done", not "PartitionStatus.DONE", wherever a status is printed
+    __format__ = str.__format__
+
+
+PENDING, RUNNING, DONE, FAILED = (PartitionStatus.PENDING, PartitionStatus.RUNNING, PartitionStatus.DONE, PartitionStatus.FAILED)
 
 
 class ClaimLost(StoreError):
@@ -538,7 +553,7 @@ def done_splits(group: str) -> list[str]:
 # --- claims ----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Claim:
     """This run's hold on a partition: every write checks that ``token`` still holds it."""
 
@@ -548,7 +563,7 @@ class Claim:
     worker: str
     corpus: str
     turns_total: int
-    pool: list[dict]
+    pool: list[PoolRefresh]  # what the claimed partition's earlier attempt added to its example pool
     lease_s: float = settings.CLAIM_LEASE_S.default  # the holder must beat more often than this, or another run may take over
 
     @property
@@ -566,16 +581,30 @@ def claim_partition(group: str, split: str, worker: str, lease_s: float | None =
     now, token = time.time(), uuid.uuid4().hex[:16]
     doc = _take(group, split, worker, token, now, lease)
     if doc is not None:
-        return Claim(group, split, token, worker, doc["corpus"], doc.get("turns_total", 0), list(doc.get("pool") or []), lease)
+        return _claim(group, split, token, worker, doc, lease)
     current = partition(group, split)
     if current.status == DONE:
         return None
     if current.claim == token:  # our take landed but its reply was lost to a reconnect: the retry saw it as taken
-        return Claim(group, split, token, worker, current.corpus, current.turns_total, list(current.pool or []), lease)
+        return _claim(group, split, token, worker, current.to_mongo().to_dict(), lease)
     age = now - (current.heartbeat_at or now)
     raise PartitionBusy(
         f"partition {group}/{split} is being labelled by {current.worker} (run {current.run_id}, heartbeat {age:.0f} s ago)",
         f"a claim whose heartbeat is older than {lease:g} s is taken over",
+    )
+
+
+def _claim(group: str, split: str, token: str, worker: str, doc: Mapping, lease: float) -> Claim:
+    pool = [PoolRefresh.from_dict(entry) for entry in doc.get("pool") or []]
+    return Claim(
+        group=group,
+        split=split,
+        token=token,
+        worker=worker,
+        corpus=doc["corpus"],
+        turns_total=doc.get("turns_total", 0),
+        pool=pool,
+        lease_s=lease,
     )
 
 
@@ -603,6 +632,8 @@ def heartbeat(claim: Claim, **progress: object) -> None:
     unknown = set(progress) - _PROGRESS_FIELDS
     if unknown:
         raise ValueError(f"not progress fields: {', '.join(sorted(unknown))}")
+    if "pool" in progress:
+        progress["pool"] = [entry.to_dict() for entry in progress["pool"]]  # type: ignore[union-attr]
     _held(claim, progress)
 
 
