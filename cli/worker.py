@@ -22,7 +22,9 @@ def worker(
     queues: list[str] = typer.Option(
         [], "--queues", "-Q", help="Queues to consume (comma-separated or repeated).", show_default="all"
     ),
-    pool: str = typer.Option("prefork", "--pool", "-P", help="prefork (models load after the fork), solo or threads."),
+    celery_pool: str = typer.Option(
+        "prefork", "--pool", "-P", help="Celery's process pool: prefork (models load after the fork), solo or threads."
+    ),
     name: str | None = typer.Option(None, "--name", "-n", help="Node name.", show_default="gpuN@HOST, or cpu@HOST without --gpu"),
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="CPU threads per pool process (torch); set it when several workers share a machine."
@@ -50,7 +52,7 @@ def worker(
     wanted = [q.strip() for item in queues for q in item.split(",") if q.strip()]
     wanted = wanted or [celeryconfig.PARTITION_QUEUE, celeryconfig.CONTROL_QUEUE]
     console.print(f"worker {escape(node)} on {escape(mask_uri(url))}, queues {', '.join(wanted)}, results {escape(backend)}")
-    argv = ["worker", f"--hostname={node}", "--task-events", f"--concurrency={concurrency}", f"--pool={pool}"]
+    argv = ["worker", f"--hostname={node}", "--task-events", f"--concurrency={concurrency}", f"--pool={celery_pool}"]
     app.worker_main(argv + [f"--queues={','.join(wanted)}", f"--loglevel={loglevel}"])
 
 

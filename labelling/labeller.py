@@ -53,11 +53,12 @@ NO_CHANGE, NO_ACTS = "no_change()]", "]"  # the completions meaning "nothing": a
 _CONTEXT_SLACK = 8
 
 
-def waves(turns: Sequence[Turn], partitions: int, seed: int, warmup: int = 0) -> list[list[Turn]]:
-    """The processing order: seeded sub-partitions of dialogues, turn-id waves inside each, warm-up turns alone."""
+def waves(turns: Sequence[Turn], shuffle_groups: int, seed: int, warmup: int = 0) -> list[list[Turn]]:
+    """The processing order: dialogues shuffled (seeded) into ``shuffle_groups`` groups (the reference's
+    ``data_num_partitions``), turn-id waves inside each group, the first ``warmup`` turns alone."""
     dialogue_ids = list(dict.fromkeys(t.dialogue_id for t in turns))
     random.Random(seed).shuffle(dialogue_ids)
-    n = max(1, min(partitions, len(dialogue_ids)))
+    n = max(1, min(shuffle_groups, len(dialogue_ids)))
     size = len(dialogue_ids) // n
     chunks = [dialogue_ids[i * size : (i + 1) * size if i < n - 1 else None] for i in range(n)]
     out: list[list[Turn]] = []

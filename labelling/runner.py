@@ -50,7 +50,7 @@ class PartitionResult:
     group: str
     split: str
     status: Outcome
-    run_id: str | None
+    attempt_id: str | None  # the claim token of the attempt that labelled it (the manifest's run_id)
     turns: int
     new_turns: int = 0
     seconds: float = 0.0
@@ -102,7 +102,7 @@ def _already_done(group: str, split: str) -> PartitionResult:
         group=group,
         split=split,
         status=Outcome.ALREADY_DONE,
-        run_id=done.run_id,
+        attempt_id=done.attempt_id,
         turns=done.turns_total,
         metrics=dict(done.metrics),
         pool=[PoolRefresh.from_dict(entry) for entry in done.pool],
@@ -164,7 +164,7 @@ class _PartitionJob:
     def run(self) -> PartitionResult:
         """Resume, seed, label with a checkpoint per wave, and complete the partition."""
         done = self._resume()
-        self._seed()
+        self._fill_indexes()
         self.started = time.time()
         store.heartbeat(self.claim, started_at=self.started, config=self.config.to_dict(), pool=self.pool, turns_done=0)
         with pulse(self.claim):
@@ -177,7 +177,7 @@ class _PartitionJob:
             group=self.claim.group,
             split=self.claim.split,
             status=Outcome.DONE,
-            run_id=self.claim.run_id,
+            attempt_id=self.claim.attempt_id,
             turns=len(labels),
             new_turns=self.new_turns,
             seconds=self._seconds(),
@@ -186,7 +186,7 @@ class _PartitionJob:
             manifest=entry,
         )
 
-    # --- start: resume and seed -----------------------------------------------------------------------------
+    # --- start: resume and fill the indexes ------------------------------------------------------------------
 
     def _resume(self) -> list[TurnLabel]:
         """The stored labels of the leading complete waves; a wave cut short by a crash is relabelled whole."""
@@ -197,8 +197,8 @@ class _PartitionJob:
             self.replayed_waves = index + 1
         return [stored[t.key].label for wave in self.schedule[: self.replayed_waves] for t in wave]
 
-    def _seed(self) -> None:
-        """Seed the indexes from the pool the interrupted attempt recorded, else from every partition completed so far.
+    def _fill_indexes(self) -> None:
+        """Fill the example indexes from the pool the interrupted attempt recorded, else from every partition completed so far.
 
         A recorded pool only matters when labels made with it are replayed; with none, the freshest pool is better.
         """

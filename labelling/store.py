@@ -32,7 +32,7 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 
 from labelling import config as job_config
 from labelling import settings
-from labelling.errors import ConfigError, StoreError
+from labelling.errors import ClaimLost, ConfigError, PartitionBusy, StoreError
 from labelling.mongo_server import EmbeddedServer, ensure_server
 from labelling.records import PoolRefresh, TurnLabel, example_turn
 from labelling.redact import mask_uri
@@ -62,14 +62,6 @@ class PartitionStatus(str, Enum):
 
 
 PENDING, RUNNING, DONE, FAILED = (PartitionStatus.PENDING, PartitionStatus.RUNNING, PartitionStatus.DONE, PartitionStatus.FAILED)
-
-
-class ClaimLost(StoreError):
-    """Another run took this partition over (its heartbeat had gone stale); this run must stop without writing."""
-
-
-class PartitionBusy(StoreError):
-    """The partition is being labelled by a live run; try again later (its claim becomes stale after the lease)."""
 
 
 # --- retries ---------------------------------------------------------------------------------------------------
@@ -156,7 +148,7 @@ class Partition(me.Document):
     attempts = me.IntField(default=0)
     worker = me.StringField()
     claim = me.StringField()
-    run_id = me.StringField()
+    attempt_id = me.StringField(db_field="run_id")  # the claim token of the latest attempt (stored under its old name)
     claimed_at = me.FloatField()
     started_at = me.FloatField()
     heartbeat_at = me.FloatField()
@@ -181,15 +173,16 @@ class LabelDoc(me.Document):
     turn_id = me.IntField(required=True)
     wave = me.IntField()
     seq = me.IntField()
-    run_id = me.StringField()
+    attempt_id = me.StringField(db_field="run_id")  # the attempt that wrote it
     label = me.DictField()
     metrics = me.DictField()
     written_at = me.FloatField()
-    written_by = me.ListField(me.StringField())  # RUN/WAVE of every write: more than one entry is a duplicate write
+    written_by = me.ListField(me.StringField())  # ATTEMPT/WAVE of every write: more than one entry is a duplicate write
 
 
 class ManifestDoc(me.Document):
-    """The reference's manifest entry for a completed partition: at most one per (group, split) and per (group, run)."""
+    """The reference's manifest entry for a completed partition: at most one per (group, split) and per (group, run_id),
+    where the reference's ``run_id`` is the attempt that completed the split."""
 
     meta = _meta(
         "manifest", {"fields": ["group_id", "run_id"], "unique": True}, {"fields": ["group_id", "split"], "unique": True}
@@ -567,8 +560,8 @@ class Claim:
     lease_s: float = settings.CLAIM_LEASE_S.default  # the holder must beat more often than this, or another run may take over
 
     @property
-    def run_id(self) -> str:
-        """The run this claim belongs to (the manifest entry names it)."""
+    def attempt_id(self) -> str:
+        """The attempt this claim belongs to: its token (labels and the manifest entry, as ``run_id``, name it)."""
         return self.token
 
 
@@ -589,7 +582,8 @@ def claim_partition(group: str, split: str, worker: str, lease_s: float | None =
         return _claim(group, split, token, worker, current.to_mongo().to_dict(), lease)
     age = now - (current.heartbeat_at or now)
     raise PartitionBusy(
-        f"partition {group}/{split} is being labelled by {current.worker} (run {current.run_id}, heartbeat {age:.0f} s ago)",
+        f"partition {group}/{split} is being labelled by {current.worker} "
+        f"(attempt {current.attempt_id}, heartbeat {age:.0f} s ago)",
         f"a claim whose heartbeat is older than {lease:g} s is taken over",
     )
 
@@ -646,7 +640,8 @@ def _held(claim: Claim, fields: Mapping[str, object]) -> None:
     )
     if found is None:
         where = f"{claim.group}/{claim.split}"
-        raise ClaimLost(f"run {claim.run_id} lost partition {where} to another run", "this run stops; nothing more is written")
+        hint = "this attempt stops; nothing more is written"
+        raise ClaimLost(f"attempt {claim.attempt_id} lost partition {where} to another attempt", hint)
 
 
 @retrying
@@ -675,13 +670,13 @@ class StoredLabel:
 def write_labels(claim: Claim, labels: Sequence[TurnLabel], wave: int, seq_start: int) -> int:
     """Upsert one wave's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written).
 
-    Each label records ``RUN/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
+    Each label records ``ATTEMPT/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
     runs, or in two waves, shows as a duplicate write.
     """
     _held(claim, {})
     now = time.time()
     docs = (_label_doc(claim, lab, wave, seq_start + i, now) for i, lab in enumerate(labels))
-    return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.run_id}/{wave}"})
+    return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.attempt_id}/{wave}"})
 
 
 def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) -> dict:
@@ -695,7 +690,7 @@ def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) ->
         "turn_id": lab.turn_id,
         "wave": wave,
         "seq": seq,
-        "run_id": claim.run_id,
+        "run_id": claim.attempt_id,
         "label": data,
         "metrics": metrics,
         "written_at": now,
@@ -757,7 +752,7 @@ def complete_partition(claim: Claim, metrics: Mapping[str, int]) -> dict:
     written = count_labels(claim.group, claim.split)
     if written != claim.turns_total:
         raise StoreError(f"partition {claim.group}/{claim.split} holds {written} of {claim.turns_total} labels; not complete")
-    entry = {"group_id": claim.group, "run_id": claim.run_id, "split": claim.split, "corpus": claim.corpus}
+    entry = {"group_id": claim.group, "run_id": claim.attempt_id, "split": claim.split, "corpus": claim.corpus}
     entry.update(num_logs=written, created_at=time.time())
     try:
         ManifestDoc._get_collection().update_one({"_id": _key(claim.group, claim.split)}, {"$setOnInsert": entry}, upsert=True)
@@ -770,7 +765,7 @@ def complete_partition(claim: Claim, metrics: Mapping[str, int]) -> dict:
 
 def _done_by(claim: Claim) -> bool:
     doc = Partition._get_collection().find_one({"_id": _key(claim.group, claim.split)}, {"status": 1, "run_id": 1})
-    return bool(doc) and doc.get("status") == DONE and doc.get("run_id") == claim.run_id
+    return bool(doc) and doc.get("status") == DONE and doc.get("run_id") == claim.attempt_id
 
 
 @retrying
