@@ -36,7 +36,9 @@ def _register() -> None:
     from cli import bench, demo, ingest, label, run, status, store_commands, worker
 
     app.command("ingest")(ingest.ingest)
-    app.command("label-partition")(label.label_partition)
+    app.command("label-split")(label.label_partition)
+    # The old name, kept working: "partition" also names the fleet's Celery task, which labels a stored partition.
+    app.command("label-partition", hidden=True)(label.label_partition)
     app.command("run")(run.run)
     app.command("status")(status.status)
     app.command("worker")(worker.worker)

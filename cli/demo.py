@@ -31,11 +31,11 @@ def _ingest_demo(job: job_config.JobConfig) -> None:
     """The first few short dialogues of the bundled corpus as corpus ``demo``: labelling time grows with the number of
     turn waves, so short dialogues keep the demo to minutes while it still shows a seed and two dependents."""
     from labelling import store
-    from labelling.corpus import partition, read_corpus
+    from labelling.corpus import cut_into_splits, read_corpus
 
     schema = job.load_schema()
     short = [d for d in read_corpus(BUNDLED_CORPUS, schema) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
-    splits = partition(short, DEMO_SPLIT_SIZE)
+    splits = cut_into_splits(short, DEMO_SPLIT_SIZE)
     turns = store.ingest_corpus(DEMO_CORPUS, splits, schema)
     what = f"the first {DEMO_DIALOGUES} dialogues of at most {DEMO_MAX_TURNS} turns ({turns} turns)"
     console.print(f"ingested {BUNDLED_CORPUS.name}: {what} as corpus {DEMO_CORPUS}, {len(splits)} partitions")

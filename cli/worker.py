@@ -25,7 +25,9 @@ def worker(
     queues: list[str] = typer.Option(
         [], "--queues", "-Q", help="Queues to consume (comma-separated or repeated).", show_default="all"
     ),
-    pool: str = typer.Option("prefork", "--pool", "-P", help="prefork (models load after the fork), solo or threads."),
+    celery_pool: str = typer.Option(
+        "prefork", "--pool", "-P", help="Celery's process pool: prefork (models load after the fork), solo or threads."
+    ),
     name: str | None = typer.Option(None, "--name", "-n", help="Node name.", show_default="gpuN@HOST, or cpu@HOST without --gpu"),
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="CPU threads per pool process (torch); set it when several workers share a machine."
@@ -48,7 +50,7 @@ def worker(
 
     url = check_broker("labelling worker")
     where = worker_setup.pin_devices(gpu)
-    for warning in worker_setup.pool_warnings(gpu, pool, concurrency):
+    for warning in worker_setup.pool_warnings(gpu, celery_pool, concurrency):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     if threads is not None:
         os.environ[TORCH_THREADS.name] = str(threads)  # applied in each pool process, after the fork
@@ -60,7 +62,7 @@ def worker(
     wanted = wanted or [celeryconfig.PARTITION_QUEUE, celeryconfig.CONTROL_QUEUE]
     console.print(f"worker {escape(node)} on {escape(mask_uri(url))}, queues {', '.join(wanted)}, results {escape(backend)}")
     console.print(f"models run on {escape(where)}")
-    argv = ["worker", f"--hostname={node}", "--task-events", f"--concurrency={concurrency}", f"--pool={pool}"]
+    argv = ["worker", f"--hostname={node}", "--task-events", f"--concurrency={concurrency}", f"--pool={celery_pool}"]
     app.worker_main(argv + [f"--queues={','.join(wanted)}", f"--loglevel={loglevel}"])
 
 

@@ -24,6 +24,12 @@ In a notebook, no broker or database is needed::
     labels = labeller.label([turn for dialogue in dialogues[:5] for turn in dialogue])
     labels[0].state, labels[0].acts, labels[0].flags    # TurnLabel records
 
+Words, one meaning each: a *split* is a named slice of a corpus; a *partition* is one split of a group as a stored unit
+of work; *shuffle groups* are the seeded groups of dialogues inside a split (``data_num_partitions``); a *launch* is one
+``labelling run`` (its ``run_id`` names the Celery tasks); an *attempt* is one claim of a partition (``attempt_id``;
+the manifest calls it ``run_id``); the *pool* is the example pool (Celery's process pool appears only as
+``worker --pool``); *seed* is the RNG seed, and the *seed split* the split labelled first, alone.
+
 The names below are imported on first use (PEP 562), so ``import labelling`` stays light and loads no torch.
 """
 

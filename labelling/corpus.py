@@ -102,7 +102,9 @@ def detect_format(source: str | Path) -> str:
     raise CorpusError(f"{name}: JSON of the wrong shape (neither an object nor a list)", f"expected {_SHAPE_21}, or {_SHAPE_22}")
 
 
-def partition(dialogues: Sequence[Dialogue], size: int = DEFAULT_SPLIT_SIZE, prefix: str = "train") -> dict[str, list[Turn]]:
+def cut_into_splits(
+    dialogues: Sequence[Dialogue], size: int = DEFAULT_SPLIT_SIZE, prefix: str = "train"
+) -> dict[str, list[Turn]]:
     """Cut dialogues, in order, into splits of ``size`` named ``{prefix}_{a}_{b}`` (half-open dialogue indices)."""
     if size < 1:
         raise LabellingError(f"split size must be at least 1, got {size}")

@@ -33,6 +33,7 @@ from labelling import store
 from labelling.corpus import _move_into_place, check_output, dataset_features
 from labelling.errors import LabellingError
 from labelling.metrics import MetricsAccumulator
+from labelling.records import PoolRefresh
 from labelling.redact import mask_uri
 from labelling.schema import Schema
 
@@ -225,12 +226,13 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
 
 
 def _partition_table(parts: Sequence[store.Partition]) -> str:
-    rows = ["| split | status | run | turns | JGA | turn acc | act F1 | pool at start | finished (UTC) |", "|" + "---|" * 9]
+    rows = ["| split | status | attempt | turns | JGA | turn acc | act F1 | pool at start | finished (UTC) |", "|" + "---|" * 9]
     for p in parts:
         jga, turn_acc, act_f1 = score_cells(MetricsAccumulator.from_dict(p.metrics or {}).summary())
-        pool = f"{len(p.pool[0]['splits'])} partitions, {p.pool[0]['examples']} examples" if p.pool else "-"
+        start = PoolRefresh.from_dict(p.pool[0]) if p.pool else None
+        pool = f"{len(start.splits)} partitions, {start.examples} examples" if start else "-"
         finished = datetime.fromtimestamp(p.finished_at, timezone.utc).strftime("%Y-%m-%d %H:%M") if p.finished_at else "-"
-        cells = (p.split, p.status, p.run_id or "-", p.turns_total, jga, turn_acc, act_f1, pool, finished)
+        cells = (p.split, p.status, p.attempt_id or "-", p.turns_total, jga, turn_acc, act_f1, pool, finished)
         rows.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(rows)
 

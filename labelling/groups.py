@@ -12,7 +12,7 @@ from pathlib import Path
 from labelling import config as job_config
 from labelling import store
 from labelling.config import first_difference
-from labelling.corpus import DEFAULT_SPLIT_SIZE, partition
+from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits
 from labelling.errors import ConfigError
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
@@ -85,7 +85,7 @@ def _stored_dialogues(corpus: str, limit: int | None) -> list[list]:
 def ingest_slice(corpus: str, name: str, limit: int | None, size: int | None, job: job_config.JobConfig) -> int:
     """Store the first ``limit`` dialogues of ``corpus`` re-cut into splits of ``size`` as corpus ``name`` (idempotent);
     returns the number of splits."""
-    splits = partition(_stored_dialogues(corpus, limit), size or DEFAULT_SPLIT_SIZE)
+    splits = cut_into_splits(_stored_dialogues(corpus, limit), size or DEFAULT_SPLIT_SIZE)
     store.ingest_corpus(name, splits, job.load_schema())
     return len(splits)
 

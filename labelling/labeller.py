@@ -20,7 +20,7 @@ from labelling.channel import GREEDY, Candidate, choose, needs_scoring, scoring_
 from labelling.config import JobConfig, ModuleConfig
 from labelling.demos import DEMOS
 from labelling.generation import Prompt, SamplingParams
-from labelling.metrics import MetricsAccumulator, turn_act_metrics, turn_dst_metrics
+from labelling.metrics import MetricsAccumulator
 from labelling.prompts import (
     ACT_CONNECTIVE,
     ACT_PREFIX,
@@ -56,12 +56,15 @@ NO_CHANGE, NO_ACTS = "no_change()]", "]"  # the completions meaning "nothing": a
 _CONTEXT_SLACK = 8
 
 
-def waves(turns: Sequence[Turn], partitions: int, seed: int, warmup: int = 0, turns_per_batch: int = 0) -> list[list[Turn]]:
-    """The processing order: seeded sub-partitions of dialogues, turn-id waves inside each, cut into batches of
-    ``turns_per_batch`` (0: whole waves), warm-up turns alone (docs/method.md §3.2)."""
+def waves(
+    turns: Sequence[Turn], shuffle_groups: int, seed: int, warmup: int = 0, turns_per_batch: int = 0
+) -> list[list[Turn]]:
+    """The processing order: dialogues shuffled (seeded) into ``shuffle_groups`` groups (the reference's
+    ``data_num_partitions``), turn-id waves inside each group cut into batches of ``turns_per_batch`` turns (0: whole
+    waves), the first ``warmup`` turns alone (docs/method.md §3.2)."""
     dialogue_ids = list(dict.fromkeys(t.dialogue_id for t in turns))
     random.Random(seed).shuffle(dialogue_ids)
-    n = max(1, min(partitions, len(dialogue_ids)))
+    n = max(1, min(shuffle_groups, len(dialogue_ids)))
     size = len(dialogue_ids) // n
     chunks = [dialogue_ids[i * size : (i + 1) * size if i < n - 1 else None] for i in range(n)]
     out: list[list[Turn]] = []
@@ -76,7 +79,8 @@ def waves(turns: Sequence[Turn], partitions: int, seed: int, warmup: int = 0, tu
 
 
 def schedule(turns: Sequence[Turn], config: JobConfig) -> list[list[Turn]]:
-    """The batches a job labels, in order, each followed by an index update; the runner checkpoints on the same ones."""
+    """The batches a job labels ``turns`` in, each followed by an index update: :func:`waves` with the job's settings.
+    The labeller and the runner (which resumes at batch boundaries) both take it from here, so they cannot disagree."""
     c = config
     return waves([t.without_gold() for t in turns], c.data_num_partitions, c.seed, c.data_warmup, c.turns_per_batch)
 
@@ -276,14 +280,8 @@ class PartitionLabeller:
                 module.index.add(items)
 
     def _score(self, lab: TurnLabel, gold: Turn) -> dict:
-        metrics: dict = {}
-        if gold.has_gold_state:
-            metrics.update(turn_dst_metrics(lab.state, lab.delta, gold.slot_values, gold.turn_slot_values))
-            self.metrics.add_dst(lab.state, lab.delta, gold.slot_values, gold.turn_slot_values)
-        if gold.has_gold_acts:
-            metrics.update(turn_act_metrics(lab.acts, gold.system_response_acts))
-            self.metrics.add_acts(lab.acts, gold.system_response_acts)
-        return metrics
+        """Count the turn into the running totals; its own metrics (those gold exists for) are returned for the label."""
+        return self.metrics.add_turn(gold, lab.state, lab.delta, lab.acts)
 
     def _examples(self, module: LabellingModule, queries: list[Turn]) -> list[list[Turn]]:
         """Retrieved examples per query, topped up with the built-in demos while the index is nearly empty."""

@@ -19,6 +19,26 @@ FLAG_CHANNEL_UNSCORED = "channel_unscored"  # the channel prompt does not fit: c
 FLAGGED_TURNS = "flagged_turns"  # metrics key counting turns with any flag; each flag also counts as flag_<name>
 
 
+@dataclass(frozen=True, kw_only=True)
+class PoolRefresh:
+    """One growth of a partition's example pool: before ``wave`` (0: at the start) the labels of the completed partitions
+    ``splits`` (``examples`` turns) joined the example indexes, at Unix time ``at``. Resuming replays the same ones."""
+
+    wave: int
+    splits: list[str]
+    examples: int
+    at: float
+
+    def to_dict(self) -> dict:
+        """Stored form (an entry of the partition's ``pool`` list)."""
+        return {"at": self.at, "wave": self.wave, "splits": list(self.splits), "examples": self.examples}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PoolRefresh:
+        """Inverse of :meth:`to_dict`."""
+        return cls(wave=int(data["wave"]), splits=list(data["splits"]), examples=int(data.get("examples", 0)), at=data["at"])
+
+
 @dataclass
 class ModuleOutput:
     """What one module decided for one turn, with the evidence: candidates, scores, examples used."""

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import TypeVar
 
 import mongoengine as me
@@ -31,9 +32,9 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 
 from labelling import config as job_config
 from labelling import settings
-from labelling.errors import ConfigError, StoreError
+from labelling.errors import ClaimLost, ConfigError, PartitionBusy, StoreError
 from labelling.mongo_server import EmbeddedServer, ensure_server
-from labelling.records import TurnLabel, example_turn
+from labelling.records import PoolRefresh, TurnLabel, example_turn
 from labelling.redact import mask_uri
 from labelling.schema import Schema
 from labelling.states import strip_blanks
@@ -41,7 +42,6 @@ from labelling.turns import Turn
 
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 8.0
 DEFAULT_DATABASE = "labelling"
-PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 _CHUNK = 1000  # documents per bulk write: big enough to amortise round trips, small enough for the 16 MB message limit
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _AUTH_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
@@ -49,12 +49,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ClaimLost(StoreError):
-    """Another run took this partition over (its heartbeat had gone stale); this run must stop without writing."""
+class PartitionStatus(str, Enum):
+    """Where a partition of a group stands; stored as its plain value."""
+
+    PENDING = "pending"  # never claimed
+    RUNNING = "running"  # claimed; taken over when its heartbeat is older than the lease
+    DONE = "done"
+    FAILED = "failed"  # its error is on the partition; the next run claims it again
+
+    __str__ = str.__str__  # "done", not "PartitionStatus.DONE", wherever a status is printed
+    __format__ = str.__format__
 
 
-class PartitionBusy(StoreError):
-    """The partition is being labelled by a live run; try again later (its claim becomes stale after the lease)."""
+PENDING, RUNNING, DONE, FAILED = (PartitionStatus.PENDING, PartitionStatus.RUNNING, PartitionStatus.DONE, PartitionStatus.FAILED)
 
 
 # --- retries ---------------------------------------------------------------------------------------------------
@@ -141,7 +148,7 @@ class Partition(me.Document):
     attempts = me.IntField(default=0)
     worker = me.StringField()
     claim = me.StringField()
-    run_id = me.StringField()
+    attempt_id = me.StringField(db_field="run_id")  # the claim token of the latest attempt (stored under its old name)
     claimed_at = me.FloatField()
     started_at = me.FloatField()
     heartbeat_at = me.FloatField()
@@ -166,15 +173,16 @@ class LabelDoc(me.Document):
     turn_id = me.IntField(required=True)
     wave = me.IntField()
     seq = me.IntField()
-    run_id = me.StringField()
+    attempt_id = me.StringField(db_field="run_id")  # the attempt that wrote it
     label = me.DictField()
     metrics = me.DictField()
     written_at = me.FloatField()
-    written_by = me.ListField(me.StringField())  # RUN/WAVE of every write: more than one entry is a duplicate write
+    written_by = me.ListField(me.StringField())  # ATTEMPT/WAVE of every write: more than one entry is a duplicate write
 
 
 class ManifestDoc(me.Document):
-    """The reference's manifest entry for a completed partition: at most one per (group, split) and per (group, run)."""
+    """The reference's manifest entry for a completed partition: at most one per (group, split) and per (group, run_id),
+    where the reference's ``run_id`` is the attempt that completed the split."""
 
     meta = _meta(
         "manifest", {"fields": ["group_id", "run_id"], "unique": True}, {"fields": ["group_id", "split"], "unique": True}
@@ -538,7 +546,7 @@ def done_splits(group: str) -> list[str]:
 # --- claims ----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Claim:
     """This run's hold on a partition: every write checks that ``token`` still holds it."""
 
@@ -548,12 +556,12 @@ class Claim:
     worker: str
     corpus: str
     turns_total: int
-    pool: list[dict]
+    pool: list[PoolRefresh]  # what the claimed partition's earlier attempt added to its example pool
     lease_s: float = settings.CLAIM_LEASE_S.default  # the holder must beat more often than this, or another run may take over
 
     @property
-    def run_id(self) -> str:
-        """The run this claim belongs to (the manifest entry names it)."""
+    def attempt_id(self) -> str:
+        """The attempt this claim belongs to: its token (labels and the manifest entry, as ``run_id``, name it)."""
         return self.token
 
 
@@ -566,16 +574,31 @@ def claim_partition(group: str, split: str, worker: str, lease_s: float | None =
     now, token = time.time(), uuid.uuid4().hex[:16]
     doc = _take(group, split, worker, token, now, lease)
     if doc is not None:
-        return Claim(group, split, token, worker, doc["corpus"], doc.get("turns_total", 0), list(doc.get("pool") or []), lease)
+        return _claim(group, split, token, worker, doc, lease)
     current = partition(group, split)
     if current.status == DONE:
         return None
     if current.claim == token:  # our take landed but its reply was lost to a reconnect: the retry saw it as taken
-        return Claim(group, split, token, worker, current.corpus, current.turns_total, list(current.pool or []), lease)
+        return _claim(group, split, token, worker, current.to_mongo().to_dict(), lease)
     age = now - (current.heartbeat_at or now)
     raise PartitionBusy(
-        f"partition {group}/{split} is being labelled by {current.worker} (run {current.run_id}, heartbeat {age:.0f} s ago)",
+        f"partition {group}/{split} is being labelled by {current.worker} "
+        f"(attempt {current.attempt_id}, heartbeat {age:.0f} s ago)",
         f"a claim whose heartbeat is older than {lease:g} s is taken over",
+    )
+
+
+def _claim(group: str, split: str, token: str, worker: str, doc: Mapping, lease: float) -> Claim:
+    pool = [PoolRefresh.from_dict(entry) for entry in doc.get("pool") or []]
+    return Claim(
+        group=group,
+        split=split,
+        token=token,
+        worker=worker,
+        corpus=doc["corpus"],
+        turns_total=doc.get("turns_total", 0),
+        pool=pool,
+        lease_s=lease,
     )
 
 
@@ -603,6 +626,8 @@ def heartbeat(claim: Claim, **progress: object) -> None:
     unknown = set(progress) - _PROGRESS_FIELDS
     if unknown:
         raise ValueError(f"not progress fields: {', '.join(sorted(unknown))}")
+    if "pool" in progress:
+        progress["pool"] = [entry.to_dict() for entry in progress["pool"]]  # type: ignore[union-attr]
     _held(claim, progress)
 
 
@@ -615,7 +640,8 @@ def _held(claim: Claim, fields: Mapping[str, object]) -> None:
     )
     if found is None:
         where = f"{claim.group}/{claim.split}"
-        raise ClaimLost(f"run {claim.run_id} lost partition {where} to another run", "this run stops; nothing more is written")
+        hint = "this attempt stops; nothing more is written"
+        raise ClaimLost(f"attempt {claim.attempt_id} lost partition {where} to another attempt", hint)
 
 
 @retrying
@@ -644,13 +670,13 @@ class StoredLabel:
 def write_labels(claim: Claim, labels: Sequence[TurnLabel], wave: int, seq_start: int) -> int:
     """Upsert one wave's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written).
 
-    Each label records ``RUN/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
+    Each label records ``ATTEMPT/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
     runs, or in two waves, shows as a duplicate write.
     """
     _held(claim, {})
     now = time.time()
     docs = (_label_doc(claim, lab, wave, seq_start + i, now) for i, lab in enumerate(labels))
-    return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.run_id}/{wave}"})
+    return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.attempt_id}/{wave}"})
 
 
 def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) -> dict:
@@ -664,7 +690,7 @@ def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) ->
         "turn_id": lab.turn_id,
         "wave": wave,
         "seq": seq,
-        "run_id": claim.run_id,
+        "run_id": claim.attempt_id,
         "label": data,
         "metrics": metrics,
         "written_at": now,
@@ -726,7 +752,7 @@ def complete_partition(claim: Claim, metrics: Mapping[str, int]) -> dict:
     written = count_labels(claim.group, claim.split)
     if written != claim.turns_total:
         raise StoreError(f"partition {claim.group}/{claim.split} holds {written} of {claim.turns_total} labels; not complete")
-    entry = {"group_id": claim.group, "run_id": claim.run_id, "split": claim.split, "corpus": claim.corpus}
+    entry = {"group_id": claim.group, "run_id": claim.attempt_id, "split": claim.split, "corpus": claim.corpus}
     entry.update(num_logs=written, created_at=time.time())
     try:
         ManifestDoc._get_collection().update_one({"_id": _key(claim.group, claim.split)}, {"$setOnInsert": entry}, upsert=True)
@@ -739,7 +765,7 @@ def complete_partition(claim: Claim, metrics: Mapping[str, int]) -> dict:
 
 def _done_by(claim: Claim) -> bool:
     doc = Partition._get_collection().find_one({"_id": _key(claim.group, claim.split)}, {"status": 1, "run_id": 1})
-    return bool(doc) and doc.get("status") == DONE and doc.get("run_id") == claim.run_id
+    return bool(doc) and doc.get("status") == DONE and doc.get("run_id") == claim.attempt_id
 
 
 @retrying

@@ -38,9 +38,9 @@ Progress = Callable[[int, int], None]
 def label_one(group: str, split: str, worker: str, on_progress: Progress | None = None) -> dict:
     """Label one partition to completion (or find it done) and summarise it as JSON: the body of label_partition."""
     result = runner.run_partition(group, split, worker=worker, on_progress=on_progress)
-    pool = result.pool[0]["splits"] if result.pool else []
+    pool = result.pool[0].splits if result.pool else []
     rate = result.new_turns / result.seconds if result.seconds else None
-    summary = {"group": group, "split": split, "status": result.status, "run_id": result.run_id, "turns": result.turns}
+    summary = {"group": group, "split": split, "status": result.status, "attempt_id": result.attempt_id, "turns": result.turns}
     return {**summary, "new_turns": result.new_turns, "seconds": result.seconds, "turns_per_s": rate, "pool": pool}
 
 

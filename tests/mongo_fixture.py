@@ -17,7 +17,7 @@ from labelling import mongo_server, settings, store
 from labelling.acts import Act, Entity
 from labelling.channel import Candidate
 from labelling.config import JobConfig
-from labelling.corpus import Dialogue, partition
+from labelling.corpus import Dialogue, cut_into_splits
 from labelling.metrics import MetricsAccumulator
 from labelling.records import ModuleOutput, TurnLabel
 from labelling.schema import Schema
@@ -69,7 +69,7 @@ def short_dialogues(dialogues: Sequence[Dialogue], count: int, turns: int) -> li
 def ingest_small(dialogues: Sequence[Dialogue], schema: Schema, split_size: int) -> tuple[str, list[str]]:
     """Ingest ``dialogues`` as a new corpus cut into splits of ``split_size``; returns (corpus, split names)."""
     corpus = unique("corpus")
-    splits = partition(dialogues, split_size)
+    splits = cut_into_splits(dialogues, split_size)
     store.ingest_corpus(corpus, splits, schema)
     return corpus, list(splits)
 

@@ -18,7 +18,7 @@ import torch
 
 from labelling import mongo_server, settings, store
 from labelling.channel import Candidate
-from labelling.corpus import partition, read_corpus, write_dataset
+from labelling.corpus import cut_into_splits, read_corpus, write_dataset
 from labelling.labeller import _Prepared
 from labelling.lm import LanguageModel
 from labelling.prompts import Example
@@ -137,7 +137,7 @@ def test_a_lone_surrogate_in_an_utterance_is_one_line_naming_the_turn(monkeypatc
 def small_dataset(tmp_path_factory, schema) -> Path:
     """The 2.2 fixture written by the ingest path as a dataset folder of three one-dialogue splits."""
     out = tmp_path_factory.mktemp("ds") / "data"
-    return write_dataset(partition(read_corpus(MWZ22, schema), 1), out, schema)
+    return write_dataset(cut_into_splits(read_corpus(MWZ22, schema), 1), out, schema)
 
 
 def test_label_partition_names_a_missing_dataset_or_split(monkeypatch, capsys, tmp_path, small_dataset):
@@ -179,7 +179,7 @@ def test_non_ascii_long_and_empty_utterances_survive_the_dataset_and_the_store(t
     (turns,) = dialogues
     assert [t.user_utterance for t in turns[:3]] == [texts[0], texts[2], texts[4]]
     assert turns[0].system_response == "" and turns[1].system_response == texts[3]
-    splits = partition(dialogues, 1)
+    splits = cut_into_splits(dialogues, 1)
     import datasets
 
     saved = datasets.load_from_disk(str(write_dataset(splits, tmp_path / "out", schema)))["train_0_1"]

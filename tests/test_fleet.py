@@ -16,7 +16,7 @@ import pytest
 import celeryconfig
 from labelling import config as job_config
 from labelling import store
-from labelling.corpus import partition
+from labelling.corpus import cut_into_splits
 from labelling.errors import ConfigError, FleetError, StoreError
 from labelling.groups import first_difference, load_jobs, prepare_group
 from labelling.launches import FLEET, LOCAL, claim_launch, current_launch, end_launch, is_live
@@ -62,7 +62,7 @@ def write_job(job, model_dir: Path, path: Path, split: str | None = None) -> Pat
 
 def ingest_first(corpus: str, dialogues, schema, count: int, size: int) -> dict:
     """Store the first ``count`` dialogues as ``corpus``, in partitions of ``size``."""
-    splits = partition(dialogues[:count], size)
+    splits = cut_into_splits(dialogues[:count], size)
     store.ingest_corpus(corpus, splits, schema)
     return splits
 

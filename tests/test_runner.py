@@ -56,7 +56,7 @@ def seeded(corpus, job, factory):
     group = new_group(corpus[0], job)
     result = run_partition(group, corpus[1][0], labeller_factory=factory)
     assert result.status == "done" and result.new_turns == result.turns == TURNS
-    assert result.pool == [{**result.pool[0], "wave": 0, "splits": [], "examples": 0}]
+    assert [(e.wave, e.splits, e.examples) for e in result.pool] == [(0, [], 0)]
     return group
 
 
@@ -113,12 +113,12 @@ def test_dependents_seed_from_completed_partitions_and_refresh_from_ones_complet
     def finish_other_meanwhile(done: int, total: int) -> None:
         if store.partition(group, other).status != store.DONE:
             result = run_partition(group, other, labeller_factory=factory, lease_s=0)
-            assert [e["splits"] for e in result.pool] == [[seed]]
+            assert [e.splits for e in result.pool] == [[seed]]
 
     result = run_partition(group, dependent, on_progress=finish_other_meanwhile, labeller_factory=factory)
     # The refresh after wave 1 ran before `other` finished (in the progress hook); the one after wave 2 found it.
-    assert [(e["wave"], e["splits"], e["examples"]) for e in result.pool] == [(0, [seed], TURNS), (2, [other], TURNS)]
-    assert store.partition(group, dependent).pool == result.pool
+    assert [(e.wave, e.splits, e.examples) for e in result.pool] == [(0, [seed], TURNS), (2, [other], TURNS)]
+    assert store.partition(group, dependent).pool == [e.to_dict() for e in result.pool]
 
     again = run_partition(group, dependent, labeller_factory=factory)
     assert again.status == "already_done" and again.pool == result.pool
