@@ -396,7 +396,7 @@ class LanguageModel:
         owner = list(range(len(drafts)))  # the draft of each batch row
         owner_t = torch.arange(len(drafts), device=self.device)
         live = [True] * len(drafts)
-        logits, started = state.last, None
+        logits, started, piecewise = state.last, None, self._piecewise
         for step in range(params.max_new_tokens):
             tokens, token_logps = _draw(logits, None if uniforms is None else uniforms[owner_t, step], params)
             logps[owner_t, step] = token_logps  # a finished row's entry lands past its kept tokens and is never read
@@ -420,7 +420,8 @@ class LanguageModel:
             self.stats["decode_seconds"] += time.perf_counter() - started
         for draft, row in zip(drafts, logps.tolist(), strict=True):
             draft.logps = row[: len(draft.ids)]
-            self._check_text(draft, params)
+            if piecewise:
+                self._check_text(draft, params)
         return drafts
 
     def _step(self, state: _State, tokens: torch.Tensor, live: list[bool]) -> _State:
@@ -466,10 +467,11 @@ class LanguageModel:
         return text
 
     def _check_text(self, draft: _Draft, params: SamplingParams) -> None:
-        """Guard the piecewise decoding: if a draft's text is not its ids decoded whole, redo it the exact way, for good."""
-        if not self._piecewise or draft.text == self.tokenizer.decode(draft.ids, skip_special_tokens=False):
+        """Guard piecewise decoding: if a draft's text is not its ids decoded whole, redo it the exact way, and from then on."""
+        if draft.text == self.tokenizer.decode(draft.ids, skip_special_tokens=False):
             return
-        log.warning("tokenizer %s decodes differently piece by piece; decoding whole texts from now on", type(self.tokenizer))
+        if self._piecewise:
+            log.warning("tokenizer %s decodes differently piece by piece; decoding whole texts from now on", type(self.tokenizer))
         self._piecewise = False
         exact = _Draft()
         for token in draft.ids:
