@@ -387,8 +387,8 @@ class LanguageModel:
         """Sample every row until EOS, a stop string or `max_new_tokens`.
 
         One host sync per step (the drawn tokens, for the stop checks). A finished row stays in the batch, fed padding
-        that the mask hides, until at most `COMPACT_BELOW` of the rows are live: only then are the live rows copied
-        out, so a row finishing does not copy the whole KV cache.
+        that the mask hides, until fewer than `COMPACT_BELOW` of the rows are live: only then are the live rows copied
+        out, once, so a row finishing does not copy the whole KV cache.
         """
         drafts = [_Draft() for _ in seeds]
         uniforms = _uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
