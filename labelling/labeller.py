@@ -201,11 +201,17 @@ class PartitionLabeller:
 
     # --- public API -----------------------------------------------------------------------------------
 
-    def add_examples(self, items: Sequence[Turn]) -> None:
-        """Add labelled turns (e.g. from completed partitions) to both example indexes."""
+    def add_examples(self, items: Sequence[Turn], vectors: Sequence[dict] | None = None) -> int:
+        """Add labelled turns (e.g. from completed partitions) to both example indexes; returns how many were embedded.
+
+        ``vectors[i]`` (module name -> stored record) supplies item i's vectors; items without a usable one are embedded.
+        """
+        embedded = 0
         for module in self.modules:
             if module.indexing and items:
-                module.index.add(list(items))
+                stored = [v.get(module.name) for v in vectors] if vectors is not None else [None] * len(items)
+                embedded += module.index.add_stored(list(items), stored)
+        return embedded
 
     def label(
         self,

@@ -481,8 +481,8 @@ class LanguageModel:
         """Sample every row until EOS, a stop string or `max_new_tokens`.
 
         One host sync per step (the drawn tokens, for the stop checks). A finished row stays in the batch, fed padding
-        that the mask hides, until at most `COMPACT_BELOW` of the rows are live: only then are the live rows copied
-        out, so a row finishing does not copy the whole KV cache. With `constraints` (one per draft), each draw sees only
+        that the mask hides, until fewer than `COMPACT_BELOW` of the rows are live: only then are the live rows copied
+        out, once, so a row finishing does not copy the whole KV cache. With `constraints` (one per draft), each draw sees only
         the tokens the draft's constraint allows, and the constraint is advanced with the drawn token: the two marked lines.
         """
         drafts = [_Draft() for _ in seeds]
@@ -491,7 +491,7 @@ class LanguageModel:
         owner = list(range(len(drafts)))  # the draft of each batch row
         owner_t = torch.arange(len(drafts), device=self.device)
         live = [True] * len(drafts)
-        logits, started = state.last, None
+        logits, started, piecewise = state.last, None, self._piecewise
         for step in range(params.max_new_tokens):
             if constraints:  # constraint hook 1/2: forbidden tokens get -inf before filtering and the draw
                 logits = _constrain(logits, [constraints[owner[row]] if alive else None for row, alive in enumerate(live)])
@@ -519,7 +519,8 @@ class LanguageModel:
             self.stats["decode_seconds"] += time.perf_counter() - started
         for draft, row in zip(drafts, logps.tolist(), strict=True):
             draft.logps = row[: len(draft.ids)]
-            self._check_text(draft, params)
+            if piecewise:
+                self._check_text(draft, params)
         return drafts
 
     def _step(self, state: _State, tokens: torch.Tensor, live: list[bool]) -> _State:
@@ -565,10 +566,11 @@ class LanguageModel:
         return text
 
     def _check_text(self, draft: _Draft, params: SamplingParams) -> None:
-        """Guard the piecewise decoding: if a draft's text is not its ids decoded whole, redo it the exact way, for good."""
-        if not self._piecewise or draft.text == self.tokenizer.decode(draft.ids, skip_special_tokens=False):
+        """Guard piecewise decoding: if a draft's text is not its ids decoded whole, redo it the exact way, and from then on."""
+        if draft.text == self.tokenizer.decode(draft.ids, skip_special_tokens=False):
             return
-        log.warning("tokenizer %s decodes differently piece by piece; decoding whole texts from now on", type(self.tokenizer))
+        if self._piecewise:
+            log.warning("tokenizer %s decodes differently piece by piece; decoding whole texts from now on", type(self.tokenizer))
         self._piecewise = False
         exact = _Draft()
         for token in draft.ids:

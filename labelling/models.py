@@ -12,7 +12,7 @@ import threading
 
 from labelling.config import JobConfig, ModelConfig, ModuleConfig
 from labelling.labeller import PartitionLabeller
-from labelling.lm import LanguageModel
+from labelling.lm import LanguageModel, _device
 from labelling.retrieval import Embedder, ExampleIndex, build_index
 from labelling.schema import Schema
 
@@ -79,7 +79,7 @@ def example_index(module: ModuleConfig, kind: str) -> ExampleIndex | None:
     r = module.retriever
     if not r.use_retriever:
         return None
-    device = "cpu" if module.model.device in ("auto", "cpu") else module.model.device
+    device = embedder_device(module.model.device)
     return build_index(
         embedder(r.model_name_or_path, device),
         kind,
@@ -88,6 +88,12 @@ def example_index(module: ModuleConfig, kind: str) -> ExampleIndex | None:
         warmup=r.example_warmup,
         text_format=r.retrieval_input_format,
     )
+
+
+def embedder_device(lm_device: str) -> str:
+    """The embedder runs where the module's LM does: on the worker's GPU when `auto` finds one (a GPU embeds a pool in
+    seconds, a CPU in minutes)."""
+    return str(_device(lm_device))
 
 
 def build_labeller(config: JobConfig, schema: Schema | None = None) -> PartitionLabeller:

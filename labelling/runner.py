@@ -213,8 +213,8 @@ class _PartitionJob:
 
     def _load_pool(self, splits: Sequence[str]) -> int:
         """Add the labels of ``splits`` to both indexes; returns how many examples that was."""
-        examples = store.pool_examples(self.claim.group, splits)
-        self.labeller.add_examples(examples)
+        examples, vectors = store.pool_examples_and_vectors(self.claim.group, splits)
+        self.labeller.add_examples(examples, vectors)
         self.pooled.update(splits)
         return len(examples)
 
@@ -225,8 +225,19 @@ class _PartitionJob:
     # --- per wave -----------------------------------------------------------------------------------------
 
     def _checkpoint(self, labels: list[TurnLabel]) -> None:
-        store.write_labels(self.claim, labels, wave=self.waves_done, seq_start=self.turns_done)
+        vectors = self._vectors(labels)
+        store.write_labels(self.claim, labels, wave=self.waves_done, seq_start=self.turns_done, vectors=vectors)
         self.new_turns += len(labels)
+
+    def _vectors(self, labels: list[TurnLabel]) -> list[dict]:
+        """Each label's example vectors, per module, as its index embedded them (the wave joined the indexes already)."""
+        out: list[dict] = [{} for _ in labels]
+        for module in self.labeller.modules:
+            if module.index is not None:
+                for found, record in zip(out, module.index.stored_vectors([lab.key for lab in labels]), strict=True):
+                    if record is not None:
+                        found[module.name] = record
+        return out
 
     def _after_wave(self, size: int) -> None:
         self.waves_done += 1

@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TypeVar
 
@@ -178,6 +178,7 @@ class LabelDoc(me.Document):
     metrics = me.DictField()
     written_at = me.FloatField()
     written_by = me.ListField(me.StringField())  # ATTEMPT/WAVE of every write: more than one entry is a duplicate write
+    vectors = me.DictField()  # module -> the example vector its index embedded (ExampleIndex.stored_vectors records)
 
 
 class ManifestDoc(me.Document):
@@ -664,18 +665,24 @@ class StoredLabel:
     label: TurnLabel
     wave: int
     seq: int
+    vectors: dict = field(default_factory=dict)  # module -> stored example vector record
 
 
 @retrying
-def write_labels(claim: Claim, labels: Sequence[TurnLabel], wave: int, seq_start: int) -> int:
+def write_labels(
+    claim: Claim, labels: Sequence[TurnLabel], wave: int, seq_start: int, vectors: Sequence[dict] | None = None
+) -> int:
     """Upsert one wave's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written).
 
     Each label records ``ATTEMPT/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
-    runs, or in two waves, shows as a duplicate write.
+    runs, or in two waves, shows as a duplicate write. ``vectors[i]`` (module -> record) keeps label i's example
+    vectors, so seeding a later partition reads them instead of embedding again.
     """
     _held(claim, {})
     now = time.time()
     docs = (_label_doc(claim, lab, wave, seq_start + i, now) for i, lab in enumerate(labels))
+    if vectors is not None:
+        docs = ({**doc, "vectors": found} for doc, found in zip(docs, vectors, strict=True))
     return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.attempt_id}/{wave}"})
 
 
@@ -701,7 +708,10 @@ def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) ->
 def load_labels(group: str, split: str) -> list[StoredLabel]:
     """The stored labels of one partition, in labelling order."""
     docs = LabelDoc._get_collection().find({"group_id": group, "split": split}).sort("seq", 1)
-    return [StoredLabel(TurnLabel.from_dict({**d["label"], "metrics": d["metrics"]}), d["wave"], d["seq"]) for d in docs]
+    return [
+        StoredLabel(TurnLabel.from_dict({**d["label"], "metrics": d["metrics"]}), d["wave"], d["seq"], d.get("vectors") or {})
+        for d in docs
+    ]
 
 
 @retrying
@@ -730,10 +740,13 @@ def labelled_turns(group: str, split: str) -> list[tuple[Turn, StoredLabel]]:
 
 def pool_examples(group: str, splits: Sequence[str]) -> list[Turn]:
     """The labels of ``splits`` as retrievable examples, each partition in its labelling order (as it grew its own index)."""
-    items: list[Turn] = []
-    for split in splits:
-        items += [example for example, _ in sorted(labelled_turns(group, split), key=lambda pair: pair[1].seq)]
-    return items
+    return pool_examples_and_vectors(group, splits)[0]
+
+
+def pool_examples_and_vectors(group: str, splits: Sequence[str]) -> tuple[list[Turn], list[dict]]:
+    """:func:`pool_examples` and, for each example, the vectors stored with its label (module -> record)."""
+    pairs = [pair for split in splits for pair in sorted(labelled_turns(group, split), key=lambda pair: pair[1].seq)]
+    return [example for example, _ in pairs], [stored.vectors for _, stored in pairs]
 
 
 # --- completion and the manifest -------------------------------------------------------------------------------

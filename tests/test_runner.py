@@ -152,3 +152,20 @@ def test_the_pulse_keeps_a_claim_alive_through_a_wave_longer_than_the_lease(conn
     assert taken is not None and taken.token != claim.token
     with pytest.raises(store.ClaimLost):
         store.heartbeat(claim)
+
+
+def test_labels_keep_their_example_vectors_and_seeding_reads_them(connected, corpus, job, seeded, factory, schema):  # noqa: F811
+    """Seeding from stored vectors embeds nothing and retrieves exactly what re-embedding the pool retrieves."""
+    (seed, dependent, _), group = corpus[1], seeded
+    stored = store.load_labels(group, seed)
+    assert len(stored) == TURNS and all(set(s.vectors) == {"dst", "act"} for s in stored)
+    assert {s.vectors["dst"]["embedder"] for s in stored} == {job.dst.retriever.model_name_or_path}
+    examples, vectors = store.pool_examples_and_vectors(group, [seed])
+    assert examples == store.pool_examples(group, [seed])
+    from_store, from_text = factory(job, schema), factory(job, schema)
+    assert from_store.add_examples(examples, vectors) == 0
+    assert from_text.add_examples(examples) == 2 * TURNS
+    queries = store.load_turns(corpus[0], dependent)
+    for name in ("dst", "act"):
+        found = getattr(from_store, name).index.search_batch(queries)
+        assert found == getattr(from_text, name).index.search_batch(queries) and any(found)
