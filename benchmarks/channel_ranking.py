@@ -17,10 +17,10 @@ from pathlib import Path
 from labelling import config as job_config
 from labelling import models
 from labelling.channel import JOINT, Candidate, scoring_requests
-from labelling.corpus import partition, read_corpus
+from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
 from labelling.demos import DEMOS
 from labelling.prompts import DST_CONNECTIVE, DST_PREFIX, Example
-from labelling.schema import BUNDLED_SCHEMA
+from labelling.schema import BUNDLED_CORPUS
 
 SPLIT = "train_0_50"
 WAYS = ("direct", "joint", "likelihood")
@@ -44,7 +44,7 @@ def candidates(builder, turn) -> dict[str, str]:
 
 def rank_turn(labeller, turn) -> dict:
     """The three score lists for one turn's candidates (gold first)."""
-    lm, builder = labeller.lms["dst"], labeller.builder
+    lm, builder = labeller.dst.lm, labeller.builder
     cands = candidates(builder, turn)
     examples = [labeller._dst_example(d) for d in DEMOS]
     target = Example(turn.last_slot_values, turn.last_system_utterance, turn.user_utterance, turn.system_response)
@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("channel_ranking.json"))
     args = parser.parse_args()
     labeller = models.build_labeller(job_config.load(profile=args.profile))
-    corpus = read_corpus(BUNDLED_SCHEMA.with_name("multiwoz21_dev.json.zip"), labeller.schema)
-    turns = [t for t in partition(corpus, 50)[SPLIT] if t.turn_slot_values][: args.turns]
+    corpus = read_corpus(BUNDLED_CORPUS, labeller.schema)
+    turns = [t for t in cut_into_splits(corpus, DEFAULT_SPLIT_SIZE)[SPLIT] if t.turn_slot_values][: args.turns]
     rows = []
     for turn in turns:
         rows.append(rank_turn(labeller, turn))

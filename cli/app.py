@@ -33,17 +33,21 @@ def _main(
 
 def _register() -> None:
     # Imported here so that `labelling --help` stays fast and each command module stays independent.
-    from cli import bench, fleet, ingest, label, quality, store_commands
+    from cli import bench, demo, ingest, label, quality, run, status, store_commands, worker
 
     app.command("ingest")(ingest.ingest)
-    app.command("label-partition")(label.label_partition)
+    app.command("label-split")(label.label_partition)
+    # The old name, kept working: "partition" also names the fleet's Celery task, which labels a stored partition.
+    app.command("label-partition", hidden=True)(label.label_partition)
+    app.command("run")(run.run)
+    app.command("status")(status.status)
+    app.command("worker")(worker.worker)
+    app.command("flower")(worker.flower)
     app.command("export")(store_commands.export)
     app.command("evaluate")(store_commands.evaluate)
     app.command("bench")(bench.bench)
     app.command("quality")(quality.quality)
-
-    for name in ("run", "status", "worker", "flower", "demo"):
-        app.command(name)(getattr(fleet, name))
+    app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""``labelling label-partition``: label one split of an ingested dataset locally, with no broker and no database."""
+"""``labelling label-split`` (formerly ``label-partition``, still accepted): label one split of an ingested dataset
+locally, with no broker and no database."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from labelling.errors import CorpusError, LabellingError
 from labelling.turns import Turn
 
 if TYPE_CHECKING:
-    from labelling.labeller import TurnLabel
+    from labelling.records import TurnLabel
 
 console = Console(stderr=True)
 
@@ -50,7 +51,7 @@ def load_split(dataset: Path, split: str, limit_dialogues: int | None = None) ->
 
 
 def _read_partial(path: Path) -> list[TurnLabel]:
-    from labelling.labeller import TurnLabel
+    from labelling.records import TurnLabel
 
     if not path.exists():
         return []
@@ -70,7 +71,9 @@ def label_partition(
     limit_dialogues: int | None = typer.Option(
         None, "--limit-dialogues", min=1, help="Label only the first N dialogues of the split."
     ),
-    profile: str = typer.Option("cpu-small", "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."),
+    profile: str = typer.Option(
+        job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."
+    ),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     mode: str | None = typer.Option(
         None, "--mode", help="Override both modules' selection: noisy_channel (as configured) or greedy."

@@ -102,7 +102,7 @@ def group_scores(group: str) -> dict:
 
 def flag_counts(counts) -> dict[str, int]:
     """Flagged turns (``flagged_turns``) and turns per flag (``flag_<name>``) from a MetricsAccumulator's totals."""
-    from labelling.labeller import FLAGGED_TURNS
+    from labelling.records import FLAGGED_TURNS
 
     return {k: v for k, v in sorted(counts.totals.items()) if k == FLAGGED_TURNS or k.startswith("flag_")}
 
@@ -135,6 +135,6 @@ def _errors_table(errors: dict) -> Table:
 
 
 def _flagged(flags: dict[str, int]) -> str:
-    from labelling.labeller import FLAGGED_TURNS
+    from labelling.records import FLAGGED_TURNS
 
     return str(flags.get(FLAGGED_TURNS, 0))

@@ -8,7 +8,7 @@ The headline numbers are exact: ``jga`` and ``turn_acc`` compare values for equa
 (service, slot, value) triples and ``acts_f1`` counts (act type, domain, slot) triples. Gold is normalised to the
 schema's spellings when a corpus is read (the normaliser predictions go through), so exact matching is fair.
 The reference's lenient numbers are kept beside them and named as such: ``jga_fuzzy`` and ``turn_acc_fuzzy``
-(a value matches when it is a near-substring of the gold one, method.md §11.1) and the fuzzy act families
+(a value matches when it is a near-substring of the gold one, docs/method.md §11.1) and the fuzzy act families
 ``act_slots`` and ``act_values`` (§11.2); ``act_types`` compares act types alone.
 """
 

@@ -21,10 +21,9 @@ from labelling.metrics import MetricsAccumulator
 
 if TYPE_CHECKING:
     from labelling.canonical import Canonicaliser
-    from labelling.labeller import TurnLabel
+    from labelling.records import TurnLabel
     from labelling.turns import Turn
 
-BUNDLED_CORPUS_FILE = "multiwoz21_dev.json.zip"  # shipped beside the bundled schema
 HELD_OUT_SPLIT = "train_900_950"  # as `labelling ingest` cuts the bundled corpus into splits of 50 dialogues
 HELD_OUT_DIALOGUES = 9  # its first 9 dialogues: 67 turns
 HELD_OUT = f"the first {HELD_OUT_DIALOGUES} dialogues of {HELD_OUT_SPLIT} of the bundled MultiWOZ 2.1 dev set"
@@ -99,11 +98,10 @@ def apply(job: JobConfig, overrides: Mapping[str, dict]) -> JobConfig:
 
 def held_out_turns(job: JobConfig, limit: int | None = None) -> list[Turn]:
     """The held-out slice's turns in corpus order; ``limit`` keeps the first N (whole dialogue prefixes, for smoke runs)."""
-    from labelling.corpus import partition, read_corpus
-    from labelling.schema import BUNDLED_SCHEMA, Schema
+    from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
+    from labelling.schema import BUNDLED_CORPUS
 
-    schema = Schema.load(job.schema_path, tuple(job.services))
-    turns = partition(read_corpus(BUNDLED_SCHEMA.with_name(BUNDLED_CORPUS_FILE), schema), 50)[HELD_OUT_SPLIT]
+    turns = cut_into_splits(read_corpus(BUNDLED_CORPUS, job.load_schema()), DEFAULT_SPLIT_SIZE)[HELD_OUT_SPLIT]
     keep = list(dict.fromkeys(t.dialogue_id for t in turns))[:HELD_OUT_DIALOGUES]
     turns = [t for t in turns if t.dialogue_id in set(keep)]
     return turns[:limit] if limit is not None else turns

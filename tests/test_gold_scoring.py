@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from cli.fleet import BUNDLED_CORPUS
 from labelling.acts import Act, Entity, acts_from_gold
 from labelling.canonical import Canonicaliser
 from labelling.config import JobConfig
 from labelling.corpus import read_corpus
 from labelling.metrics import MetricsAccumulator, act_triples
 from labelling.prompts import ACT_PREFIX, DST_PREFIX
-from labelling.schema import Schema
+from labelling.schema import BUNDLED_CORPUS, Schema
 
 
 @pytest.fixture(scope="module")
