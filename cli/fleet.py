@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 _WIDTH = None if sys.stdout.isatty() else 160
 console = Console(stderr=True, width=_WIDTH)  # progress and notes
 report = Console(width=_WIDTH, soft_wrap=True)  # tables and the lines a user copies
-DEFAULT_PROFILE = "cpu-small"
+DEFAULT_PROFILE = job_config.DEFAULT_PROFILE
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 DEFAULT_SPLIT_SIZE = 50
 FLOWER_USER_ENV, FLOWER_PASSWORD_ENV, FLOWER_AUTH_ENV = "LABELLING_FLOWER_USER", "LABELLING_FLOWER_PASSWORD", "FLOWER_BASIC_AUTH"
@@ -292,7 +292,7 @@ def run(
         "--config",
         "-c",
         help=(
-            "A job config (JSON or YAML) in the reference's schema, laid over --profile when one is given. Repeat it, or give "
+            "A job config (JSON or YAML) in the reference's schema, laid over --profile. Repeat it, or give "
             "a folder, for the reference's per-partition job files (identical apart from data.eval_set_split_name)."
         ),
     ),
@@ -548,9 +548,9 @@ def flower(
     """Start Flower against the broker, with basic auth from LABELLING_FLOWER_USER / LABELLING_FLOWER_PASSWORD
     (or FLOWER_BASIC_AUTH=user:password); it refuses to start without credentials unless --insecure is given."""
     from labelling.redact import mask_uri
-    from tasks.app import app, require_broker
+    from tasks.app import app, check_broker
 
-    url = require_broker("labelling flower")
+    url = check_broker("labelling flower")
     auth = flower_auth()
     if auth is None and not insecure:
         raise LabellingError(

@@ -45,6 +45,8 @@ def export(
     table.add_row("dialogues / turns", f"{result.num_dialogues:,} / {result.num_turns:,}")
     for name, size in result.split_sizes.items():
         table.add_row(f"split {name}", f"{size:,} turns")
+    if exporter.VALID not in result.split_sizes:
+        table.add_row(f"split {exporter.VALID}", f"left out: {exporter.NO_VALID}")
     if result.missing:
         table.add_row("left out (incomplete)", ", ".join(result.missing))
     if push_to_hub:

@@ -25,6 +25,8 @@ GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond")
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # the names lm.DTYPES maps (kept apart: no torch import here)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 QUANTIZATIONS = ("8bit", "4bit")  # what lm.LanguageModel.load accepts (named here too: config must not import torch)
+RETRIEVAL_FORMATS = ("context_system_user", "user_response", "response")  # retrieval.TEXT_FORMATS' names (no numpy here)
+DEFAULT_PROFILE = "cpu-small"  # what every command lays a job file over when no --profile is given
 
 
 @dataclass
@@ -199,6 +201,11 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     _check(r.k_examples >= 0, f"{name}.retriever.k_examples", f"must be >= 0, got {r.k_examples}")
     _check(r.example_warmup >= 0, f"{name}.retriever.example_warmup", "must be >= 0")
     _check(r.minimum_distinct >= 1, f"{name}.retriever.minimum_distinct", "must be >= 1")
+    _check(
+        r.retrieval_input_format in (None, *RETRIEVAL_FORMATS),
+        f"{name}.retriever.retrieval_input_format",
+        f"must be one of {', '.join(RETRIEVAL_FORMATS)} or null, not {r.retrieval_input_format!r}",
+    )
 
 
 def _build(cls: type, data: object, path: str) -> object:
@@ -253,15 +260,18 @@ def from_dict(data: dict, profile: str | None = None) -> JobConfig:
         raise ConfigError(f"config key <top>: expected an object, got {type(data).__name__}")
     if profile is not None:
         data = _merge(profile_dict(profile), data)
+    # A module block without module_type is the module its key names (ModuleConfig's own default would say dst).
+    data = {k: {"module_type": k, **v} if k in ("dst", "act_tag") and isinstance(v, dict) else v for k, v in data.items()}
     config = _build(JobConfig, data, "")
     assert isinstance(config, JobConfig)
     return config.validate()
 
 
 def load(path: str | Path | None = None, profile: str | None = None) -> JobConfig:
-    """Read a job file (.json, .yaml or .yml); with only ``profile``, the built-in profile itself."""
+    """Read a job file (.json, .yaml or .yml) laid over ``profile`` (DEFAULT_PROFILE when None); with no file, the profile."""
+    profile = profile or DEFAULT_PROFILE
     if path is None:
-        return from_dict({}, profile or "cpu-small")
+        return from_dict({}, profile)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -8,9 +8,7 @@ see which format a corpus came from. Gold labels are optional everywhere.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sys
 import uuid
 import zipfile
@@ -26,6 +24,7 @@ from tqdm import tqdm
 
 from labelling.acts import Act, acts_from_actions, acts_from_gold
 from labelling.errors import CorpusError, LabellingError
+from labelling.outputs import check_output, staged
 from labelling.schema import Schema, clean_slot_name
 from labelling.states import UNSET_VALUES, State, clean_value, compute_delta, restrict
 from labelling.turns import Turn
@@ -136,15 +135,6 @@ def dataset_features(schema: Schema) -> Features:
     )
 
 
-def check_output(out_dir: str | Path, overwrite: bool = False) -> None:
-    """Refuse an output path that is a file, or a non-empty folder unless ``overwrite``; cheap, so callers check first."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise CorpusError(f"{out}: exists and is not a folder", "choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CorpusError(f"{out}: folder exists and is not empty", "pass --overwrite to replace it, or choose another --out")
-
-
 def write_dataset(splits: Mapping[str, Sequence[Turn]], out_dir: str | Path, schema: Schema, overwrite: bool = False) -> Path:
     """Save ``splits`` as a DatasetDict at ``out_dir``; it is written beside it first and renamed, so it is never half-written."""
     import datasets
@@ -153,15 +143,12 @@ def write_dataset(splits: Mapping[str, Sequence[Turn]], out_dir: str | Path, sch
     check_output(out, overwrite)
     features = dataset_features(schema)
     data = datasets.DatasetDict({name: _split_dataset(turns, schema, features) for name, turns in splits.items()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # one line per split on stderr is noise; saving takes well under a second
     try:
-        data.save_to_disk(str(tmp))
-        _move_into_place(tmp, out)
+        with staged(out) as tmp:
+            data.save_to_disk(str(tmp))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # only still there when saving or renaming failed
         if bars_were_on:
             datasets.enable_progress_bars()
     return out
@@ -628,14 +615,3 @@ def _detect_folder(path: Path) -> str:
     splits = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob(_DIALOGUE_FILES)))
     root_hint = f"this looks like the MultiWOZ 2.2 root; pass one of its split folders: {', '.join(splits)}"
     raise CorpusError(f"{path}: no corpus found in this folder", root_hint if splits else _FOLDER_HINT)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``; an existing ``out`` (already allowed by check_output) is moved aside first."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
