@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -21,7 +23,8 @@ def ls() -> None:
         state = "complete" if row["complete"] else f"incomplete: `labelling corpus rm {row['corpus']}` or ingest it again"
         splits = "-" if row["splits"] is None else str(row["splits"])
         table.add_row(escape(row["corpus"]), f"{row['turns']:,}", splits, escape(state), escape(", ".join(row["groups"]) or "-"))
-    Console().print(table if rows else "no corpora in the store: `labelling ingest SOURCE --corpus NAME` adds one")
+    wide = None if sys.stdout.isatty() else 200  # a log or a pipe: no wrapping of names at 80 columns
+    Console(width=wide).print(table if rows else "no corpora in the store: `labelling ingest SOURCE --corpus NAME` adds one")
 
 
 def rm(name: str = typer.Argument(..., help="The corpus to remove.", show_default=False)) -> None:
