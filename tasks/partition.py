@@ -154,6 +154,7 @@ class Launch:
     pid: int
     submitted_at: float
     state: str = SUBMITTED
+    ended_at: float | None = None
 
 
 def _launches():
@@ -201,7 +202,7 @@ def claim_launch(group: str, corpus: str, seed_split: str, mode: str, resubmit: 
 
 def end_launch(launch: Launch) -> None:
     """Mark a local launch over (done, failed or interrupted), so the next run of the group need not wait for it."""
-    _launches().update_one({"_id": launch.group, "run_id": launch.run_id}, {"$set": {"state": ENDED}})
+    _launches().update_one({"_id": launch.group, "run_id": launch.run_id}, {"$set": {"state": ENDED, "ended_at": time.time()}})
 
 
 _RESUBMIT = "if its tasks were lost (a purged queue, a broker reset), pass --resubmit: tasks are idempotent"
