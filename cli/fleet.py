@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from labelling import config as job_config
+from labelling import job_files
 from labelling.errors import ConfigError, LabellingError, StoreError
 from labelling.schema import BUNDLED_SCHEMA
 
@@ -53,12 +54,13 @@ def load_jobs(paths: Sequence[Path], profile: str | None) -> tuple[job_config.Jo
     loaded = [(path, job_config.load(path, profile)) for path in files]
     first_path, job = loaded[0]
     for path, other in loaded[1:]:
-        where = first_difference(_without_split(job), _without_split(other))
+        where = first_difference(job_files.comparable(job), job_files.comparable(other))
         if where:
             raise ConfigError(
                 f"{path} differs from {first_path} at {where}",
-                "per-partition job files may differ only in data.eval_set_split_name",
+                "per-partition job files may differ only in data.eval_set_split_name and the seed's warm-ups",
             )
+    job = job_files.merge_seed_settings(job, [other for _, other in loaded[1:]])  # job_0.json's warm-ups
     named = [other.data.eval_set_split_name for _, other in loaded if other.data.eval_set_split_name]
     job.data.eval_set_split_name = None  # a group spans every split; the files only said which one each labelled
     return job, named
@@ -75,12 +77,6 @@ def _config_files(paths: Sequence[Path]) -> list[Path]:
             raise ConfigError(f"{path}: no job files ({', '.join(CONFIG_SUFFIXES)}) in this folder")
         files += found
     return files
-
-
-def _without_split(job: job_config.JobConfig) -> dict:
-    data = job.to_dict()
-    data["data"]["eval_set_split_name"] = None
-    return data
 
 
 def first_difference(a: object, b: object, path: str = "") -> str | None:

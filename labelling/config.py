@@ -173,6 +173,9 @@ LEGACY_KEYS = {
 }
 
 
+_WARNED: set[str] = set()
+
+
 def _check(ok: bool, path: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config key {path}: {message}")
@@ -217,7 +220,9 @@ def _build(cls: type, data: object, path: str) -> object:
     for key, value in data.items():
         where = f"{path}.{key}" if path else key
         if key in LEGACY_KEYS.get(cls, set()):
-            log.warning("config key %s is from the reference's schema and has no effect here; ignored", where)
+            if where not in _WARNED:  # once per key: a folder of 160 reference job files would repeat each 160 times
+                _WARNED.add(where)
+                log.warning("config key %s is from the reference's schema and has no effect here; ignored", where)
             continue
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
@@ -277,6 +282,8 @@ def load(path: str | Path | None = None, profile: str | None = None) -> JobConfi
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read job config ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})", "save the job config as UTF-8") from e
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml

@@ -8,6 +8,7 @@ see which format a corpus came from. Gold labels are optional everywhere.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import uuid
@@ -32,6 +33,7 @@ from labelling.turns import Turn
 if TYPE_CHECKING:
     from datasets import Dataset, Features
 
+log = logging.getLogger(__name__)
 Dialogue = list[Turn]
 
 # Act annotations also use these pseudo-domains; they belong to no service but carry real acts (bye, book, ...).
@@ -70,7 +72,9 @@ def read_corpus(source: str | Path, schema: Schema | None = None, format: str | 
     schema = schema or Schema.load()
     fmt = CorpusFormat(format).value if format else detect_format(source)
     reader = {"multiwoz21": _read_multiwoz21, "multiwoz22": _read_multiwoz22, "hf": _read_hf}[fmt]
-    dialogues = reader(source, _Gold(schema))
+    gold = _Gold(schema)
+    dialogues = reader(source, gold)
+    gold.report()
     if not dialogues:
         raise CorpusError(f"{source}: holds no dialogues", "expected at least one dialogue with a user turn")
     _check_unique_ids(dialogues, source)
@@ -205,6 +209,17 @@ class _Gold:
     def __init__(self, schema: Schema):
         self.schema = schema
         self.full = Schema.load(schema.source or None, services=None)
+        self.lost: dict[str, list[str]] = {}  # why gold was missing -> where (reported once, after reading)
+
+    def missing(self, why: str, where: str) -> None:
+        """Note a turn or file whose gold labels the source lacks, so the loss is reported rather than silent."""
+        self.lost.setdefault(why, []).append(where)
+
+    def report(self) -> None:
+        """One warning per reason gold labels were lost, with a count and the first place."""
+        for why, places in self.lost.items():
+            more = f" and {len(places) - 1} more" if len(places) > 1 else ""
+            log.warning("%s: at %s%s; the turns concerned are not scored", why, places[0], more)
 
     def _service(self, raw: str, where: str) -> str:
         name = str(raw).strip().lower()
@@ -330,8 +345,7 @@ def _json_reader(path: Path) -> tuple[str, Callable[[int], bytes]]:
     """A display name and a ``read(n)`` for the JSON in ``path``: the file itself, or the single JSON member of a zip."""
     if path.is_dir():
         raise CorpusError(f"{path}: is a folder", "expected a .json or .zip file for this format")
-    with open(_require(path), "rb") as f:
-        zipped = path.suffix.lower() == ".zip" or f.read(2) == b"PK"
+    zipped = path.suffix.lower() == ".zip" or _read_file(_require(path), 2) == b"PK"
     if not zipped:
         return str(path), lambda n: _read_file(path, n)
     member = _zip_member(path)
@@ -339,8 +353,11 @@ def _json_reader(path: Path) -> tuple[str, Callable[[int], bytes]]:
 
 
 def _read_file(path: Path, n: int) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(n)
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:  # unreadable: permissions, a folder named like a file, an I/O error
+        raise CorpusError(f"{path}: cannot be read ({e.strerror or e})", "check the file's permissions") from e
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -377,6 +394,8 @@ def _parse_json(name: str, raw: bytes) -> object:
         raise CorpusError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})", _JSON_HINT) from e
     except json.JSONDecodeError as e:
         raise CorpusError(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})", _JSON_HINT) from e
+    except RecursionError as e:
+        raise CorpusError(f"{name}: JSON nested too deeply to read", _JSON_HINT) from e
 
 
 def _load_json(path: Path) -> tuple[str, object]:
@@ -407,9 +426,12 @@ def _exchange21(log: list, i: int, dialogue: str, gold: _Gold) -> _Exchange:
     """User entry ``log[i]`` and the system entry after it, whose metadata is the state after the user spoke."""
     user = _log_entry(log[i], f"{dialogue}, log entry {i}")
     if i + 1 == len(log):
+        gold.missing("a log of odd length ends with a user entry and no system reply (no gold state or acts)", dialogue)
         return _Exchange(user["text"], None, None, None)
     where = f"{dialogue}, log entry {i + 1}"
     system = _log_entry(log[i + 1], where)
+    if not system.get("metadata"):
+        gold.missing("a system entry has null or empty metadata (no gold state)", where)
     state = gold.state(_state21(system["metadata"], where), where) if system.get("metadata") else None
     acts = gold.acts(system["dialog_act"], where) if "dialog_act" in system else None
     return _Exchange(user["text"], system["text"], state, acts)
@@ -455,6 +477,8 @@ def _read_multiwoz22(source: str | Path, gold: _Gold) -> list[Dialogue]:
             f"{path}: no dialogues_NNN.json files in this folder", "expected a MultiWOZ 2.2 split folder (train, dev or test)"
         )
     acts_file = _acts_file(path)
+    if acts_file is None:
+        gold.missing(f"no {_ACTS_FILE} in the folder or beside it (no gold acts)", str(path))
     all_acts = _expect(_load_json(acts_file)[1], dict, str(acts_file), "{dialogue_id: {turn_index: {...}}}") if acts_file else {}
     dialogues = []
     for file in files:
