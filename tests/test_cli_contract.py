@@ -6,6 +6,7 @@ this tool wrote, an interrupted ingest leaving no corpus, and exports that load.
 # ruff: noqa: F811  (pytest fixtures imported from tests.mongo_fixture are parameters of the tests below)
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from cli.label import partial_header
 from labelling import config as job_config
 from labelling import store
 from labelling.corpus import partition
-from labelling.errors import StoreError
+from labelling.errors import ConfigError, StoreError
 from labelling.outputs import MARKER
 from tests.mongo_fixture import complete_with_scripted_labels, connected, mongo_uri, unique  # noqa: F401
 from tests.test_corpus import DEV_ZIP, MWZ22
@@ -241,3 +242,139 @@ def test_label_partition_refuses_a_partial_file_written_for_another_split(tmp_pa
     partial.write_text('{"dialogue_id": "x", "turn_id": 0}\n')  # an older tool's file: no header line
     assert_one_line_error(labelling(*args), 2, "it has no header line saying what it labels")
     assert not out.exists()
+
+
+# --- early checks and the smaller promises ------------------------------------------------------------------------------
+
+
+def _write(path: Path, data: object, encoding: str = "utf-8") -> Path:
+    path.write_text(json.dumps(data), encoding=encoding)
+    return path
+
+
+def test_bad_files_and_brokers_are_one_line_errors_before_anything_runs(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    folder = tmp_path / "mwz22"
+    folder.mkdir()
+    (folder / "dialogues_001.json").write_text((MWZ22 / "dialogues_001.json").read_text())
+    (folder / "dialogues_002.json").mkdir()  # unreadable as a file, even for root
+    utf16 = _write(tmp_path / "utf16.json", {"seed": 1}, encoding="utf-16")
+    bad_format = _write(tmp_path / "fmt.json", {"dst": {"retriever": {"retrieval_input_format": "context_user"}}})
+    flower_env = environment(LABELLING_FLOWER_USER="admin", LABELLING_FLOWER_PASSWORD="pw")
+    cases = [
+        (["ingest", deep], None, "deep.json: JSON nested too deeply to read"),
+        (["ingest", folder], None, "dialogues_002.json: is a folder"),
+        (
+            ["label-partition", "--dataset", tmp_path, "--split", "s", "--out", tmp_path / "o", "--config", utf16],
+            None,
+            "not UTF-8",
+        ),
+        (["run", "--group", "g", "--corpus", "c", "--config", bad_format], None, "dst.retriever.retrieval_input_format: must be"),
+        (["flower"], {**flower_env, "LABELLING_BROKER_URL": "amqp://guest:wrong@127.0.0.1:5672//"}, "refused the login"),
+        (["flower"], {**flower_env, "LABELLING_BROKER_URL": "redis://127.0.0.1:6379/0"}, "needs the redis client library"),
+        (["flower"], {**flower_env, "LABELLING_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}, "is unreachable"),
+    ]
+    if importlib.util.find_spec("redis") is not None:
+        cases = [case for case in cases if "redis" not in case[2]]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    running = [subprocess.Popen([str(LABELLING), *map(str, args)], env=env or environment(), **pipes) for args, env, _ in cases]
+    for (args, _, fragment), process in zip(cases, running, strict=True):
+        out, err = process.communicate(timeout=120)
+        line = assert_one_line_error(subprocess.CompletedProcess(args, process.returncode, out, err), 2, fragment)
+        assert "wrong" not in line  # a broker password is masked
+
+
+def test_one_default_profile_and_modules_named_by_their_key(tmp_path):
+    bare = job_config.load()
+    assert (
+        bare.to_dict()
+        == job_config.load(_write(tmp_path / "empty.json", {})).to_dict()
+        == job_config.load(profile="cpu-small").to_dict()
+    )
+    job = job_config.load(_write(tmp_path / "acts.json", {"act_tag": {"retriever": {"k_examples": 2}}}))
+    assert job.act_tag.module_type == "act_tag" and job.dst.module_type == "dst" and job.act_tag.retriever.k_examples == 2
+    from labelling.retrieval import TEXT_FORMATS
+
+    assert set(job_config.RETRIEVAL_FORMATS) == set(TEXT_FORMATS)
+
+
+def test_the_references_seed_file_and_dependents_load_as_one_group_with_each_warning_once(tmp_path, caplog):
+    from cli.fleet import load_jobs
+
+    dependent = job_config.load(profile="starcoder").to_dict()
+    for module in ("dst", "act_tag"):
+        dependent[module]["retriever"]["example_warmup"] = 0
+    dependent.update(data_warmup=0, wandb={"run_tags": ["x"]}, output={})
+    seed = json.loads(json.dumps(dependent))
+    seed["data_warmup"], seed["manifest"]["seed_retrievers_from_manifest"] = 24, False
+    for module in ("dst", "act_tag"):
+        seed[module]["retriever"]["example_warmup"] = 32
+    folder = tmp_path / "runs"
+    (folder / "dependents").mkdir(parents=True)
+    _write(folder / "job_0.json", {**seed, "data": {"eval_set_split_name": "train_0_50"}})
+    for split in ("train_50_100", "train_100_150"):
+        _write(folder / "dependents" / f"{split}.json", {**dependent, "data": {"eval_set_split_name": split}})
+    caplog.set_level("WARNING")
+    job, named = load_jobs([folder, folder / "dependents"], None)
+    assert sorted(named) == ["train_0_50", "train_100_150", "train_50_100"]
+    assert job.data_warmup == 24 and job.dst.retriever.example_warmup == job.act_tag.retriever.example_warmup == 32
+    assert job.manifest.seed_retrievers_from_manifest  # the dependents start from the seed's labels
+    legacy = [r for r in caplog.records if "reference's schema" in r.getMessage()]
+    assert len(legacy) == len({r.getMessage() for r in legacy}) <= 2  # wandb and output, once each, not once per file
+    other = {**dependent, "seed": 7, "data": {"eval_set_split_name": "train_150_200"}}
+    _write(folder / "dependents" / "train_150_200.json", other)
+    with pytest.raises(ConfigError, match="differs from .* at seed"):
+        load_jobs([folder, folder / "dependents"], None)
+
+
+def test_lost_gold_labels_are_warned_about(tmp_path, schema, caplog):
+    from labelling.corpus import read_corpus
+
+    odd = {"A.json": {"goal": {}, "log": [{"text": "hi", "metadata": {}}, {"text": "hello", "metadata": None}, {"text": "bye"}]}}
+    caplog.set_level("WARNING")
+    read_corpus(_write(tmp_path / "odd.json", odd), schema)
+    folder = tmp_path / "noacts"
+    folder.mkdir()
+    (folder / "dialogues_001.json").write_text((MWZ22 / "dialogues_001.json").read_text())
+    read_corpus(folder, schema)
+    text = caplog.text
+    assert "null or empty metadata (no gold state): at " in text and "dialogue A.json, log entry 1" in text
+    assert "ends with a user entry and no system reply" in text and "no dialog_acts.json" in text
+
+
+def test_password_like_uri_parameters_are_masked():
+    from labelling.redact import mask_uri
+
+    uri = "mongodb://u:pw@h/db?tls=true&tlsCertificateKeyFilePassword=hunter2&authSource=admin"
+    assert mask_uri(uri) == "mongodb://u:***@h/db?tls=true&tlsCertificateKeyFilePassword=***&authSource=admin"
+
+
+@pytest.mark.slow  # loads a (tiny) model in a fresh process
+def test_ctrl_c_on_label_partition_exits_130_saying_what_was_kept_and_the_same_command_resumes(tmp_path):
+    from tests.partition_worker import tiny_job
+    from tests.test_fleet import save_tiny_model, write_job
+
+    dataset = tmp_path / "data"
+    assert labelling("ingest", MWZ22, "--out", dataset).returncode == 0
+    job = write_job(tiny_job(), save_tiny_model(tmp_path / "tiny"), tmp_path / "job.json")
+    out = tmp_path / "labels.jsonl"
+    partial = out.with_name(out.name + ".partial")
+    command = [str(LABELLING), "label-partition", "--dataset", str(dataset), "--split", "train_0_3", "--out", str(out)]
+    command += ["--config", str(job)]
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (partial.exists() and len(partial.read_text().splitlines()) >= 2):  # the header and a first wave
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() else "too slow"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    kept = len(partial.read_text().splitlines()) - 1
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert (
+        err.strip().splitlines()[-1]
+        == f"interrupted: {kept} labelled turns kept in {partial}; the same command resumes from them"
+    )
+    again = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert not partial.exists() and len(out.read_text().splitlines()) == 22  # every turn of the 3 dialogues, once
