@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from cli.label import partial_header
+from cli.label import load_split, partial_header
 from labelling import config as job_config
 from labelling import store
 from labelling.corpus import partition
@@ -361,7 +361,7 @@ def test_ctrl_c_on_label_partition_exits_130_saying_what_was_kept_and_the_same_c
     out = tmp_path / "labels.jsonl"
     partial = out.with_name(out.name + ".partial")
     command = [str(LABELLING), "label-partition", "--dataset", str(dataset), "--split", "train_0_3", "--out", str(out)]
-    command += ["--config", str(job)]
+    command += ["--config", str(job), "--limit-dialogues", "1"]
     process = subprocess.Popen(command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not (partial.exists() and len(partial.read_text().splitlines()) >= 2):  # the header and a first wave
@@ -377,4 +377,5 @@ def test_ctrl_c_on_label_partition_exits_130_saying_what_was_kept_and_the_same_c
     )
     again = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert not partial.exists() and len(out.read_text().splitlines()) == 22  # every turn of the 3 dialogues, once
+    turns = load_split(dataset, "train_0_3", 1)
+    assert not partial.exists() and len(out.read_text().splitlines()) == len(turns)  # every turn of the dialogue, once
