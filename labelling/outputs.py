@@ -34,7 +34,7 @@ def check_output(out_dir: str | Path, overwrite: bool = False) -> None:
         foreign = foreign_entries(out)
         if foreign:
             raise CorpusError(
-                f"{out}: --overwrite refused: the folder holds {foreign} that `labelling` did not write",
+                f"{out}: --overwrite refused: {foreign}",
                 f"{_OTHER_OUT}; --overwrite replaces only a folder written by `labelling ingest` or `labelling export`",
             )
     _check_writable(out)
@@ -45,9 +45,10 @@ def foreign_entries(folder: Path) -> str | None:
     try:
         listed = set(json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        return f"files ({_names(folder)}) and no {MARKER} marker"
+        return f"it holds {_names(folder)} and no {MARKER} marker: `labelling` did not write it"
     extra = sorted(p.name for p in folder.iterdir() if p.name not in listed and p.name != MARKER)
-    return f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}" if extra else None
+    shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
+    return f"it holds {shown}, which `labelling` did not write" if extra else None
 
 
 def _names(folder: Path) -> str:

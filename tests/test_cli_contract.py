@@ -101,7 +101,7 @@ def test_overwrite_refuses_foreign_content_and_replaces_only_a_folder_labelling_
     (project / ".git").mkdir(parents=True)
     (project / "notes.md").write_text("mine")
     done = labelling("ingest", MWZ22, "--out", project, "--overwrite")
-    assert_one_line_error(done, 2, "--overwrite refused: the folder holds files (.git, notes.md) and no .labelling-output")
+    assert_one_line_error(done, 2, "--overwrite refused: it holds .git, notes.md and no .labelling-output.json marker")
     assert (project / "notes.md").read_text() == "mine" and (project / ".git").is_dir()
     for here in (".", str(tmp_path.anchor)):
         assert_one_line_error(labelling("ingest", MWZ22, "--out", here, "--overwrite", cwd=project), 2, "current folder")
@@ -114,7 +114,9 @@ def test_overwrite_refuses_foreign_content_and_replaces_only_a_folder_labelling_
     assert done.returncode == 0, done.stderr
     assert list(datasets.load_from_disk(str(ours))) == ["train_0_1", "train_1_2", "train_2_3"]
     (ours / "my-analysis.ipynb").write_text("{}")
-    assert_one_line_error(labelling("ingest", MWZ22, "--out", ours, "--overwrite"), 2, "holds my-analysis.ipynb that")
+    assert_one_line_error(
+        labelling("ingest", MWZ22, "--out", ours, "--overwrite"), 2, "it holds my-analysis.ipynb, which `labelling` did not write"
+    )
     assert (ours / "my-analysis.ipynb").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ours", "project"]
 
 

@@ -340,7 +340,7 @@ def test_writing_refuses_a_non_empty_folder_and_overwrites_only_one_it_wrote(tmp
     splits = partition(dev[:2])
     with pytest.raises(CorpusError, match="pass --overwrite"):
         write_dataset(splits, out, schema)
-    with pytest.raises(CorpusError, match=r"--overwrite refused: the folder holds files \(keep.txt\) and no .labelling"):
+    with pytest.raises(CorpusError, match=r"--overwrite refused: it holds keep.txt and no .labelling-output.json marker"):
         write_dataset(splits, out, schema, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
     ours = tmp_path / "ours"
@@ -349,7 +349,7 @@ def test_writing_refuses_a_non_empty_folder_and_overwrites_only_one_it_wrote(tmp
     assert list(datasets.load_from_disk(str(ours))) == ["train_0_2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "out"]  # nothing left beside them
     (ours / "notes.txt").write_text("added by hand")
-    with pytest.raises(CorpusError, match="--overwrite refused: the folder holds notes.txt that"):
+    with pytest.raises(CorpusError, match="--overwrite refused: it holds notes.txt, which `labelling` did not write"):
         write_dataset(splits, ours, schema, overwrite=True)
 
 

@@ -190,7 +190,7 @@ def test_existing_output_is_kept_and_overwrite_replaces_only_our_own(monkeypatch
     code, _, err = run_cli(monkeypatch, capsys, "ingest", MWZ22, "--out", out)
     assert code == 2 and "folder exists and is not empty (pass --overwrite" in err
     code, _, err = run_cli(monkeypatch, capsys, "ingest", MWZ22, "--out", out, "--overwrite")
-    assert code == 2 and "--overwrite refused: the folder holds files (mine.txt)" in err
+    assert code == 2 and "--overwrite refused: it holds mine.txt and no .labelling-output.json marker" in err
     assert (out / "mine.txt").read_text() == "keep me"
     ours = tmp_path / "ours"
     assert run_cli(monkeypatch, capsys, "ingest", MWZ22, "--out", ours)[0] == 0
