@@ -51,7 +51,7 @@ def load_jobs(paths: Sequence[Path], profile: str | None) -> tuple[job_config.Jo
     files = _config_files(paths)
     if not files:
         return job_config.load(None, profile or DEFAULT_PROFILE), []
-    loaded = [(path, job_config.load(path, profile)) for path in files]
+    loaded = job_files.load_all(files, profile)
     first_path, job = loaded[0]
     for path, other in loaded[1:]:
         where = first_difference(job_files.comparable(job), job_files.comparable(other))

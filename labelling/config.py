@@ -6,6 +6,7 @@ legacy keys (``wandb``, ``profile``, ...) are accepted with a warning so its job
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -15,6 +16,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,7 +175,18 @@ LEGACY_KEYS = {
 }
 
 
-_WARNED: set[str] = set()
+_warned: set[str] | None = None  # inside warn_once(): the legacy keys already warned about
+
+
+@contextlib.contextmanager
+def warn_once() -> Iterator[None]:
+    """Within this block each legacy key is warned about once: 160 reference job files would repeat each 160 times."""
+    global _warned
+    outer, _warned = _warned, set() if _warned is None else _warned
+    try:
+        yield
+    finally:
+        _warned = outer
 
 
 def _check(ok: bool, path: str, message: str) -> None:
@@ -220,9 +233,10 @@ def _build(cls: type, data: object, path: str) -> object:
     for key, value in data.items():
         where = f"{path}.{key}" if path else key
         if key in LEGACY_KEYS.get(cls, set()):
-            if where not in _WARNED:  # once per key: a folder of 160 reference job files would repeat each 160 times
-                _WARNED.add(where)
+            if _warned is None or where not in _warned:
                 log.warning("config key %s is from the reference's schema and has no effect here; ignored", where)
+            if _warned is not None:
+                _warned.add(where)
             continue
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)

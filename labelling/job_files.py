@@ -4,14 +4,21 @@ only in seed-only settings, which are merged rather than refused."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
-from labelling.config import JobConfig
+from labelling.config import JobConfig, load, warn_once
 
 # What job_0.json sets apart from its dependents: warm-ups that only act while the example pool is nearly empty (so
 # they change nothing for a dependent, whose pool starts with the seed's labels), and manifest flags for a group that
 # does not exist yet. Everything else must be identical.
 WARMUPS = ("data_warmup", "dst.retriever.example_warmup", "act_tag.retriever.example_warmup")
 MANIFEST_FLAGS = ("manifest.seed_retrievers_from_manifest", "manifest.manifest_must_exist", "manifest.group_id_must_exist")
+
+
+def load_all(files: Sequence[Path], profile: str | None) -> list[tuple[Path, JobConfig]]:
+    """Each job file laid over ``profile``, warning about each legacy key once for the lot."""
+    with warn_once():
+        return [(path, load(path, profile)) for path in files]
 
 
 def comparable(job: JobConfig) -> dict:
