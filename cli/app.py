@@ -47,7 +47,7 @@ class Interrupted(Exception):
 
 def _resume_note(command: str, params: dict) -> str:
     """What an interrupted command leaves behind and the command that carries on from there."""
-    if command == "label-partition":
+    if command == "label-split":
         partial = Path(params["out"]).with_name(Path(params["out"]).name + ".partial")
         kept = max(0, sum(1 for _ in partial.open(encoding="utf-8")) - 1) if partial.exists() else 0
         return f"{kept} labelled turns kept in {partial}; the same command resumes from them"
@@ -84,18 +84,24 @@ def _guarded(command: str, function: Callable) -> Callable:
 
 def _register() -> None:
     # Imported here so that `labelling --help` stays fast and each command module stays independent.
-    from cli import bench, corpus_commands, fleet, ingest, label, store_commands
+    from cli import bench, corpus_commands, demo, ingest, label, run, status, store_commands, worker
 
     commands = {
         "ingest": ingest.ingest,
-        "label-partition": label.label_partition,
+        "label-split": label.label_partition,
+        "run": run.run,
+        "status": status.status,
+        "worker": worker.worker,
+        "flower": worker.flower,
         "export": store_commands.export,
         "evaluate": store_commands.evaluate,
         "bench": bench.bench,
-        **{name: getattr(fleet, name) for name in ("run", "status", "worker", "flower", "demo")},
+        "demo": demo.demo,
     }
     for name, function in commands.items():
         app.command(name)(_guarded(name, function))
+    # The old name, kept working: "partition" also names the fleet's Celery task, which labels a stored partition.
+    app.command("label-partition", hidden=True)(_guarded("label-split", label.label_partition))
     corpus_app = typer.Typer(help=corpus_commands.__doc__, no_args_is_help=True)
     for name, function in corpus_commands.COMMANDS.items():
         corpus_app.command(name)(_guarded(f"corpus {name}", function))

@@ -14,7 +14,6 @@ from labelling.errors import LabellingError
 from labelling.turns import Turn
 
 console = Console(stderr=True)
-BUNDLED_SPLIT_SIZE = 50  # as `labelling ingest` cuts the corpus, so split names mean the same dialogues
 
 
 def bench(
@@ -78,17 +77,16 @@ def bench(
 
 
 def _split_turns(job: job_config.JobConfig, dataset: Path | None, split: str) -> list[Turn]:
-    """The split's turns: from an ingested folder as `label-partition` reads them, else cut from the bundled corpus."""
+    """The split's turns: from an ingested folder as `label-split` reads them, else cut from the bundled corpus."""
     if dataset is not None:
         from cli.label import load_split
 
         return load_split(dataset, split)
-    from cli.fleet import BUNDLED_CORPUS
-    from labelling.corpus import partition, read_corpus
-    from labelling.schema import Schema
+    from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
+    from labelling.schema import BUNDLED_CORPUS
 
-    schema = Schema.load(job.schema_path, tuple(job.services))
-    splits = partition(read_corpus(BUNDLED_CORPUS, schema), BUNDLED_SPLIT_SIZE)
+    # Cut as `labelling ingest` cuts the corpus, so split names mean the same dialogues.
+    splits = cut_into_splits(read_corpus(BUNDLED_CORPUS, job.load_schema()), DEFAULT_SPLIT_SIZE)
     if split not in splits:
         raise LabellingError(f"the bundled corpus has no split {split!r}", f"e.g. {', '.join(list(splits)[:3])}")
     return splits[split]

@@ -10,11 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from labelling.corpus import (
+    DEFAULT_SPLIT_SIZE,
     CorpusFormat,
     CorpusSummary,
     check_output,
+    cut_into_splits,
     detect_format,
-    partition,
     read_corpus,
     summary,
     write_dataset,
@@ -42,7 +43,7 @@ def ingest(
         None, "--format", "-f", help="Input format; detected from the file or folder when left out.", case_sensitive=False
     ),
     split_size: int = typer.Option(
-        50, "--split-size", min=1, help="Dialogues per split, in corpus order; the last split holds the rest."
+        DEFAULT_SPLIT_SIZE, "--split-size", min=1, help="Dialogues per split, in corpus order; the last split holds the rest."
     ),
     prefix: str = typer.Option("train", "--prefix", help="Split-name prefix: a split named PREFIX_A_B holds dialogues A to B-1."),
     schema: Path | None = typer.Option(
@@ -79,7 +80,7 @@ def ingest(
     if out is not None:
         check_output(out, overwrite)  # fail before the slow part, not after it
     fmt = format.value if format else detect_format(source)
-    splits = partition(read_corpus(source, chosen, fmt), split_size, prefix)
+    splits = cut_into_splits(read_corpus(source, chosen, fmt), split_size, prefix)
     if out is not None:
         write_dataset(splits, out, chosen, overwrite=overwrite)
     stored = _store_corpus(corpus, splits, chosen) if corpus else None

@@ -1,4 +1,5 @@
-"""``labelling label-partition``: label one split of an ingested dataset locally, with no broker and no database."""
+"""``labelling label-split`` (formerly ``label-partition``, still accepted): label one split of an ingested dataset
+locally, with no broker and no database."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from labelling.errors import CorpusError, LabellingError
 from labelling.turns import Turn
 
 if TYPE_CHECKING:
-    from labelling.labeller import TurnLabel
+    from labelling.records import TurnLabel
 
 console = Console(stderr=True)
 
@@ -58,7 +59,7 @@ def partial_header(job: job_config.JobConfig, dataset: Path, split: str, limit_d
 
 def _read_partial(path: Path, header: dict, turns: list[Turn]) -> list[TurnLabel]:
     """The labels of an earlier, interrupted run of the same command; LabellingError when OUT.partial belongs to another."""
-    from labelling.labeller import TurnLabel
+    from labelling.records import TurnLabel
 
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     if not lines:

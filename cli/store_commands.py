@@ -98,7 +98,7 @@ def scored(summary: dict) -> dict:
 
 def flag_counts(counts) -> dict[str, int]:
     """Flagged turns (``flagged_turns``) and turns per flag (``flag_<name>``) from a MetricsAccumulator's totals."""
-    from labelling.labeller import FLAGGED_TURNS
+    from labelling.records import FLAGGED_TURNS
 
     return {k: v for k, v in sorted(counts.totals.items()) if k == FLAGGED_TURNS or k.startswith("flag_")}
 
@@ -119,6 +119,6 @@ def _scores_table(report: dict) -> Table:
 
 
 def _flagged(flags: dict[str, int]) -> str:
-    from labelling.labeller import FLAGGED_TURNS
+    from labelling.records import FLAGGED_TURNS
 
     return str(flags.get(FLAGGED_TURNS, 0))

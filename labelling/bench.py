@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import resource
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from typing import TYPE_CHECKING
 
-from labelling import errors
+from labelling import errors, settings
 from labelling.acts import acts_to_json
 from labelling.config import JobConfig
 from labelling.lm import LanguageModel, Prompt, Sample, SamplingParams
@@ -30,9 +29,9 @@ if TYPE_CHECKING:  # at run time only torch and transformers are needed, so the 
 
 PATHS = {"a": "plain (reference computation)", "b": "optimised"}
 REFERENCE_TURNS_PER_BATCH = 2  # the reference's batch: 2 turns x n samples per generate call
-THREADS_ENV = "LABELLING_TORCH_THREADS"
 # Figures per path whose b/a ratio the report gives; for seconds and memory a ratio below 1 means (b) uses less.
-RATIO_KEYS = ("seconds", "turns_per_s", "generated_tokens_per_s", "prompt_tokens_per_s", "peak_rss_mb")
+RATIO_KEYS = ("seconds", "turns_per_s", "generated_tokens_per_s", "prompt_tokens_per_s", "peak_rss_mb", "decode_tokens_per_s")
+RAW_DECODE_STEPS = 16  # timed steps of the bare decode loop the decode phase is compared with
 
 
 class PlainPath:
@@ -106,6 +105,7 @@ class PathResult:
     threads: int
     metrics: dict = field(default_factory=dict)
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # "dialogue#turn" -> canonical state and acts
+    raw_decode_tokens_per_s: float | None = None  # a bare forward loop at this path's mean decode rows and cache length
 
     def figures(self) -> dict:
         """The reported figures: rates per second of labelling wall time, and memory."""
@@ -121,16 +121,65 @@ class PathResult:
             "peak_rss_mb": self.peak_rss_mb,
             "labelling_rss_mb": max(0.0, self.peak_rss_mb - self.load_rss_mb),
             "threads": self.threads,
+            **self.decode_figures(),
             "stats": self.stats,
             "metrics": self.metrics,
         }
+
+    def decode_figures(self) -> dict:
+        """The decode phase alone: tokens/s over its forwards, its batch shape, and its share of the bare loop's rate."""
+        steps = self.stats.get("decode_steps", 0)
+        if not steps:
+            return {}
+        rate = self.stats["decode_tokens"] / max(self.stats["decode_seconds"], 1e-9)
+        raw = self.raw_decode_tokens_per_s
+        return {
+            "decode_tokens_per_s": rate,
+            "decode_rows_mean": self.stats["decode_rows"] / steps,
+            "decode_columns_mean": self.stats["decode_columns"] / steps,
+            "raw_decode_tokens_per_s": raw,
+            "decode_share_of_raw": rate / raw if raw else None,
+        }
+
+
+def raw_decode_rate(lm: LanguageModel, rows: int, columns: int, steps: int = RAW_DECODE_STEPS) -> float:
+    """Tokens/s of a bare batched decode loop: `rows` rows on a `columns`-token cache, forward passes and nothing else.
+
+    The ceiling for the engine's decode phase at that batch shape: no sampling, stop checks or batch bookkeeping, the
+    cache pre-sized so no step reallocates. The cache is one encoded row of random tokens copied to every row.
+    """
+    import torch
+
+    from labelling.lm import _State
+
+    device, ids = lm.device, torch.randint(0, lm.tokenizer.vocab_size, (columns,), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        one = lm.model(input_ids=ids[None].to(device), use_cache=True, logits_to_keep=1)
+        state = _State(one.cache, torch.ones((1, columns), dtype=torch.long, device=device), None)
+        cache = state.take([0] * rows, room=steps + 1).cache
+        token = torch.full((rows, 1), int(ids[-1]), device=device)
+        mask = torch.ones((rows, columns + steps + 1), dtype=torch.long, device=device)
+        started = 0.0
+        for step in range(steps + 1):  # step 0 warms up and is not timed
+            if step == 1:
+                started = time.perf_counter()
+            position = torch.full((rows, 1), columns + step, device=device)
+            out = lm.model(
+                input_ids=token,
+                attention_mask=mask[:, : columns + step + 1],
+                position_ids=position,
+                cache=cache,
+                logits_to_keep=1,
+            )
+            cache = out.cache
+            out.logits.sum().item()  # the engine syncs once per step too; without it a GPU would only queue the work
+    return rows * steps / (time.perf_counter() - started)
 
 
 def build_labeller(job: JobConfig, path: str):
     """A PartitionLabeller for `path`: (b) the normal engine, (a) the same models re-encoding everything, via PlainPath."""
     from labelling import models
     from labelling.labeller import PartitionLabeller
-    from labelling.schema import Schema
 
     job = copy.deepcopy(job)
     for module in (job.dst, job.act_tag):
@@ -139,7 +188,7 @@ def build_labeller(job: JobConfig, path: str):
     if path == "a":
         wrapped: dict[int, PlainPath] = {}  # modules sharing one model share one wrapper, so its counters add up once
         lms = {name: wrapped.setdefault(id(lm), PlainPath(lm)) for name, lm in lms.items()}
-    schema = Schema.load(job.schema_path, tuple(job.services))
+    schema = job.load_schema()
     indexes = (models.example_index(job.dst, "dst"), models.example_index(job.act_tag, "act"))
     return PartitionLabeller(job, schema, lms["dst"], lms["act"], *indexes)
 
@@ -150,7 +199,7 @@ def run_path(job: JobConfig, turns: Sequence[Turn], path: str, threads: int | No
 
     if path not in PATHS:
         raise errors.LabellingError(f"unknown benchmark path {path!r}", f"paths: {', '.join(PATHS)}")
-    threads = threads or int(os.environ.get(THREADS_ENV) or 0)
+    threads = threads or settings.TORCH_THREADS.get()
     if threads:
         torch.set_num_threads(threads)
     labeller = build_labeller(job, path)
@@ -158,11 +207,17 @@ def run_path(job: JobConfig, turns: Sequence[Turn], path: str, threads: int | No
     start = time.perf_counter()
     labels = labeller.label(list(turns))
     seconds = time.perf_counter() - start
-    lms = {id(lm): lm for lm in labeller.lms.values()}.values()
+    lms = {id(m.lm): m.lm for m in labeller.modules}.values()
     stats: dict[str, int] = {}
     for lm in lms:
         for key, value in lm.stats.items():
             stats[key] = stats.get(key, 0) + value
+    raw = None
+    if stats.get("decode_steps"):  # measured after labelling, so it does not change the path's own figures
+        engine = next(iter(lms))
+        engine = getattr(engine, "lm", engine)  # the plain path wraps the same engine
+        rows, columns = (round(stats[k] / stats["decode_steps"]) for k in ("decode_rows", "decode_columns"))
+        raw = raw_decode_rate(engine, max(rows, 1), max(columns, 1))
     return PathResult(
         path=path,
         turns=len(labels),
@@ -173,6 +228,7 @@ def run_path(job: JobConfig, turns: Sequence[Turn], path: str, threads: int | No
         threads=torch.get_num_threads(),
         metrics=labeller.metrics.summary(),
         labels={f"{lab.dialogue_id}#{lab.turn_id}": canonical_label(lab.state, lab.acts) for lab in labels},
+        raw_decode_tokens_per_s=raw,
     )
 
 
@@ -225,7 +281,7 @@ def report(results: dict[str, PathResult], setup: dict) -> dict:
     out: dict = {"setup": setup, "paths": {p: r.figures() for p, r in results.items()}}
     if {"a", "b"} <= results.keys():
         fa, fb = out["paths"]["a"], out["paths"]["b"]
-        out["ratio_b_over_a"] = {k: fb[k] / fa[k] if fa[k] else None for k in RATIO_KEYS}
+        out["ratio_b_over_a"] = {k: fb[k] / fa[k] if fa.get(k) and fb.get(k) else None for k in RATIO_KEYS}
         out["agreement"] = agreement(results["a"].labels, results["b"].labels)
     return out
 
@@ -242,6 +298,11 @@ def table_rows(rep: dict) -> tuple[list[str], list[list[str]]]:
         "generated_tokens_per_s": "{:.1f}",
         "prompt_tokens_per_s": "{:.0f}",
         "peak_rss_mb": "{:.0f}",
+        "decode_tokens_per_s": "{:.1f}",
+        "decode_rows_mean": "{:.1f}",
+        "decode_columns_mean": "{:.0f}",
+        "raw_decode_tokens_per_s": "{:.1f}",
+        "decode_share_of_raw": "{:.0%}",
     }
     names = {
         "turns": "turns",
@@ -250,10 +311,18 @@ def table_rows(rep: dict) -> tuple[list[str], list[list[str]]]:
         "generated_tokens_per_s": "generated tokens/s",
         "prompt_tokens_per_s": "prompt tokens/s",
         "peak_rss_mb": "peak RSS (MB)",
+        "decode_tokens_per_s": "decode phase: generated tokens/s",
+        "decode_rows_mean": "decode phase: rows per step (mean)",
+        "decode_columns_mean": "decode phase: cache length (mean)",
+        "raw_decode_tokens_per_s": "bare forward loop, same rows and length: tokens/s",
+        "decode_share_of_raw": "decode phase: share of the bare loop",
     }
     rows = []
     for key, fmt in formats.items():
-        cells = [fmt.format(rep["paths"][p][key]) for p in paths]
+        values = [rep["paths"][p].get(key) for p in paths]
+        if all(v is None for v in values):
+            continue
+        cells = ["-" if v is None else fmt.format(v) for v in values]
         if ratio:
             cells.append(f"{ratio[key]:.2f}x" if ratio.get(key) else "")
         rows.append([names[key], *cells])

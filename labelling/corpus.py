@@ -38,6 +38,7 @@ Dialogue = list[Turn]
 
 # Act annotations also use these pseudo-domains; they belong to no service but carry real acts (bye, book, ...).
 _ACT_ONLY_DOMAINS = ("general", "booking")
+DEFAULT_SPLIT_SIZE = 50  # dialogues per split when a corpus is cut (ingest, run slices, bench)
 _DIALOGUE_FILES = "dialogues_*.json"
 _ACTS_FILE = "dialog_acts.json"
 _HF_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")
@@ -104,7 +105,9 @@ def detect_format(source: str | Path) -> str:
     raise CorpusError(f"{name}: JSON of the wrong shape (neither an object nor a list)", f"expected {_SHAPE_21}, or {_SHAPE_22}")
 
 
-def partition(dialogues: Sequence[Dialogue], size: int = 50, prefix: str = "train") -> dict[str, list[Turn]]:
+def cut_into_splits(
+    dialogues: Sequence[Dialogue], size: int = DEFAULT_SPLIT_SIZE, prefix: str = "train"
+) -> dict[str, list[Turn]]:
     """Cut dialogues, in order, into splits of ``size`` named ``{prefix}_{a}_{b}`` (half-open dialogue indices)."""
     if size < 1:
         raise LabellingError(f"split size must be at least 1, got {size}")

@@ -33,3 +33,19 @@ class ModelError(LabellingError):
 
 class StoreError(LabellingError):
     """The MongoDB store is unreachable or holds something unexpected."""
+
+
+class ClaimLost(StoreError):
+    """Another attempt took this partition over (its heartbeat had gone stale); this one must stop without writing."""
+
+
+class PartitionBusy(StoreError):
+    """The partition is being labelled by a live attempt; try again later (its claim goes stale after the lease)."""
+
+
+class FleetError(LabellingError):
+    """The fleet cannot do what was asked: no broker, a broker that does not answer, a group another run launched."""
+
+
+class SettingError(LabellingError, ValueError):
+    """An environment variable holds a value that does not parse (see :mod:`labelling.settings`)."""

@@ -7,10 +7,10 @@ configs that read them. A group of one dialogue has nothing to hold out: ``valid
 would make ``datasets.load_from_disk`` fail) and the card and the export summary say so.
 
 Rows are in corpus order (a dialogue's turns together) and carry the reference's turn fields with the *predicted*
-labels in the label fields (method.md §10.1), plus ``labelled_split`` and ``label_flags`` for provenance. No gold
+labels in the label fields (docs/method.md §10.1), plus ``labelled_split`` and ``label_flags`` for provenance. No gold
 value reaches a row.
 
-The name is ``manifest_self_labelled_{group}_{num_dialogues}_{hash}``; the hash follows method.md §10.3 over the
+The name is ``manifest_self_labelled_{group}_{num_dialogues}_{hash}``; the hash follows docs/method.md §10.3 over the
 manifest entries sorted by run id, each serialised as the reference's ``ManifestEntry`` dict (see ``hashed_entry``).
 """
 
@@ -33,6 +33,7 @@ from labelling.corpus import dataset_features
 from labelling.errors import LabellingError
 from labelling.metrics import MetricsAccumulator
 from labelling.outputs import check_output, staged
+from labelling.records import PoolRefresh
 from labelling.redact import mask_uri
 from labelling.schema import Schema
 
@@ -78,7 +79,7 @@ def hashed_entry(entry: Mapping) -> dict:
 
 
 def short_hash(entries: Sequence[Mapping]) -> str:
-    """method.md §10.3: SHA-256 of ``json.dumps(entries, sort_keys=True)``, urlsafe base64, 12 characters, ``-`` -> ``x``."""
+    """docs/method.md §10.3: SHA-256 of ``json.dumps(entries, sort_keys=True)``, urlsafe base64, 12 characters, ``-`` -> ``x``."""
     digest = hashlib.sha256(json.dumps(list(entries), sort_keys=True).encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")[:12].replace("-", "x")
 
@@ -124,7 +125,7 @@ def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict,
     done = [p for p in parts if p.status == store.DONE]
     _check_complete(group, missing, done, allow_partial)
     config = store.group_config(group)
-    schema = Schema.load(config.schema_path, tuple(config.services))
+    schema = config.load_schema()
     rows = [row for p in done for row in _partition_rows(group, p, schema)]
     check_no_duplicates(rows)
     train = datasets.Dataset.from_list(rows, features=export_features(schema))
@@ -230,12 +231,13 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
 
 
 def _partition_table(parts: Sequence[store.Partition]) -> str:
-    rows = ["| split | status | run | turns | JGA | turn acc | act F1 | pool at start | finished (UTC) |", "|" + "---|" * 9]
+    rows = ["| split | status | attempt | turns | JGA | turn acc | act F1 | pool at start | finished (UTC) |", "|" + "---|" * 9]
     for p in parts:
         jga, turn_acc, act_f1 = score_cells(MetricsAccumulator.from_dict(p.metrics or {}).summary())
-        pool = f"{len(p.pool[0]['splits'])} partitions, {p.pool[0]['examples']} examples" if p.pool else "-"
+        start = PoolRefresh.from_dict(p.pool[0]) if p.pool else None
+        pool = f"{len(start.splits)} partitions, {start.examples} examples" if start else "-"
         finished = datetime.fromtimestamp(p.finished_at, timezone.utc).strftime("%Y-%m-%d %H:%M") if p.finished_at else "-"
-        cells = (p.split, p.status, p.run_id or "-", p.turns_total, jga, turn_acc, act_f1, pool, finished)
+        cells = (p.split, p.status, p.attempt_id or "-", p.turns_total, jga, turn_acc, act_f1, pool, finished)
         rows.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(rows)
 

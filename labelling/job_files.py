@@ -12,7 +12,7 @@ from labelling.config import JobConfig, load, warn_once
 # they change nothing for a dependent, whose pool starts with the seed's labels), and manifest flags for a group that
 # does not exist yet. Everything else must be identical.
 WARMUPS = ("data_warmup", "dst.retriever.example_warmup", "act_tag.retriever.example_warmup")
-MANIFEST_FLAGS = ("manifest.seed_retrievers_from_manifest", "manifest.manifest_must_exist", "manifest.group_id_must_exist")
+MANIFEST_FLAGS = ("manifest.seed_retrievers_from_manifest",)  # manifest_must_exist / group_id_must_exist: legacy keys
 
 
 def load_all(files: Sequence[Path], profile: str | None) -> list[tuple[Path, JobConfig]]:
@@ -44,11 +44,9 @@ def merge_seed_settings(job: JobConfig, others: Sequence[JobConfig]) -> JobConfi
     for module in ("dst", "act_tag"):
         getattr(job, module).retriever.example_warmup = max(getattr(j, module).retriever.example_warmup for j in every)
     job.manifest.seed_retrievers_from_manifest = any(j.manifest.seed_retrievers_from_manifest for j in every)
-    job.manifest.manifest_must_exist = job.manifest.group_id_must_exist = False  # a group is created by its first run
     return job
 
 
 def _seed_settings(job: JobConfig) -> tuple:
-    m = job.manifest
     warmups = (job.data_warmup, job.dst.retriever.example_warmup, job.act_tag.retriever.example_warmup)
-    return (*warmups, m.seed_retrievers_from_manifest, m.manifest_must_exist, m.group_id_must_exist)
+    return (*warmups, job.manifest.seed_retrievers_from_manifest)

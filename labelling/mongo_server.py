@@ -24,11 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labelling import settings
 from labelling.errors import StoreError
 
-URI_ENV = "LABELLING_MONGODB_URI"
-STATE_ENV = "LABELLING_STATE_DIR"
-DEFAULT_STATE_DIR = ".state"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 SERVER_COMMAND = "nx-27017"
@@ -38,7 +36,7 @@ _START_ATTEMPTS = 3  # a free port can be taken by someone else between our prob
 
 def state_dir() -> Path:
     """The local state folder: ``$LABELLING_STATE_DIR``, else ``./.state`` relative to the current directory."""
-    return Path(os.environ.get(STATE_ENV) or DEFAULT_STATE_DIR).expanduser().resolve()
+    return settings.STATE_DIR.get().expanduser().resolve()
 
 
 def ping(uri: str, timeout_s: float = 1.0) -> bool:
@@ -71,7 +69,7 @@ class EmbeddedServer:
         """Stop the server if this handle started it (SIGTERM, then SIGKILL after ``timeout_s``); True when it stopped it."""
         if not self.started:
             return False
-        if _alive(self.pid):
+        if pid_alive(self.pid):
             os.kill(self.pid, signal.SIGTERM)
             if not self._wait_exit(timeout_s):
                 os.kill(self.pid, signal.SIGKILL)
@@ -88,7 +86,7 @@ class EmbeddedServer:
                 return True
             except subprocess.TimeoutExpired:
                 return False
-        return _wait_until(lambda: not _alive(self.pid), timeout_s)
+        return _wait_until(lambda: not pid_alive(self.pid), timeout_s)
 
     def __enter__(self) -> EmbeddedServer:
         return self
@@ -131,7 +129,8 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -143,7 +142,7 @@ def _alive(pid: int) -> bool:
 
 def _is_server(pid: int) -> bool:
     """Whether ``pid`` is a live nx-27017 process (not an unrelated process that reused a stale pid)."""
-    if not _alive(pid):
+    if not pid_alive(pid):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -167,7 +166,7 @@ def _running(folder: Path, timeout_s: float) -> EmbeddedServer | None:
     if port is None:
         raise StoreError(
             f"nx-27017 (pid {pid}) runs under {folder} but its port file is missing",
-            f"stop it with `kill {pid}` and try again, or set {URI_ENV}",
+            f"stop it with `kill {pid}` and try again, or set {settings.MONGODB_URI.name}",
         )
     if not _wait_until(lambda: ping(_uri(port), 0.5), timeout_s):
         raise StoreError(f"nx-27017 (pid {pid}, port {port}) does not answer", f"see {folder / f'{SERVER_COMMAND}.log'}")

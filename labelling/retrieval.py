@@ -1,12 +1,13 @@
 """Retrieval of in-context examples: a sentence embedder and an exact-cosine index that grows one labelled turn at a time.
 
-Follows method.md §6 (text formats, k, "distinct" selection, warm-up) but fixes two reference bugs: seed items are embedded
+Follows docs/method.md §6 (text formats, k, "distinct" selection, warm-up) but fixes two reference bugs: seed items are embedded
 in the configured text format like every later item (§15.2), and an index holding fewer than k items returns what it has
 instead of crashing (§15.3).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -93,7 +94,7 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-# --- text formats (method.md §6.2) ----------------------------------------------------------------------------------
+# --- text formats (docs/method.md §6.2) ------------------------------------------------------------------------
 
 
 def _context(turn: Turn) -> str:
@@ -134,7 +135,7 @@ def text_function(name: str) -> Callable[[Turn], str]:
         raise ConfigError(f"unknown retrieval text format {name!r}", f"known formats: {', '.join(TEXT_FORMATS)}") from None
 
 
-# --- keys for "distinct" selection (method.md §6.3) -----------------------------------------------------------------
+# --- keys for "distinct" selection (docs/method.md §6.3) -------------------------------------------------------
 
 
 def dst_key(item: Turn) -> str:
@@ -292,6 +293,51 @@ class ExampleIndex:
             self._items.append(item)
             self._keys.append(self.key_fn(item) if self.key_fn else "")
 
+    @property
+    def embedder_name(self) -> str:
+        """The embedder's configured name: stored vectors are reused only by an index whose embedder has the same one."""
+        return str(getattr(self.embedder, "name", type(self.embedder).__name__))
+
+    def stored_vectors(self, keys: Sequence[TurnKey]) -> list[dict | None]:
+        """For each key, its latest item's vector as a record to store beside the label (None if the key is not indexed).
+
+        The record names the embedder and a digest of the embedded text, so :meth:`add_stored` can tell whether it
+        still applies (another embedder, text format or text means the item is embedded again).
+        """
+        vectors, rows = self._text_vectors.view(), self._item_rows.view()
+        out: list[dict | None] = []
+        for key in keys:
+            positions = self._positions.get(key)
+            if not positions:
+                out.append(None)
+                continue
+            text = self._to_text(self._items[positions[-1]])
+            vector = vectors[rows[positions[-1]]]
+            out.append({"embedder": self.embedder_name, "text": _digest(text), "vector": vector.astype("<f4").tobytes()})
+        return out
+
+    def add_stored(self, items: Sequence[Turn], records: Sequence[dict | None]) -> int:
+        """Append ``items``, taking each vector from its stored record when that still applies, embedding the rest in one
+        batch; returns how many items were embedded. Retrieval then is what :meth:`add` would give."""
+        if len(records) != len(items):
+            raise ValueError(f"{len(records)} stored vectors for {len(items)} items")
+        texts = self.texts(items)
+        vectors: list[np.ndarray | None] = [self._stored(text, record) for text, record in zip(texts, records, strict=True)]
+        missing = [i for i, vector in enumerate(vectors) if vector is None]
+        if missing:
+            for i, vector in zip(missing, self._embed([texts[i] for i in missing]), strict=True):
+                vectors[i] = vector
+        if items:
+            self.add_embedded(items, np.stack(vectors))
+        return len(missing)
+
+    def _stored(self, text: str, record: dict | None) -> np.ndarray | None:
+        if not record or record.get("embedder") != self.embedder_name or record.get("text") != _digest(text):
+            return None
+        vector = np.frombuffer(record["vector"], dtype="<f4")
+        width = self._text_vectors.view().shape[1] if len(self) else vector.size
+        return vector if vector.size == width else None
+
     def search(self, query: Turn, exclude: Collection[TurnKey] | None = None) -> list[Turn]:
         """The examples for one query turn; see :meth:`search_batch`."""
         return self.search_batch([query], None if exclude is None else [exclude])[0]
@@ -314,7 +360,7 @@ class ExampleIndex:
         return [self._select(row, exclude[i] if exclude else ()) for i, row in enumerate(per_item)]
 
     def _select(self, similarities: np.ndarray, exclude: Collection[TurnKey]) -> list[Turn]:
-        """Rank one query's similarities, then apply the distinct rule of method.md §6.3."""
+        """Rank one query's similarities, then apply the distinct rule of docs/method.md §6.3."""
         for key in exclude:
             similarities[self._positions.get(key, [])] = -np.inf
         distinct = self.minimum_distinct > 1
@@ -335,6 +381,11 @@ class ExampleIndex:
                 picks.append(index)
         chosen = set(picks)
         return picks + [i for i in ranked if i not in chosen]
+
+
+def _digest(text: str) -> str:
+    """A short fingerprint of an embedded text: a stored vector applies only to the text it was computed from."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

@@ -16,10 +16,12 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 
 from labelling import store
 from labelling.config import JobConfig
-from labelling.labeller import PartitionLabeller, TurnLabel, waves
+from labelling.labeller import PartitionLabeller, schedule
+from labelling.records import PoolRefresh, TurnLabel
 from labelling.schema import Schema
 
 LabellerFactory = Callable[[JobConfig, Schema], PartitionLabeller]
@@ -27,7 +29,17 @@ ProgressHook = Callable[[int, int], None]
 log = logging.getLogger(__name__)
 
 
-@dataclass
+class Outcome(str, Enum):
+    """What a call of :func:`run_partition` found: a partition it labelled now, or one done before."""
+
+    DONE = "done"
+    ALREADY_DONE = "already_done"
+
+    __str__ = str.__str__  # the plain value in logs and task results
+    __format__ = str.__format__
+
+
+@dataclass(kw_only=True)
 class PartitionResult:
     """What a call of :func:`run_partition` did: ``status`` is ``done`` (labelled now) or ``already_done``.
 
@@ -37,13 +49,13 @@ class PartitionResult:
 
     group: str
     split: str
-    status: str
-    run_id: str | None
+    status: Outcome
+    attempt_id: str | None  # the claim token of the attempt that labelled it (the manifest's run_id)
     turns: int
     new_turns: int = 0
     seconds: float = 0.0
     metrics: dict = field(default_factory=dict)
-    pool: list[dict] = field(default_factory=list)
+    pool: list[PoolRefresh] = field(default_factory=list)
     manifest: dict | None = None
 
 
@@ -67,8 +79,9 @@ def run_partition(
     if claim is None:
         return _already_done(group, split)
     try:
-        job = _PartitionJob(claim, config or store.group_config(group), labeller_factory, on_progress)
-        return job.run()
+        # The pulse starts before the models load: a first download can outlast the lease many times over.
+        with pulse(claim):
+            return _PartitionJob(claim, config or store.group_config(group), labeller_factory, on_progress).run()
     except store.ClaimLost:
         raise  # the partition belongs to another run now: recording a failure would overwrite its state
     except BaseException as e:  # interrupted or crashed: free the partition for the next attempt right away
@@ -86,9 +99,15 @@ def _record_failure(claim: store.Claim, error: BaseException) -> None:
 def _already_done(group: str, split: str) -> PartitionResult:
     done = store.partition(group, split)
     entry = next((e for e in store.manifest_entries(group) if e["split"] == split), None)
-    metrics, pool = dict(done.metrics), list(done.pool)
     return PartitionResult(
-        group, split, "already_done", done.run_id, done.turns_total, metrics=metrics, pool=pool, manifest=entry
+        group=group,
+        split=split,
+        status=Outcome.ALREADY_DONE,
+        attempt_id=done.attempt_id,
+        turns=done.turns_total,
+        metrics=dict(done.metrics),
+        pool=[PoolRefresh.from_dict(entry) for entry in done.pool],
+        manifest=entry,
     )
 
 
@@ -133,12 +152,11 @@ class _PartitionJob:
         self.config = config
         self.on_progress = on_progress
         self.turns = store.load_turns(claim.corpus, claim.split)
-        schema = Schema.load(config.schema_path, tuple(config.services))
+        schema = config.load_schema()
         self.labeller = (factory or _default_factory())(config, schema)
-        c = config
-        self.schedule = waves([t.without_gold() for t in self.turns], c.data_num_partitions, c.seed, c.data_warmup)
+        self.schedule = schedule(self.turns, config)  # the labeller labels in this same order (resume boundaries)
         self.waves_done = self.turns_done = self.new_turns = 0
-        self.pool: list[dict] = []
+        self.pool: list[PoolRefresh] = []
         self.pooled: set[str] = set()
         self.replayed_waves = 0
         self.recorded_refreshes: dict[int, list[str]] = {}  # wave -> splits the interrupted attempt added there
@@ -147,21 +165,28 @@ class _PartitionJob:
     def run(self) -> PartitionResult:
         """Resume, seed, label with a checkpoint per wave, and complete the partition."""
         done = self._resume()
-        self._seed()
+        self._fill_indexes()
         self.started = time.time()
         store.heartbeat(self.claim, started_at=self.started, config=self.config.to_dict(), pool=self.pool, turns_done=0)
-        with pulse(self.claim):
-            labels = self.labeller.label(self.turns, done=done, on_wave=self._checkpoint, progress=self._after_wave)
+        labels = self.labeller.label(self.turns, done=done, on_wave=self._checkpoint, progress=self._after_wave)
         if len(labels) != len(self.turns):
             raise store.StoreError(f"labelled {len(labels)} of {len(self.turns)} turns of {self.claim.group}/{self.claim.split}")
         metrics = self.labeller.metrics.to_dict()
         entry = store.complete_partition(self.claim, metrics)
-        c, seconds = self.claim, self._seconds()
         return PartitionResult(
-            c.group, c.split, "done", c.run_id, len(labels), self.new_turns, seconds, metrics, self.pool, entry
+            group=self.claim.group,
+            split=self.claim.split,
+            status=Outcome.DONE,
+            attempt_id=self.claim.attempt_id,
+            turns=len(labels),
+            new_turns=self.new_turns,
+            seconds=self._seconds(),
+            metrics=metrics,
+            pool=self.pool,
+            manifest=entry,
         )
 
-    # --- start: resume and seed -----------------------------------------------------------------------------
+    # --- start: resume and fill the indexes ------------------------------------------------------------------
 
     def _resume(self) -> list[TurnLabel]:
         """The stored labels of the leading complete waves; a wave cut short by a crash is relabelled whole."""
@@ -172,35 +197,47 @@ class _PartitionJob:
             self.replayed_waves = index + 1
         return [stored[t.key].label for wave in self.schedule[: self.replayed_waves] for t in wave]
 
-    def _seed(self) -> None:
-        """Seed the indexes from the pool the interrupted attempt recorded, else from every partition completed so far.
+    def _fill_indexes(self) -> None:
+        """Fill the example indexes from the pool the interrupted attempt recorded, else from every partition completed so far.
 
         A recorded pool only matters when labels made with it are replayed; with none, the freshest pool is better.
         """
-        kept = [e for e in self.claim.pool if e["wave"] <= self.replayed_waves] if self.replayed_waves else []
+        kept = [e for e in self.claim.pool if e.wave <= self.replayed_waves] if self.replayed_waves else []
         if kept:
             self.pool = kept
-            self.recorded_refreshes = {e["wave"]: e["splits"] for e in kept[1:]}
-            self._load_pool(kept[0]["splits"])
+            self.recorded_refreshes = {e.wave: e.splits for e in kept[1:]}
+            self._load_pool(kept[0].splits)
             return
         initial = [s for s in store.done_splits(self.claim.group) if s != self.claim.split]
         self._record_pool(0, initial if self.config.manifest.seed_retrievers_from_manifest else [])
 
     def _load_pool(self, splits: Sequence[str]) -> int:
         """Add the labels of ``splits`` to both indexes; returns how many examples that was."""
-        examples = store.pool_examples(self.claim.group, splits)
-        self.labeller.add_examples(examples)
+        examples, vectors = store.pool_examples_and_vectors(self.claim.group, splits)
+        self.labeller.add_examples(examples, vectors)
         self.pooled.update(splits)
         return len(examples)
 
     def _record_pool(self, wave: int, splits: Sequence[str]) -> None:
-        self.pool.append({"at": time.time(), "wave": wave, "splits": list(splits), "examples": self._load_pool(splits)})
+        examples = self._load_pool(splits)
+        self.pool.append(PoolRefresh(wave=wave, splits=list(splits), examples=examples, at=time.time()))
 
     # --- per wave -----------------------------------------------------------------------------------------
 
     def _checkpoint(self, labels: list[TurnLabel]) -> None:
-        store.write_labels(self.claim, labels, wave=self.waves_done, seq_start=self.turns_done)
+        vectors = self._vectors(labels)
+        store.write_labels(self.claim, labels, wave=self.waves_done, seq_start=self.turns_done, vectors=vectors)
         self.new_turns += len(labels)
+
+    def _vectors(self, labels: list[TurnLabel]) -> list[dict]:
+        """Each label's example vectors, per module, as its index embedded them (the wave joined the indexes already)."""
+        out: list[dict] = [{} for _ in labels]
+        for module in self.labeller.modules:
+            if module.index is not None:
+                for found, record in zip(out, module.index.stored_vectors([lab.key for lab in labels]), strict=True):
+                    if record is not None:
+                        found[module.name] = record
+        return out
 
     def _after_wave(self, size: int) -> None:
         self.waves_done += 1

@@ -14,6 +14,7 @@ from pathlib import Path
 from labelling.errors import SchemaError
 
 BUNDLED_SCHEMA = Path(__file__).parent / "data" / "multiwoz22_schema.json"
+BUNDLED_CORPUS = BUNDLED_SCHEMA.with_name("multiwoz21_dev.json.zip")  # the MultiWOZ 2.1 dev set shipped beside the schema
 EVALUATED_SERVICES = ("hotel", "train", "attraction", "restaurant", "taxi")
 DONTCARE = "dontcare"
 
@@ -159,6 +160,11 @@ class Schema:
             return self._by_name[name]
         except KeyError:
             raise SchemaError(f"unknown service {name!r}", f"known services: {', '.join(self.names)}") from None
+
+    @cached_property
+    def identifiers(self) -> tuple[str, ...]:
+        """Every slot identifier of every service, each once, in schema order: the fields a generic entity may hold."""
+        return tuple(dict.fromkeys(s.identifier for svc in self.services for s in svc.slots))
 
     def informable(self) -> dict[str, tuple[str, ...]]:
         """service -> informable slot names, in schema order."""

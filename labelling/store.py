@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import TypeVar
 
 import mongoengine as me
@@ -31,23 +31,17 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from labelling import config as job_config
-from labelling.errors import StoreError
-from labelling.labeller import TurnLabel, example_turn
-from labelling.mongo_server import URI_ENV, EmbeddedServer, ensure_server
+from labelling import settings
+from labelling.errors import ClaimLost, ConfigError, PartitionBusy, StoreError
+from labelling.mongo_server import EmbeddedServer, ensure_server
+from labelling.records import PoolRefresh, TurnLabel, example_turn
 from labelling.redact import mask_uri
 from labelling.schema import Schema
 from labelling.states import strip_blanks
 from labelling.turns import Turn
 
-TIMEOUT_ENV = "LABELLING_MONGODB_TIMEOUT_MS"
-LEASE_ENV = "LABELLING_CLAIM_LEASE_S"
-RETRY_ENV = "LABELLING_MONGODB_RETRY_S"
-DEFAULT_TIMEOUT_MS = 5000
-DEFAULT_RETRY_S = 120.0  # how long an operation keeps retrying a lost server: a restart, not an outage
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 8.0
-DEFAULT_LEASE_S = 180.0  # a claim whose heartbeat is older than this may be taken over (the runner beats every lease/6)
 DEFAULT_DATABASE = "labelling"
-PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 _CHUNK = 1000  # documents per bulk write: big enough to amortise round trips, small enough for the 16 MB message limit
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _AUTH_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
@@ -55,12 +49,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ClaimLost(StoreError):
-    """Another run took this partition over (its heartbeat had gone stale); this run must stop without writing."""
+class PartitionStatus(str, Enum):
+    """Where a partition of a group stands; stored as its plain value."""
+
+    PENDING = "pending"  # never claimed
+    RUNNING = "running"  # claimed; taken over when its heartbeat is older than the lease
+    DONE = "done"
+    FAILED = "failed"  # its error is on the partition; the next run claims it again
+
+    __str__ = str.__str__  # "done", not "PartitionStatus.DONE", wherever a status is printed
+    __format__ = str.__format__
 
 
-class PartitionBusy(StoreError):
-    """The partition is being labelled by a live run; try again later (its claim becomes stale after the lease)."""
+PENDING, RUNNING, DONE, FAILED = (PartitionStatus.PENDING, PartitionStatus.RUNNING, PartitionStatus.DONE, PartitionStatus.FAILED)
 
 
 # --- retries ---------------------------------------------------------------------------------------------------
@@ -68,12 +69,12 @@ class PartitionBusy(StoreError):
 
 def claim_lease_s() -> float:
     """How long a claim survives without a heartbeat (``$LABELLING_CLAIM_LEASE_S``, default 180 s)."""
-    return float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_S)
+    return settings.CLAIM_LEASE_S.get()
 
 
 def retry_budget_s() -> float:
     """How long one store operation retries a server it lost (``$LABELLING_MONGODB_RETRY_S``, default 120 s)."""
-    return float(os.environ.get(RETRY_ENV) or DEFAULT_RETRY_S)
+    return settings.MONGODB_RETRY_S.get()
 
 
 def retrying(operation: Callable[..., T]) -> Callable[..., T]:
@@ -92,7 +93,7 @@ def retrying(operation: Callable[..., T]) -> Callable[..., T]:
                 if left <= 0:
                     raise StoreError(
                         f"MongoDB stayed unreachable for {retry_budget_s():g} s during {operation.__name__} ({type(e).__name__})",
-                        f"check the server; {RETRY_ENV} sets how long operations retry",
+                        f"check the server; {settings.MONGODB_RETRY_S.name} sets how long operations retry",
                     ) from e
                 pause = min(pause, left)
                 log.warning("MongoDB unreachable during %s (%s); retrying in %.1f s", operation.__name__, type(e).__name__, pause)
@@ -158,7 +159,7 @@ class Partition(me.Document):
     attempts = me.IntField(default=0)
     worker = me.StringField()
     claim = me.StringField()
-    run_id = me.StringField()
+    attempt_id = me.StringField(db_field="run_id")  # the claim token of the latest attempt (stored under its old name)
     claimed_at = me.FloatField()
     started_at = me.FloatField()
     heartbeat_at = me.FloatField()
@@ -183,15 +184,17 @@ class LabelDoc(me.Document):
     turn_id = me.IntField(required=True)
     wave = me.IntField()
     seq = me.IntField()
-    run_id = me.StringField()
+    attempt_id = me.StringField(db_field="run_id")  # the attempt that wrote it
     label = me.DictField()
     metrics = me.DictField()
     written_at = me.FloatField()
-    written_by = me.ListField(me.StringField())  # RUN/WAVE of every write: more than one entry is a duplicate write
+    written_by = me.ListField(me.StringField())  # ATTEMPT/WAVE of every write: more than one entry is a duplicate write
+    vectors = me.DictField()  # module -> the example vector its index embedded (ExampleIndex.stored_vectors records)
 
 
 class ManifestDoc(me.Document):
-    """The reference's manifest entry for a completed partition: at most one per (group, split) and per (group, run)."""
+    """The reference's manifest entry for a completed partition: at most one per (group, split) and per (group, run_id),
+    where the reference's ``run_id`` is the attempt that completed the split."""
 
     meta = _meta(
         "manifest", {"fields": ["group_id", "run_id"], "unique": True}, {"fields": ["group_id", "split"], "unique": True}
@@ -205,7 +208,24 @@ class ManifestDoc(me.Document):
     created_at = me.FloatField()
 
 
-DOCUMENTS = (TurnDoc, CorpusDoc, GroupRun, Partition, LabelDoc, ManifestDoc)
+class LaunchDoc(me.Document):
+    """A group's latest launch (see :mod:`labelling.launches`): one document per group, swapped by each new launch."""
+
+    meta = _meta("launches", {"fields": ["group"], "unique": True})
+    id = me.StringField(primary_key=True)
+    group = me.StringField(required=True)
+    run_id = me.StringField(required=True)
+    corpus = me.StringField()
+    seed_split = me.StringField()
+    mode = me.StringField()
+    host = me.StringField()
+    pid = me.IntField()
+    submitted_at = me.FloatField()
+    state = me.StringField()
+    ended_at = me.FloatField()
+
+
+DOCUMENTS = (TurnDoc, CorpusDoc, GroupRun, Partition, LabelDoc, ManifestDoc, LaunchDoc)
 
 
 # --- connection ----------------------------------------------------------------------------------------------
@@ -250,7 +270,7 @@ def connect(uri: str | None = None, timeout_ms: int | None = None) -> Connection
     (``$LABELLING_MONGODB_TIMEOUT_MS``, default 5 s) or refuses the credentials.
     """
     global _current
-    uri = uri or os.environ.get(URI_ENV) or None
+    uri = uri or settings.MONGODB_URI.get()
     if _current is not None and uri in (None, _current.uri):
         return replace(_current, server=None, owned=False)
     server = None
@@ -259,7 +279,7 @@ def connect(uri: str | None = None, timeout_ms: int | None = None) -> Connection
         uri = server.uri
     disconnect()
     try:
-        _open(uri, timeout_ms or int(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_MS))
+        _open(uri, timeout_ms or settings.MONGODB_TIMEOUT_MS.get())
     except BaseException:
         me.disconnect()
         if server is not None:
@@ -275,7 +295,7 @@ def _open(uri: str, ms: int) -> None:
     try:
         me.connect(db=_database_name(uri), host=uri, **options)
     except (PyMongoError, ValueError) as e:  # the parser's message may quote the URI, password included: not shown
-        hint = f"check {URI_ENV}; a user name or password must be URL-escaped (urllib.parse.quote_plus)"
+        hint = f"check {settings.MONGODB_URI.name}; a user name or password must be URL-escaped (urllib.parse.quote_plus)"
         raise StoreError(f"{mask_uri(uri)} is not a usable MongoDB URI ({type(e).__name__})", hint) from None
     _check_server(uri, ms)
     for document in DOCUMENTS:
@@ -303,17 +323,18 @@ def _check_server(uri: str, ms: int) -> None:
         me.get_connection().admin.command("ping")
     except OperationFailure as e:
         if e.code in _AUTH_CODES:
-            raise StoreError(f"MongoDB at {masked} refused the credentials", f"check the user and password in {URI_ENV}") from e
+            hint = f"check the user and password in {settings.MONGODB_URI.name}"
+            raise StoreError(f"MongoDB at {masked} refused the credentials", hint) from e
         raise StoreError(f"MongoDB at {masked} refused the connection ({e.code}: {e.details})") from e
     except PyMongoError as e:
         raise StoreError(
             f"MongoDB at {masked} is unreachable (no answer within {ms / 1000:g} s)",
-            f"start it or fix {URI_ENV}; leave it unset to use the embedded server",
+            f"start it or fix {settings.MONGODB_URI.name}; leave it unset to use the embedded server",
         ) from e
     except Exception as e:  # pymongo's SCRAM client raises KeyError when a server (nx-27017) cannot authenticate
         raise StoreError(
             f"MongoDB at {masked} failed the authentication handshake ({type(e).__name__}: {e})",
-            f"check the credentials in {URI_ENV}; the embedded nx-27017 server takes none",
+            f"check the credentials in {settings.MONGODB_URI.name}; the embedded nx-27017 server takes none",
         ) from e
 
 
@@ -512,21 +533,19 @@ def load_turns(corpus: str, split: str) -> list[Turn]:
 def create_group(group: str, corpus: str, config: job_config.JobConfig, seed_split: str | None = None) -> list[str]:
     """Record a group over ``corpus`` with one pending partition per split (idempotent); returns the splits in order.
 
-    The seed split (default: the corpus's first) is the one that runs alone before the others. An existing group keeps
-    the config it was created with.
+    The seed split (default: the corpus's first) is the one that runs alone before the others. An existing group must
+    be asked for with its own corpus, config and seed split (:func:`check_group`).
     """
     _check_name(group, "group")
     splits = corpus_splits(corpus)
     seed = seed_split or next(iter(splits))
     if seed not in splits:
         raise _unknown("split", seed, splits)
-    existing = GroupRun.objects(id=group).first()
-    if existing is not None and existing.corpus != corpus:
-        raise StoreError(f"group {group!r} already labels corpus {existing.corpus!r}", "choose another group name")
-    stored = config.to_dict()
-    stored["manifest"]["group_id"] = group
+    check_group(group, corpus, config, seed_split)
+    if config.manifest.group_id not in (job_config.ManifestConfig.group_id, group):
+        log.warning("config key manifest.group_id %r is replaced by the group's name %r", config.manifest.group_id, group)
     now = time.time()
-    head = {"group_id": group, "corpus": corpus, "config": stored, "seed_split": seed, "created_at": now}
+    head = {"group_id": group, "corpus": corpus, "config": _group_config(group, config), "seed_split": seed, "created_at": now}
     GroupRun._get_collection().update_one({"_id": group}, {"$setOnInsert": head}, upsert=True)
     partitions = Partition._get_collection()
     for order, (split, turns) in enumerate(splits.items()):
@@ -534,6 +553,33 @@ def create_group(group: str, corpus: str, config: job_config.JobConfig, seed_spl
         fresh.update(turns_total=turns, turns_done=0, metrics={}, pool=[])
         partitions.update_one({"_id": _key(group, split)}, {"$setOnInsert": fresh}, upsert=True)
     return list(splits)
+
+
+@retrying
+def check_group(group: str, corpus: str, config: job_config.JobConfig, seed_split: str | None = None) -> None:
+    """Whether ``group`` may be launched (again) over ``corpus`` with ``config``: a new group may; an existing one keeps its
+    corpus, job config and seed split, so it is resumed and never silently relabelled. StoreError/ConfigError otherwise."""
+    existing = GroupRun.objects(id=group).first()
+    if existing is None:
+        return
+    if existing.corpus != corpus:
+        raise StoreError(f"group {group!r} labels corpus {existing.corpus!r}, not {corpus!r}", "choose another group name")
+    where = job_config.first_difference(job_config.from_dict(dict(existing.config)).to_dict(), _group_config(group, config))
+    if where:
+        raise ConfigError(
+            f"group {group!r} was created with another job config (first difference: {where})",
+            "a group keeps its config: pass the same one, or choose another group name",
+        )
+    if seed_split and seed_split != existing.seed_split:
+        hint = "leave the seed split (--seed-split) out"
+        raise ConfigError(f"group {group!r} was seeded with {existing.seed_split!r}, not {seed_split!r}", hint)
+
+
+def _group_config(group: str, config: job_config.JobConfig) -> dict:
+    """The config as a group stores it: the job's, with the manifest's group id set to the group."""
+    stored = config.to_dict()
+    stored["manifest"]["group_id"] = group
+    return stored
 
 
 @retrying
@@ -582,7 +628,7 @@ def done_splits(group: str) -> list[str]:
 # --- claims ----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Claim:
     """This run's hold on a partition: every write checks that ``token`` still holds it."""
 
@@ -592,12 +638,12 @@ class Claim:
     worker: str
     corpus: str
     turns_total: int
-    pool: list[dict]
-    lease_s: float = DEFAULT_LEASE_S  # the holder must beat more often than this, or another run may take over
+    pool: list[PoolRefresh]  # what the claimed partition's earlier attempt added to its example pool
+    lease_s: float = settings.CLAIM_LEASE_S.default  # the holder must beat more often than this, or another run may take over
 
     @property
-    def run_id(self) -> str:
-        """The run this claim belongs to (the manifest entry names it)."""
+    def attempt_id(self) -> str:
+        """The attempt this claim belongs to: its token (labels and the manifest entry, as ``run_id``, name it)."""
         return self.token
 
 
@@ -610,16 +656,31 @@ def claim_partition(group: str, split: str, worker: str, lease_s: float | None =
     now, token = time.time(), uuid.uuid4().hex[:16]
     doc = _take(group, split, worker, token, now, lease)
     if doc is not None:
-        return Claim(group, split, token, worker, doc["corpus"], doc.get("turns_total", 0), list(doc.get("pool") or []), lease)
+        return _claim(group, split, token, worker, doc, lease)
     current = partition(group, split)
     if current.status == DONE:
         return None
     if current.claim == token:  # our take landed but its reply was lost to a reconnect: the retry saw it as taken
-        return Claim(group, split, token, worker, current.corpus, current.turns_total, list(current.pool or []), lease)
+        return _claim(group, split, token, worker, current.to_mongo().to_dict(), lease)
     age = now - (current.heartbeat_at or now)
     raise PartitionBusy(
-        f"partition {group}/{split} is being labelled by {current.worker} (run {current.run_id}, heartbeat {age:.0f} s ago)",
+        f"partition {group}/{split} is being labelled by {current.worker} "
+        f"(attempt {current.attempt_id}, heartbeat {age:.0f} s ago)",
         f"a claim whose heartbeat is older than {lease:g} s is taken over",
+    )
+
+
+def _claim(group: str, split: str, token: str, worker: str, doc: Mapping, lease: float) -> Claim:
+    pool = [PoolRefresh.from_dict(entry) for entry in doc.get("pool") or []]
+    return Claim(
+        group=group,
+        split=split,
+        token=token,
+        worker=worker,
+        corpus=doc["corpus"],
+        turns_total=doc.get("turns_total", 0),
+        pool=pool,
+        lease_s=lease,
     )
 
 
@@ -647,6 +708,8 @@ def heartbeat(claim: Claim, **progress: object) -> None:
     unknown = set(progress) - _PROGRESS_FIELDS
     if unknown:
         raise ValueError(f"not progress fields: {', '.join(sorted(unknown))}")
+    if "pool" in progress:
+        progress["pool"] = [entry.to_dict() for entry in progress["pool"]]  # type: ignore[union-attr]
     _held(claim, progress)
 
 
@@ -659,7 +722,8 @@ def _held(claim: Claim, fields: Mapping[str, object]) -> None:
     )
     if found is None:
         where = f"{claim.group}/{claim.split}"
-        raise ClaimLost(f"run {claim.run_id} lost partition {where} to another run", "this run stops; nothing more is written")
+        hint = "this attempt stops; nothing more is written"
+        raise ClaimLost(f"attempt {claim.attempt_id} lost partition {where} to another attempt", hint)
 
 
 @retrying
@@ -682,19 +746,25 @@ class StoredLabel:
     label: TurnLabel
     wave: int
     seq: int
+    vectors: dict = field(default_factory=dict)  # module -> stored example vector record
 
 
 @retrying
-def write_labels(claim: Claim, labels: Sequence[TurnLabel], wave: int, seq_start: int) -> int:
+def write_labels(
+    claim: Claim, labels: Sequence[TurnLabel], wave: int, seq_start: int, vectors: Sequence[dict] | None = None
+) -> int:
     """Upsert one wave's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written).
 
-    Each label records ``RUN/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
-    runs, or in two waves, shows as a duplicate write.
+    Each label records ``ATTEMPT/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
+    runs, or in two waves, shows as a duplicate write. ``vectors[i]`` (module -> record) keeps label i's example
+    vectors, so seeding a later partition reads them instead of embedding again.
     """
     _held(claim, {})
     now = time.time()
     docs = (_label_doc(claim, lab, wave, seq_start + i, now) for i, lab in enumerate(labels))
-    return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.run_id}/{wave}"})
+    if vectors is not None:
+        docs = ({**doc, "vectors": found} for doc, found in zip(docs, vectors, strict=True))
+    return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.attempt_id}/{wave}"})
 
 
 def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) -> dict:
@@ -708,7 +778,7 @@ def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) ->
         "turn_id": lab.turn_id,
         "wave": wave,
         "seq": seq,
-        "run_id": claim.run_id,
+        "run_id": claim.attempt_id,
         "label": data,
         "metrics": metrics,
         "written_at": now,
@@ -719,7 +789,10 @@ def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) ->
 def load_labels(group: str, split: str) -> list[StoredLabel]:
     """The stored labels of one partition, in labelling order."""
     docs = LabelDoc._get_collection().find({"group_id": group, "split": split}).sort("seq", 1)
-    return [StoredLabel(TurnLabel.from_dict({**d["label"], "metrics": d["metrics"]}), d["wave"], d["seq"]) for d in docs]
+    return [
+        StoredLabel(TurnLabel.from_dict({**d["label"], "metrics": d["metrics"]}), d["wave"], d["seq"], d.get("vectors") or {})
+        for d in docs
+    ]
 
 
 @retrying
@@ -748,10 +821,13 @@ def labelled_turns(group: str, split: str) -> list[tuple[Turn, StoredLabel]]:
 
 def pool_examples(group: str, splits: Sequence[str]) -> list[Turn]:
     """The labels of ``splits`` as retrievable examples, each partition in its labelling order (as it grew its own index)."""
-    items: list[Turn] = []
-    for split in splits:
-        items += [example for example, _ in sorted(labelled_turns(group, split), key=lambda pair: pair[1].seq)]
-    return items
+    return pool_examples_and_vectors(group, splits)[0]
+
+
+def pool_examples_and_vectors(group: str, splits: Sequence[str]) -> tuple[list[Turn], list[dict]]:
+    """:func:`pool_examples` and, for each example, the vectors stored with its label (module -> record)."""
+    pairs = [pair for split in splits for pair in sorted(labelled_turns(group, split), key=lambda pair: pair[1].seq)]
+    return [example for example, _ in pairs], [stored.vectors for _, stored in pairs]
 
 
 # --- completion and the manifest -------------------------------------------------------------------------------
@@ -770,7 +846,7 @@ def complete_partition(claim: Claim, metrics: Mapping[str, int]) -> dict:
     written = count_labels(claim.group, claim.split)
     if written != claim.turns_total:
         raise StoreError(f"partition {claim.group}/{claim.split} holds {written} of {claim.turns_total} labels; not complete")
-    entry = {"group_id": claim.group, "run_id": claim.run_id, "split": claim.split, "corpus": claim.corpus}
+    entry = {"group_id": claim.group, "run_id": claim.attempt_id, "split": claim.split, "corpus": claim.corpus}
     entry.update(num_logs=written, created_at=time.time())
     try:
         ManifestDoc._get_collection().update_one({"_id": _key(claim.group, claim.split)}, {"$setOnInsert": entry}, upsert=True)
@@ -783,7 +859,7 @@ def complete_partition(claim: Claim, metrics: Mapping[str, int]) -> dict:
 
 def _done_by(claim: Claim) -> bool:
     doc = Partition._get_collection().find_one({"_id": _key(claim.group, claim.split)}, {"status": 1, "run_id": 1})
-    return bool(doc) and doc.get("status") == DONE and doc.get("run_id") == claim.run_id
+    return bool(doc) and doc.get("status") == DONE and doc.get("run_id") == claim.attempt_id
 
 
 @retrying

@@ -8,34 +8,27 @@ finds it done or takes over a dead run's claim. Nothing is written twice (see ``
 A partition whose labelling raises is retried ``celeryconfig.TASK_MAX_RETRIES`` times (each attempt resumes from the
 last checkpoint) and then stays failed, with its error on the partition; the other partitions go on.
 
-A launch record per group (collection ``launches``) makes sure that two ``labelling run`` commands on the same group do
-not both submit: the first to swap the record wins.
+Which launch may submit a group's chord is decided in the library (:mod:`labelling.launches`), not here.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 from celery import chord
 from celery import group as celery_group
 from celery.result import AsyncResult
 from celery.signals import worker_process_init
-from pymongo.errors import DuplicateKeyError
 
 import celeryconfig
-from labelling import runner, store
-from tasks.app import FleetError, app
+from labelling import runner, settings, store
+from tasks.app import app
 
 PROGRESS = "PROGRESS"
-FLEET, LOCAL = "fleet", "local"
-SUBMITTED, ENDED = "submitted", "ended"
 MIN_RETRY_S = 10.0
-THREADS_ENV = "LABELLING_TORCH_THREADS"
 Progress = Callable[[int, int], None]
 
 
@@ -45,9 +38,9 @@ Progress = Callable[[int, int], None]
 def label_one(group: str, split: str, worker: str, on_progress: Progress | None = None) -> dict:
     """Label one partition to completion (or find it done) and summarise it as JSON: the body of label_partition."""
     result = runner.run_partition(group, split, worker=worker, on_progress=on_progress)
-    pool = result.pool[0]["splits"] if result.pool else []
+    pool = result.pool[0].splits if result.pool else []
     rate = result.new_turns / result.seconds if result.seconds else None
-    summary = {"group": group, "split": split, "status": result.status, "run_id": result.run_id, "turns": result.turns}
+    summary = {"group": group, "split": split, "status": result.status, "attempt_id": result.attempt_id, "turns": result.turns}
     return {**summary, "new_turns": result.new_turns, "seconds": result.seconds, "turns_per_s": rate, "pool": pool}
 
 
@@ -69,7 +62,7 @@ def limit_threads() -> None:
     """Cap torch's CPU threads at ``$LABELLING_TORCH_THREADS`` when set: processes that share cores and each spin up a
     thread per core slow each other down badly (measured here: a tiny-model partition took 48 s with 2 threads and 9 s
     with 1 while other jobs shared the 2 cores)."""
-    threads = int(os.environ.get(THREADS_ENV) or 0)
+    threads = settings.TORCH_THREADS.get()
     if threads > 0:
         import torch
 
@@ -136,91 +129,3 @@ def submit_run(group: str, seed_split: str, run_id: str) -> AsyncResult:
 def seed_task(run_id: str, seed_split: str) -> AsyncResult:
     """The Celery result of a run's seed task (to notice a seed that failed before it could claim its partition)."""
     return app.AsyncResult(task_id(run_id, seed_split))
-
-
-# --- launch records: one live run per group -------------------------------------------------------------------
-
-
-@dataclass
-class Launch:
-    """Who launched a group's current run, how (fleet or local) and when."""
-
-    run_id: str
-    group: str
-    corpus: str
-    seed_split: str
-    mode: str
-    host: str
-    pid: int
-    submitted_at: float
-    state: str = SUBMITTED
-    ended_at: float | None = None
-
-
-def _launches():
-    import mongoengine
-
-    store.connect()
-    return mongoengine.get_db()["launches"]
-
-
-def current_launch(group: str) -> Launch | None:
-    """The group's latest launch, if it has one."""
-    doc = _launches().find_one({"_id": group})
-    return Launch(**{k: v for k, v in doc.items() if k != "_id"}) if doc else None
-
-
-def is_live(launch: Launch | None) -> bool:
-    """Whether a launch may still be labelling: submitted, its process alive (local runs on this host), work left."""
-    if launch is None or launch.state != SUBMITTED:
-        return False
-    if launch.mode == LOCAL and launch.host == socket.gethostname() and not _pid_alive(launch.pid):
-        return False
-    return any(p.status in (store.PENDING, store.RUNNING) for p in store.partitions(launch.group))
-
-
-def claim_launch(group: str, corpus: str, seed_split: str, mode: str, resubmit: bool = False) -> Launch:
-    """Record a new launch of ``group``, atomically; FleetError when a live launch exists (unless ``resubmit``) or when
-    another command claimed the group at the same moment."""
-    previous = current_launch(group)
-    if is_live(previous) and not resubmit:
-        raise FleetError(_live_message(previous), f"watch it with `labelling status --group {group} --watch`; {_RESUBMIT}")
-    launch = Launch(uuid.uuid4().hex[:12], group, corpus, seed_split, mode, socket.gethostname(), os.getpid(), time.time())
-    doc = asdict(launch)
-    try:
-        if previous is None:
-            _launches().insert_one({"_id": group, **doc})
-            return launch
-        # Compare and swap: only the command that still sees the launch it read replaces it.
-        swapped = _launches().find_one_and_update({"_id": group, "run_id": previous.run_id}, {"$set": doc})
-    except DuplicateKeyError:
-        swapped = None
-    if swapped is None:
-        raise FleetError(f"another `labelling run` launched group {group!r} at the same moment", "nothing was submitted")
-    return launch
-
-
-def end_launch(launch: Launch) -> None:
-    """Mark a local launch over (done, failed or interrupted), so the next run of the group need not wait for it."""
-    _launches().update_one({"_id": launch.group, "run_id": launch.run_id}, {"$set": {"state": ENDED, "ended_at": time.time()}})
-
-
-_RESUBMIT = "if its tasks were lost (a purged queue, a broker reset), pass --resubmit: tasks are idempotent"
-
-
-def _live_message(launch: Launch) -> str:
-    age = time.time() - launch.submitted_at
-    return (
-        f"group {launch.group!r} is already being labelled by run {launch.run_id} "
-        f"({launch.mode}, launched from {launch.host} {age:.0f} s ago)"
-    )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from labelling import mongo_server, store
-from labelling.corpus import partition
+from labelling.corpus import cut_into_splits
 from tests.fleet_services import REPO, Service, free_port, until
 
 POISON = "chaos-poison-turn"
@@ -157,7 +157,7 @@ def task_results(group: str) -> list[tuple[str, dict]]:
 
 def ingest(corpus: str, dialogues: Sequence[list], size: int, schema) -> list[str]:
     """Store ``dialogues`` as ``corpus`` in partitions of ``size``; returns the split names (the first seeds the run)."""
-    splits = partition(list(dialogues), size)
+    splits = cut_into_splits(list(dialogues), size)
     store.ingest_corpus(corpus, splits, schema)
     return list(splits)
 

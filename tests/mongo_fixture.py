@@ -13,13 +13,13 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from labelling import mongo_server, store
+from labelling import mongo_server, settings, store
 from labelling.acts import Act, Entity
 from labelling.channel import Candidate
 from labelling.config import JobConfig
-from labelling.corpus import Dialogue, partition
-from labelling.labeller import ModuleOutput, TurnLabel
+from labelling.corpus import Dialogue, cut_into_splits
 from labelling.metrics import MetricsAccumulator
+from labelling.records import ModuleOutput, TurnLabel
 from labelling.schema import Schema
 from labelling.states import State, compute_delta
 from labelling.turns import Turn
@@ -33,8 +33,8 @@ def mongo_uri(tmp_path_factory) -> Iterator[str]:
     server = mongo_server.ensure_server(tmp_path_factory.mktemp("state"))
     assert server.started
     uri = f"{server.uri}/{DATABASE}"
-    previous = os.environ.get(mongo_server.URI_ENV)
-    os.environ[mongo_server.URI_ENV] = uri
+    previous = os.environ.get(settings.MONGODB_URI.name)
+    os.environ[settings.MONGODB_URI.name] = uri
     try:
         store.connect(uri)
         yield uri
@@ -42,9 +42,9 @@ def mongo_uri(tmp_path_factory) -> Iterator[str]:
         store.disconnect()
         server.stop()
         if previous is None:
-            os.environ.pop(mongo_server.URI_ENV, None)
+            os.environ.pop(settings.MONGODB_URI.name, None)
         else:
-            os.environ[mongo_server.URI_ENV] = previous
+            os.environ[settings.MONGODB_URI.name] = previous
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def short_dialogues(dialogues: Sequence[Dialogue], count: int, turns: int) -> li
 def ingest_small(dialogues: Sequence[Dialogue], schema: Schema, split_size: int) -> tuple[str, list[str]]:
     """Ingest ``dialogues`` as a new corpus cut into splits of ``split_size``; returns (corpus, split names)."""
     corpus = unique("corpus")
-    splits = partition(dialogues, split_size)
+    splits = cut_into_splits(dialogues, split_size)
     store.ingest_corpus(corpus, splits, schema)
     return corpus, list(splits)
 

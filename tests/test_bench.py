@@ -11,7 +11,7 @@ import json
 import pytest
 
 from labelling.bench import PlainPath, agreement, canonical_label, first_turns
-from labelling.lm import LanguageModel, SamplingParams
+from labelling.lm import LanguageModel, SamplingParams, _shared_prefixes
 from labelling.prompts import DST_STOPS, Example, PromptBuilder
 from tests.cli_helpers import run_cli
 from tests.tiny_models import smollm2_tokenizer, tiny_llama
@@ -40,7 +40,9 @@ def prompts(schema, dev_dialogues):
 
 def plain_and_fast(model) -> tuple[PlainPath, LanguageModel]:
     tok = smollm2_tokenizer()
-    return PlainPath(LanguageModel.from_model(model, tok, reuse_prefix=False)), LanguageModel.from_model(model, tok)
+    # (b) holds the whole wave in one pass, as on a GPU, so its prompts share passes and leading tokens.
+    fast = LanguageModel.from_model(model, tok, max_batch_tokens=1 << 16)
+    return PlainPath(LanguageModel.from_model(model, tok, reuse_prefix=False)), fast
 
 
 def test_plain_path_scores_as_the_optimised_one(model, prompts):
@@ -50,10 +52,12 @@ def test_plain_path_scores_as_the_optimised_one(model, prompts):
     want = fast.score_many(requests)
     assert [row == pytest.approx(w, abs=TOL) for row, w in zip(got, want, strict=True)] == [True] * 3
     assert len({round(s, 3) for row in got for s in row}) > 4  # distinct, non-trivial scores
-    # Every candidate re-encoded its whole prompt, against one encoding of the preamble and of each body.
+    # Every candidate re-encoded its whole prompt, against one encoding of the preamble and of each body; the bodies
+    # share their leading example, which is encoded once.
     preamble = fast.count_tokens(prompts[1][0].preamble)
     bodies = sum(fast.count_tokens(p.body) for p in prompts[1])
-    assert fast.stats["prompt_tokens"] == preamble + bodies
+    ((shared, members),) = _shared_prefixes([fast._encode(p.body) for p in prompts[1]])
+    assert members == [0, 1, 2] and fast.stats["prompt_tokens"] == preamble + bodies - 2 * shared
     assert plain.stats["prompt_tokens"] == 4 * (3 * preamble + bodies)
     assert plain.score(*requests[0]) == pytest.approx(want[0], abs=TOL)
 

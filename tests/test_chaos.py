@@ -135,7 +135,7 @@ def test_1_a_killed_worker_s_partition_resumes_elsewhere_from_its_checkpoint(fle
     fleet.kill_worker(victim)
     killed_at = time.time()
     before = {key: who for key, (who, seq) in written_by(group, seed).items() if seq < part.turns_done}  # whole waves
-    taken = fleet.wait_for(lambda: (p := store.partition(group, seed)).run_id != part.run_id and p, 120, "a takeover")
+    taken = fleet.wait_for(lambda: (p := store.partition(group, seed)).attempt_id != part.attempt_id and p, 120, "a takeover")
     fleet.restart_worker(victim)  # only now, so the partition had to move to the other worker
     fleet.wait_done(group)
     recovered = first_label_after(group, killed_at, seed)
@@ -143,7 +143,7 @@ def test_1_a_killed_worker_s_partition_resumes_elsewhere_from_its_checkpoint(fle
     after = written_by(group, seed)
     assert before and all(after[key][0] == who for key, who in before.items())  # resumed: nothing before the kill rewritten
     assert fleet.worker_of(taken.worker) != victim and store.partition(group, seed).attempts == 2
-    resumed_writes = [key for key, (who, _) in after.items() if who[0].startswith(taken.run_id)]
+    resumed_writes = [key for key, (who, _) in after.items() if who[0].startswith(taken.attempt_id)]
     assert len(resumed_writes) == len(after) - len(before)
     fault = f"SIGKILL worker {victim} after {part.turns_done}/{part.turns_total} seed turns"
     _record("1 kill one worker", fault, group, started, _since(recovered, killed_at))

@@ -21,7 +21,7 @@ import pytest
 from cli.label import load_split, partial_header
 from labelling import config as job_config
 from labelling import store
-from labelling.corpus import partition
+from labelling.corpus import cut_into_splits
 from labelling.errors import ConfigError, StoreError
 from labelling.outputs import MARKER
 from tests.mongo_fixture import complete_with_scripted_labels, connected, mongo_uri, unique  # noqa: F401
@@ -32,9 +32,21 @@ SETTINGS = ("LABELLING_BROKER_URL", "FLOWER_BASIC_AUTH", "LABELLING_FLOWER_USER"
 
 # Each command's bare form is a usage error, except those that have work to do without arguments: bench and demo
 # (they label the bundled corpus), corpus ls (lists), and worker and flower, which are input errors with no broker set.
-BARE = [[], ["ingest"], ["label-partition"], ["export"], ["evaluate"], ["run"], ["status"], ["corpus"], ["corpus", "rm"]]
+BARE = [
+    [],
+    ["ingest"],
+    ["label-split"],
+    ["label-partition"],
+    ["export"],
+    ["evaluate"],
+    ["run"],
+    ["status"],
+    ["corpus"],
+    ["corpus", "rm"],
+]
 BARE += [["worker"], ["flower"]]
-COMMANDS = ["ingest", "label-partition", "export", "evaluate", "bench", "run", "status", "worker", "flower", "demo"]
+COMMANDS = ["ingest", "label-split", "label-partition", "export", "evaluate", "bench", "run", "status", "worker", "flower"]
+COMMANDS += ["demo"]
 SUBCOMMANDS = {"corpus": ["ls", "rm"]}
 BAD_VALUES = [["ingest", str(MWZ22), "--split-size", "0"], ["run", "--group", "g", "--limit-dialogues", "-1"], ["nosuch"]]
 BAD_VALUES += [["status", "--group", "g", "--interval", "fast"], ["ingest", str(MWZ22), "--format", "csv"]]
@@ -138,7 +150,7 @@ def _group_of(dialogues: int, split_size: int, schema) -> tuple[str, list[str]]:
     from labelling.corpus import read_corpus
 
     corpus = unique("corpus")
-    splits = partition(read_corpus(MWZ22, schema)[:dialogues], split_size)
+    splits = cut_into_splits(read_corpus(MWZ22, schema)[:dialogues], split_size)
     store.ingest_corpus(corpus, splits, schema)
     group = unique("group")
     store.create_group(group, corpus, job_config.load())
@@ -186,7 +198,7 @@ def test_corpus_rm_refuses_a_corpus_a_group_labels_and_removes_one_no_group_uses
     from labelling.corpus import read_corpus
 
     lone = unique("corpus")
-    store.ingest_corpus(lone, partition(read_corpus(MWZ22, schema), 2), schema)
+    store.ingest_corpus(lone, cut_into_splits(read_corpus(MWZ22, schema), 2), schema)
     listing = labelling("corpus", "ls")
     assert listing.returncode == 0 and lone in listing.stdout and group in listing.stdout
     done = labelling("corpus", "rm", lone)
@@ -222,7 +234,7 @@ def test_run_refuses_an_incomplete_corpus_naming_the_fix(connected, schema, tmp_
     from labelling.corpus import read_corpus
 
     corpus = unique("cut")
-    store.ingest_corpus(corpus, partition(read_corpus(MWZ22, schema), 1), schema)
+    store.ingest_corpus(corpus, cut_into_splits(read_corpus(MWZ22, schema), 1), schema)
     store.CorpusDoc._get_collection().delete_one({"_id": corpus})  # as an interrupted ingest leaves it: turns, no record
     done = labelling("run", "--local", "--corpus", corpus, "--group", unique("g"))
     assert_one_line_error(done, 2, f"corpus {corpus!r} is incomplete", f"labelling corpus rm {corpus}")
@@ -295,14 +307,14 @@ def test_one_default_profile_and_modules_named_by_their_key(tmp_path):
         == job_config.load(profile="cpu-small").to_dict()
     )
     job = job_config.load(_write(tmp_path / "acts.json", {"act_tag": {"retriever": {"k_examples": 2}}}))
-    assert job.act_tag.module_type == "act_tag" and job.dst.module_type == "dst" and job.act_tag.retriever.k_examples == 2
+    assert job.act_tag.retriever.k_examples == 2 and job.dst.retriever.k_examples == bare.dst.retriever.k_examples
     from labelling.retrieval import TEXT_FORMATS
 
     assert set(job_config.RETRIEVAL_FORMATS) == set(TEXT_FORMATS)
 
 
 def test_the_references_seed_file_and_dependents_load_as_one_group_with_each_warning_once(tmp_path, caplog):
-    from cli.fleet import load_jobs
+    from labelling.groups import load_jobs
 
     dependent = job_config.load(profile="starcoder").to_dict()
     for module in ("dst", "act_tag"):

@@ -13,9 +13,9 @@ import pytest
 from labelling.acts import Act, Entity, acts_to_json
 from labelling.corpus import (
     FORMATS,
+    cut_into_splits,
     dataset_features,
     detect_format,
-    partition,
     read_corpus,
     summary,
     write_dataset,
@@ -73,7 +73,7 @@ def _write_json(path: Path, data: object) -> Path:
 
 
 def test_bundled_dev_set_has_999_dialogues_7365_turns_and_20_splits(dev):
-    splits = partition(dev)
+    splits = cut_into_splits(dev)
     assert len(dev) == 999
     assert sum(len(d) for d in dev) == 7365
     assert len(splits) == 20
@@ -313,17 +313,17 @@ def test_format_override_and_unknown_format(tmp_path):
 
 
 def test_partition_names_are_half_open_and_the_last_split_is_shorter(dev):
-    splits = partition(dev[:7], size=3, prefix="dev")
+    splits = cut_into_splits(dev[:7], size=3, prefix="dev")
     assert list(splits) == ["dev_0_3", "dev_3_6", "dev_6_7"]
     assert [t.dialogue_id for t in splits["dev_6_7"]] == [t.dialogue_id for t in dev[6]]
     with pytest.raises(LabellingError, match="at least 1"):
-        partition(dev, size=0)
+        cut_into_splits(dev, size=0)
     with pytest.raises(LabellingError, match="not a valid split name"):
-        partition(dev, prefix="my-train")
+        cut_into_splits(dev, prefix="my-train")
 
 
 def test_written_dataset_loads_back_to_the_same_turns(tmp_path, dev, schema):
-    splits = partition(dev[:5], size=2)
+    splits = cut_into_splits(dev[:5], size=2)
     out = write_dataset(splits, tmp_path / "out", schema)
     loaded = datasets.load_from_disk(str(out))
     assert list(loaded) == ["train_0_2", "train_2_4", "train_4_5"]
@@ -337,14 +337,14 @@ def test_writing_refuses_a_non_empty_folder_and_overwrites_only_one_it_wrote(tmp
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    splits = partition(dev[:2])
+    splits = cut_into_splits(dev[:2])
     with pytest.raises(CorpusError, match="pass --overwrite"):
         write_dataset(splits, out, schema)
     with pytest.raises(CorpusError, match=r"--overwrite refused: it holds keep.txt and no .labelling-output.json marker"):
         write_dataset(splits, out, schema, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
     ours = tmp_path / "ours"
-    write_dataset(partition(dev[:1]), ours, schema)
+    write_dataset(cut_into_splits(dev[:1]), ours, schema)
     write_dataset(splits, ours, schema, overwrite=True)
     assert list(datasets.load_from_disk(str(ours))) == ["train_0_2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "out"]  # nothing left beside them
@@ -362,7 +362,7 @@ def test_empty_states_and_acts_still_get_typed_columns(tmp_path, schema):
 
 
 def test_summary_counts_dialogues_domains_and_gold(dev):
-    counts = summary(partition(dev))
+    counts = summary(cut_into_splits(dev))
     assert (counts.dialogues, counts.turns, counts.splits) == (999, 7365, 20)
     assert counts.gold_state_turns == counts.gold_acts_turns == 7365
     assert set(counts.domains) == {"hotel", "train", "attraction", "restaurant", "taxi"}

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 import celeryconfig
-from cli.fleet import first_difference, load_jobs
+from labelling import config as job_config
 from labelling import store
-from labelling.corpus import partition
-from labelling.errors import ConfigError
+from labelling.corpus import cut_into_splits
+from labelling.errors import ConfigError, FleetError, StoreError
+from labelling.groups import first_difference, load_jobs, prepare_group
+from labelling.launches import FLEET, LOCAL, claim_launch, current_launch, end_launch, is_live
 from labelling.mongo_server import ensure_server
-from tasks.app import FleetError
-from tasks.partition import FLEET, LOCAL, busy_retry_s, claim_launch, current_launch, end_launch, is_live
+from tasks.partition import busy_retry_s
 from tests.cli_helpers import run_cli
 
 LABELLING = Path(sys.executable).with_name("labelling")
@@ -61,7 +62,7 @@ def write_job(job, model_dir: Path, path: Path, split: str | None = None) -> Pat
 
 def ingest_first(corpus: str, dialogues, schema, count: int, size: int) -> dict:
     """Store the first ``count`` dialogues as ``corpus``, in partitions of ``size``."""
-    splits = partition(dialogues[:count], size)
+    splits = cut_into_splits(dialogues[:count], size)
     store.ingest_corpus(corpus, splits, schema)
     return splits
 
@@ -232,6 +233,27 @@ def test_worker_and_flower_say_what_they_need(env, capsys):
     env.setenv("LABELLING_FLOWER_USER", "admin")
     code, _, err = run_cli(env, capsys, "flower")
     assert code == 2 and "set both LABELLING_FLOWER_USER and LABELLING_FLOWER_PASSWORD" in err
+
+
+# --- the group lifecycle (library) -------------------------------------------------------------------------------
+
+
+def test_a_group_keeps_its_corpus_config_and_seed_for_the_library_and_the_cli_alike(env, fast_job, dev_dialogues, schema):
+    ingest_first("keep", dev_dialogues, schema, 2, 1)
+    assert prepare_group("keep", "g-keep", fast_job) == ("keep", "train_0_1")
+    other = job_config.from_dict(fast_job.to_dict())
+    other.seed += 1
+    changed = "'g-keep' was created with another job config \\(first difference: seed\\)"
+    with pytest.raises(ConfigError, match=changed):
+        store.create_group("g-keep", "keep", other)  # the store's own entry point refuses too (it used to keep the old one)
+    with pytest.raises(ConfigError, match=changed):
+        prepare_group("keep", "g-keep", other)
+    with pytest.raises(ConfigError, match="'g-keep' was seeded with 'train_0_1', not 'train_1_2'"):
+        prepare_group("keep", "g-keep", fast_job, seed_split="train_1_2")
+    with pytest.raises(StoreError, match="'g-keep' labels corpus 'keep', not 'keep.by1'"):
+        prepare_group("keep", "g-keep", fast_job, size=1)
+    assert "keep.by1" not in store.list_corpora()  # refused before the slice was cut
+    assert prepare_group("keep", "g-keep", fast_job) == ("keep", "train_0_1")  # the same request resumes the group
 
 
 # --- one launch per group ---------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from labelling.labeller import FLAG_DST_UNPARSEABLE, PartitionLabeller, TurnLabel, waves
+from labelling.labeller import PartitionLabeller, waves
 from labelling.lm import LanguageModel
+from labelling.records import FLAG_DST_UNPARSEABLE, TurnLabel
 from labelling.retrieval import build_index
 
 
@@ -39,12 +40,12 @@ def turns(dev_dialogues):
 
 
 def test_waves_are_turn_major_seeded_and_warm_up_alone(turns, dev_dialogues):
-    schedule = waves(turns, partitions=2, seed=7, warmup=3)
+    schedule = waves(turns, shuffle_groups=2, seed=7, warmup=3)
     assert [len(w) for w in schedule[:3]] == [1, 1, 1]
     assert sorted(t.key for w in schedule for t in w) == sorted(t.key for t in turns)
     for wave in schedule:
         assert len({t.turn_id for t in wave}) == 1
-    assert schedule == waves(turns, partitions=2, seed=7, warmup=3)
+    assert schedule == waves(turns, shuffle_groups=2, seed=7, warmup=3)
     many = [t for d in dev_dialogues[:20] for t in d]
     assert [t.key for w in waves(many, 4, 7) for t in w] != [t.key for w in waves(many, 4, 8) for t in w]
 

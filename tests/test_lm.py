@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tokenizers import decoders
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from labelling import lm as lm_module
 from labelling import model_cache
 from labelling.errors import ConfigError, ModelError
-from labelling.lm import LanguageModel, Prompt, SamplingParams, _RoomyLayer
+from labelling.lm import LanguageModel, Prompt, SamplingParams, _Draft, _RoomyLayer
 from tests.tiny_models import smollm2_tokenizer, tiny_gpt_bigcode, tiny_llama
 
 TOL = 1e-4
@@ -312,8 +314,9 @@ def test_load_local_folder(tmp_path, tok):
 
 def test_unknown_model_gives_model_error(monkeypatch, tmp_path):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    with pytest.raises(ModelError, match="smollm2"):
+    with pytest.raises(ModelError, match="not in the hub cache .*HF_HUB_OFFLINE is set") as err:
         LanguageModel.load("no-such-org/no-such-model")
+    assert "hf download no-such-org/no-such-model" in str(err.value)
     with pytest.raises(ModelError, match="not found"):
         LanguageModel.load(str(tmp_path / "missing" / "model"))
     with pytest.raises(ModelError, match="GGUF file not found"):
@@ -366,3 +369,110 @@ def test_kv_layer_with_room_grows_when_full():
     assert torch.equal(got_keys, torch.cat([keys, *added], dim=-2))
     assert torch.equal(got_values, torch.cat([values, *(2 * a for a in added)], dim=-2))
     assert layer.get_seq_length() == 11 and torch.equal(keys, original)
+
+
+# -- the decode loop's internals --------------------------------------------------------------------------------------
+
+
+def test_piecewise_text_equals_whole_decoding(tok):
+    lm = LanguageModel.from_model(tiny_llama(), tok)
+    assert lm._piecewise  # byte-level BPE
+    pieces = ids(tok, "naïve café — 東京タワー 🙂🙃 ok\n\tdone") + ids(tok, " plain words, then: 'quotes' !")
+    params = SamplingParams(stop=())
+    for seed in range(20):  # shuffled, so multi-byte characters split across tokens in every way
+        order = torch.randperm(len(pieces), generator=torch.Generator().manual_seed(seed)).tolist()
+        gen = [pieces[i] for i in order]
+        draft = _Draft()
+        for i, token in enumerate(gen):
+            lm._push(draft, token, params)
+            assert draft.text == tok.decode(gen[: i + 1])
+    assert any("\ufffd" in tok.decode(pieces[:i]) for i in range(len(pieces)))  # some prefixes end mid-character
+
+
+def test_tokenizer_that_decodes_differently_in_pieces(tok, caplog):
+    """A decoder that strips a leading space makes pieces differ from the whole: found by the probe, or at the latest
+    by the check on every finished sample, after which the engine decodes whole texts."""
+    stripping = copy.deepcopy(tok)
+    stripping.backend_tokenizer.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
+    model, prompt = tiny_llama(), REQUESTS[0][0]
+    params = SamplingParams(n=3, max_new_tokens=10, seed=4, ignore_eos=True)
+    lm = LanguageModel.from_model(model, stripping)
+    assert not lm._piecewise
+    samples, drawn = sample_with_ids(lm, [prompt], params)
+    assert [s.text for s in samples[0]] == [stripping.decode(g).rstrip() for g in drawn]
+    forced = LanguageModel.from_model(model, stripping)
+    forced._piecewise = True
+    with caplog.at_level("WARNING", logger="labelling.lm"):
+        again = forced.sample([prompt], params)
+    assert again == samples and not forced._piecewise
+    assert "decodes differently piece by piece" in caplog.text
+
+
+def test_one_draw_per_step_for_all_rows(model, tok, monkeypatch):
+    rows_per_draw = []
+    draw = lm_module._draw
+
+    def recording(logits, u, params):
+        rows_per_draw.append((len(logits), None if u is None else len(u)))
+        return draw(logits, u, params)
+
+    monkeypatch.setattr(lm_module, "_draw", recording)
+    lm = LanguageModel.from_model(model, tok)
+    lm.sample([REQUESTS[0][0], REQUESTS[1][0]], SamplingParams(n=4, max_new_tokens=5, ignore_eos=True))
+    assert rows_per_draw == [(8, 8)] * 5
+    assert lm.stats["decode_steps"] == 4 and lm.stats["decode_tokens"] == 4 * 8 and lm.stats["decode_rows"] == 4 * 8
+    assert lm.stats["decode_columns"] > 4 * 8 and lm.stats["decode_seconds"] > 0
+
+
+def test_finished_rows_stay_until_the_batch_compacts(model, tok, monkeypatch):
+    """Rows stop at different steps; the cache is copied only when under COMPACT_BELOW of the rows are live, and only
+    those rows; every sample is what it is when decoded alone (the plain path, one row per pass)."""
+    params = SamplingParams(n=8, max_new_tokens=14, seed=11, ignore_eos=True)
+    prompt = REQUESTS[3][0]
+    _, drawn = sample_with_ids(LanguageModel.from_model(model, tok), [prompt], params)
+    # Stops cut from rows 0-3 at tokens 2-5, so rows stop at different steps (or earlier, where a stop occurs sooner).
+    params = replace(params, stop=tuple(tok.decode(drawn[r][: r + 3])[-3:] for r in range(4)))
+    fast = LanguageModel.from_model(model, tok)
+    takes = []
+    take = lm_module._State.take
+
+    def recording(state, rows, room=0):
+        takes.append((state.mask.shape[0], len(rows)))
+        return take(state, rows, room)
+
+    monkeypatch.setattr(lm_module._State, "take", recording)
+    got = fast.sample([prompt], params)[0]
+    decode_takes = takes[2:]  # the first two expand the preamble to the body and the body to its samples
+    monkeypatch.setattr(lm_module._State, "take", take)
+    alone = LanguageModel.from_model(model, tok, reuse_prefix=False, max_batch_tokens=1).sample([prompt], params)[0]
+    assert [(s.text, s.n_tokens, s.stopped) for s in got] == [(s.text, s.n_tokens, s.stopped) for s in alone]
+    assert [s.logprob for s in got] == pytest.approx([s.logprob for s in alone], abs=TOL)
+    assert len({s.n_tokens for s in got}) > 2 and any(s.stopped for s in got)  # rows did finish at different steps
+    assert decode_takes and all(kept < lm_module.COMPACT_BELOW * rows for rows, kept in decode_takes)
+    assert fast.stats["decode_rows"] > fast.stats["decode_tokens"]  # finished rows rode along for some steps
+
+
+def test_candidates_on_one_prompt_share_its_encoding(model, tok):
+    """Conditional channel scoring: one request per candidate, each prompt the turn's prompt plus the candidate. The
+    shared leading tokens are encoded once; the scores are still those of each whole prompt on its own."""
+    turn = "# user: I need a cheap hotel in the north for two nights please, with free parking\n# system: which area?\n"
+    tails = ["find_hotel(area='north')", "find_hotel(price='cheap', parking=True)", "no_change()", ""]
+    requests = [(Prompt(SCHEMA, turn + "agent." + t + "  # said "), ['"north, please"']) for t in tails]
+    requests.append(REQUESTS[1])  # a prompt sharing little with them runs beside them
+    fast = LanguageModel.from_model(model, tok)
+    expected = [[reference_score(model, tok, p, c) for c in cs] for p, cs in requests]
+    assert fast.score_many(requests) == [pytest.approx(row, abs=TOL) for row in expected]
+    bodies = [fast._encode(p.body) for p, _ in requests]
+    shared = lm_module._shared_prefixes(bodies)
+    assert [members for _, members in shared] == [[0, 1, 2, 3], [4]] and shared[0][0] >= lm_module.MIN_SHARED_TOKENS
+    fed = shared[0][0] + sum(len(b) - shared[0][0] for b in bodies[:4]) + len(bodies[4])
+    assert fast.stats["prompt_tokens"] == fast.count_tokens(SCHEMA) + fed < fast.count_tokens(SCHEMA) + sum(map(len, bodies))
+    assert fast.stats["forward_passes"] == 4  # preamble, shared heads, each body's rest, continuations
+
+
+def test_bare_decode_loop_rate(model, tok):
+    from labelling.bench import raw_decode_rate
+
+    lm = LanguageModel.from_model(model, tok)
+    assert raw_decode_rate(lm, rows=3, columns=40, steps=2) > 0
+    assert lm.stats["forward_passes"] == 0  # measured beside the engine, not counted as its work

@@ -294,3 +294,45 @@ def test_stored_vectors_seed_a_new_index_without_re_encoding(minilm):
     copy = build_index(minilm, "dst", warmup=0)
     copy.add_embedded(source.items, source.vectors)
     assert copy.search_batch(real_items()) == source.search_batch(real_items())
+
+
+def test_stored_vector_records_seed_an_index_as_re_embedding_would(minilm):
+    """Records stored beside labels are reused when embedder and text match; otherwise those items are embedded again."""
+    items = real_items(40)
+    source = build_index(minilm, "dst", warmup=0, k=4)
+    source.add(items[:25])
+    source.add(items[25:])  # vectors from two batches, as waves write them
+    records = source.stored_vectors([t.key for t in items])
+    assert all(r["embedder"] == "minilm" and len(r["vector"]) == 4 * minilm.dim for r in records)
+    assert source.stored_vectors([("nobody", 0)]) == [None]
+    reembedded = build_index(minilm, "dst", warmup=0, k=4)
+    reembedded.add(items)
+    seeded = build_index(minilm, "dst", warmup=0, k=4)
+    assert seeded.add_stored(items, records) == 0
+    queries = real_items() + [make_turn("a cheap hotel in the east please", "hello")]
+    assert seeded.search_batch(queries) == reembedded.search_batch(queries) == source.search_batch(queries)
+    assert np.allclose(seeded.vectors, reembedded.vectors, atol=1e-5)
+    # Another embedder's records, another text (a changed prior state) or no record: those items are embedded.
+    changed = [make_turn(t.user_utterance, t.last_system_utterance, t.system_response, t.dialogue_id, t.turn_id) for t in items]
+    stale = [{**r, "embedder": "mpnet"} if i % 3 == 0 else r for i, r in enumerate(records)]
+    stale[1] = None
+    mixed = build_index(minilm, "dst", warmup=0, k=4)
+    expected = sum(1 for i in range(40) if i % 3 == 0 or i == 1 or i % 2)  # odd items lost their prior state
+    assert mixed.add_stored(changed, stale) == expected
+    fresh = build_index(minilm, "dst", warmup=0, k=4)
+    fresh.add(changed)
+    assert mixed.search_batch(queries) == fresh.search_batch(queries)
+    with pytest.raises(ValueError, match="2 stored vectors for 40 items"):
+        mixed.add_stored(items, records[:2])
+
+
+def test_the_embedder_runs_on_the_workers_gpu_when_there_is_one(monkeypatch):
+    import torch
+
+    from labelling.models import embedder_device
+
+    assert embedder_device("cpu") == "cpu" and embedder_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert embedder_device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert embedder_device("auto") == "cuda:0"  # an explicit index, as the LM places its weights

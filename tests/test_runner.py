@@ -56,7 +56,7 @@ def seeded(corpus, job, factory):
     group = new_group(corpus[0], job)
     result = run_partition(group, corpus[1][0], labeller_factory=factory)
     assert result.status == "done" and result.new_turns == result.turns == TURNS
-    assert result.pool == [{**result.pool[0], "wave": 0, "splits": [], "examples": 0}]
+    assert [(e.wave, e.splits, e.examples) for e in result.pool] == [(0, [], 0)]
     return group
 
 
@@ -113,12 +113,12 @@ def test_dependents_seed_from_completed_partitions_and_refresh_from_ones_complet
     def finish_other_meanwhile(done: int, total: int) -> None:
         if store.partition(group, other).status != store.DONE:
             result = run_partition(group, other, labeller_factory=factory, lease_s=0)
-            assert [e["splits"] for e in result.pool] == [[seed]]
+            assert [e.splits for e in result.pool] == [[seed]]
 
     result = run_partition(group, dependent, on_progress=finish_other_meanwhile, labeller_factory=factory)
     # The refresh after wave 1 ran before `other` finished (in the progress hook); the one after wave 2 found it.
-    assert [(e["wave"], e["splits"], e["examples"]) for e in result.pool] == [(0, [seed], TURNS), (2, [other], TURNS)]
-    assert store.partition(group, dependent).pool == result.pool
+    assert [(e.wave, e.splits, e.examples) for e in result.pool] == [(0, [seed], TURNS), (2, [other], TURNS)]
+    assert store.partition(group, dependent).pool == [e.to_dict() for e in result.pool]
 
     again = run_partition(group, dependent, labeller_factory=factory)
     assert again.status == "already_done" and again.pool == result.pool
@@ -152,3 +152,20 @@ def test_the_pulse_keeps_a_claim_alive_through_a_wave_longer_than_the_lease(conn
     assert taken is not None and taken.token != claim.token
     with pytest.raises(store.ClaimLost):
         store.heartbeat(claim)
+
+
+def test_labels_keep_their_example_vectors_and_seeding_reads_them(connected, corpus, job, seeded, factory, schema):  # noqa: F811
+    """Seeding from stored vectors embeds nothing and retrieves exactly what re-embedding the pool retrieves."""
+    (seed, dependent, _), group = corpus[1], seeded
+    stored = store.load_labels(group, seed)
+    assert len(stored) == TURNS and all(set(s.vectors) == {"dst", "act"} for s in stored)
+    assert {s.vectors["dst"]["embedder"] for s in stored} == {job.dst.retriever.model_name_or_path}
+    examples, vectors = store.pool_examples_and_vectors(group, [seed])
+    assert examples == store.pool_examples(group, [seed])
+    from_store, from_text = factory(job, schema), factory(job, schema)
+    assert from_store.add_examples(examples, vectors) == 0
+    assert from_text.add_examples(examples) == 2 * TURNS
+    queries = store.load_turns(corpus[0], dependent)
+    for name in ("dst", "act"):
+        found = getattr(from_store, name).index.search_batch(queries)
+        assert found == getattr(from_text, name).index.search_batch(queries) and any(found)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from labelling import mongo_server, redact, store
-from labelling.corpus import partition
+from labelling import mongo_server, redact, settings, store
+from labelling.corpus import cut_into_splits
 from labelling.errors import StoreError
 from tests.mongo_fixture import (  # noqa: F401
     complete_with_scripted_labels,
@@ -34,7 +34,7 @@ def small(mongo_uri, dev_dialogues, schema):  # noqa: F811
 
 
 def test_ingesting_the_bundled_corpus_twice_leaves_exactly_7365_turns(connected, dev_dialogues, schema):  # noqa: F811
-    corpus, splits = unique("dev"), partition(dev_dialogues)
+    corpus, splits = unique("dev"), cut_into_splits(dev_dialogues)
     assert store.ingest_corpus(corpus, splits, schema) == 7365
     assert store.ingest_corpus(corpus, splits, schema) == 7365
     assert store.corpus_splits(corpus) == {name: len(turns) for name, turns in splits.items()}
@@ -45,7 +45,7 @@ def test_ingesting_the_bundled_corpus_twice_leaves_exactly_7365_turns(connected,
 def test_a_corpus_name_holding_other_turns_is_refused(connected, small, dev_dialogues, schema):  # noqa: F811
     corpus, _ = small
     with pytest.raises(StoreError, match="already holds a different set of turns"):
-        store.ingest_corpus(corpus, partition(short_dialogues(dev_dialogues, 2, 4), 1), schema)
+        store.ingest_corpus(corpus, cut_into_splits(short_dialogues(dev_dialogues, 2, 4), 1), schema)
 
 
 def test_unknown_names_are_errors_that_list_the_existing_ones(connected, small):  # noqa: F811
@@ -88,7 +88,7 @@ def test_a_claim_guards_every_write_and_a_stale_one_is_taken_over(connected, sma
     entry = store.complete_partition(second, metrics.to_dict())
     assert entry | {"created_at": 0} == {
         "group_id": group,
-        "run_id": second.run_id,
+        "run_id": second.attempt_id,
         "split": splits[0],
         "corpus": corpus,
         "num_logs": len(labels),
@@ -154,7 +154,7 @@ def test_an_unreachable_server_is_a_store_error_within_10_s_naming_the_masked_ur
 
 
 def test_an_operation_retries_a_lost_server_with_backoff_then_gives_up(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv(store.RETRY_ENV, "4")
+    monkeypatch.setenv(settings.MONGODB_RETRY_S.name, "4")
     with mongo_server.ensure_server(tmp_path) as server:
         store.connect(server.uri, timeout_ms=200)
     start = time.monotonic()  # the server is gone: every attempt fails
@@ -181,8 +181,8 @@ def test_credentials_the_server_refuses_are_a_store_error(connected):  # noqa: F
 
 
 def test_without_a_uri_the_embedded_server_starts_and_its_starter_stops_it(connected, monkeypatch, tmp_path):  # noqa: F811
-    monkeypatch.delenv(mongo_server.URI_ENV)
-    monkeypatch.setenv(mongo_server.STATE_ENV, str(tmp_path))
+    monkeypatch.delenv(settings.MONGODB_URI.name)
+    monkeypatch.setenv(settings.STATE_DIR.name, str(tmp_path))
     store.disconnect()
     with store.connect() as conn:
         assert conn.server is not None and conn.server.started

@@ -1,0 +1,65 @@
+"""``labelling demo``: the whole product in one command on a machine with nothing installed (no broker, no MongoDB)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from cli.console import console, report
+from cli.run import complete, launch_local
+from labelling import config as job_config
+from labelling.errors import LabellingError
+from labelling.schema import BUNDLED_CORPUS
+
+DEMO_CORPUS, DEMO_DIALOGUES, DEMO_MAX_TURNS, DEMO_SPLIT_SIZE = "demo", 6, 5, 2
+
+
+def demo_job() -> job_config.JobConfig:
+    """cpu-small with 2 samples of at most 32 tokens and 2 examples per prompt, so the demo takes minutes on 2 cores."""
+    job = job_config.load()
+    for module in (job.dst, job.act_tag):
+        module.generation_cfg.sampling_args.n = 2
+        module.generation_cfg.sampling_args.max_new_tokens = 32
+        module.retriever.k_examples = 2
+    return job.validate()
+
+
+def _ingest_demo(job: job_config.JobConfig) -> None:
+    """The first few short dialogues of the bundled corpus as corpus ``demo``: labelling time grows with the number of
+    turn waves, so short dialogues keep the demo to minutes while it still shows a seed and two dependents."""
+    from labelling import store
+    from labelling.corpus import cut_into_splits, read_corpus
+
+    schema = job.load_schema()
+    short = [d for d in read_corpus(BUNDLED_CORPUS, schema) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
+    splits = cut_into_splits(short, DEMO_SPLIT_SIZE)
+    turns = store.ingest_corpus(DEMO_CORPUS, splits, schema)
+    what = f"the first {DEMO_DIALOGUES} dialogues of at most {DEMO_MAX_TURNS} turns ({turns} turns)"
+    console.print(f"ingested {BUNDLED_CORPUS.name}: {what} as corpus {DEMO_CORPUS}, {len(splits)} partitions")
+
+
+def demo(
+    out: Path = typer.Option(Path(".state/demo/export"), "--out", "-o", help="Where to save the exported dataset."),
+    group: str = typer.Option("demo", "--group", "-g", help="The labelling group (an existing complete one is exported again)."),
+) -> None:
+    """The whole product in one command, with no services: ingest 6 short dialogues of the bundled MultiWOZ dev set in 3
+    partitions, label them in process with the embedded models (seed partition first), show status, evaluate, export."""
+    from cli.store_commands import evaluate, export
+    from labelling import store
+    from labelling.groups import prepare_group
+
+    started = time.perf_counter()
+    job = demo_job()
+    with store.connect() as connection:
+        console.print(f"store: {escape(connection.masked_uri)}")
+        _ingest_demo(job)
+        corpus, seed = prepare_group(DEMO_CORPUS, group, job)
+        if not complete(group) and not launch_local(group, corpus, seed, resubmit=False):
+            raise LabellingError(f"the demo's group {group!r} did not finish", f"see `labelling status --group {group}`")
+    evaluate(group=group, json_output=False)
+    export(group=group, out=out, push_to_hub=None, private=True, allow_partial=False, overwrite=True)
+    report.print(f"dataset: {escape(str(out.resolve()))}  (datasets.load_from_disk({str(out)!r}))")
+    report.print(f"demo finished in {time.perf_counter() - started:.0f} s")

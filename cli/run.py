@@ -1,0 +1,196 @@
+"""``labelling run``: label a group's partitions, the seed split first and alone, on the fleet or in this process.
+
+Heavy modules (Celery, torch) are imported inside the functions, so ``labelling --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.markup import escape
+
+from cli.console import PartitionBars, console, report, status_table
+from labelling import config as job_config
+from labelling.errors import ConfigError, FleetError, LabellingError
+
+if TYPE_CHECKING:
+    from labelling.launches import Launch
+
+
+def run(
+    corpus: str | None = typer.Option(
+        None, "--corpus", help="The ingested corpus to label (see `labelling ingest --corpus`); an existing group knows its own."
+    ),
+    group: str = typer.Option(..., "--group", "-g", help="The labelling group: its partitions, labels and manifest."),
+    config: list[Path] = typer.Option(
+        [],
+        "--config",
+        "-c",
+        help=(
+            "A job config (JSON or YAML) in the reference's schema, laid over --profile. Repeat it, or give "
+            "a folder, for the reference's per-partition job files (identical apart from data.eval_set_split_name)."
+        ),
+    ),
+    profile: str | None = typer.Option(
+        None, "--profile", help="Built-in settings: cpu-small or starcoder.", show_default=job_config.DEFAULT_PROFILE
+    ),
+    seed_split: str | None = typer.Option(
+        None, "--seed-split", help="The split labelled first, alone.", show_default="the corpus's first"
+    ),
+    local: bool = typer.Option(
+        False, "--local", help="Label in this process, with no broker (the default when LABELLING_BROKER_URL is unset)."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Follow the fleet's progress with a bar per partition until the run ends."),
+    limit_dialogues: int | None = typer.Option(
+        None, "--limit-dialogues", min=1, help="Label only the corpus's first N dialogues."
+    ),
+    split_size: int | None = typer.Option(
+        None, "--split-size", min=1, help="Re-cut the (limited) corpus into partitions of N dialogues."
+    ),
+    resubmit: bool = typer.Option(
+        False, "--resubmit", help="Submit even though a launch of the group looks live (its tasks were lost)."
+    ),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Label the group's failed partitions again, with the group's own corpus and config."
+    ),
+) -> None:
+    """Label every partition of CORPUS as group G: the seed split first, alone, then the others in parallel on the fleet.
+
+    Everything is checked before anything is submitted: the job config, the corpus, the broker and the group (a group
+    one run is labelling is not launched again). --limit-dialogues / --split-size label a slice of the corpus, stored as
+    corpus NAME.firstN.byS.
+    """
+    from labelling.groups import existing_corpus, load_jobs, prepare_group
+    from tasks.app import broker_url, check_broker
+
+    if retry_failed and (limit_dialogues or split_size or seed_split):
+        hint = "leave out --limit-dialogues, --split-size and --seed-split"
+        raise ConfigError("--retry-failed resumes a group as it was created", hint)
+    job, named = load_jobs(config, profile)
+    if not local and broker_url() is None:
+        console.print("LABELLING_BROKER_URL is unset: labelling in this process (the embedded mode)")
+        local = True
+    if not local:
+        check_broker("labelling run")
+    from labelling import store
+
+    connection = store.connect()
+    try:
+        if retry_failed:
+            corpus, job = _failed_to_retry(group, config, job)
+        elif corpus is None:
+            corpus = existing_corpus(group)
+        corpus, seed = prepare_group(corpus, group, job, named, seed_split, limit_dialogues, split_size)
+        if complete(group):
+            return
+        ok = launch_local(group, corpus, seed, resubmit) if local else _submit(group, corpus, seed, resubmit, wait)
+    finally:
+        if local:  # a fleet's workers may share an embedded server this command started: leave it running for them
+            connection.close()
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _failed_to_retry(group: str, config: Sequence[Path], job: job_config.JobConfig) -> tuple[str, job_config.JobConfig]:
+    """The group's corpus and job config (its own unless --config is given), after checking it has failed partitions."""
+    from labelling import store
+    from labelling.groups import failed_splits
+
+    failed = failed_splits(group)  # an unknown group fails here, listing the known ones
+    head = store.group_run(group)
+    console.print(f"retrying the failed partitions of {escape(group)}: {', '.join(failed)}")
+    return head.corpus, (job if config else store.group_config(group))
+
+
+def complete(group: str) -> bool:
+    """True (saying so, and how to export) when every partition of the group is done: nothing to launch."""
+    from labelling import store
+
+    if all(p.status == store.DONE for p in store.partitions(group)):
+        report.print(f"group {escape(group)} is complete: nothing to label")
+        report.print(f"export:  labelling export --group {escape(group)} --out DIR")
+        return True
+    return False
+
+
+def launch_local(group: str, corpus: str, seed: str, resubmit: bool) -> bool:
+    """The embedded mode: the chord in this process, with a bar per partition; True when every partition is done."""
+    from labelling.launches import LOCAL, claim_launch, end_launch
+    from tasks.local import run_local
+
+    launch = claim_launch(group, corpus, seed, LOCAL, resubmit)
+    where = f"group {escape(group)}, corpus {escape(corpus)}"
+    report.print(f"run {launch.run_id}: {where}, labelled in this process, seed {escape(seed)} first")
+    # SIGTERM as an exception, so the partition in progress is marked failed and freed, not left claimed for a lease.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        with PartitionBars(group) as bars:
+            run_local(group, seed, on_progress=lambda *_: bars.refresh())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        end_launch(launch)
+    return _summarise(group)
+
+
+def _submit(group: str, corpus: str, seed: str, resubmit: bool, wait: bool) -> bool:
+    """Send the run's chord to the fleet, print how to watch and export it, and follow it when asked."""
+    from labelling import store
+    from labelling.launches import FLEET, claim_launch, end_launch
+    from labelling.redact import mask_uri
+    from tasks.app import app, bind_result_backend
+    from tasks.partition import submit_run
+
+    backend = bind_result_backend()
+    launch = claim_launch(group, corpus, seed, FLEET, resubmit)
+    try:
+        submit_run(group, seed, launch.run_id)
+    except Exception as e:  # the broker went away after the check: release the group, report in one line
+        end_launch(launch)
+        raise LabellingError(
+            f"submitting run {launch.run_id} failed ({type(e).__name__}: {e})", "nothing was labelled; run again"
+        ) from e
+    count = len(store.partitions(group))
+    report.print(f"run {launch.run_id} submitted: group {escape(group)}, corpus {escape(corpus)}, {count} partitions")
+    report.print(f"  seed {escape(seed)} runs first, alone; then {count - 1} more in parallel")
+    report.print(f"  broker {escape(mask_uri(app.conf.broker_url))}, results {escape(backend)}")
+    report.print(
+        f"watch:   labelling status --group {escape(group)} --watch   (or Flower: `labelling flower`, http://127.0.0.1:5555)"
+    )
+    report.print(f"export:  labelling export --group {escape(group)} --out DIR   (once every partition is done)")
+    return follow(launch) if wait else True
+
+
+def follow(launch: Launch, interval_s: float = 2.0) -> bool:
+    """Draw a bar per partition until the launched run settles; True when every partition is done."""
+    from labelling import store
+    from labelling.groups import settled
+    from tasks.partition import seed_task
+
+    seed = launch.seed_split
+    with PartitionBars(launch.group) as bars:
+        while not settled(parts := bars.refresh(), seed, launch.submitted_at):
+            seed_part = next(p for p in parts if p.split == seed)
+            if seed_part.status != store.RUNNING and seed_task(launch.run_id, seed).failed():
+                raise FleetError(
+                    f"the seed task of run {launch.run_id} failed before it could claim {seed}", "see the worker's log or Flower"
+                )
+            time.sleep(interval_s)
+    return _summarise(launch.group)
+
+
+def _summarise(group: str) -> bool:
+    from labelling import store
+
+    report.print(status_table(group))
+    failed = [p.split for p in store.partitions(group) if p.status != store.DONE]
+    if failed:
+        report.print(f"not done: {', '.join(failed)}; `labelling run` again resumes them")
+    else:
+        report.print(f"export:  labelling export --group {escape(group)} --out DIR")
+    return not failed

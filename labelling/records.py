@@ -1,0 +1,140 @@
+"""Label records: what the labeller decides for a turn (:class:`TurnLabel`, :class:`ModuleOutput`), the flag names,
+and the labelled turn as a retrievable example. The store, runner and export depend on these records, not on the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from labelling.acts import Act, acts_from_json, acts_to_json
+from labelling.channel import Candidate
+from labelling.states import State
+from labelling.turns import Turn
+
+FLAG_DST_UNPARSEABLE = "dst_unparseable"
+FLAG_ACTS_UNPARSEABLE = "acts_unparseable"
+FLAG_EXAMPLES_DROPPED = "examples_dropped"
+FLAG_PROMPT_TOO_LONG = "prompt_too_long"  # not even the target fits: the turn keeps its prior state and gets no acts
+FLAG_CHANNEL_UNSCORED = "channel_unscored"  # the channel prompt does not fit: candidates ranked by sample log-prob
+FLAGGED_TURNS = "flagged_turns"  # metrics key counting turns with any flag; each flag also counts as flag_<name>
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolRefresh:
+    """One growth of a partition's example pool: before ``wave`` (0: at the start) the labels of the completed partitions
+    ``splits`` (``examples`` turns) joined the example indexes, at Unix time ``at``. Resuming replays the same ones."""
+
+    wave: int
+    splits: list[str]
+    examples: int
+    at: float
+
+    def to_dict(self) -> dict:
+        """Stored form (an entry of the partition's ``pool`` list)."""
+        return {"at": self.at, "wave": self.wave, "splits": list(self.splits), "examples": self.examples}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PoolRefresh:
+        """Inverse of :meth:`to_dict`."""
+        return cls(wave=int(data["wave"]), splits=list(data["splits"]), examples=int(data.get("examples", 0)), at=data["at"])
+
+
+@dataclass
+class ModuleOutput:
+    """What one module decided for one turn, with the evidence: candidates, scores, examples used."""
+
+    chosen: str
+    candidates: list[Candidate]
+    examples: list[tuple[str, int]]
+    dropped_examples: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Stored form."""
+        return {
+            "chosen": self.chosen,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "examples": [list(e) for e in self.examples],
+            "dropped_examples": self.dropped_examples,
+            "errors": self.errors,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModuleOutput:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            chosen=data["chosen"],
+            candidates=[Candidate(c["canonical"], list(c["raw"]), c["sample_logprob"], c["score"]) for c in data["candidates"]],
+            examples=[tuple(e) for e in data["examples"]],
+            dropped_examples=data.get("dropped_examples", 0),
+            errors=list(data.get("errors", [])),
+        )
+
+
+@dataclass
+class TurnLabel:
+    """The labels of one turn: cumulative state, its delta, system acts, per-module evidence, flags and metrics."""
+
+    dialogue_id: str
+    turn_id: int
+    prior_state: State
+    state: State
+    delta: State
+    acts: list[Act]
+    dst: ModuleOutput
+    act: ModuleOutput
+    flags: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(dialogue_id, turn_id)."""
+        return (self.dialogue_id, self.turn_id)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form used by the JSONL output and the store."""
+        return {
+            "dialogue_id": self.dialogue_id,
+            "turn_id": self.turn_id,
+            "prior_state": self.prior_state,
+            "state": self.state,
+            "delta": self.delta,
+            "acts": acts_to_json(self.acts),
+            "dst": self.dst.to_dict(),
+            "act": self.act.to_dict(),
+            "flags": self.flags,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TurnLabel:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            dialogue_id=data["dialogue_id"],
+            turn_id=int(data["turn_id"]),
+            prior_state=data["prior_state"],
+            state=data["state"],
+            delta=data["delta"],
+            acts=acts_from_json(data["acts"]),
+            dst=ModuleOutput.from_dict(data["dst"]),
+            act=ModuleOutput.from_dict(data["act"]),
+            flags=list(data.get("flags", [])),
+            metrics=dict(data.get("metrics", {})),
+        )
+
+
+def example_turn(turn: Turn, label: TurnLabel, last_acts: list[Act]) -> Turn:
+    """A labelled turn as a retrievable example: the turn's text with predicted labels in the label fields."""
+    return Turn(
+        dialogue_id=turn.dialogue_id,
+        turn_id=turn.turn_id,
+        user_utterances=turn.user_utterances,
+        system_utterances=turn.system_utterances,
+        system_response=turn.system_response,
+        domains=sorted(set(label.state) | {a.entity.kind.lower() for a in label.acts if a.entity}),
+        slot_values=label.state,
+        last_slot_values=label.prior_state,
+        turn_slot_values=label.delta,
+        system_response_acts=label.acts,
+        last_system_response_acts=last_acts,
+    )
