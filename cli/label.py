@@ -1,4 +1,5 @@
-"""``labelling label-split`` (formerly ``label-partition``, still accepted): label one split of an ingested dataset locally, with no broker and no database."""
+"""``labelling label-split`` (formerly ``label-partition``, still accepted): label one split of an ingested dataset
+locally, with no broker and no database."""
 
 from __future__ import annotations
 

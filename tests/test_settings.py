@@ -77,4 +77,3 @@ def test_values_parse_and_bad_ones_name_their_variable(monkeypatch):
         monkeypatch.setenv(setting.name, raw)
         with pytest.raises(SettingError, match=f"{setting.name}='{re.escape(raw)}' {why} \\(fix or unset {setting.name}\\)"):
             setting.get()
-
