@@ -76,7 +76,8 @@ def status_table(group: str) -> Table:
     head, launch, now = store.group_run(group), current_launch(group), time.time()
     title = f"group {group} · corpus {head.corpus}"
     if launch is not None:
-        title += f" · run {launch.run_id} ({launch.mode}, {launch.state} {_ago(now - launch.submitted_at)} ago)"
+        since = launch.ended_at or launch.submitted_at  # "ended N ago" counts from the end, "submitted" from the start
+        title += f" · run {launch.run_id} ({launch.mode}, {launch.state} {_ago(now - since)} ago)"
     table = Table(title=escape(title), title_justify="left")
     for name in ("partition", "state", "turns", "turns/s", "JGA", "act F1", "worker", "attempts", "last error"):
         table.add_column(name, justify="right" if name in ("turns", "turns/s", "JGA", "act F1", "attempts") else "left")

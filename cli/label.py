@@ -3,6 +3,7 @@ locally, with no broker and no database."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -50,18 +51,47 @@ def load_split(dataset: Path, split: str, limit_dialogues: int | None = None) ->
     return turns
 
 
-def _read_partial(path: Path) -> list[TurnLabel]:
+def partial_header(job: job_config.JobConfig, dataset: Path, split: str, limit_dialogues: int | None) -> dict:
+    """The first line of OUT.partial: what it labels and with which config, so a resume never mixes two runs."""
+    digest = hashlib.sha256(json.dumps(job.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return {"dataset": str(dataset.resolve()), "split": split, "limit_dialogues": limit_dialogues, "config": digest}
+
+
+def _read_partial(path: Path, header: dict, turns: list[Turn]) -> list[TurnLabel]:
+    """The labels of an earlier, interrupted run of the same command; LabellingError when OUT.partial belongs to another."""
     from labelling.records import TurnLabel
 
-    if not path.exists():
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    if not lines:
         return []
+    try:
+        written_for = json.loads(lines[0]).get("partial_of")
+    except (json.JSONDecodeError, AttributeError):
+        written_for = None
+    if written_for != header:
+        raise LabellingError(
+            f"{path} was written by another command ({_mismatch(written_for, header)})", _START_OVER.format(path)
+        )
     labels = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in lines[1:]:
         try:
             labels.append(TurnLabel.from_dict(json.loads(line)))
         except (json.JSONDecodeError, KeyError):
             break  # a line cut by a crash: everything before it is whole, the rest is relabelled
+    keys = {(t.dialogue_id, t.turn_id) for t in turns}
+    stray = [lab.key for lab in labels if lab.key not in keys]
+    if stray:
+        raise LabellingError(f"{path} holds turns the split lacks, e.g. {stray[0]}", _START_OVER.format(path))
     return labels
+
+
+_START_OVER = "pass the --dataset, --split, --limit-dialogues and config that wrote it, or delete {} to start over"
+
+
+def _mismatch(written_for: dict | None, header: dict) -> str:
+    if not isinstance(written_for, dict):
+        return "it has no header line saying what it labels"
+    return ", ".join(f"{k} {written_for.get(k)!r}, not {v!r}" for k, v in header.items() if written_for.get(k) != v)
 
 
 def label_partition(
@@ -93,20 +123,30 @@ def label_partition(
         job.seed = seed
     turns = load_split(dataset, split, limit_dialogues)
     partial = out.with_name(out.name + ".partial")
-    done = _read_partial(partial)
-    labels, seconds, summary = _run(job, turns, done, partial)
-    os.replace(partial, out)
+    header = partial_header(job, dataset, split, limit_dialogues)
+    done = _read_partial(partial, header, turns)
+    labels, seconds, summary = _run(job, turns, done, partial, header)
+    _finish(partial, out)
     _report(labels, seconds, summary, len(turns) - len(done), out)
 
 
-def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path) -> tuple[list[TurnLabel], float, dict]:
+def _finish(partial: Path, out: Path) -> None:
+    """OUT is OUT.partial without its header line, written whole (beside it, then renamed)."""
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("".join(partial.read_text(encoding="utf-8").splitlines(keepends=True)[1:]), encoding="utf-8")
+    os.replace(tmp, out)
+    partial.unlink()
+
+
+def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path, header: dict) -> tuple[list[TurnLabel], float, dict]:
     from labelling.models import build_labeller
 
     with console.status("loading models"):
         labeller = build_labeller(job)
     partial.parent.mkdir(parents=True, exist_ok=True)
     keep = {lab.key for lab in done}
-    partial.write_text("".join(json.dumps(lab.to_dict()) + "\n" for lab in done), encoding="utf-8")
+    lines = [json.dumps({"partial_of": header})] + [json.dumps(lab.to_dict()) for lab in done]
+    partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
     def checkpoint(wave: list[TurnLabel]) -> None:
         with partial.open("a", encoding="utf-8") as f:

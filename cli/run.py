@@ -33,7 +33,7 @@ def run(
         "--config",
         "-c",
         help=(
-            "A job config (JSON or YAML) in the reference's schema, laid over --profile when one is given. Repeat it, or give "
+            "A job config (JSON or YAML) in the reference's schema, laid over --profile. Repeat it, or give "
             "a folder, for the reference's per-partition job files (identical apart from data.eval_set_split_name)."
         ),
     ),

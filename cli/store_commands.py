@@ -46,6 +46,8 @@ def export(
     table.add_row("dialogues / turns", f"{result.num_dialogues:,} / {result.num_turns:,}")
     for name, size in result.split_sizes.items():
         table.add_row(f"split {name}", f"{size:,} turns")
+    if exporter.VALID not in result.split_sizes:
+        table.add_row(f"split {exporter.VALID}", f"left out: {exporter.NO_VALID}")
     if result.missing:
         table.add_row("left out (incomplete)", ", ".join(result.missing))
     if push_to_hub:
@@ -95,9 +97,19 @@ def group_scores(group: str) -> dict:
         row = {"split": part.split, "status": part.status, "turns_done": part.turns_done, "turns_total": part.turns_total}
         # When and with how big a pool it was labelled: the report charts partitions in that order.
         row.update(order=part.order, finished_at=part.finished_at, pool_examples=(part.pool or [{}])[0].get("examples", 0))
-        rows.append({**row, "metrics": counts.summary(), "flags": flag_counts(counts)})
-    summary = {"overall": overall.summary(), "flags": flag_counts(overall), "errors": overall.errors(top=ERRORS_SHOWN)}
+        rows.append({**row, "metrics": scored(counts.summary()), "flags": flag_counts(counts)})
+    summary = {"overall": scored(overall.summary()), "flags": flag_counts(overall), "errors": overall.errors(top=ERRORS_SHOWN)}
     return {"group": group, **summary, "partitions": rows}
+
+
+def scored(summary: dict) -> dict:
+    """A metrics summary with null, not 0.0, for scores no turn could be scored for (no gold or no labels yet)."""
+    from labelling.metrics import ACT_FAMILIES, DST_METRICS
+
+    unscored = [*DST_METRICS, "state_precision", "state_recall", "state_f1"] if not summary["n_dst"] else []
+    if not summary["n_acts"]:
+        unscored += [f"{family}_{score}" for family in ACT_FAMILIES for score in ("precision", "recall", "f1")]
+    return {k: None if k in unscored else v for k, v in summary.items()}
 
 
 def flag_counts(counts) -> dict[str, int]:

@@ -84,7 +84,7 @@ def flower(
     """Start Flower against the broker, with basic auth from LABELLING_FLOWER_USER / LABELLING_FLOWER_PASSWORD
     (or FLOWER_BASIC_AUTH=user:password); it refuses to start without credentials unless --insecure is given."""
     from labelling.redact import mask_uri
-    from tasks.app import app, require_broker
+    from tasks.app import app, check_broker, require_broker
 
     url = require_broker("labelling flower")
     auth = flower_auth()
@@ -93,6 +93,7 @@ def flower(
             "Flower would start without authentication",
             f"set {FLOWER_USER_ENV} and {FLOWER_PASSWORD_ENV} (or {FLOWER_AUTH_ENV}=user:password), or pass --insecure",
         )
+    check_broker("labelling flower")  # a wrong password or a broker that is down: one line here, not endless retries
     if auth is not None:
         os.environ[FLOWER_AUTH_ENV] = auth  # read by Flower from the environment: the password stays off the command line
     console.print(f"Flower at http://{address}:{port} on {escape(mask_uri(url))}{'' if auth else ' (no authentication)'}")

@@ -6,6 +6,7 @@ legacy keys (``wandb``, ``profile``, ...) are accepted with a warning so its job
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -15,6 +16,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,7 @@ SMALL_MODEL_ALIASES = frozenset({"smollm2", "smollm2-135m"})  # the embedded mod
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # the names lm.DTYPES maps (kept apart: no torch import here)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 QUANTIZATIONS = ("8bit", "4bit")  # what lm.LanguageModel.load accepts (named here too: config must not import torch)
+RETRIEVAL_FORMATS = ("context_system_user", "user_response", "response")  # retrieval.TEXT_FORMATS' names (no numpy here)
 
 
 @dataclass
@@ -193,6 +196,20 @@ LEGACY_KEYS = {
 }
 
 
+_warned: set[str] | None = None  # inside warn_once(): the legacy keys already warned about
+
+
+@contextlib.contextmanager
+def warn_once() -> Iterator[None]:
+    """Within this block each legacy key is warned about once: 160 reference job files would repeat each 160 times."""
+    global _warned
+    outer, _warned = _warned, set() if _warned is None else _warned
+    try:
+        yield
+    finally:
+        _warned = outer
+
+
 def _check(ok: bool, path: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config key {path}: {message}")
@@ -259,6 +276,11 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     _check(r.k_examples >= 0, f"{name}.retriever.k_examples", f"must be >= 0, got {r.k_examples}")
     _check(r.example_warmup >= 0, f"{name}.retriever.example_warmup", "must be >= 0")
     _check(r.minimum_distinct >= 1, f"{name}.retriever.minimum_distinct", "must be >= 1")
+    _check(
+        r.retrieval_input_format in (None, *RETRIEVAL_FORMATS),
+        f"{name}.retriever.retrieval_input_format",
+        f"must be one of {', '.join(RETRIEVAL_FORMATS)} or null, not {r.retrieval_input_format!r}",
+    )
 
 
 def _build(cls: type, data: object, path: str) -> object:
@@ -270,7 +292,10 @@ def _build(cls: type, data: object, path: str) -> object:
     for key, value in data.items():
         where = f"{path}.{key}" if path else key
         if key in LEGACY_KEYS.get(cls, set()):
-            log.warning("config key %s is from the reference's schema and has no effect here; ignored", where)
+            if _warned is None or where not in _warned:
+                log.warning("config key %s is from the reference's schema and has no effect here; ignored", where)
+            if _warned is not None:
+                _warned.add(where)
             continue
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
@@ -328,6 +353,8 @@ def load(path: str | Path | None = None, profile: str | None = None) -> JobConfi
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read job config ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})", "save the job config as UTF-8") from e
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml

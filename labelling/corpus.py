@@ -8,9 +8,8 @@ see which format a corpus came from. Gold labels are optional everywhere.
 from __future__ import annotations
 
 import json
-import os
+import logging
 import re
-import shutil
 import sys
 import uuid
 import zipfile
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from labelling.acts import ACT_ONLY_DOMAINS, Act, acts_from_actions, acts_from_gold
 from labelling.errors import CorpusError, LabellingError
+from labelling.outputs import check_output, staged
 from labelling.schema import Schema, clean_slot_name
 from labelling.states import UNSET_VALUES, SchemaNormalizer, State, clean_value, compute_delta, restrict
 from labelling.turns import Turn
@@ -33,6 +33,7 @@ from labelling.turns import Turn
 if TYPE_CHECKING:
     from datasets import Dataset, Features
 
+log = logging.getLogger(__name__)
 Dialogue = list[Turn]
 
 # Act annotations also use these pseudo-domains; they belong to no service but carry real acts (bye, book, ...).
@@ -71,7 +72,9 @@ def read_corpus(source: str | Path, schema: Schema | None = None, format: str | 
     schema = schema or Schema.load()
     fmt = CorpusFormat(format).value if format else detect_format(source)
     reader = {"multiwoz21": _read_multiwoz21, "multiwoz22": _read_multiwoz22, "hf": _read_hf}[fmt]
-    dialogues = reader(source, _Gold(schema))
+    gold = _Gold(schema)
+    dialogues = reader(source, gold)
+    gold.report()
     if not dialogues:
         raise CorpusError(f"{source}: holds no dialogues", "expected at least one dialogue with a user turn")
     _check_unique_ids(dialogues, source)
@@ -138,15 +141,6 @@ def dataset_features(schema: Schema) -> Features:
     )
 
 
-def check_output(out_dir: str | Path, overwrite: bool = False) -> None:
-    """Refuse an output path that is a file, or a non-empty folder unless ``overwrite``; cheap, so callers check first."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise CorpusError(f"{out}: exists and is not a folder", "choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CorpusError(f"{out}: folder exists and is not empty", "pass --overwrite to replace it, or choose another --out")
-
-
 def write_dataset(splits: Mapping[str, Sequence[Turn]], out_dir: str | Path, schema: Schema, overwrite: bool = False) -> Path:
     """Save ``splits`` as a DatasetDict at ``out_dir``; it is written beside it first and renamed, so it is never half-written."""
     import datasets
@@ -155,15 +149,12 @@ def write_dataset(splits: Mapping[str, Sequence[Turn]], out_dir: str | Path, sch
     check_output(out, overwrite)
     features = dataset_features(schema)
     data = datasets.DatasetDict({name: _split_dataset(turns, schema, features) for name, turns in splits.items()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # one line per split on stderr is noise; saving takes well under a second
     try:
-        data.save_to_disk(str(tmp))
-        _move_into_place(tmp, out)
+        with staged(out) as tmp:
+            data.save_to_disk(str(tmp))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # only still there when saving or renaming failed
         if bars_were_on:
             datasets.enable_progress_bars()
     return out
@@ -225,6 +216,17 @@ class _Gold:
         # (26 of the dev set's 7,365 turns carry one, e.g. attraction type "church") is dropped from gold as it
         # would be from a prediction: no label could ever match it.
         self.normalizer = SchemaNormalizer(self.full)
+        self.lost: dict[str, list[str]] = {}  # why gold was missing -> where (reported once, after reading)
+
+    def missing(self, why: str, where: str) -> None:
+        """Note a turn or file whose gold labels the source lacks, so the loss is reported rather than silent."""
+        self.lost.setdefault(why, []).append(where)
+
+    def report(self) -> None:
+        """One warning per reason gold labels were lost, with a count and the first place."""
+        for why, places in self.lost.items():
+            more = f" and {len(places) - 1} more" if len(places) > 1 else ""
+            log.warning("%s: at %s%s; the turns concerned are not scored", why, places[0], more)
 
     def _service(self, raw: str, where: str) -> str:
         name = str(raw).strip().lower()
@@ -352,8 +354,7 @@ def _json_reader(path: Path) -> tuple[str, Callable[[int], bytes]]:
     """A display name and a ``read(n)`` for the JSON in ``path``: the file itself, or the single JSON member of a zip."""
     if path.is_dir():
         raise CorpusError(f"{path}: is a folder", "expected a .json or .zip file for this format")
-    with open(_require(path), "rb") as f:
-        zipped = path.suffix.lower() == ".zip" or f.read(2) == b"PK"
+    zipped = path.suffix.lower() == ".zip" or _read_file(_require(path), 2) == b"PK"
     if not zipped:
         return str(path), lambda n: _read_file(path, n)
     member = _zip_member(path)
@@ -361,8 +362,11 @@ def _json_reader(path: Path) -> tuple[str, Callable[[int], bytes]]:
 
 
 def _read_file(path: Path, n: int) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(n)
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:  # unreadable: permissions, a folder named like a file, an I/O error
+        raise CorpusError(f"{path}: cannot be read ({e.strerror or e})", "check the file's permissions") from e
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -399,6 +403,8 @@ def _parse_json(name: str, raw: bytes) -> object:
         raise CorpusError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})", _JSON_HINT) from e
     except json.JSONDecodeError as e:
         raise CorpusError(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})", _JSON_HINT) from e
+    except RecursionError as e:
+        raise CorpusError(f"{name}: JSON nested too deeply to read", _JSON_HINT) from e
 
 
 def _load_json(path: Path) -> tuple[str, object]:
@@ -429,9 +435,12 @@ def _exchange21(log: list, i: int, dialogue: str, gold: _Gold) -> _Exchange:
     """User entry ``log[i]`` and the system entry after it, whose metadata is the state after the user spoke."""
     user = _log_entry(log[i], f"{dialogue}, log entry {i}")
     if i + 1 == len(log):
+        gold.missing("a log of odd length ends with a user entry and no system reply (no gold state or acts)", dialogue)
         return _Exchange(user["text"], None, None, None)
     where = f"{dialogue}, log entry {i + 1}"
     system = _log_entry(log[i + 1], where)
+    if not system.get("metadata"):
+        gold.missing("a system entry has null or empty metadata (no gold state)", where)
     state = gold.state(_state21(system["metadata"], where), where) if system.get("metadata") else None
     acts = gold.acts(system["dialog_act"], where) if "dialog_act" in system else None
     return _Exchange(user["text"], system["text"], state, acts)
@@ -477,6 +486,8 @@ def _read_multiwoz22(source: str | Path, gold: _Gold) -> list[Dialogue]:
             f"{path}: no dialogues_NNN.json files in this folder", "expected a MultiWOZ 2.2 split folder (train, dev or test)"
         )
     acts_file = _acts_file(path)
+    if acts_file is None:
+        gold.missing(f"no {_ACTS_FILE} in the folder or beside it (no gold acts)", str(path))
     all_acts = _expect(_load_json(acts_file)[1], dict, str(acts_file), "{dialogue_id: {turn_index: {...}}}") if acts_file else {}
     dialogues = []
     for file in files:
@@ -637,14 +648,3 @@ def _detect_folder(path: Path) -> str:
     splits = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob(_DIALOGUE_FILES)))
     root_hint = f"this looks like the MultiWOZ 2.2 root; pass one of its split folders: {', '.join(splits)}"
     raise CorpusError(f"{path}: no corpus found in this folder", root_hint if splits else _FOLDER_HINT)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``; an existing ``out`` (already allowed by check_output) is moved aside first."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)

@@ -3,7 +3,8 @@
 Splits: ``train`` (every labelled turn), ``valid_64`` (64 dialogues drawn with ``random.Random(42)`` from the dialogue
 ids in order of first appearance) and ``train_minus_64`` (the rest). A group of fewer than 128 dialogues gives
 ``valid_64`` half of them (rounded down), so training keeps at least half; the split names stay fixed for the
-configs that read them.
+configs that read them. A group of one dialogue has nothing to hold out: ``valid_64`` is then left out (an empty split
+would make ``datasets.load_from_disk`` fail) and the card and the export summary say so.
 
 Rows are in corpus order (a dialogue's turns together) and carry the reference's turn fields with the *predicted*
 labels in the label fields (docs/method.md §10.1), plus ``labelled_split`` and ``label_flags`` for provenance. No gold
@@ -20,8 +21,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labelling import store
-from labelling.corpus import _move_into_place, check_output, dataset_features
+from labelling.corpus import dataset_features
 from labelling.errors import LabellingError
 from labelling.metrics import MetricsAccumulator
+from labelling.outputs import check_output, staged
 from labelling.records import PoolRefresh
 from labelling.redact import mask_uri
 from labelling.schema import Schema
@@ -45,6 +45,7 @@ VALID_SEED = 42
 TRAIN, TRAIN_MINUS, VALID = "train", f"train_minus_{VALID_DIALOGUES}", f"valid_{VALID_DIALOGUES}"
 GOLD_MARKERS = ("has_gold", "has_gold_acts")  # Turn.to_row's flags: on predicted rows they would only mislead
 _OFFLINE_VALUES = ("1", "true", "yes", "on")
+NO_VALID = "a group of one dialogue has none to hold out"
 
 
 @dataclass
@@ -130,7 +131,9 @@ def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict,
     train = datasets.Dataset.from_list(rows, features=export_features(schema))
     order = train["dialogue_id"]
     keep, held = train_valid_split(order)
-    data = datasets.DatasetDict({TRAIN: train, TRAIN_MINUS: _subset(train, order, keep), VALID: _subset(train, order, held)})
+    data = datasets.DatasetDict({TRAIN: train, TRAIN_MINUS: _subset(train, order, keep)})
+    if held:  # datasets cannot load back an empty split: with nothing to hold out, there is no validation split
+        data[VALID] = _subset(train, order, held)
     entries = [hashed_entry(e) for e in store.manifest_entries(group) if e["split"] in {p.split for p in done}]
     num_dialogues = len(dict.fromkeys(order))
     result = ExportResult(
@@ -211,6 +214,8 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
         f"- dialogues: {result.num_dialogues}, turns: {result.num_turns}",
     ]
     lines += [f"- split `{name}`: {size} turns" for name, size in result.split_sizes.items()]
+    if VALID not in result.split_sizes:
+        lines.append(f"- split `{VALID}`: left out: {NO_VALID}")
     if result.missing:
         lines.append(
             f"- partial export: {len(result.missing)} partitions not complete were left out: {', '.join(result.missing)}"
@@ -261,14 +266,9 @@ def export_group(group: str, out: str | Path, allow_partial: bool = False, overw
     out = Path(out)
     check_output(out, overwrite)  # before the slow part
     data, result = build_dataset(group, allow_partial)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with staged(out) as tmp:
         data.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(result.card, encoding="utf-8")
-        _move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # only still there when saving or renaming failed
     result.path = out
     return result
 

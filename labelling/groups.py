@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labelling import config as job_config
-from labelling import store
+from labelling import job_files, store
 from labelling.config import first_difference
 from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits
 from labelling.errors import ConfigError
@@ -28,15 +28,16 @@ def load_jobs(paths: Sequence[Path], profile: str | None) -> tuple[job_config.Jo
     files = _config_files(paths)
     if not files:
         return job_config.load(None, profile), []
-    loaded = [(path, job_config.load(path, profile)) for path in files]
+    loaded = job_files.load_all(files, profile)
     first_path, job = loaded[0]
     for path, other in loaded[1:]:
-        where = first_difference(_without_split(job), _without_split(other))
+        where = first_difference(job_files.comparable(job), job_files.comparable(other))
         if where:
             raise ConfigError(
                 f"{path} differs from {first_path} at {where}",
-                "per-partition job files may differ only in data.eval_set_split_name",
+                "per-partition job files may differ only in data.eval_set_split_name and the seed's warm-ups",
             )
+    job = job_files.merge_seed_settings(job, [other for _, other in loaded[1:]])  # job_0.json's warm-ups
     named = [other.data.eval_set_split_name for _, other in loaded if other.data.eval_set_split_name]
     job.data.eval_set_split_name = None  # a group spans every split; the files only said which one each labelled
     return job, named
@@ -53,12 +54,6 @@ def _config_files(paths: Sequence[Path]) -> list[Path]:
             raise ConfigError(f"{path}: no job files ({', '.join(CONFIG_SUFFIXES)}) in this folder")
         files += found
     return files
-
-
-def _without_split(job: job_config.JobConfig) -> dict:
-    data = job.to_dict()
-    data["data"]["eval_set_split_name"] = None
-    return data
 
 
 # --- corpus slices -------------------------------------------------------------------------------------------------

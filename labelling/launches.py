@@ -53,6 +53,7 @@ class Launch:
     pid: int
     submitted_at: float
     state: str = SUBMITTED
+    ended_at: float | None = None
 
 
 def _collection():
@@ -120,7 +121,7 @@ def _swap(previous: Launch | None, launch: Launch) -> bool:
 @store.retrying
 def end_launch(launch: Launch) -> None:
     """Mark a local launch over (done, failed or interrupted), so the next run of the group need not wait for it."""
-    _collection().update_one({"_id": launch.group, "run_id": launch.run_id}, {"$set": {"state": ENDED}})
+    _collection().update_one({"_id": launch.group, "run_id": launch.run_id}, {"$set": {"state": ENDED, "ended_at": time.time()}})
 
 
 def _live_message(launch: Launch) -> str:

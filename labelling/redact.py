@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-_SECRET_PARAMS = re.compile(r"([?&](?:password|secret|token|authMechanismProperties)=)[^&]*", re.IGNORECASE)
+# Any parameter whose name holds password, secret or token (tlsCertificateKeyFilePassword, sasl_token, ...).
+_SECRET_PARAMS = re.compile(r"([?&](?:[^=&]*(?:password|secret|token)[^=&]*|authMechanismProperties)=)[^&]*", re.IGNORECASE)
 
 
 def mask_uri(uri: str) -> str:

@@ -36,8 +36,9 @@ def chart(report: dict, out: Path) -> Path:
     labels = [f"{p['split']}\n(pool {p.get('pool_examples', 0)})" for p in parts]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(parts) + 2), 3.6), dpi=110)
     x = range(len(parts))
-    ax.plot(x, [p["metrics"]["jga"] for p in parts], marker="o", label="JGA (exact)")
-    ax.plot(x, [p["metrics"]["acts_f1"] for p in parts], marker="s", label="act F1 (type, domain, slot)")
+    nan = float("nan")  # a partition with no gold for one module leaves a gap, not a zero
+    ax.plot(x, [_or(p["metrics"]["jga"], nan) for p in parts], marker="o", label="JGA (exact)")
+    ax.plot(x, [_or(p["metrics"]["acts_f1"], nan) for p in parts], marker="s", label="act F1 (type, domain, slot)")
     ax.set_xticks(list(x), labels, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("score")
@@ -96,6 +97,10 @@ def _scores(summary: dict) -> list[str]:
         scored = summary["n_acts"] if key.startswith("act") else summary["n_dst"]
         out.append(f"{summary[key]:.3f}" if scored else "-")
     return out
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def _error_rows(rows: Sequence[Sequence]) -> list[list[str]]:

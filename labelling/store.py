@@ -123,6 +123,17 @@ class TurnDoc(me.Document):
     row = me.DictField()
 
 
+class CorpusDoc(me.Document):
+    """A completely ingested corpus: its turns are written first, and this record last, so a corpus without one
+    (an interrupted ingest or removal) is never labelled."""
+
+    meta = _meta("corpora")
+    id = me.StringField(primary_key=True)
+    turns = me.IntField(required=True)
+    splits = me.IntField(required=True)
+    ingested_at = me.FloatField()
+
+
 class GroupRun(me.Document):
     """A labelling group: which corpus it labels, with which job config, and which split seeds it."""
 
@@ -211,9 +222,10 @@ class LaunchDoc(me.Document):
     pid = me.IntField()
     submitted_at = me.FloatField()
     state = me.StringField()
+    ended_at = me.FloatField()
 
 
-DOCUMENTS = (TurnDoc, GroupRun, Partition, LabelDoc, ManifestDoc, LaunchDoc)
+DOCUMENTS = (TurnDoc, CorpusDoc, GroupRun, Partition, LabelDoc, ManifestDoc, LaunchDoc)
 
 
 # --- connection ----------------------------------------------------------------------------------------------
@@ -376,19 +388,80 @@ def _write(collection, ops: list[UpdateOne]) -> int:
 
 @retrying
 def ingest_corpus(corpus: str, splits: Mapping[str, Sequence[Turn]], schema: Schema) -> int:
-    """Write a partitioned corpus as ``corpus`` (upserts: ingesting it again changes nothing); returns the turn count.
+    """Write a partitioned corpus as ``corpus``, all or nothing; returns the turn count.
 
-    A name already holding other turns is refused: labels refer to turns by corpus, split and dialogue.
+    The turns are written first and the corpus record last: until that switch the corpus is not listed and cannot be
+    labelled, so an interrupted ingest leaves no corpus (its turns are cleared by the next ingest or ``corpus rm``).
+    Ingesting a complete corpus again changes nothing; a name already holding other turns is refused, since labels
+    refer to turns by corpus, split and dialogue.
     """
     _check_name(corpus, "corpus")
     docs = list(_turn_docs(corpus, splits, schema))
-    existing = {d["_id"] for d in TurnDoc._get_collection().find({"corpus": corpus}, {"_id": 1})}
-    if existing and existing != {d["_id"] for d in docs}:
-        raise StoreError(
-            f"corpus {corpus!r} already holds a different set of turns ({len(existing)} turns)",
-            "ingest under another --corpus name",
-        )
-    return _bulk_upsert(TurnDoc, docs)
+    wanted = {d["_id"] for d in docs}
+    existing = _stored_turn_ids(corpus)
+    complete = CorpusDoc.objects(id=corpus).first() is not None
+    if complete or existing - wanted:
+        if existing != wanted:
+            raise StoreError(
+                f"corpus {corpus!r} already holds a different set of turns ({len(existing)} turns)",
+                f"ingest under another --corpus name, or remove it first with `labelling corpus rm {corpus}`",
+            )
+        if complete:
+            return len(docs)
+    try:
+        _bulk_upsert(TurnDoc, docs)
+    except BaseException:
+        if not existing:  # best effort: the record was never written, so these turns are invisible either way
+            _clear_turns(corpus)
+        raise
+    CorpusDoc(id=corpus, turns=len(docs), splits=len(splits), ingested_at=time.time()).save()
+    return len(docs)
+
+
+def _stored_turn_ids(corpus: str) -> set[str]:
+    return {d["_id"] for d in TurnDoc._get_collection().find({"corpus": corpus}, {"_id": 1})}
+
+
+def _clear_turns(corpus: str) -> None:
+    try:
+        TurnDoc._get_collection().delete_many({"corpus": corpus})
+    except PyMongoError:
+        pass  # the next ingest or `corpus rm` clears them
+
+
+@retrying
+def remove_corpus(corpus: str) -> int:
+    """Delete a corpus (complete, or left by an interrupted ingest); returns the turns removed.
+
+    Refused while a group labels it: the group's labels refer to its turns. The record goes first, so an interrupted
+    removal leaves a corpus that is no longer listed, and running it again finishes the job.
+    """
+    users = sorted(GroupRun._get_collection().distinct("group_id", {"corpus": corpus}))
+    if users:
+        shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
+        raise StoreError(f"corpus {corpus!r} is labelled by group(s) {shown}", "a group's labels refer to its turns: keep it")
+    record = CorpusDoc._get_collection().delete_one({"_id": corpus}).deleted_count
+    removed = TurnDoc._get_collection().delete_many({"corpus": corpus}).deleted_count
+    if not record and not removed:
+        raise _unknown("corpus", corpus, list_corpora())
+    return removed
+
+
+@retrying
+def corpus_overview() -> list[dict]:
+    """Every corpus in the store, with its turns, splits, state (complete or incomplete) and the groups labelling it."""
+    records = {d["_id"]: d for d in CorpusDoc._get_collection().find()}
+    names = sorted(set(records) | set(TurnDoc._get_collection().distinct("corpus")))
+    rows = []
+    for name in names:
+        stored = list(TurnDoc._get_collection().aggregate([{"$match": {"corpus": name}}, {"$count": "n"}]))
+        turns = stored[0]["n"] if stored else 0
+        record = records.get(name)
+        complete = record is not None and record["turns"] == turns
+        groups = sorted(GroupRun._get_collection().distinct("group_id", {"corpus": name}))
+        splits = record["splits"] if record else None
+        rows.append({"corpus": name, "turns": turns, "splits": splits, "complete": complete, "groups": groups})
+    return rows
 
 
 def _turn_docs(corpus: str, splits: Mapping[str, Sequence[Turn]], schema: Schema) -> Iterator[dict]:
@@ -417,21 +490,29 @@ def _sparse_row(turn: Turn, schema: Schema) -> dict:
 
 @retrying
 def list_corpora() -> list[str]:
-    """Names of the ingested corpora."""
-    return sorted(TurnDoc._get_collection().distinct("corpus"))
+    """Names of the completely ingested corpora."""
+    return sorted(d["_id"] for d in CorpusDoc._get_collection().find({}, {"_id": 1}))
 
 
 @retrying
 def corpus_splits(corpus: str) -> dict[str, int]:
-    """Split name -> number of turns, in corpus order; StoreError listing the corpora when ``corpus`` is unknown."""
+    """Split name -> number of turns, in corpus order; StoreError listing the corpora when ``corpus`` is unknown, and
+    naming the fix when it is incomplete (an interrupted ingest) or holds fewer turns than were ingested."""
     pipeline = [
         {"$match": {"corpus": corpus}},
         {"$group": {"_id": "$split", "first": {"$min": "$order"}, "turns": {"$sum": 1}}},
         {"$sort": {"first": 1}},
     ]
     splits = {row["_id"]: row["turns"] for row in TurnDoc._get_collection().aggregate(pipeline)}
-    if not splits:
+    record = CorpusDoc._get_collection().find_one({"_id": corpus})
+    if not splits and record is None:
         raise _unknown("corpus", corpus, list_corpora())
+    if record is None or record["turns"] != sum(splits.values()):
+        expected = f" of {record['turns']}" if record is not None else ""
+        raise StoreError(
+            f"corpus {corpus!r} is incomplete: {sum(splits.values())}{expected} turns (an interrupted ingest or removal)",
+            f"ingest it again with `labelling ingest SOURCE --corpus {corpus}`, or remove it with `labelling corpus rm {corpus}`",
+        )
     return splits
 
 

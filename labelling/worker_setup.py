@@ -36,7 +36,7 @@ def visible_devices(gpu: int | None, inherited: str | None) -> str:
 
 def pin_devices(gpu: int | None) -> str:
     """Set this process's (and so its pool's) CUDA environment for `gpu`; returns a phrase saying where models run."""
-    device = visible_devices(gpu, os.environ.get(VISIBLE_ENV))
+    device = visible_devices(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))  # CUDA's own variable, not a setting
     os.environ[VISIBLE_ENV] = device
     if gpu is None:
         return "CPU (GPUs hidden)"

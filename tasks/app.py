@@ -3,6 +3,8 @@ and the result backend bound to the store's MongoDB when no other is configured.
 
 from __future__ import annotations
 
+import importlib.util
+
 from celery import Celery
 
 import celeryconfig
@@ -32,18 +34,35 @@ def require_broker(purpose: str) -> str:
 
 
 def check_broker(purpose: str, timeout_s: float = 5.0) -> str:
-    """Connect to the broker once, so a broker that is down fails here in one line, before anything is sent."""
+    """Connect to the broker once, so a broker that is down, refuses the login, or needs a client library that is not
+    installed fails here in one line, before anything is sent."""
     url = require_broker(purpose)
+    scheme = url.partition("://")[0].lower()
+    if scheme in _CLIENT_LIBRARIES and importlib.util.find_spec(_CLIENT_LIBRARIES[scheme]) is None:
+        library = _CLIENT_LIBRARIES[scheme]
+        raise FleetError(
+            f"the broker at {mask_uri(url)} needs the {library} client library, which is not installed",
+            f"pip install {library}, or use RabbitMQ: {BROKER_HINT}",
+        )
     try:
         with app.connection_for_write(url, connect_timeout=timeout_s) as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
     except Exception as e:  # kombu, amqp and redis each raise their own types for refused, auth and vhost errors
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = " ".join(str(e).split()) or type(e).__name__
+        if any(word in reason.lower() for word in _AUTH_WORDS):
+            raise FleetError(
+                f"the broker at {mask_uri(url)} refused the login ({reason})",
+                f"fix the user and password in {settings.BROKER_URL.name}",
+            ) from e
         raise FleetError(
             f"the broker at {mask_uri(url)} is unreachable ({reason})",
             f"start RabbitMQ or fix {settings.BROKER_URL.name}; `labelling run --local` needs no broker",
         ) from e
     return url
+
+
+_AUTH_WORDS = ("access_refused", "wrongpass", "noauth", "authentication failed", "invalid password")
+_CLIENT_LIBRARIES = {"redis": "redis", "rediss": "redis", "sqs": "boto3"}  # kombu transports whose client is optional
 
 
 def bind_result_backend() -> str:

@@ -11,8 +11,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """Run the real entry point in this process; returns (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["labelling", *map(str, args)])
     try:
-        main()
-        code = 0
+        code = main()
     except SystemExit as e:
         code = e.code or 0
     captured = capsys.readouterr()

@@ -333,17 +333,24 @@ def test_written_dataset_loads_back_to_the_same_turns(tmp_path, dev, schema):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left behind
 
 
-def test_writing_refuses_a_non_empty_folder_unless_told_to_overwrite(tmp_path, dev, schema):
+def test_writing_refuses_a_non_empty_folder_and_overwrites_only_one_it_wrote(tmp_path, dev, schema):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     splits = cut_into_splits(dev[:2])
-    with pytest.raises(CorpusError, match="--overwrite"):
+    with pytest.raises(CorpusError, match="pass --overwrite"):
         write_dataset(splits, out, schema)
+    with pytest.raises(CorpusError, match=r"--overwrite refused: it holds keep.txt and no .labelling-output.json marker"):
+        write_dataset(splits, out, schema, overwrite=True)
     assert (out / "keep.txt").read_text() == "mine"
-    write_dataset(splits, out, schema, overwrite=True)
-    assert list(datasets.load_from_disk(str(out))) == ["train_0_2"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    ours = tmp_path / "ours"
+    write_dataset(cut_into_splits(dev[:1]), ours, schema)
+    write_dataset(splits, ours, schema, overwrite=True)
+    assert list(datasets.load_from_disk(str(ours))) == ["train_0_2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "out"]  # nothing left beside them
+    (ours / "notes.txt").write_text("added by hand")
+    with pytest.raises(CorpusError, match="--overwrite refused: it holds notes.txt, which `labelling` did not write"):
+        write_dataset(splits, ours, schema, overwrite=True)
 
 
 def test_empty_states_and_acts_still_get_typed_columns(tmp_path, schema):

@@ -178,3 +178,19 @@ def test_flower_lists_both_workers_and_the_partition_tasks(labelled, fleet):
 def test_flower_refuses_requests_without_credentials(labelled, fleet):
     assert _get(f"{fleet['flower']}/api/workers", auth=False)[0] == 401
     assert _get(f"{fleet['flower']}/api/tasks", auth=False)[0] == 401
+
+
+# --- exit codes ------------------------------------------------------------------------------------------------------
+
+
+def test_a_waited_run_whose_seed_fails_exits_1_naming_what_is_not_done(labelled, fleet):
+    from labelling import config as job_config
+
+    broken = fleet["root"] / "not-a-model"  # a folder with no weights: the worker claims the seed, then fails to load
+    broken.mkdir(exist_ok=True)
+    job = write_job(job_config.load(), broken, fleet["root"] / "broken.json")
+    command = [str(LABELLING), "run", "--corpus", CORPUS, "--group", f"broken-{TAG}", "--config", str(job)]
+    command += ["--limit-dialogues", "2", "--split-size", "1", "--wait"]
+    done = subprocess.run(command, env=fleet["env"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, f"{done.stdout}\n{done.stderr}"
+    assert "not done: train_0_1, train_1_2; `labelling run` again resumes them" in done.stdout

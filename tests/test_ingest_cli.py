@@ -183,16 +183,19 @@ def test_debug_shows_the_traceback_instead(monkeypatch, capsys, tmp_path):
         main()
 
 
-def test_existing_output_is_kept_unless_overwrite(monkeypatch, capsys, tmp_path):
+def test_existing_output_is_kept_and_overwrite_replaces_only_our_own(monkeypatch, capsys, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
     code, _, err = run_cli(monkeypatch, capsys, "ingest", MWZ22, "--out", out)
     assert code == 2 and "folder exists and is not empty (pass --overwrite" in err
+    code, _, err = run_cli(monkeypatch, capsys, "ingest", MWZ22, "--out", out, "--overwrite")
+    assert code == 2 and "--overwrite refused: it holds mine.txt and no .labelling-output.json marker" in err
     assert (out / "mine.txt").read_text() == "keep me"
-    code, _, _ = run_cli(monkeypatch, capsys, "ingest", MWZ22, "--out", out, "--overwrite")
-    assert code == 0 and not (out / "mine.txt").exists()
-    assert list(datasets.load_from_disk(str(out))) == ["train_0_3"]
+    ours = tmp_path / "ours"
+    assert run_cli(monkeypatch, capsys, "ingest", MWZ22, "--out", ours)[0] == 0
+    code, _, _ = run_cli(monkeypatch, capsys, "ingest", MWZ22, "--out", ours, "--overwrite", "--split-size", "2")
+    assert code == 0 and list(datasets.load_from_disk(str(ours))) == ["train_0_2", "train_2_3"]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,9 @@ from labelling import settings
 from labelling.errors import SettingError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-THIRD_PARTY = {"HF_TOKEN"}  # read by huggingface_hub itself; the README names it for `export --push-to-hub`
+# Read by huggingface_hub and CUDA themselves; the README names the hub ones for gated models, their cache and
+# `export --push-to-hub`, and `labelling worker` sets CUDA_VISIBLE_DEVICES from --gpu.
+THIRD_PARTY = {"HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES"}
 
 
 def _readme_table_names() -> set[str]:
@@ -77,4 +79,3 @@ def test_values_parse_and_bad_ones_name_their_variable(monkeypatch):
         monkeypatch.setenv(setting.name, raw)
         with pytest.raises(SettingError, match=f"{setting.name}='{re.escape(raw)}' {why} \\(fix or unset {setting.name}\\)"):
             setting.get()
-
