@@ -56,9 +56,7 @@ NO_CHANGE, NO_ACTS = "no_change()]", "]"  # the completions meaning "nothing": a
 _CONTEXT_SLACK = 8
 
 
-def waves(
-    turns: Sequence[Turn], shuffle_groups: int, seed: int, warmup: int = 0, turns_per_batch: int = 0
-) -> list[list[Turn]]:
+def waves(turns: Sequence[Turn], shuffle_groups: int, seed: int, warmup: int = 0, turns_per_batch: int = 0) -> list[list[Turn]]:
     """The processing order: dialogues shuffled (seeded) into ``shuffle_groups`` groups (the reference's
     ``data_num_partitions``), turn-id waves inside each group cut into batches of ``turns_per_batch`` turns (0: whole
     waves), the first ``warmup`` turns alone (docs/method.md §3.2)."""
