@@ -8,6 +8,7 @@ import sys
 import typer
 
 from labelling.errors import LabellingError
+from labelling.quiet import quiet_third_parties
 from labelling.redact import masked
 
 app = typer.Typer(
@@ -29,6 +30,8 @@ def _main(
 ) -> None:
     _state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        quiet_third_parties()
 
 
 def _register() -> None:

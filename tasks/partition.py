@@ -13,6 +13,7 @@ Which launch may submit a group's chord is decided in the library (:mod:`labelli
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -23,15 +24,18 @@ from celery import chord
 from celery import group as celery_group
 from celery.result import AsyncResult
 from celery.signals import worker_process_init
+from celery.utils.saferepr import saferepr
 
 import celeryconfig
 from labelling import runner, store
 from tasks.app import app
 
 PROGRESS = "PROGRESS"
+PROGRESS_EVENT = "task-progress"  # Celery's event states follow the type: Flower shows these tasks as PROGRESS
 MIN_RETRY_S = 10.0
 THREADS_ENV = "LABELLING_TORCH_THREADS"
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 # --- the work, without Celery (shared with tasks.local) ---------------------------------------------------------
@@ -76,6 +80,22 @@ def task_id(run_id: str, split: str) -> str:
     return f"{run_id}-{split}"
 
 
+def announce_progress(task, done: int, total: int) -> None:
+    """Send a ``task-progress`` event with the task's name and arguments and the turns done (best effort).
+
+    Flower learns a task's name and arguments only from its task-sent and task-received events; one started after a
+    task was received would list it as ``null``. This event repeats them after every wave, so Flower names the task
+    from its next wave on (and shows it in state PROGRESS, as the result backend does).
+    """
+    request = task.request
+    fields = {"name": task.name, "args": getattr(request, "argsrepr", None) or saferepr(request.args or ())}
+    fields["kwargs"] = getattr(request, "kwargsrepr", None) or saferepr(request.kwargs or {})
+    try:
+        task.send_event(PROGRESS_EVENT, retry=False, turns_done=done, turns_total=total, **fields)
+    except Exception:  # monitoring must never cost a partition; the next wave sends another
+        log.debug("could not send %s for %s", PROGRESS_EVENT, request.id, exc_info=True)
+
+
 # --- the Celery tasks -----------------------------------------------------------------------------------------
 
 
@@ -97,6 +117,7 @@ def label_partition(self, group: str, split: str, failures: int = 0) -> dict:
 
     def progress(done: int, total: int) -> None:
         self.update_state(state=PROGRESS, meta={"group": group, "split": split, "turns_done": done, "turns_total": total})
+        announce_progress(self, done, total)
 
     try:
         return label_one(group, split, self.request.hostname or socket.gethostname(), progress)
