@@ -75,9 +75,9 @@ class PartitionBars:
         with self._lock:
             parts, now = store.partitions(self.group), time.time()
             for part in parts:
-                if part.split not in self.tasks:
-                    self.tasks[part.split] = self.progress.add_task(part.split, total=part.turns_total)
                 fields = {"state": _state(part, now), "rate": _rate(part), "worker": part.worker or "", "took": _took(part, now)}
+                if part.split not in self.tasks:
+                    self.tasks[part.split] = self.progress.add_task(part.split, total=part.turns_total, **fields)
                 self.progress.update(self.tasks[part.split], completed=part.turns_done, **fields)
             return parts
 
@@ -140,7 +140,9 @@ def status_table(group: str, parts: Sequence[Partition] | None = None) -> Table:
         title += f" · run {launch.run_id} ({launch.mode}, {launch.state} {_ago(now - launch.submitted_at)} ago)"
     table = Table(title=escape(title), title_justify="left")
     for name in ("partition", "state", "turns", "turns/s", "JGA", "act F1", "worker", "attempts", "last error"):
-        table.add_column(name, justify="right" if name in ("turns", "turns/s", "JGA", "act F1", "attempts") else "left")
+        justify = "right" if name in ("turns", "turns/s", "JGA", "act F1", "attempts") else "left"
+        # On a narrow terminal the other columns wrap first: partition names and states stay whole and on one line.
+        table.add_column(name, justify=justify, no_wrap=name in ("partition", "state", "turns"))
     for part in store.partitions(group) if parts is None else parts:
         jga, _, act_f1 = score_cells(MetricsAccumulator.from_dict(part.metrics or {}).summary())
         label = part.split + (" (seed)" if part.split == head.seed_split else "")

@@ -67,7 +67,8 @@ def local_run(tmp_path, fast_job, dev_dialogues, schema):
         env |= {"LABELLING_TORCH_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
         command = [str(LABELLING), "run", "--corpus", "term-src", "--group", "g-term", "--config", str(job), "--local"]
         script = tmp_path / "run.sh"
-        lines = ["unset LABELLING_BROKER_URL", *(f"export {k}={shlex.quote(v)}" for k, v in env.items())]
+        # COLUMNS from the test's own shell would override the pane's size, which a user's terminal reports itself.
+        lines = ["unset LABELLING_BROKER_URL COLUMNS LINES", *(f"export {k}={shlex.quote(v)}" for k, v in env.items())]
         lines += [f"cd {shlex.quote(str(tmp_path))}", shlex.join(command), f'echo "{EXIT_MARK}$?]"', "sleep 600"]
         script.write_text("\n".join(lines) + "\n")
         try:
