@@ -23,7 +23,7 @@ from collections.abc import Callable
 from celery import chord
 from celery import group as celery_group
 from celery.result import AsyncResult
-from celery.signals import worker_process_init
+from celery.signals import task_prerun, worker_process_init
 from celery.utils.saferepr import saferepr
 
 import celeryconfig
@@ -80,18 +80,19 @@ def task_id(run_id: str, split: str) -> str:
     return f"{run_id}-{split}"
 
 
-def announce_progress(task, done: int, total: int) -> None:
-    """Send a ``task-progress`` event with the task's name and arguments and the turns done (best effort).
+def announce(task, **progress: int) -> None:
+    """Send a ``task-progress`` event with the task's name and arguments, and any progress fields (best effort).
 
-    Flower learns a task's name and arguments only from its task-sent and task-received events; one started after a
-    task was received would list it as ``null``. This event repeats them after every wave, so Flower names the task
-    from its next wave on (and shows it in state PROGRESS, as the result backend does).
+    Flower learns a task's name and arguments only from its task-sent and task-received events, so a Flower started
+    after a task was received would list it as ``null``. Every task announces itself when it starts (it may have
+    waited in a worker since before Flower started: a chord's unlock, a prefetched partition) and a partition task
+    again after every wave, so Flower names it from then on and shows it in state PROGRESS, as the result backend does.
     """
     request = task.request
     fields = {"name": task.name, "args": getattr(request, "argsrepr", None) or saferepr(request.args or ())}
     fields["kwargs"] = getattr(request, "kwargsrepr", None) or saferepr(request.kwargs or {})
     try:
-        task.send_event(PROGRESS_EVENT, retry=False, turns_done=done, turns_total=total, **fields)
+        task.send_event(PROGRESS_EVENT, retry=False, **fields, **progress)
     except Exception:  # monitoring must never cost a partition; the next wave sends another
         log.debug("could not send %s for %s", PROGRESS_EVENT, request.id, exc_info=True)
 
@@ -107,6 +108,12 @@ def _fresh_process(**_: object) -> None:
     limit_threads()
 
 
+@task_prerun.connect
+def _announce_start(task=None, **_: object) -> None:
+    if task is not None and task.app is app:
+        announce(task)
+
+
 @app.task(bind=True, name="labelling.label_partition", max_retries=None)
 def label_partition(self, group: str, split: str, failures: int = 0) -> dict:
     """Label one partition of ``group``, reporting turns done through the task state (and on the partition itself).
@@ -117,7 +124,7 @@ def label_partition(self, group: str, split: str, failures: int = 0) -> dict:
 
     def progress(done: int, total: int) -> None:
         self.update_state(state=PROGRESS, meta={"group": group, "split": split, "turns_done": done, "turns_total": total})
-        announce_progress(self, done, total)
+        announce(self, turns_done=done, turns_total=total)
 
     try:
         return label_one(group, split, self.request.hostname or socket.gethostname(), progress)
