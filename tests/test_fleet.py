@@ -362,5 +362,7 @@ def test_demo_labels_evaluates_and_exports_with_nothing_configured(tmp_path):
     done = subprocess.run([str(LABELLING), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "demo finished in" in done.stdout
+    for noise in ("it/s]", "Loading weights", "Saving the dataset", "Retrying in", "Warning"):  # third-party output
+        assert noise not in done.stderr, done.stderr[-3000:]
     exported = datasets.load_from_disk(str(tmp_path / ".state" / "demo" / "export"))
     assert exported["train"].num_rows == 28 and set(exported) == {"train", "train_minus_64", "valid_64"}
