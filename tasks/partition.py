@@ -89,6 +89,8 @@ def announce(task, **progress: int) -> None:
     again after every wave, so Flower names it from then on and shows it in state PROGRESS, as the result backend does.
     """
     request = task.request
+    if request.is_eager or request.called_directly:  # not run by a worker: there is no monitor to tell
+        return
     fields = {"name": task.name, "args": getattr(request, "argsrepr", None) or saferepr(request.args or ())}
     fields["kwargs"] = getattr(request, "kwargsrepr", None) or saferepr(request.kwargs or {})
     try:
