@@ -148,8 +148,8 @@ def _prepare_models(group: str) -> None:
     for name in dict.fromkeys(module.model.model_name_or_path for module in (job.dst, job.act_tag)):
         gguf = pending_conversion(name)
         if gguf is not None:
-            doing = f"converting {gguf.name} to a safetensors folder (once per machine; later runs load it in seconds)"
-            with step(doing, f"converted {gguf.name} into {cache_dir() / 'models'}"):
+            done = f"converted {gguf.name} to safetensors in {cache_dir() / 'models'} (once per machine)"
+            with step(f"converting {gguf.name} to safetensors (once per machine)", done):
                 resolve_lm(name)
 
 
