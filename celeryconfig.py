@@ -1,30 +1,8 @@
-"""Celery settings for the labelling fleet; every value comes from the environment, with the defaults documented here.
-
-Environment variables (all optional):
-
-``LABELLING_BROKER_URL``
-    The broker, e.g. ``amqp://guest:guest@127.0.0.1:5672//``. Unset means no fleet: ``labelling run`` labels in
-    process (the embedded mode) and ``labelling worker`` refuses to start.
-``LABELLING_RESULT_BACKEND``
-    Where task results and chord state live. Default: ``LABELLING_MONGODB_URI`` (the store's own database), and when
-    that is unset too, the embedded MongoDB-wire server's URI, filled in by ``tasks.app.bind_result_backend`` when the
-    CLI starts (the ``rpc://`` backend cannot run chords; MongoDB and Redis backends can).
-``LABELLING_QUEUE_PREFIX``
-    Queue names are ``PREFIX.partitions`` (label_partition: long, one per GPU at a time) and ``PREFIX.control``
-    (dispatch_dependents and Celery's chord bookkeeping: short). Default ``labelling``.
-``LABELLING_TASK_SOFT_TIME_LIMIT_S`` / ``LABELLING_TASK_TIME_LIMIT_S``
-    Limits for one partition task. Default 86400 s (24 h) soft, and the soft limit plus 15 min hard. At the soft
-    limit the partition is marked failed and can be resumed by the next run. The prefork pool enforces both; the
-    solo pool enforces neither.
-``LABELLING_CONSUMER_TIMEOUT_MS``
-    RabbitMQ's delivery acknowledgement timeout for our queues. Default 172800000 (48 h); ``0`` leaves it out.
-``LABELLING_TASK_MAX_RETRIES`` / ``LABELLING_TASK_RETRY_DELAY_S``
-    A partition whose labelling raises (not one another run holds) is retried this many times, the n-th retry after
-    n times the delay; then it stays failed, with its error, until ``labelling run --retry-failed``. Default 2 / 60.
-``LABELLING_CHORD_POLL_S``
-    How often the chord checks whether the seed partition is done. Default 5.
-``LABELLING_RESULT_EXPIRES_S``
-    How long task results are kept. Default 604800 (7 days).
+"""Celery settings for the labelling fleet. The environment variables behind them are declared, with their defaults and
+meanings, in :mod:`labelling.settings` (and listed in the README): broker and result backend, queue prefix, time limits,
+consumer timeout, retries, chord polling and result expiry. Unset broker means no fleet: ``labelling run`` labels in
+process and ``labelling worker`` refuses to start. The result backend defaults to the store's MongoDB, filled in by
+``tasks.app.bind_result_backend`` when the CLI starts (the ``rpc://`` backend cannot run chords).
 
 RabbitMQ's consumer timeout. Tasks are acknowledged late, after they finish, so a worker holds an unacknowledged
 message for as long as its partition runs: hours. By default RabbitMQ closes the channel of a consumer that holds a
@@ -48,48 +26,31 @@ With a Redis broker the same role is played by the visibility timeout, set below
 
 from __future__ import annotations
 
-import os
-
 from kombu import Exchange, Queue
 
-BROKER_ENV = "LABELLING_BROKER_URL"
-MONGODB_URI_ENV = "LABELLING_MONGODB_URI"  # the store's variable (labelling.mongo_server.URI_ENV)
+from labelling import settings
 
-
-def _number(name: str, default: float) -> float:
-    """A non-negative number from the environment, or ``default`` when the variable is unset or empty."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise ValueError(f"{name}={raw!r} must not be negative")
-    return value
-
-
-QUEUE_PREFIX = os.environ.get("LABELLING_QUEUE_PREFIX") or "labelling"
+QUEUE_PREFIX = settings.QUEUE_PREFIX.get()
 PARTITION_QUEUE = f"{QUEUE_PREFIX}.partitions"
 CONTROL_QUEUE = f"{QUEUE_PREFIX}.control"
-SOFT_TIME_LIMIT_S = _number("LABELLING_TASK_SOFT_TIME_LIMIT_S", 24 * 3600)
-TIME_LIMIT_S = _number("LABELLING_TASK_TIME_LIMIT_S", SOFT_TIME_LIMIT_S + 900)
-CONSUMER_TIMEOUT_MS = int(_number("LABELLING_CONSUMER_TIMEOUT_MS", 48 * 3600 * 1000))
-CHORD_POLL_S = _number("LABELLING_CHORD_POLL_S", 5)
-TASK_MAX_RETRIES = int(_number("LABELLING_TASK_MAX_RETRIES", 2))
-TASK_RETRY_DELAY_S = _number("LABELLING_TASK_RETRY_DELAY_S", 60)
+SOFT_TIME_LIMIT_S = settings.TASK_SOFT_TIME_LIMIT_S.get()
+_HARD = settings.TASK_TIME_LIMIT_S.get()
+TIME_LIMIT_S = SOFT_TIME_LIMIT_S + 900 if _HARD is None else _HARD
+CONSUMER_TIMEOUT_MS = settings.CONSUMER_TIMEOUT_MS.get()
+CHORD_POLL_S = settings.CHORD_POLL_S.get()
+TASK_MAX_RETRIES = settings.TASK_MAX_RETRIES.get()
+TASK_RETRY_DELAY_S = settings.TASK_RETRY_DELAY_S.get()
 
 # --- transport ---------------------------------------------------------------------------------------------------
 
-broker_url = os.environ.get(BROKER_ENV) or None
+broker_url = settings.BROKER_URL.get()
 broker_connection_retry_on_startup = True
 # Redis and SQS brokers redeliver a message unacknowledged for this long: it must outlast the longest partition.
 broker_transport_options = {"visibility_timeout": int(TIME_LIMIT_S + 3600)}
 
-result_backend = os.environ.get("LABELLING_RESULT_BACKEND") or os.environ.get(MONGODB_URI_ENV) or None
+result_backend = settings.RESULT_BACKEND.get() or settings.MONGODB_URI.get()
 mongodb_backend_settings = {"taskmeta_collection": "celery_taskmeta", "groupmeta_collection": "celery_groupmeta"}
-result_expires = int(_number("LABELLING_RESULT_EXPIRES_S", 7 * 24 * 3600))
+result_expires = settings.RESULT_EXPIRES_S.get()
 result_extended = True
 result_backend_always_retry = True
 

@@ -6,21 +6,22 @@ fixed lengths (no stop strings, EOS ignored), so both paths do exactly the same 
 DST turns built from the bundled MultiWOZ dev set with the labeller's real prompts (~1.4k-token schema preamble plus
 retrieved examples, ~2-3k tokens in all): n samples per turn, then the noisy-channel scoring of C candidates per turn.
 
-    python benchmarks/gpu_starcoder.py --out gpu_bench.json          # H100/H200, ~31 GB of weights
-    python benchmarks/gpu_starcoder.py --tiny --out /tmp/tiny.json   # a tiny GPTBigCode on the CPU (what CI runs)
-    python benchmarks/gpu_starcoder.py --prepare gpu_inputs          # here: the prompts and tokenizer, for a bare machine
-    python3 benchmarks/gpu_starcoder.py --inputs gpu_inputs ...      # there: needs only torch and transformers
+    python benchmarks/gpu_starcoder.py --prepare gpu_inputs                          # where the package is installed
+    python3 benchmarks/gpu_starcoder.py --inputs gpu_inputs --out gpu_bench.json    # bare CUDA box: torch, transformers
+    python benchmarks/gpu_starcoder.py --tiny --bandwidth-gbs 50 --out /tmp/tiny.json   # tiny GPTBigCode on the CPU (CI)
 
-It prints a JSON report (also written to --out): per path and phase, seconds, tokens/s, sequences/s, batch rows per
-forward pass, peak GPU memory, and the fraction of the memory-bandwidth limit reached while sampling (weight bytes x
-decode steps per second / peak bandwidth). Nothing in the package imports this file.
+Both paths run with the product's own batch budget: sized from the GPU memory left after the weights (labelling.memory),
+unless --max-batch-tokens is given. It prints a JSON report (also written to --out): per path and phase, seconds,
+tokens/s, sequences/s, batch rows per forward pass, peak GPU memory, and, for the decode steps alone (prefill and the
+time around it left out), the share of the memory-bandwidth limit: the bytes each step must read (all weights, plus the
+KV cache of every row) over the peak bandwidth (the card's, from a table, or --bandwidth-gbs), against the measured
+time. Nothing in the package imports this file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,8 +32,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from any folder
 
+from labelling import settings  # noqa: E402
 from labelling.bench import PATHS, REFERENCE_TURNS_PER_BATCH, PlainPath  # noqa: E402
+from labelling.errors import ModelError  # noqa: E402
 from labelling.lm import LanguageModel, Prompt, SamplingParams  # noqa: E402
+from labelling.memory import KVShape  # noqa: E402
 
 # StarCoder-15B (bigcode/starcoder config.json); ~15.5B parameters, ~31 GB in bf16.
 STARCODER = dict(
@@ -48,7 +52,24 @@ STARCODER = dict(
     eos_token_id=0,
 )
 TINY = dict(STARCODER, n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=4096)
-STARCODER_TOP_P = 0.7  # the reference's DST sampling (method.md), top-k 50
+STARCODER_TOP_P = 0.7  # the reference's DST sampling (docs/method.md §2.3), top-k 50
+TRANSFORMERS_NEEDED = (5, 24)  # the engine calls model(cache=...) and reads out.cache (requirements.txt pins 5.24.0)
+# Vendor peak memory bandwidth, GB/s, by a part of the name torch reports; the first match wins (most specific first).
+BANDWIDTH_GBS = (
+    ("H200", 4800),
+    ("H100 NVL", 3900),
+    ("H100 PCIe", 2000),
+    ("H100", 3350),
+    ("A100-SXM4-80GB", 2039),
+    ("A100 80GB PCIe", 1935),
+    ("A100", 1555),
+    ("L40S", 864),
+    ("L40", 864),
+    ("L4", 300),
+    ("A10", 600),
+    ("RTX 4090", 1008),
+    ("RTX 3090", 936),
+)
 
 
 # -- model and prompts ------------------------------------------------------------------------------------------------
@@ -79,7 +100,7 @@ def load_tokenizer(path: str | Path | None):
 def prepare(folder: Path, options: argparse.Namespace) -> None:
     """Write the wave's prompts and the tokenizer to `folder`: a GPU machine with only torch and transformers (and no
     network) then runs the benchmark from them with --inputs, without the corpus reader's dependencies."""
-    prompts, requests = workload(options.turns, options.examples, options.candidates)
+    prompts, requests = _package_workload(options)
     folder.mkdir(parents=True, exist_ok=True)
     load_tokenizer(options.tokenizer).save_pretrained(folder / "tokenizer")
     data = {
@@ -134,14 +155,37 @@ def workload(turns: int, examples: int, candidates: int) -> tuple[list[Prompt], 
 
 @dataclass
 class Passes:
-    """Shapes of the forward passes the model ran, recorded by a forward pre-hook (rows x new tokens per pass)."""
+    """The forward passes the model ran, recorded by a forward pre-hook: rows x new tokens, the columns of KV each row
+    attends over, and when the pass began (after a device sync, so the time between two starts is one whole step)."""
 
+    device: torch.device
     shapes: list[tuple[int, int]] = field(default_factory=list)
+    kv_columns: list[int] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+    end: float | None = None
 
     def hook(self, module, args, kwargs) -> None:
-        """Forward pre-hook: note the shape of the input ids of one pass."""
+        """Forward pre-hook: note the shape of the input ids and of the attention mask of one pass, and the time."""
         ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        _sync(self.device)  # the decode loop syncs every step anyway (it reads the drawn tokens), so this costs little
+        self.starts.append(time.perf_counter())
         self.shapes.append(tuple(ids.shape))
+        self.kv_columns.append(mask.shape[1] if mask is not None else ids.shape[1])
+
+    def decode_figures(self, weight_bytes: int, kv_bytes_per_token: int, bandwidth_gbs: float | None) -> dict:
+        """Seconds spent in decode steps (each from its start to the next pass's start, or the phase's end) and the
+        share of the bandwidth limit they reached: bytes each step must read / peak bandwidth, over that time."""
+        ends = [*self.starts[1:], self.end]
+        steps = [(k, ends[k] - start) for k, start in enumerate(self.starts) if self.shapes[k][1] == 1]
+        seconds = sum(t for _, t in steps)
+        read = sum(weight_bytes + self.shapes[k][0] * self.kv_columns[k] * kv_bytes_per_token for k, _ in steps)
+        figures = {"decode_seconds": seconds, "decode_bytes_read": read}
+        if bandwidth_gbs and seconds:
+            figures["decode_bandwidth_fraction"] = read / (bandwidth_gbs * 1e9) / seconds
+        else:
+            figures["decode_bandwidth_fraction"] = None
+        return figures
 
     def summary(self) -> dict:
         """Pass counts and batch sizes; a decode step is a pass feeding one new token per row."""
@@ -166,14 +210,15 @@ def _sync(device: torch.device) -> None:
 def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingParams, options) -> tuple[dict, dict]:
     """Sample then score the whole wave along `path`; returns its figures and its outputs (for the agreement check)."""
     device = next(model.parameters()).device
-    lm = LanguageModel.from_model(model, tokenizer, max_batch_tokens=options.max_batch_tokens, reuse_prefix=path == "b")
-    engine = PlainPath(lm) if path == "a" else lm
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    figures, outputs = {"path": path, "name": PATHS[path]}, {}
+    # The product's budget: None sizes it from the memory left now, as a worker does after loading.
+    lm = LanguageModel.from_model(model, tokenizer, max_batch_tokens=options.max_batch_tokens, reuse_prefix=path == "b")
+    engine = PlainPath(lm) if path == "a" else lm
+    figures, outputs = {"path": path, "name": PATHS[path], "max_batch_tokens": lm.max_batch_tokens}, {}
     for phase in ("sample", "score"):
-        passes = Passes()
+        passes = Passes(device)
         handle = model.register_forward_pre_hook(passes.hook, with_kwargs=True)
         before = dict(engine.stats)
         _sync(device)
@@ -186,9 +231,12 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
             _sync(device)
         finally:
             handle.remove()
-        seconds = time.perf_counter() - start
+        passes.end = time.perf_counter()
+        seconds = passes.end - start
         delta = {k: v - before.get(k, 0) for k, v in engine.stats.items()}
         figures[phase] = _phase_figures(phase, seconds, delta, passes.summary(), prompts, requests, params, options)
+        if phase == "sample":
+            figures[phase].update(passes.decode_figures(options.weight_bytes, options.kv_bytes_per_token, options.bandwidth_gbs))
     total = figures["sample"]["seconds"] + figures["score"]["seconds"]
     figures.update(seconds=total, turns_per_s=len(prompts) / total, peak_gpu_memory_gb=_peak_gb(device))
     return figures, outputs
@@ -209,11 +257,13 @@ def _phase_figures(phase, seconds, delta, passes, prompts, requests, params, opt
             generated_tokens_per_s=delta.get("generated_tokens", 0) * per_s,
             useful_tokens_per_s=sequences * params.max_new_tokens * per_s,
         )
-        limit = options.bandwidth_gbs * 1e9 / options.weight_bytes  # decode steps/s if each step only streamed the weights
-        out.update(decode_steps_per_s=passes["decode_steps"] * per_s, bandwidth_limit_steps_per_s=limit)
-        out["bandwidth_fraction"] = out["decode_steps_per_s"] / limit
-        # One sequence decoding alone can reach at most `limit` tokens/s; batching is what lifts useful tokens/s past it.
-        out["useful_tokens_over_one_sequence_limit"] = out["useful_tokens_per_s"] / limit
+        out["decode_steps_per_s"] = passes["decode_steps"] * per_s
+        if options.bandwidth_gbs:
+            # Decode steps/s if a step only streamed the weights: one sequence alone is capped at this many tokens/s,
+            # and batching is what lifts useful tokens/s past it.
+            limit = options.bandwidth_gbs * 1e9 / options.weight_bytes
+            out["bandwidth_limit_steps_per_s"] = limit
+            out["useful_tokens_over_one_sequence_limit"] = out["useful_tokens_per_s"] / limit
     else:
         sequences = sum(len(c) for _, c in requests)
         out.update(
@@ -258,8 +308,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=64, help="tokens per sample, exactly")
     p.add_argument("--candidates", type=int, default=8, help="channel candidates scored per turn")
     p.add_argument("--examples", type=int, default=8, help="in-context examples per prompt (prompt length)")
-    p.add_argument("--max-batch-tokens", type=int, default=1 << 19, help="rows x columns per forward pass, both paths")
-    p.add_argument("--bandwidth-gbs", type=float, default=3350.0, help="peak memory bandwidth, GB/s (H100 SXM: 3350)")
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="rows x columns per pass (default: sized from memory)",
+    )
+    p.add_argument("--bandwidth-gbs", type=float, default=None, help="peak bandwidth, GB/s (default: the card's)")
     p.add_argument("--paths", default="a,b", help="which paths to run: a (plain), b (optimised)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one, 49152 tokens)")
     p.add_argument("--prepare", type=Path, default=None, help="only write the prompts and tokenizer to this folder")
@@ -276,23 +331,23 @@ def main(argv: list[str] | None = None) -> dict:
     if options.prepare:
         prepare(options.prepare, options)
         return {}
-    threads = options.threads or int(os.environ.get("LABELLING_TORCH_THREADS") or 0)
+    threads = options.threads or settings.TORCH_THREADS.get()
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(options.device or ("cpu" if options.tiny else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: run with --tiny for the CPU check")
+    _check_transformers()
+    options.bandwidth_gbs = options.bandwidth_gbs or card_bandwidth_gbs(device)
     dtype = torch.float32 if options.tiny else torch.bfloat16
+    # Inputs first: a bare machine without them fails in a second, not after building 31 GB of weights.
+    tokenizer, prompts, requests = load_inputs(options.inputs) if options.inputs else _package_workload(options, tokenizer=True)
     started = time.perf_counter()
     model = build_model(options.tiny, str(device), dtype)
     _sync(device)
     built_s = time.perf_counter() - started
     options.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    if options.inputs:
-        tokenizer, prompts, requests = load_inputs(options.inputs)
-    else:
-        tokenizer = load_tokenizer(options.tokenizer)
-        prompts, requests = workload(options.turns, options.examples, options.candidates)
+    options.kv_bytes_per_token = KVShape.of(model.config, dtype.itemsize).kv_bytes_per_token
     # Fixed lengths: no stop strings and EOS ignored, so every sample is exactly --new-tokens long on both paths.
     params = SamplingParams(
         n=options.samples, top_p=STARCODER_TOP_P, top_k=50, max_new_tokens=options.new_tokens, seed=options.seed, ignore_eos=True
@@ -315,6 +370,45 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps(report, indent=2))
     print(markdown(report))
     return report
+
+
+def _package_workload(options: argparse.Namespace, tokenizer: bool = False) -> tuple:
+    """The wave built from the bundled corpus (and the tokenizer, if asked): needs the package's own dependencies, which
+    a bare GPU image lacks, so their absence is one line naming the two-step run instead of a traceback."""
+    try:
+        prompts, requests = workload(options.turns, options.examples, options.candidates)
+        return (load_tokenizer(options.tokenizer), prompts, requests) if tokenizer else (prompts, requests)
+    except (ImportError, ModelError) as exc:
+        missing = getattr(exc, "name", None) or str(exc)
+        sys.exit(
+            f"error: building the prompts needs the package's dependencies ({missing} is missing here): run "
+            "`python benchmarks/gpu_starcoder.py --prepare gpu_inputs` where the package is installed, carry gpu_inputs "
+            "over, and run this script with --inputs gpu_inputs"
+        )
+
+
+def _check_transformers() -> None:
+    """Warn, with the fix, when transformers is older than the engine is written for (the first forward would fail)."""
+    import transformers
+
+    version = tuple(int(part) for part in transformers.__version__.split(".")[:2] if part.isdigit())
+    if version < TRANSFORMERS_NEEDED:
+        print(
+            f"warning: transformers {transformers.__version__} is older than 5.24, which the engine is written for; if the "
+            "run fails, carry the wheels of transformers==5.24.0, tokenizers, huggingface_hub and safetensors "
+            "(benchmarks/README.md)",
+            file=sys.stderr,
+        )
+
+
+def card_bandwidth_gbs(device: torch.device) -> float | None:
+    """The peak memory bandwidth of a known CUDA card, GB/s; None for a CPU or an unknown card (pass --bandwidth-gbs)."""
+    return bandwidth_of(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+
+def bandwidth_of(card: str) -> float | None:
+    """Peak bandwidth (GB/s) of the card whose name torch reports as `card`, from BANDWIDTH_GBS; None if not listed."""
+    return next((float(gbs) for part, gbs in BANDWIDTH_GBS if part in card), None)
 
 
 def _warm_up(model, device: torch.device) -> None:
@@ -340,8 +434,9 @@ def _setup(options, device, model, tokenizer, prompts, requests, built_s: float)
         "candidates_per_turn": sum(len(c) for _, c in requests) / len(requests),
         "prompt_tokens_mean": sum(lengths) / len(lengths),
         "channel_prompt_tokens_mean": sum(channel) / len(channel),
-        "max_batch_tokens": options.max_batch_tokens,
+        "max_batch_tokens": options.max_batch_tokens or "sized from free memory (per path, below)",
         "bandwidth_gbs": options.bandwidth_gbs,
+        "kv_bytes_per_token": options.kv_bytes_per_token,
         "plain_turns_per_batch": REFERENCE_TURNS_PER_BATCH,
     }
 
@@ -354,7 +449,8 @@ def markdown(report: dict) -> str:
         ("sampling: useful tokens/s", lambda f: f"{f['sample']['useful_tokens_per_s']:.0f}"),
         ("sampling: sequences/s", lambda f: f"{f['sample']['sequences_per_s']:.1f}"),
         ("sampling: decode rows per pass (max)", lambda f: str(f["sample"]["decode_rows_max"])),
-        ("sampling: % of bandwidth limit", lambda f: f"{100 * f['sample']['bandwidth_fraction']:.1f}"),
+        ("batch budget (tokens)", lambda f: str(f["max_batch_tokens"])),
+        ("sampling: decode steps, % of bandwidth limit", lambda f: _percent(f["sample"]["decode_bandwidth_fraction"])),
         ("scoring: candidates/s", lambda f: f"{f['score']['sequences_per_s']:.1f}"),
         ("scoring: prefill rows per pass (max)", lambda f: str(f["score"]["prefill_rows_max"])),
         ("peak GPU memory (GiB)", lambda f: "-" if f["peak_gpu_memory_gb"] is None else f"{f['peak_gpu_memory_gb']:.1f}"),
@@ -362,6 +458,10 @@ def markdown(report: dict) -> str:
     lines = ["| | " + " | ".join(f"({p}) {PATHS[p]}" for p in paths) + " |", "|---|" + "---|" * len(paths)]
     lines += [f"| {name} | " + " | ".join(cell(f) for f in paths.values()) + " |" for name, cell in rows]
     return "\n".join(lines) + "\n"
+
+
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}"
 
 
 if __name__ == "__main__":

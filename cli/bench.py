@@ -23,7 +23,9 @@ def bench(
     split: str = typer.Option("train_0_50", "--split", help="The split whose first dialogues are labelled."),
     limit_dialogues: int = typer.Option(3, "--limit-dialogues", min=1, help="Label the first N dialogues of the split."),
     limit_turns: int | None = typer.Option(None, "--limit-turns", min=1, help="Keep only the first N turns of each dialogue."),
-    profile: str = typer.Option("cpu-small", "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."),
+    profile: str = typer.Option(
+        job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."
+    ),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     seed: int | None = typer.Option(None, "--seed", help="Override the job seed (the same for both paths)."),
     threads: int | None = typer.Option(

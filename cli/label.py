@@ -70,7 +70,9 @@ def label_partition(
     limit_dialogues: int | None = typer.Option(
         None, "--limit-dialogues", min=1, help="Label only the first N dialogues of the split."
     ),
-    profile: str = typer.Option("cpu-small", "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."),
+    profile: str = typer.Option(
+        job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."
+    ),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     mode: str | None = typer.Option(
         None, "--mode", help="Override both modules' selection: noisy_channel (as configured) or greedy."

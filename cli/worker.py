@@ -9,13 +9,17 @@ from rich.markup import escape
 
 from cli.console import console
 from labelling.errors import LabellingError
+from labelling.settings import FLOWER_BASIC_AUTH, FLOWER_PASSWORD, FLOWER_USER, TORCH_THREADS
 
-FLOWER_USER_ENV, FLOWER_PASSWORD_ENV, FLOWER_AUTH_ENV = "LABELLING_FLOWER_USER", "LABELLING_FLOWER_PASSWORD", "FLOWER_BASIC_AUTH"
+FLOWER_USER_ENV, FLOWER_PASSWORD_ENV, FLOWER_AUTH_ENV = (s.name for s in (FLOWER_USER, FLOWER_PASSWORD, FLOWER_BASIC_AUTH))
 
 
 def worker(
     gpu: int | None = typer.Option(
-        None, "--gpu", min=0, help="Pin the worker to this GPU (CUDA_VISIBLE_DEVICES); left out: CPU."
+        None,
+        "--gpu",
+        min=0,
+        help="Pin the worker to this GPU: an index into CUDA_VISIBLE_DEVICES when that is set; left out: CPU, GPUs hidden.",
     ),
     concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Partitions labelled at once (one model copy each)."),
     queues: list[str] = typer.Option(
@@ -27,41 +31,47 @@ def worker(
         None, "--threads", min=1, help="CPU threads per pool process (torch); set it when several workers share a machine."
     ),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l", help="Celery log level."),
+    models: list[str] = typer.Option(
+        [], "--model", help="Also check at start that this model loads here (repeatable); groups with work left are checked."
+    ),
 ) -> None:
     """Start a Celery worker that labels partitions, with task events on for Flower; one worker per GPU.
 
-    Needs LABELLING_BROKER_URL. With the prefork pool the worker process never touches the GPU: each pool process loads
-    the models on its first task, after the fork, and keeps them for the next ones.
+    Needs LABELLING_BROKER_URL. It first checks that the models of the groups with work left (and --model) can be
+    loaded here: a gated model without a token fails now, in one line. With the prefork pool the worker process never
+    touches the GPU: each pool process loads the models on its first task, after the fork, and keeps them.
     """
     import celeryconfig
-    from labelling import store
+    from labelling import store, worker_setup
     from labelling.redact import mask_uri
     from tasks.app import app, bind_result_backend, check_broker
-    from tasks.partition import THREADS_ENV
 
     url = check_broker("labelling worker")
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    where = worker_setup.pin_devices(gpu)
+    for warning in worker_setup.pool_warnings(gpu, pool, concurrency):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if threads is not None:
-        os.environ[THREADS_ENV] = str(threads)  # applied in each pool process, after the fork
+        os.environ[TORCH_THREADS.name] = str(threads)  # applied in each pool process, after the fork
     backend = bind_result_backend()
+    worker_setup.check_models([(m, False) for m in models] + worker_setup.live_group_models())
     store.disconnect()  # pool processes open their own connection after the fork
     node = name or (f"gpu{gpu}@%h" if gpu is not None else "cpu@%h")
     wanted = [q.strip() for item in queues for q in item.split(",") if q.strip()]
     wanted = wanted or [celeryconfig.PARTITION_QUEUE, celeryconfig.CONTROL_QUEUE]
     console.print(f"worker {escape(node)} on {escape(mask_uri(url))}, queues {', '.join(wanted)}, results {escape(backend)}")
+    console.print(f"models run on {escape(where)}")
     argv = ["worker", f"--hostname={node}", "--task-events", f"--concurrency={concurrency}", f"--pool={pool}"]
     app.worker_main(argv + [f"--queues={','.join(wanted)}", f"--loglevel={loglevel}"])
 
 
 def flower_auth() -> str | None:
     """Basic-auth credentials from the environment, as Flower takes them (``user:password``), or None when unset."""
-    user, password = os.environ.get(FLOWER_USER_ENV), os.environ.get(FLOWER_PASSWORD_ENV)
+    user, password = FLOWER_USER.get(), FLOWER_PASSWORD.get()
     if user or password:
         if not (user and password):
             raise LabellingError(f"set both {FLOWER_USER_ENV} and {FLOWER_PASSWORD_ENV}, or neither")
         return f"{user}:{password}"
-    return os.environ.get(FLOWER_AUTH_ENV) or None
+    return FLOWER_BASIC_AUTH.get()
 
 
 def flower(

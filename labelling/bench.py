@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import resource
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from typing import TYPE_CHECKING
 
-from labelling import errors
+from labelling import errors, settings
 from labelling.acts import acts_to_json
 from labelling.config import JobConfig
 from labelling.lm import LanguageModel, Prompt, Sample, SamplingParams
@@ -30,7 +29,6 @@ if TYPE_CHECKING:  # at run time only torch and transformers are needed, so the 
 
 PATHS = {"a": "plain (reference computation)", "b": "optimised"}
 REFERENCE_TURNS_PER_BATCH = 2  # the reference's batch: 2 turns x n samples per generate call
-THREADS_ENV = "LABELLING_TORCH_THREADS"
 # Figures per path whose b/a ratio the report gives; for seconds and memory a ratio below 1 means (b) uses less.
 RATIO_KEYS = ("seconds", "turns_per_s", "generated_tokens_per_s", "prompt_tokens_per_s", "peak_rss_mb")
 
@@ -130,7 +128,6 @@ def build_labeller(job: JobConfig, path: str):
     """A PartitionLabeller for `path`: (b) the normal engine, (a) the same models re-encoding everything, via PlainPath."""
     from labelling import models
     from labelling.labeller import PartitionLabeller
-    from labelling.schema import Schema
 
     job = copy.deepcopy(job)
     for module in (job.dst, job.act_tag):
@@ -139,7 +136,7 @@ def build_labeller(job: JobConfig, path: str):
     if path == "a":
         wrapped: dict[int, PlainPath] = {}  # modules sharing one model share one wrapper, so its counters add up once
         lms = {name: wrapped.setdefault(id(lm), PlainPath(lm)) for name, lm in lms.items()}
-    schema = Schema.load(job.schema_path, tuple(job.services))
+    schema = job.load_schema()
     indexes = (models.example_index(job.dst, "dst"), models.example_index(job.act_tag, "act"))
     return PartitionLabeller(job, schema, lms["dst"], lms["act"], *indexes)
 
@@ -150,7 +147,7 @@ def run_path(job: JobConfig, turns: Sequence[Turn], path: str, threads: int | No
 
     if path not in PATHS:
         raise errors.LabellingError(f"unknown benchmark path {path!r}", f"paths: {', '.join(PATHS)}")
-    threads = threads or int(os.environ.get(THREADS_ENV) or 0)
+    threads = threads or settings.TORCH_THREADS.get()
     if threads:
         torch.set_num_threads(threads)
     labeller = build_labeller(job, path)
@@ -158,7 +155,7 @@ def run_path(job: JobConfig, turns: Sequence[Turn], path: str, threads: int | No
     start = time.perf_counter()
     labels = labeller.label(list(turns))
     seconds = time.perf_counter() - start
-    lms = {id(lm): lm for lm in labeller.lms.values()}.values()
+    lms = {id(m.lm): m.lm for m in labeller.modules}.values()
     stats: dict[str, int] = {}
     for lm in lms:
         for key, value in lm.stats.items():

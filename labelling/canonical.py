@@ -72,6 +72,8 @@ class Canonicaliser:
         if act.entity is None:
             return act
         service = self.schema.service(act.entity.kind.lower()) if act.entity.kind.lower() in self.schema else None
-        rank = {s.identifier: i for i, s in enumerate(service.slots)} if service else {}
+        # A generic Entity gets one fixed order too (every service's slots), so field order never splits candidates.
+        order = [s.identifier for s in service.slots] if service else self.schema.identifiers
+        rank = {name: i for i, name in enumerate(order)}
         fields = tuple(sorted(act.entity.fields, key=lambda kv: rank.get(kv[0], len(rank))))
         return Act(act.kind, Entity(act.entity.kind, fields), act.service, act.values, act.num_choices)

@@ -26,6 +26,10 @@ if typing.TYPE_CHECKING:
 log = logging.getLogger(__name__)
 DEFAULT_PROFILE = "cpu-small"  # the profile every command starts from when none is named
 GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond")
+# What becomes of a sample that does not parse: it competes as "no change" / no acts (the reference), or it is dropped
+# whenever another sample parsed (docs/deviations.md, C4).
+UNPARSEABLE_SAMPLES = ("compete", "drop")
+SMALL_MODEL_ALIASES = frozenset({"smollm2", "smollm2-135m"})  # the embedded model's names (model_cache.py loads them)
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # the names lm.DTYPES maps (kept apart: no torch import here)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 QUANTIZATIONS = ("8bit", "4bit")  # what lm.LanguageModel.load accepts (named here too: config must not import torch)
@@ -36,16 +40,16 @@ class ModelConfig:
     """Which language model a module uses and how it is loaded."""
 
     model_name_or_path: str = "smollm2"
-    model_type: str = "causal_lm"
     torch_dtype: str = "auto"
     device: str = "auto"
-    batch_size: int = 16
     use_past_key_value_cache: bool = True
     load_in_8bit: bool = False  # the reference's flag: the same as quantization "8bit"
     quantization: str | None = None  # "8bit" | "4bit": bitsandbytes weights on CUDA (StarCoder-15B on 24 GB cards)
-    stop_sequences: list[str] | None = None
-    attn_implementation: str | None = None
-    adapter_path: str | None = None
+
+    @property
+    def weights_quantization(self) -> str | None:
+        """The quantization the weights load with: `quantization`, else "8bit" for the reference's `load_in_8bit`."""
+        return self.quantization or ("8bit" if self.load_in_8bit else None)
 
 
 @dataclass
@@ -54,7 +58,6 @@ class RetrieverConfig:
 
     use_retriever: bool = True
     model_name_or_path: str = "minilm"
-    type: str = "mpnet"
     k_examples: int = 8
     example_warmup: int = 0
     minimum_distinct: int = 1
@@ -67,7 +70,7 @@ class SamplingConfig:
     """Candidate sampling: n samples per turn with temperature, top-k, then top-p."""
 
     n: int = 5
-    best_of: int = 0
+    best_of: int = 0  # above n: draw best_of samples and keep the n likeliest
     top_p: float = 0.9
     top_k: int = 50
     temperature: float = 1.0
@@ -79,8 +82,6 @@ class GenerationConfig:
     """How a module picks its label among candidates."""
 
     generation_mode: str = "noisy_channel_joint"
-    prompt_mode: str | None = None
-    noisy_channel_prompt_mode: str | None = None
     sampling_args: SamplingConfig = field(default_factory=SamplingConfig)
 
 
@@ -88,32 +89,31 @@ class GenerationConfig:
 class ModuleConfig:
     """One labelling module (DST or act tagging)."""
 
-    module_type: str = "dst"
     model: ModelConfig = field(default_factory=ModelConfig)
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     generation_cfg: GenerationConfig = field(default_factory=GenerationConfig)
     add_predictions_to_index: bool = True
-    fill_with_demos: bool = True
+    # None (unset) resolves by model when the config is validated: the embedded 135M model gets invented demos while
+    # its index is small and drops samples that do not parse; any other model gets the reference's behaviour (no
+    # demos, failed samples compete as "no change"). So a reference job file laid over cpu-small stays reference-like.
+    fill_with_demos: bool | None = None
+    unparseable_samples: str | None = None
+    constrain_to_schema: bool = False  # sample only completions inside the schema's grammar (labelling/grammar.py)
 
 
 @dataclass
 class ManifestConfig:
-    """Which manifest group the run belongs to and whether it reads and writes it."""
+    """The manifest group (set to the labelling group's name when the group is created) and whether labelling draws its
+    examples from the group's completed partitions."""
 
     group_id: str = "default"
     seed_retrievers_from_manifest: bool = True
-    write_to_manifest: bool = True
-    type: str = "mongodb"
-    manifest_path: str | None = None
-    manifest_must_exist: bool = False
-    group_id_must_exist: bool = False
 
 
 @dataclass
 class DataConfig:
-    """What to label: a dataset (folder, hub name or corpus name) and one split of it."""
+    """Which split a per-partition job file labels (the corpus itself is named on the command line)."""
 
-    eval_set_path_or_name: str | None = None
     eval_set_split_name: str | None = None
 
 
@@ -123,13 +123,14 @@ class JobConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     dst: ModuleConfig = field(default_factory=ModuleConfig)
-    act_tag: ModuleConfig = field(default_factory=lambda: ModuleConfig(module_type="act_tag"))
+    act_tag: ModuleConfig = field(default_factory=ModuleConfig)
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
     data_warmup: int = 0
     data_num_partitions: int = 4
     seed: int = 42
     pool_refresh_waves: int = 0
-    max_batch_tokens: int = 16384
+    turns_per_batch: int = 0  # turns labelled between index updates; 0 labels a whole turn-id wave at once
+    max_batch_tokens: int | None = None  # rows x columns per forward pass; None: sized from free GPU memory (16384 on CPU)
     services: list[str] = field(default_factory=lambda: ["hotel", "train", "attraction", "restaurant", "taxi"])
     schema_path: str | None = None
 
@@ -148,7 +149,12 @@ class JobConfig:
         _check(self.data_num_partitions >= 0, "data_num_partitions", "must be >= 0")
         _check(self.data_warmup >= 0, "data_warmup", "must be >= 0")
         _check(self.pool_refresh_waves >= 0, "pool_refresh_waves", "must be >= 0 (0 keeps the pool fixed)")
-        _check(self.max_batch_tokens >= 256, "max_batch_tokens", "must be >= 256")
+        _check(self.turns_per_batch >= 0, "turns_per_batch", "must be >= 0 (0 labels whole waves)")
+        _check(
+            self.max_batch_tokens is None or self.max_batch_tokens >= 256,
+            "max_batch_tokens",
+            "must be >= 256, or null to size it from the device memory left after loading",
+        )
         _check(bool(self.services), "services", "must name at least one service")
         _check(len(set(self.services)) == len(self.services), "services", f"lists a service twice: {self.services}")
         if self.schema_path is None:  # another schema file is checked where it is read, on the machine that reads it
@@ -159,10 +165,12 @@ class JobConfig:
             _check(not unknown, "services", f"{unknown} are not services of the bundled schema ({', '.join(known)})")
         for name in ("dst", "act_tag"):
             _validate_module(name, getattr(self, name))
+        _share_loading_settings(self.dst.model, self.act_tag.model)
         return self
 
 
-# Keys of the reference's schema that have no effect here; accepted so its job files load, with a warning.
+# Keys of the reference's schema that have no effect here; accepted so its job files load, with a warning. Every
+# other key is a field that the package reads (tests/test_config.py checks both).
 LEGACY_KEYS = {
     JobConfig: {
         "output",
@@ -174,10 +182,14 @@ LEGACY_KEYS = {
         "create_self_labelled_dataset",
         "publish_labelled_dataset_as",
     },
-    DataConfig: {"train_set_path_or_name", "train_set_split_name"},
-    ModuleConfig: {"verbatim_k_examples", "verbatim_documents_path"},
-    ModelConfig: {"examples"},
-    RetrieverConfig: {"index_set_path_or_name", "index_set_split_name", "from_artifact"},
+    DataConfig: {"eval_set_path_or_name", "train_set_path_or_name", "train_set_split_name"},  # the corpus is --corpus
+    ModuleConfig: {"module_type", "verbatim_k_examples", "verbatim_documents_path"},  # the module is its key: dst, act_tag
+    # Models load through transformers with our own batching (max_batch_tokens), stops and attention; no adapters.
+    ModelConfig: {"examples", "model_type", "batch_size", "stop_sequences", "attn_implementation", "adapter_path"},
+    RetrieverConfig: {"type", "index_set_path_or_name", "index_set_split_name", "from_artifact"},  # the embedder is named
+    GenerationConfig: {"prompt_mode", "noisy_channel_prompt_mode"},  # the prompts follow generation_mode
+    # The manifest lives in the store (MongoDB) and is always written; groups are created by `labelling run`.
+    ManifestConfig: {"type", "manifest_path", "write_to_manifest", "manifest_must_exist", "group_id_must_exist"},
 }
 
 
@@ -186,10 +198,49 @@ def _check(ok: bool, path: str, message: str) -> None:
         raise ConfigError(f"config key {path}: {message}")
 
 
+def _share_loading_settings(dst: ModelConfig, act: ModelConfig) -> None:
+    """Both modules naming one model share one loaded copy, so they load it alike. A loading key left at its default on
+    one module takes the other's value (the reference's job files set torch_dtype on dst only); two different explicit
+    values are an error, since a second copy (8-bit on one module only, say) would not fit the card sized for one."""
+    if dst.model_name_or_path != act.model_name_or_path:
+        return
+    unset = ModelConfig()
+    for key in ("torch_dtype", "device", "quantization"):
+        ours, theirs = _loading_value(dst, key), _loading_value(act, key)
+        if ours == theirs:
+            continue
+        if ours == _loading_value(unset, key):
+            setattr(dst, key, theirs)
+        elif theirs == _loading_value(unset, key):
+            setattr(act, key, ours)
+        else:
+            raise ConfigError(
+                f"config keys dst.model.{key} ({ours!r}) and act_tag.model.{key} ({theirs!r}) differ, "
+                f"but both modules use {dst.model_name_or_path}, which is loaded once for both",
+                f"set {key} alike in both modules, or on one of them only (load_in_8bit: true counts as quantization 8bit)",
+            )
+
+
+def _loading_value(model: ModelConfig, key: str) -> object:
+    return model.weights_quantization if key == "quantization" else getattr(model, key)
+
+
+def _resolve_model_defaults(module: ModuleConfig) -> None:
+    """Fill the settings left unset (None) with what suits the module's model (see ModuleConfig)."""
+    small = module.model.model_name_or_path.lower() in SMALL_MODEL_ALIASES
+    if module.fill_with_demos is None:
+        module.fill_with_demos = small
+    if module.unparseable_samples is None:
+        module.unparseable_samples = "drop" if small else "compete"
+
+
 def _validate_module(name: str, module: ModuleConfig) -> None:
+    _resolve_model_defaults(module)
     s, r, g = module.generation_cfg.sampling_args, module.retriever, module.generation_cfg
     prefix = f"{name}.generation_cfg"
     _check(g.generation_mode in GENERATION_MODES, f"{prefix}.generation_mode", f"must be one of {', '.join(GENERATION_MODES)}")
+    choices = ", ".join(UNPARSEABLE_SAMPLES)
+    _check(module.unparseable_samples in UNPARSEABLE_SAMPLES, f"{name}.unparseable_samples", f"must be one of {choices}")
     _check(0 < s.top_p <= 1, f"{prefix}.sampling_args.top_p", f"must be in (0, 1], got {s.top_p}")
     _check(s.top_k >= 0, f"{prefix}.sampling_args.top_k", f"must be >= 0 (0 disables top-k), got {s.top_k}")
     _check(0 < s.temperature < math.inf, f"{prefix}.sampling_args.temperature", f"must be > 0 and finite, got {s.temperature}")
@@ -205,7 +256,6 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     )
     _check(m.torch_dtype in TORCH_DTYPES, f"{name}.model.torch_dtype", f"must be one of {', '.join(TORCH_DTYPES)}")
     _check(bool(_DEVICE.fullmatch(m.device)), f"{name}.model.device", f"must be auto, cpu, mps, cuda or cuda:N, got {m.device!r}")
-    _check(m.batch_size >= 1, f"{name}.model.batch_size", f"must be >= 1, got {m.batch_size}")
     _check(r.k_examples >= 0, f"{name}.retriever.k_examples", f"must be >= 0, got {r.k_examples}")
     _check(r.example_warmup >= 0, f"{name}.retriever.example_warmup", "must be >= 0")
     _check(r.minimum_distinct >= 1, f"{name}.retriever.minimum_distinct", "must be >= 1")
@@ -258,20 +308,21 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def from_dict(data: dict, profile: str | None = None) -> JobConfig:
-    """A validated JobConfig from a dict, laid over a built-in profile when one is named."""
+    """A validated JobConfig from a dict laid over a built-in profile (default :data:`DEFAULT_PROFILE`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"config key <top>: expected an object, got {type(data).__name__}")
-    if profile is not None:
-        data = _merge(profile_dict(profile), data)
+    data = _merge(profile_dict(profile or DEFAULT_PROFILE), data)
     config = _build(JobConfig, data, "")
     assert isinstance(config, JobConfig)
     return config.validate()
 
 
 def load(path: str | Path | None = None, profile: str | None = None) -> JobConfig:
-    """Read a job file (.json, .yaml or .yml); with only ``profile``, the built-in profile itself."""
+    """Read a job file (.json, .yaml or .yml) laid over ``profile`` (default :data:`DEFAULT_PROFILE`); with no file, the
+    profile itself."""
+    profile = profile or DEFAULT_PROFILE
     if path is None:
-        return from_dict({}, profile or DEFAULT_PROFILE)
+        return from_dict({}, profile)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -297,39 +348,94 @@ def _where(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _module(mode: str, k: int, top_p: float, n: int, model: str, embedder: str, max_new: int, warmup: int) -> dict:
-    generation = {
-        "generation_mode": mode,
-        "sampling_args": {"n": n, "best_of": n, "top_p": top_p, "top_k": 50, "temperature": 1.0, "max_new_tokens": max_new},
+def _both_models(**settings: object) -> dict:
+    """An override giving both modules' `model` the same loading settings (they share one loaded copy)."""
+    return {module: {"model": dict(settings)} for module in ("dst", "act_tag")}
+
+
+def _module(
+    *,
+    generation_mode: str,
+    n: int,
+    top_p: float,
+    max_new_tokens: int,
+    model: str,
+    embedder: str,
+    k_examples: int,
+    example_warmup: int,
+    fill_with_demos: bool | None,
+    unparseable_samples: str | None,
+    torch_dtype: str = "auto",
+) -> dict:
+    """One module of a profile, as job-file data (top-k 50, temperature 1 and 4 distinct examples are common to all)."""
+    sampling = {"n": n, "top_p": top_p, "top_k": 50, "temperature": 1.0, "max_new_tokens": max_new_tokens}
+    return {
+        "model": {"model_name_or_path": model, "torch_dtype": torch_dtype},
+        "retriever": {
+            "model_name_or_path": embedder,
+            "k_examples": k_examples,
+            "example_warmup": example_warmup,
+            "minimum_distinct": 4,
+        },
+        "generation_cfg": {"generation_mode": generation_mode, "sampling_args": sampling},
+        "fill_with_demos": fill_with_demos,
+        "unparseable_samples": unparseable_samples,
     }
-    retriever = {"model_name_or_path": embedder, "k_examples": k, "example_warmup": warmup, "minimum_distinct": 4}
-    return {"model": {"model_name_or_path": model}, "retriever": retriever, "generation_cfg": generation}
 
 
+# The reference's models, bf16 as its job files pin; failed samples compete as "no change" as in the reference.
+_STARCODER = {
+    "model": "bigcode/starcoder",
+    "torch_dtype": "bfloat16",
+    "embedder": "sentence-transformers/all-mpnet-base-v2",
+    "fill_with_demos": False,
+    "unparseable_samples": "compete",
+}
+# A 135M model needs to see the call format before its index fills: invented demos, and samples that do not parse
+# are dropped rather than voting for "no change" (left unset, these follow the model: see ModuleConfig).
+_CPU = {"model": "smollm2", "embedder": "minilm", "fill_with_demos": None, "unparseable_samples": None}
 PROFILES = {
-    # The reference's initial-labelling settings (method.md §2.3).
+    # The reference's initial-labelling settings (docs/method.md §2.3), with its 2-turn batches on a large GPU (§2.4).
     "starcoder": {
-        "dst": {
-            **_module("noisy_channel_joint", 8, 0.7, 8, "bigcode/starcoder", "sentence-transformers/all-mpnet-base-v2", 120, 32),
-            "module_type": "dst",
-            "fill_with_demos": False,
-        },
-        "act_tag": {
-            **_module("noisy_channel_cond", 6, 0.8, 8, "bigcode/starcoder", "sentence-transformers/all-mpnet-base-v2", 120, 32),
-            "module_type": "act_tag",
-            "fill_with_demos": False,
-        },
+        "dst": _module(
+            **_STARCODER,
+            generation_mode="noisy_channel_joint",
+            n=8,
+            top_p=0.7,
+            max_new_tokens=120,
+            k_examples=8,
+            example_warmup=32,
+        ),
+        "act_tag": _module(
+            **_STARCODER,
+            generation_mode="noisy_channel_cond",
+            n=8,
+            top_p=0.8,
+            max_new_tokens=120,
+            k_examples=6,
+            example_warmup=32,
+        ),
         "data_warmup": 24,
         "data_num_partitions": 4,
+        "turns_per_batch": 2,
     },
     # Embedded models on a CPU: fewer, shorter samples and fewer examples so a turn takes seconds.
     "cpu-small": {
-        "dst": {**_module("noisy_channel_joint", 3, 0.7, 3, "smollm2", "minilm", 48, 3), "module_type": "dst"},
-        "act_tag": {**_module("noisy_channel_cond", 3, 0.8, 3, "smollm2", "minilm", 40, 3), "module_type": "act_tag"},
+        "dst": _module(
+            **_CPU, generation_mode="noisy_channel_joint", n=3, top_p=0.7, max_new_tokens=48, k_examples=3, example_warmup=3
+        ),
+        "act_tag": _module(
+            **_CPU, generation_mode="noisy_channel_cond", n=3, top_p=0.8, max_new_tokens=40, k_examples=3, example_warmup=3
+        ),
         "data_warmup": 0,
         "data_num_partitions": 1,
     },
 }
+
+
+# StarCoder-15B with 8-bit weights (about 16 GB, computing in bf16) for 24 GB cards; "starcoder" (bf16, 31 GB) needs
+# 40 GB and up. Either way the batch budget is sized from the memory left after loading.
+PROFILES["starcoder-8bit"] = _merge(PROFILES["starcoder"], _both_models(quantization="8bit"))
 
 
 def profile_dict(name: str) -> dict:

@@ -37,3 +37,7 @@ class StoreError(LabellingError):
 
 class FleetError(LabellingError):
     """The fleet cannot do what was asked: no broker, a broker that does not answer, a group another run launched."""
+
+
+class SettingError(LabellingError, ValueError):
+    """An environment variable holds a value that does not parse (see :mod:`labelling.settings`)."""

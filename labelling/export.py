@@ -6,10 +6,10 @@ ids in order of first appearance) and ``train_minus_64`` (the rest). A group of 
 configs that read them.
 
 Rows are in corpus order (a dialogue's turns together) and carry the reference's turn fields with the *predicted*
-labels in the label fields (method.md §10.1), plus ``labelled_split`` and ``label_flags`` for provenance. No gold
+labels in the label fields (docs/method.md §10.1), plus ``labelled_split`` and ``label_flags`` for provenance. No gold
 value reaches a row.
 
-The name is ``manifest_self_labelled_{group}_{num_dialogues}_{hash}``; the hash follows method.md §10.3 over the
+The name is ``manifest_self_labelled_{group}_{num_dialogues}_{hash}``; the hash follows docs/method.md §10.3 over the
 manifest entries sorted by run id, each serialised as the reference's ``ManifestEntry`` dict (see ``hashed_entry``).
 """
 
@@ -77,7 +77,7 @@ def hashed_entry(entry: Mapping) -> dict:
 
 
 def short_hash(entries: Sequence[Mapping]) -> str:
-    """method.md §10.3: SHA-256 of ``json.dumps(entries, sort_keys=True)``, urlsafe base64, 12 characters, ``-`` -> ``x``."""
+    """docs/method.md §10.3: SHA-256 of ``json.dumps(entries, sort_keys=True)``, urlsafe base64, 12 characters, ``-`` -> ``x``."""
     digest = hashlib.sha256(json.dumps(list(entries), sort_keys=True).encode("utf-8")).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")[:12].replace("-", "x")
 
@@ -123,7 +123,7 @@ def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict,
     done = [p for p in parts if p.status == store.DONE]
     _check_complete(group, missing, done, allow_partial)
     config = store.group_config(group)
-    schema = Schema.load(config.schema_path, tuple(config.services))
+    schema = config.load_schema()
     rows = [row for p in done for row in _partition_rows(group, p, schema)]
     check_no_duplicates(rows)
     train = datasets.Dataset.from_list(rows, features=export_features(schema))

@@ -6,6 +6,7 @@ Kept apart from `lm.py` so that the prompt builder, the labeller and the store c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,16 @@ class Sample:
     """One drawn continuation: its text up to the first stop string, right-stripped, and the tokens kept for it."""
 
     text: str
-    logprob: float  # summed fp32 log-prob of the kept tokens under the filtered sampling distribution
+    logprob: float  # summed fp32 log-prob of the kept tokens under the filtered (and, if constrained, masked) distribution
     n_tokens: int  # tokens that begin before the cut; a token holding the stop's first character counts only if it begins earlier
     stopped: bool  # hit a stop string or EOS, rather than running out of max_new_tokens
+
+
+class TokenConstraint(Protocol):
+    """One sample's constraint on its next token (labelling/grammar.py builds them from the schema)."""
+
+    def allowed(self) -> Any:
+        """A bool tensor over the vocabulary: True for the tokens that may be drawn next."""
+
+    def advance(self, token: int) -> None:
+        """Move past the drawn token."""

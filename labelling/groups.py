@@ -27,7 +27,7 @@ def load_jobs(paths: Sequence[Path], profile: str | None) -> tuple[job_config.Jo
     which must be identical apart from ``data.eval_set_split_name``; returns it and the splits the files name."""
     files = _config_files(paths)
     if not files:
-        return job_config.load(None, profile or job_config.DEFAULT_PROFILE), []
+        return job_config.load(None, profile), []
     loaded = [(path, job_config.load(path, profile)) for path in files]
     first_path, job = loaded[0]
     for path, other in loaded[1:]:

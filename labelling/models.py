@@ -1,43 +1,77 @@
 """The models a job needs (LMs, embedders, example indexes), loaded once per process and shared across partitions.
 
-A worker that labels many partitions must not reload a 15B model per task; the DST and act modules share
-one model when they name the same one.
+A worker that labels many partitions must not reload a 15B model per task. Modules naming the same model with the
+same loading settings share one loaded copy (config validation refuses the same model loaded two ways), and a job
+whose model differs from the one loaded replaces it rather than loading a second copy beside it.
 """
 
 from __future__ import annotations
 
-from labelling.config import JobConfig, ModuleConfig
+import gc
+import threading
+
+from labelling.config import JobConfig, ModelConfig, ModuleConfig
 from labelling.labeller import PartitionLabeller
 from labelling.lm import LanguageModel
 from labelling.retrieval import Embedder, ExampleIndex, build_index
 from labelling.schema import Schema
 
 _LOADED: dict[tuple, object] = {}
+_LOADING = threading.Lock()  # a threads pool shares this process: two tasks must not load one model twice
 
 
-def language_model(module: ModuleConfig, max_batch_tokens: int) -> LanguageModel:
-    """The LM a module names, loaded on first use and then reused."""
+def _weights_key(model: ModelConfig) -> tuple:
+    """What decides the loaded weights: the model and how it is loaded (not batching or prefix reuse)."""
+    return ("lm", model.model_name_or_path, model.device, model.torch_dtype, model.weights_quantization)
+
+
+def language_model(module: ModuleConfig, max_batch_tokens: int | None) -> LanguageModel:
+    """The LM a module names, loaded on first use and then reused; None sizes the batch budget from free memory."""
     m = module.model
-    quantization = m.quantization or ("8bit" if m.load_in_8bit else None)
-    key = ("lm", m.model_name_or_path, m.device, m.torch_dtype, m.use_past_key_value_cache, max_batch_tokens, quantization)
-    if key not in _LOADED:
-        _LOADED[key] = LanguageModel.load(
-            m.model_name_or_path,
-            device=m.device,
-            dtype=m.torch_dtype,
-            max_batch_tokens=max_batch_tokens,
-            reuse_prefix=m.use_past_key_value_cache,
-            quantization=quantization,
-        )
-    return _LOADED[key]
+    weights = _weights_key(m)
+    with _LOADING:
+        if weights not in _LOADED:
+            _LOADED[weights] = LanguageModel.load(
+                m.model_name_or_path,
+                device=m.device,
+                dtype=m.torch_dtype,
+                max_batch_tokens=max_batch_tokens,
+                reuse_prefix=m.use_past_key_value_cache,
+                quantization=m.weights_quantization,
+            )
+        loaded = _LOADED[weights]
+        if (loaded.max_batch_tokens_setting, loaded.reuse_prefix) == (max_batch_tokens, m.use_past_key_value_cache):
+            return loaded
+        # Same weights, other engine options (another group's budget, the plain path): a second engine, not a copy.
+        view = (*weights, max_batch_tokens, m.use_past_key_value_cache)
+        if view not in _LOADED:
+            _LOADED[view] = LanguageModel(loaded.model, loaded.tokenizer, max_batch_tokens, m.use_past_key_value_cache)
+        return _LOADED[view]
+
+
+def keep_only(config: JobConfig) -> None:
+    """Drop loaded LMs the job does not use, so a worker moving to a group with another model frees the old one first."""
+    wanted = {_weights_key(config.dst.model), _weights_key(config.act_tag.model)}
+    stale = [key for key in _LOADED if key[0] == "lm" and key[:5] not in wanted]
+    if not stale:
+        return
+    with _LOADING:
+        for key in stale:
+            _LOADED.pop(key, None)
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def embedder(name_or_path: str, device: str = "cpu") -> Embedder:
     """The sentence embedder, loaded on first use and then reused."""
     key = ("embedder", name_or_path, device)
-    if key not in _LOADED:
-        _LOADED[key] = Embedder.load(name_or_path, device=device)
-    return _LOADED[key]
+    with _LOADING:
+        if key not in _LOADED:
+            _LOADED[key] = Embedder.load(name_or_path, device=device)
+        return _LOADED[key]
 
 
 def example_index(module: ModuleConfig, kind: str) -> ExampleIndex | None:
@@ -58,7 +92,8 @@ def example_index(module: ModuleConfig, kind: str) -> ExampleIndex | None:
 
 def build_labeller(config: JobConfig, schema: Schema | None = None) -> PartitionLabeller:
     """A PartitionLabeller with shared models and fresh indexes, ready for one partition."""
-    schema = schema or Schema.load(config.schema_path, tuple(config.services))
+    schema = schema or config.load_schema()
+    keep_only(config)
     return PartitionLabeller(
         config,
         schema,

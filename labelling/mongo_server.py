@@ -24,11 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labelling import settings
 from labelling.errors import StoreError
 
-URI_ENV = "LABELLING_MONGODB_URI"
-STATE_ENV = "LABELLING_STATE_DIR"
-DEFAULT_STATE_DIR = ".state"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 SERVER_COMMAND = "nx-27017"
@@ -38,7 +36,7 @@ _START_ATTEMPTS = 3  # a free port can be taken by someone else between our prob
 
 def state_dir() -> Path:
     """The local state folder: ``$LABELLING_STATE_DIR``, else ``./.state`` relative to the current directory."""
-    return Path(os.environ.get(STATE_ENV) or DEFAULT_STATE_DIR).expanduser().resolve()
+    return settings.STATE_DIR.get().expanduser().resolve()
 
 
 def ping(uri: str, timeout_s: float = 1.0) -> bool:
@@ -168,7 +166,7 @@ def _running(folder: Path, timeout_s: float) -> EmbeddedServer | None:
     if port is None:
         raise StoreError(
             f"nx-27017 (pid {pid}) runs under {folder} but its port file is missing",
-            f"stop it with `kill {pid}` and try again, or set {URI_ENV}",
+            f"stop it with `kill {pid}` and try again, or set {settings.MONGODB_URI.name}",
         )
     if not _wait_until(lambda: ping(_uri(port), 0.5), timeout_s):
         raise StoreError(f"nx-27017 (pid {pid}, port {port}) does not answer", f"see {folder / f'{SERVER_COMMAND}.log'}")

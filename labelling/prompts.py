@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from rapidfuzz import fuzz
+from rapidfuzz.distance import Levenshtein
 
 from labelling.acts import ACT_FIELDS, Act, Entity
 from labelling.generation import Prompt
@@ -128,7 +128,7 @@ class PromptBuilder:
     def _intent_value(self, service: Service, slot: Slot, value: str, prior: State, turn_text: Sequence[str]) -> str:
         if value == DELETE:
             return quote(DELETE)
-        source = _reference_source(service.name, slot.name, value, prior, turn_text)
+        source = _reference_source(self.schema, service.name, slot.name, value, prior, turn_text)
         if source is not None:
             svc, other = source
             return f"agent.state.{svc}.{self.schema.service(svc).slot(other).identifier}"
@@ -245,12 +245,23 @@ class PromptBuilder:
         ]
         return "\n".join(lines)
 
+    @cached_property
+    def example_acts(self) -> list[Act]:
+        """A few acts built from the schema, shown in the act preamble so even a zero-shot prompt shows the call syntax:
+        the kinds of ``EXAMPLE_ACT_KINDS`` paired with the services in turn (docs/method.md §4.4)."""
+        services = self.schema.services
+        return [_example_act(kind, services[i % len(services)]) for i, kind in enumerate(EXAMPLE_ACT_KINDS)]
+
     def preamble(self, mode: str) -> str:
-        """The shared head of every prompt of ``mode``: schema code, then the task and format notes."""
+        """The shared head of every prompt of ``mode``: schema code, example acts (act modes), the task and format notes."""
         schema_text = self._dst_schema_text if mode.startswith("dst") else self._act_schema_text
         agent = "TravelAgent" if mode.startswith("dst") else "SystemAgent"
+        examples = ""
+        if not mode.startswith("dst"):
+            calls = "".join(f"{INDENT}{self.act_string(act)}\n" for act in self.example_acts)
+            examples = f"{INDENT}# Acts are written as constructor calls with keyword arguments, like these:\n{calls}"
         return (
-            f'{schema_text}\n\n\nif __name__ == "__main__":\n{INDENT}agent = {agent}()\n'
+            f'{schema_text}\n\n\nif __name__ == "__main__":\n{INDENT}agent = {agent}()\n{examples}'
             f"{INDENT}# {TASKS[mode]}\n{INDENT}# {_FORMAT_NOTE}"
         )
 
@@ -295,6 +306,22 @@ class PromptBuilder:
         return Prompt(preamble=self.preambles[mode] + "\n\n", body="\n\n".join(blocks))
 
 
+# The act kinds of the act preamble's example calls: one asking, three carrying an entity, one with no arguments.
+EXAMPLE_ACT_KINDS = ("Request", "Offer", "Inform", "Affirm", "ThankYou")
+
+
+def _example_act(kind: str, service: Service) -> Act:
+    """An act of ``kind`` about ``service``: a Request names its first two slots; an entity act carries the first
+    possible value of its first two categorical slots."""
+    if kind == "Request":
+        return Act(kind, service=service.name, values=tuple(s.identifier for s in service.informable_slots[:2]))
+    if "entity" not in ACT_FIELDS[kind]:
+        return Act(kind)
+    slots = [s for s in service.informable_slots if s.categorical][:2]
+    fields = tuple((s.identifier, next(v for v in s.values if v != DONTCARE)) for s in slots)
+    return Act(kind, entity=Entity(service.entity_class(), fields) if fields else None)
+
+
 _ACT_FIELD_TYPES = {"entity": "Entity", "service": "str", "values": "List[str]", "num_choices": "int"}
 
 
@@ -317,24 +344,51 @@ def _covering_intent(service: Service, changed: dict[str, str]) -> str:
     return sorted(service.intents, key=lambda i: (-len(set(changed) & set(i.slots)), i.transactional))[0].name
 
 
-_WORD = re.compile(r"\w+")
+_BOOLEAN_VALUES = frozenset({"yes", "no", DONTCARE})
+
+
+def near_match(value: str, text: str, max_distance: int) -> bool:
+    """Whether some stretch of ``text`` is within ``max_distance`` edits of ``value``, missing at most one of its characters."""
+    size = len(value)
+    for length in range(max(1, size - 1), size + max_distance + 1):  # shorter than size - 1 would need two deletions
+        for start in range(len(text) - length + 1):
+            if Levenshtein.distance(value, text[start : start + length], score_cutoff=max_distance) <= max_distance:
+                return True
+    return False
 
 
 def mentioned(value: str, turn_text: Sequence[str]) -> bool:
-    """Whether ``value`` is said in the turn: whole words for short or numeric values, fuzzy (>= 90) otherwise."""
+    """Whether ``value`` is said in the turn (docs/method.md §4.5): a whole word for numbers and values under 5
+    characters, else a near match allowing 1 edit (5 characters) or 2 edits (6 or more)."""
     text = " ".join(turn_text).lower()
     value = value.lower()
     if len(value) < 5 or value.isdigit():
         return re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text) is not None
-    return fuzz.partial_ratio(value, text) >= 90
+    return near_match(value, text, 1 if len(value) == 5 else 2)
 
 
-def _reference_source(service: str, slot: str, value: str, prior: State, turn_text: Sequence[str]) -> tuple[str, str] | None:
-    """The prior slot a new value was copied from, when it was not said aloud (e.g. "same area as the hotel")."""
-    if value == DONTCARE or mentioned(value, turn_text):
+def _is_scalar(slot: Slot) -> bool:
+    """Numbers and yes/no values mean something only together with their slot name (6 people are not 6 nights)."""
+    return slot.type_hint == "int" or (slot.categorical and set(slot.values) <= _BOOLEAN_VALUES)
+
+
+def _reference_source(
+    schema: Schema, service: str, slot: str, value: str, prior: State, turn_text: Sequence[str]
+) -> tuple[str, str] | None:
+    """The prior slot a new value was copied from, when it was not said aloud (e.g. "same area as the hotel").
+
+    A number or yes/no can only come from the slot of the same name in another service; other values from any slot.
+    """
+    if value == DONTCARE:
         return None
-    for svc, slots in strip_blanks(prior).items():
-        for other, old in slots.items():
-            if (svc, other) != (service, slot) and old.lower() == value.lower():
-                return svc, other
-    return None
+    spec = schema.service(service).slot(slot)
+    same_name_only = spec is not None and _is_scalar(spec)
+    sources = [
+        (svc, other)
+        for svc, slots in strip_blanks(prior).items()
+        for other, old in slots.items()
+        if (svc, other) != (service, slot) and old.lower() == value.lower() and (other == slot or not same_name_only)
+    ]
+    if not sources or mentioned(value, turn_text):
+        return None
+    return sources[0]

@@ -25,24 +25,24 @@ QUIET_LOGGERS = ("huggingface_hub", "transformers", "datasets", "sentence_transf
 
 def quiet_third_parties() -> None:
     """Switch the libraries' progress bars and warnings off for this process and the processes it starts."""
-    for name, value in QUIET_ENV.items():
-        os.environ.setdefault(name, value)
+    effective = {name: os.environ.setdefault(name, value) for name, value in QUIET_ENV.items()}
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    _switch_imported()
+    _switch_imported(effective)
 
 
-def _switch_imported() -> None:
+def _switch_imported(effective: dict[str, str]) -> None:
     """The same switches for libraries imported before the environment was set (they read it at import)."""
-    if "huggingface_hub" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+    hub_bars_off = effective["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    if "huggingface_hub" in sys.modules and hub_bars_off:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
-    if "transformers" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+    if "transformers" in sys.modules and hub_bars_off:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    if "datasets" in sys.modules and os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1":
+    if "datasets" in sys.modules and effective["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1":
         import datasets
 
         datasets.disable_progress_bars()

@@ -1,6 +1,6 @@
 """Retrieval of in-context examples: a sentence embedder and an exact-cosine index that grows one labelled turn at a time.
 
-Follows method.md §6 (text formats, k, "distinct" selection, warm-up) but fixes two reference bugs: seed items are embedded
+Follows docs/method.md §6 (text formats, k, "distinct" selection, warm-up) but fixes two reference bugs: seed items are embedded
 in the configured text format like every later item (§15.2), and an index holding fewer than k items returns what it has
 instead of crashing (§15.3).
 """
@@ -93,7 +93,7 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-# --- text formats (method.md §6.2) ----------------------------------------------------------------------------------
+# --- text formats (docs/method.md §6.2) ------------------------------------------------------------------------
 
 
 def _context(turn: Turn) -> str:
@@ -134,7 +134,7 @@ def text_function(name: str) -> Callable[[Turn], str]:
         raise ConfigError(f"unknown retrieval text format {name!r}", f"known formats: {', '.join(TEXT_FORMATS)}") from None
 
 
-# --- keys for "distinct" selection (method.md §6.3) -----------------------------------------------------------------
+# --- keys for "distinct" selection (docs/method.md §6.3) -------------------------------------------------------
 
 
 def dst_key(item: Turn) -> str:
@@ -314,7 +314,7 @@ class ExampleIndex:
         return [self._select(row, exclude[i] if exclude else ()) for i, row in enumerate(per_item)]
 
     def _select(self, similarities: np.ndarray, exclude: Collection[TurnKey]) -> list[Turn]:
-        """Rank one query's similarities, then apply the distinct rule of method.md §6.3."""
+        """Rank one query's similarities, then apply the distinct rule of docs/method.md §6.3."""
         for key in exclude:
             similarities[self._positions.get(key, [])] = -np.inf
         distinct = self.minimum_distinct > 1

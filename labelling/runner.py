@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from labelling import store
 from labelling.config import JobConfig
-from labelling.labeller import PartitionLabeller, waves
+from labelling.labeller import PartitionLabeller, schedule
 from labelling.records import TurnLabel
 from labelling.schema import Schema
 
@@ -68,8 +68,9 @@ def run_partition(
     if claim is None:
         return _already_done(group, split)
     try:
-        job = _PartitionJob(claim, config or store.group_config(group), labeller_factory, on_progress)
-        return job.run()
+        # The pulse starts before the models load: a first download can outlast the lease many times over.
+        with pulse(claim):
+            return _PartitionJob(claim, config or store.group_config(group), labeller_factory, on_progress).run()
     except store.ClaimLost:
         raise  # the partition belongs to another run now: recording a failure would overwrite its state
     except BaseException as e:  # interrupted or crashed: free the partition for the next attempt right away
@@ -134,10 +135,9 @@ class _PartitionJob:
         self.config = config
         self.on_progress = on_progress
         self.turns = store.load_turns(claim.corpus, claim.split)
-        schema = Schema.load(config.schema_path, tuple(config.services))
+        schema = config.load_schema()
         self.labeller = (factory or _default_factory())(config, schema)
-        c = config
-        self.schedule = waves([t.without_gold() for t in self.turns], c.data_num_partitions, c.seed, c.data_warmup)
+        self.schedule = schedule(self.turns, config)
         self.waves_done = self.turns_done = self.new_turns = 0
         self.pool: list[dict] = []
         self.pooled: set[str] = set()
@@ -151,8 +151,7 @@ class _PartitionJob:
         self._seed()
         self.started = time.time()
         store.heartbeat(self.claim, started_at=self.started, config=self.config.to_dict(), pool=self.pool, turns_done=0)
-        with pulse(self.claim):
-            labels = self.labeller.label(self.turns, done=done, on_wave=self._checkpoint, progress=self._after_wave)
+        labels = self.labeller.label(self.turns, done=done, on_wave=self._checkpoint, progress=self._after_wave)
         if len(labels) != len(self.turns):
             raise store.StoreError(f"labelled {len(labels)} of {len(self.turns)} turns of {self.claim.group}/{self.claim.split}")
         metrics = self.labeller.metrics.to_dict()

@@ -161,6 +161,11 @@ class Schema:
         except KeyError:
             raise SchemaError(f"unknown service {name!r}", f"known services: {', '.join(self.names)}") from None
 
+    @cached_property
+    def identifiers(self) -> tuple[str, ...]:
+        """Every slot identifier of every service, each once, in schema order: the fields a generic entity may hold."""
+        return tuple(dict.fromkeys(s.identifier for svc in self.services for s in svc.slots))
+
     def informable(self) -> dict[str, tuple[str, ...]]:
         """service -> informable slot names, in schema order."""
         return {s.name: tuple(x.name for x in s.informable_slots) for s in self.services}

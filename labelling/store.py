@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 import time
 import uuid
@@ -31,21 +30,16 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
 
 from labelling import config as job_config
+from labelling import settings
 from labelling.errors import ConfigError, StoreError
-from labelling.mongo_server import URI_ENV, EmbeddedServer, ensure_server
+from labelling.mongo_server import EmbeddedServer, ensure_server
 from labelling.records import TurnLabel, example_turn
 from labelling.redact import mask_uri
 from labelling.schema import Schema
 from labelling.states import strip_blanks
 from labelling.turns import Turn
 
-TIMEOUT_ENV = "LABELLING_MONGODB_TIMEOUT_MS"
-LEASE_ENV = "LABELLING_CLAIM_LEASE_S"
-RETRY_ENV = "LABELLING_MONGODB_RETRY_S"
-DEFAULT_TIMEOUT_MS = 5000
-DEFAULT_RETRY_S = 120.0  # how long an operation keeps retrying a lost server: a restart, not an outage
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 8.0
-DEFAULT_LEASE_S = 180.0  # a claim whose heartbeat is older than this may be taken over (the runner beats every lease/6)
 DEFAULT_DATABASE = "labelling"
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 _CHUNK = 1000  # documents per bulk write: big enough to amortise round trips, small enough for the 16 MB message limit
@@ -68,12 +62,12 @@ class PartitionBusy(StoreError):
 
 def claim_lease_s() -> float:
     """How long a claim survives without a heartbeat (``$LABELLING_CLAIM_LEASE_S``, default 180 s)."""
-    return float(os.environ.get(LEASE_ENV) or DEFAULT_LEASE_S)
+    return settings.CLAIM_LEASE_S.get()
 
 
 def retry_budget_s() -> float:
     """How long one store operation retries a server it lost (``$LABELLING_MONGODB_RETRY_S``, default 120 s)."""
-    return float(os.environ.get(RETRY_ENV) or DEFAULT_RETRY_S)
+    return settings.MONGODB_RETRY_S.get()
 
 
 def retrying(operation: Callable[..., T]) -> Callable[..., T]:
@@ -92,7 +86,7 @@ def retrying(operation: Callable[..., T]) -> Callable[..., T]:
                 if left <= 0:
                     raise StoreError(
                         f"MongoDB stayed unreachable for {retry_budget_s():g} s during {operation.__name__} ({type(e).__name__})",
-                        f"check the server; {RETRY_ENV} sets how long operations retry",
+                        f"check the server; {settings.MONGODB_RETRY_S.name} sets how long operations retry",
                     ) from e
                 pause = min(pause, left)
                 log.warning("MongoDB unreachable during %s (%s); retrying in %.1f s", operation.__name__, type(e).__name__, pause)
@@ -255,7 +249,7 @@ def connect(uri: str | None = None, timeout_ms: int | None = None) -> Connection
     (``$LABELLING_MONGODB_TIMEOUT_MS``, default 5 s) or refuses the credentials.
     """
     global _current
-    uri = uri or os.environ.get(URI_ENV) or None
+    uri = uri or settings.MONGODB_URI.get()
     if _current is not None and uri in (None, _current.uri):
         return replace(_current, server=None, owned=False)
     server = None
@@ -264,7 +258,7 @@ def connect(uri: str | None = None, timeout_ms: int | None = None) -> Connection
         uri = server.uri
     disconnect()
     try:
-        _open(uri, timeout_ms or int(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_MS))
+        _open(uri, timeout_ms or settings.MONGODB_TIMEOUT_MS.get())
     except BaseException:
         me.disconnect()
         if server is not None:
@@ -280,7 +274,7 @@ def _open(uri: str, ms: int) -> None:
     try:
         me.connect(db=_database_name(uri), host=uri, **options)
     except (PyMongoError, ValueError) as e:  # the parser's message may quote the URI, password included: not shown
-        hint = f"check {URI_ENV}; a user name or password must be URL-escaped (urllib.parse.quote_plus)"
+        hint = f"check {settings.MONGODB_URI.name}; a user name or password must be URL-escaped (urllib.parse.quote_plus)"
         raise StoreError(f"{mask_uri(uri)} is not a usable MongoDB URI ({type(e).__name__})", hint) from None
     _check_server(uri, ms)
     for document in DOCUMENTS:
@@ -308,17 +302,18 @@ def _check_server(uri: str, ms: int) -> None:
         me.get_connection().admin.command("ping")
     except OperationFailure as e:
         if e.code in _AUTH_CODES:
-            raise StoreError(f"MongoDB at {masked} refused the credentials", f"check the user and password in {URI_ENV}") from e
+            hint = f"check the user and password in {settings.MONGODB_URI.name}"
+            raise StoreError(f"MongoDB at {masked} refused the credentials", hint) from e
         raise StoreError(f"MongoDB at {masked} refused the connection ({e.code}: {e.details})") from e
     except PyMongoError as e:
         raise StoreError(
             f"MongoDB at {masked} is unreachable (no answer within {ms / 1000:g} s)",
-            f"start it or fix {URI_ENV}; leave it unset to use the embedded server",
+            f"start it or fix {settings.MONGODB_URI.name}; leave it unset to use the embedded server",
         ) from e
     except Exception as e:  # pymongo's SCRAM client raises KeyError when a server (nx-27017) cannot authenticate
         raise StoreError(
             f"MongoDB at {masked} failed the authentication handshake ({type(e).__name__}: {e})",
-            f"check the credentials in {URI_ENV}; the embedded nx-27017 server takes none",
+            f"check the credentials in {settings.MONGODB_URI.name}; the embedded nx-27017 server takes none",
         ) from e
 
 
@@ -457,6 +452,8 @@ def create_group(group: str, corpus: str, config: job_config.JobConfig, seed_spl
     if seed not in splits:
         raise _unknown("split", seed, splits)
     check_group(group, corpus, config, seed_split)
+    if config.manifest.group_id not in (job_config.ManifestConfig.group_id, group):
+        log.warning("config key manifest.group_id %r is replaced by the group's name %r", config.manifest.group_id, group)
     now = time.time()
     head = {"group_id": group, "corpus": corpus, "config": _group_config(group, config), "seed_split": seed, "created_at": now}
     GroupRun._get_collection().update_one({"_id": group}, {"$setOnInsert": head}, upsert=True)
@@ -552,7 +549,7 @@ class Claim:
     corpus: str
     turns_total: int
     pool: list[dict]
-    lease_s: float = DEFAULT_LEASE_S  # the holder must beat more often than this, or another run may take over
+    lease_s: float = settings.CLAIM_LEASE_S.default  # the holder must beat more often than this, or another run may take over
 
     @property
     def run_id(self) -> str:

@@ -3,15 +3,14 @@ and the result backend bound to the store's MongoDB when no other is configured.
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 
 import celeryconfig
+from labelling import settings
 from labelling.errors import FleetError
 from labelling.redact import mask_uri
 
-BROKER_HINT = f"e.g. export {celeryconfig.BROKER_ENV}=amqp://guest:guest@127.0.0.1:5672//"
+BROKER_HINT = f"e.g. export {settings.BROKER_URL.name}=amqp://guest:guest@127.0.0.1:5672//"
 
 app = Celery("labelling", include=["tasks.partition"])
 app.config_from_object(celeryconfig)
@@ -20,14 +19,14 @@ __all__ = ["FleetError", "app", "bind_result_backend", "broker_url", "check_brok
 
 def broker_url() -> str | None:
     """``$LABELLING_BROKER_URL`` as it is now (the CLI reads it per command, so tests and shells can change it)."""
-    return os.environ.get(celeryconfig.BROKER_ENV) or None
+    return settings.BROKER_URL.get()
 
 
 def require_broker(purpose: str) -> str:
     """The broker URL, applied to the app; FleetError naming ``purpose`` when none is configured."""
     url = broker_url()
     if url is None:
-        raise FleetError(f"{purpose} needs a broker, and {celeryconfig.BROKER_ENV} is not set", BROKER_HINT)
+        raise FleetError(f"{purpose} needs a broker, and {settings.BROKER_URL.name} is not set", BROKER_HINT)
     app.conf.broker_url = url
     return url
 
@@ -42,7 +41,7 @@ def check_broker(purpose: str, timeout_s: float = 5.0) -> str:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise FleetError(
             f"the broker at {mask_uri(url)} is unreachable ({reason})",
-            f"start RabbitMQ or fix {celeryconfig.BROKER_ENV}; `labelling run --local` needs no broker",
+            f"start RabbitMQ or fix {settings.BROKER_URL.name}; `labelling run --local` needs no broker",
         ) from e
     return url
 
@@ -57,7 +56,7 @@ def bind_result_backend() -> str:
     from labelling import store
 
     connection = store.connect()
-    configured = os.environ.get("LABELLING_RESULT_BACKEND")
+    configured = settings.RESULT_BACKEND.get()
     app.conf.result_backend = configured or connection.uri
     if not configured:
         database = mongoengine.get_db().name

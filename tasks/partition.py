@@ -14,7 +14,6 @@ Which launch may submit a group's chord is decided in the library (:mod:`labelli
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 import uuid
@@ -27,13 +26,12 @@ from celery.signals import task_prerun, worker_process_init
 from celery.utils.saferepr import saferepr
 
 import celeryconfig
-from labelling import runner, store
+from labelling import runner, settings, store
 from tasks.app import app
 
 PROGRESS = "PROGRESS"
 PROGRESS_EVENT = "task-progress"  # Celery's event states follow the type: Flower shows these tasks as PROGRESS
 MIN_RETRY_S = 10.0
-THREADS_ENV = "LABELLING_TORCH_THREADS"
 Progress = Callable[[int, int], None]
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ def limit_threads() -> None:
     """Cap torch's CPU threads at ``$LABELLING_TORCH_THREADS`` when set: processes that share cores and each spin up a
     thread per core slow each other down badly (measured here: a tiny-model partition took 48 s with 2 threads and 9 s
     with 1 while other jobs shared the 2 cores)."""
-    threads = int(os.environ.get(THREADS_ENV) or 0)
+    threads = settings.TORCH_THREADS.get()
     if threads > 0:
         import torch
 

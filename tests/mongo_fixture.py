@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from labelling import mongo_server, store
+from labelling import mongo_server, settings, store
 from labelling.acts import Act, Entity
 from labelling.channel import Candidate
 from labelling.config import JobConfig
@@ -33,8 +33,8 @@ def mongo_uri(tmp_path_factory) -> Iterator[str]:
     server = mongo_server.ensure_server(tmp_path_factory.mktemp("state"))
     assert server.started
     uri = f"{server.uri}/{DATABASE}"
-    previous = os.environ.get(mongo_server.URI_ENV)
-    os.environ[mongo_server.URI_ENV] = uri
+    previous = os.environ.get(settings.MONGODB_URI.name)
+    os.environ[settings.MONGODB_URI.name] = uri
     try:
         store.connect(uri)
         yield uri
@@ -42,9 +42,9 @@ def mongo_uri(tmp_path_factory) -> Iterator[str]:
         store.disconnect()
         server.stop()
         if previous is None:
-            os.environ.pop(mongo_server.URI_ENV, None)
+            os.environ.pop(settings.MONGODB_URI.name, None)
         else:
-            os.environ[mongo_server.URI_ENV] = previous
+            os.environ[settings.MONGODB_URI.name] = previous
 
 
 @pytest.fixture

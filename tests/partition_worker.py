@@ -18,8 +18,9 @@ from labelling.config import JobConfig
 from labelling.runner import LabellerFactory
 
 
-def tiny_labeller_factory() -> LabellerFactory:
-    """Labellers around one tiny random Llama (built like conftest's ``tiny_lm``) and the real MiniLM embedder."""
+def tiny_labeller_factory(max_batch_tokens: int | None = None) -> LabellerFactory:
+    """Labellers around one tiny random Llama (built like conftest's ``tiny_lm``) and the real MiniLM embedder;
+    ``max_batch_tokens`` None takes the engine's default budget."""
     from labelling import models
     from labelling.labeller import PartitionLabeller
     from labelling.lm import LanguageModel
@@ -27,7 +28,7 @@ def tiny_labeller_factory() -> LabellerFactory:
 
     model = tiny_llama()
     model.config.max_position_embeddings = 8192  # RoPE has no table to outgrow; prompts carry a ~2k-token preamble
-    lm = LanguageModel.from_model(model, smollm2_tokenizer())
+    lm = LanguageModel.from_model(model, smollm2_tokenizer(), max_batch_tokens=max_batch_tokens)
 
     def build(config, schema):
         """A fresh labeller (empty indexes) around the shared tiny LM."""

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from labelling import mongo_server, store
+from labelling import mongo_server, settings, store
 from labelling.channel import Candidate
 from labelling.corpus import partition, read_corpus, write_dataset
-from labelling.labeller import NO_CHANGE
+from labelling.labeller import _Prepared
 from labelling.lm import LanguageModel
-from labelling.prompts import DST_CONNECTIVE, DST_PREFIX, Example
+from labelling.prompts import Example
 from labelling.records import (
     FLAG_DST_UNPARSEABLE,
     FLAG_EXAMPLES_DROPPED,
@@ -70,14 +70,12 @@ BAD_CONFIGS = {
     "negative top_k": (_sampling("dst", top_k=-3), "dst.generation_cfg.sampling_args.top_k: must be >= 0"),
     "top_p of zero": (_sampling("act_tag", top_p=0), "act_tag.generation_cfg.sampling_args.top_p: must be in (0, 1]"),
     "NaN top_p": (_sampling("dst", top_p=math.nan), "dst.generation_cfg.sampling_args.top_p: must be in (0, 1], got nan"),
-    "negative best_of": (_sampling("dst", best_of=-1), "dst.generation_cfg.sampling_args.best_of: must be >= 0"),
     "no new tokens": (_sampling("dst", max_new_tokens=0), "dst.generation_cfg.sampling_args.max_new_tokens: must be >= 1"),
     "float for an int": (_sampling("dst", n=2.5), "dst.generation_cfg.sampling_args.n: expected int, got float 2.5"),
     "string for a float": (_sampling("dst", top_p="high"), "top_p: expected float, got str 'high'"),
     "unknown dtype": ({"dst": {"model": {"torch_dtype": "fp8"}}}, "dst.model.torch_dtype: must be one of auto, float32"),
     "unknown device": ({"act_tag": {"model": {"device": "gpu0"}}}, "act_tag.model.device: must be auto, cpu, mps, cuda"),
     "empty model name": ({"dst": {"model": {"model_name_or_path": " "}}}, "dst.model.model_name_or_path: must not be empty"),
-    "zero batch size": ({"dst": {"model": {"batch_size": 0}}}, "dst.model.batch_size: must be >= 1, got 0"),
     "negative warm-up": ({"data_warmup": -1}, "data_warmup: must be >= 0"),
     "tiny batch budget": ({"max_batch_tokens": 16}, "max_batch_tokens: must be >= 256"),
     "no services": ({"services": []}, "services: must name at least one service"),
@@ -231,7 +229,7 @@ def test_a_mongodb_that_is_down_or_refuses_us_fails_fast_with_the_password_maske
     if fault == "bad host":
         host = f"127.0.0.1:{mongo_server._free_port()}"  # nothing listens there once the probe is closed
     uri = f"mongodb://labeller:{PLANTED}@{host}/labels"
-    monkeypatch.setenv(mongo_server.URI_ENV, uri)
+    monkeypatch.setenv(settings.MONGODB_URI.name, uri)
     monkeypatch.setenv("LABELLING_MONGODB_TIMEOUT_MS", "1000")
     monkeypatch.delenv("LABELLING_BROKER_URL", raising=False)
     args = [str(tmp_path / "out") if a == "OUT" else a for a in STORE_COMMANDS[command]]
@@ -353,8 +351,8 @@ def test_a_channel_prompt_that_cannot_fit_leaves_the_candidates_to_their_sample_
     def score(context: int) -> tuple[set[int], list[float | None]]:
         labeller = make_labeller(fast_job, schema, random_lm(context), embedder)
         candidates = [Candidate('[agent.find_hotel(area="east")]', ["a"], -1.0), Candidate("[agent.no_change()]", ["b"], -2.0)]
-        glue = (DST_PREFIX, DST_CONNECTIVE, NO_CHANGE)
-        unscored = labeller._score_candidates("dst", "dst_channel", [[]], [target], [candidates], glue, [turn.user_utterance])
+        prepared = _Prepared(turn=turn, prior={}, found=[], examples=[], target=target, prompt=None, dropped=0, fits=True)
+        unscored = labeller._score_candidates(labeller.dst, [prepared], [candidates])
         return unscored, [c.score for c in candidates]
 
     unscored, scores = score(8192)

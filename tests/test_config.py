@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import logging
 import re
+import typing
+from pathlib import Path
 
 import pytest
 
 from labelling import config
 from labelling.errors import ConfigError
 
-# The shape of the reference's initial-labelling job_0.json (method.md §2), written from its documented fields.
+# The shape of the reference's initial-labelling job_0.json (docs/method.md §2), written from its documented fields.
 REFERENCE_JOB = {
     "data": {"eval_set_path_or_name": "Brendan/multiwoz_turns_v22_partitioned", "eval_set_split_name": "train_0_50"},
     "output": {},
@@ -113,3 +117,100 @@ def test_malformed_file_and_unknown_profile(tmp_path):
         config.load(bad)
     with pytest.raises(ConfigError, match="built-in profiles: starcoder, cpu-small"):
         config.load(profile="gpt5")
+
+
+# --- an honest config: every key is read, or a legacy key that warns ------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _attribute_reads(tree: ast.AST) -> set[str]:
+    """Dotted attribute reads (``module.model.device``), also through local aliases (``m = module.model``; ``m.device``)."""
+    reads: set[str] = set()
+    for scope in ast.walk(tree):
+        if not isinstance(scope, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        aliases: dict[str, str] = {}
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    pairs = (
+                        zip(target.elts, node.value.elts, strict=False)
+                        if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                        else [(target, node.value)]
+                    )
+                    aliases.update({t.id: ast.unparse(v) for t, v in pairs if isinstance(t, ast.Name)})
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+                text = ast.unparse(node)
+                base = text.split(".")[0]
+                reads.add(text)
+                if base in aliases:
+                    reads.add(aliases[base] + text[len(base) :])
+    return reads
+
+
+def _fields(cls: type, parent: str | None = None):
+    """(class, parent field name, field name) for every field of the config tree."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        yield cls, parent, f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _fields(hints[f.name], f.name)
+
+
+def _read_through_methods(reads: set[str]) -> set[tuple[str, str]]:
+    """(class name, field) pairs read by a method or property of a config class that code outside config.py uses,
+    such as ``ModelConfig.weights_quantization`` or ``JobConfig.load_schema``; validation code is not a method."""
+    tree = ast.parse((REPO / "labelling" / "config.py").read_text(encoding="utf-8"))
+    found = set()
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for method in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+            if any(r.endswith(f".{method.name}") for r in reads):
+                found |= {(cls.name, r.split(".")[1]) for r in _attribute_reads(method) if r.startswith("self.")}
+    return found
+
+
+def test_every_config_field_is_read_somewhere_or_is_a_warned_legacy_key():
+    """A field nothing reads would be a setting that silently does nothing: it must be read (outside config.py) or move
+    to LEGACY_KEYS, which warns. Nested fields must be read through their parent (``model.batch_size``, or an alias of
+    ``...model``), so a same-named attribute of something else does not count."""
+    sources = [p for d in ("labelling", "cli", "tasks") for p in (REPO / d).glob("*.py") if p.name != "config.py"]
+    reads = set().union(*(_attribute_reads(ast.parse(p.read_text(encoding="utf-8"))) for p in sources))
+    through_methods = _read_through_methods(reads)
+    unread = []
+    for cls, parent, name in _fields(config.JobConfig):
+        loose = cls in (config.JobConfig, config.ModuleConfig)  # read through many names: job, config, cfg, module...
+        suffix = f".{name}" if loose else f"{parent}.{name}"
+        if not any(r.endswith(suffix) for r in reads) and (cls.__name__, name) not in through_methods:
+            unread.append(f"{parent + '.' if parent else ''}{name}")
+        assert name not in config.LEGACY_KEYS.get(cls, set()), f"{name} is both a field and a legacy key of {cls.__name__}"
+    assert unread == [], f"config fields nothing reads: {unread}; read them, or move them to LEGACY_KEYS"
+
+
+def test_the_checker_notices_an_unread_field():
+    code = "def f(job):\n    m = job.dst.model\n    return m.device, job.seed\n"
+    reads = _attribute_reads(ast.parse(code))
+    assert any(r.endswith("model.device") for r in reads) and not any(r.endswith("model.torch_dtype") for r in reads)
+
+
+def test_the_reference_fields_without_effect_warn_and_are_dropped(caplog):
+    legacy = {
+        "dst": {"module_type": "dst", "model": {"batch_size": 0, "stop_sequences": ["#"]}},
+        "act_tag": {"generation_cfg": {"prompt_mode": "x", "noisy_channel_prompt_mode": "y"}},
+        "manifest": {"write_to_manifest": False, "manifest_path": "Table"},
+        "data": {"eval_set_path_or_name": "Brendan/multiwoz_turns_v22_partitioned"},
+    }
+    with caplog.at_level(logging.WARNING):
+        job = config.from_dict(legacy)
+    for path in ("dst.module_type", "dst.model.batch_size", "act_tag.generation_cfg.noisy_channel_prompt_mode"):
+        assert f"config key {path} is from the reference's schema and has no effect here" in caplog.text
+    assert "batch_size" not in job.to_dict()["dst"]["model"]
+
+
+def test_every_command_starts_from_the_one_default_profile(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"seed": 7}))
+    bare, named = config.load(path), config.load(path, config.DEFAULT_PROFILE)
+    assert bare == named and bare.seed == 7
+    assert config.from_dict({}) == config.load() == config.load(profile=config.DEFAULT_PROFILE)

@@ -43,14 +43,14 @@ def corpus(mongo_uri, dev_dialogues, schema):  # noqa: F811
 def labelled(corpus):
     """A group with every partition labelled (scripted labels), whose config holds a URI with a password."""
     config = tiny_job()
-    config.manifest.manifest_path = SECRET_URI
+    config.dst.model.model_name_or_path = SECRET_URI  # any string of the config may hold one; scripted labels load no model
     group = new_group(corpus[0], config)
     metrics = [complete_with_scripted_labels(group, split) for split in corpus[1]]
     return group, metrics
 
 
 def _reference_hash(entries: list[dict]) -> str:
-    """method.md §10.3, spelled out independently of the code under test."""
+    """docs/method.md §10.3, spelled out independently of the code under test."""
     text = json.dumps(entries, sort_keys=True)
     return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode()[:12].replace("-", "x")
 

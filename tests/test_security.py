@@ -25,7 +25,7 @@ import pytest
 
 from cli import worker
 from cli.app import main
-from labelling import mongo_server
+from labelling import mongo_server, settings
 from labelling.canonical import Canonicaliser
 from labelling.errors import LabellingError
 from tests.cli_helpers import run_cli
@@ -69,9 +69,11 @@ def test_a_planted_password_appears_in_no_output_log_or_file(planted, capsys, ca
     """The whole local workflow (ingest, label-partition, run, status, evaluate, export with its card) and the commands
     that fail on a refused password, with every secret setting planted; then every byte they printed, logged or wrote."""
     caplog.set_level(logging.DEBUG)  # what --debug would show, from every library
-    fast_job.manifest.manifest_path = f"mongodb://me:{SECRET}@db.example/labels"  # the reference's field; the card masks it
     (tmp_path / "inputs").mkdir()
     job = write_job(fast_job, save_tiny_model(tmp_path / "tiny"), tmp_path / "inputs" / "job.json")
+    data = json.loads(job.read_text())
+    data["manifest"]["manifest_path"] = f"mongodb://me:{SECRET}@db.example/labels"  # a reference key: warned and dropped
+    job.write_text(json.dumps(data))
     corpus, group = f"sec-{SECRET[-6:]}", f"sec-{SECRET[-6:]}"
     outputs: list[str] = []
 
@@ -93,14 +95,14 @@ def test_a_planted_password_appears_in_no_output_log_or_file(planted, capsys, ca
     # Commands that fail on a password the service refuses, or cannot reach it: the messages name the masked URI.
     cli("run", "--corpus", corpus, "--group", f"{group}-fleet", expect=2)  # RabbitMQ refuses guest:SECRET
     cli("worker", expect=2)
-    planted.setenv(mongo_server.URI_ENV, f"mongodb://labeller:{SECRET}@{_store_host()}/labels")  # refused: no users
+    planted.setenv(settings.MONGODB_URI.name, f"mongodb://labeller:{SECRET}@{_store_host()}/labels")  # refused: no users
     cli("status", "--group", group, expect=2)
     cli("ingest", source, "--corpus", corpus, expect=2)
     planted.setattr(sys, "argv", ["labelling", "--debug", "evaluate", "--group", group])
     with pytest.raises(LabellingError) as caught:  # --debug: the traceback, with its chained causes, instead of the line
         main()
     outputs.append("".join(traceback.format_exception(caught.value)) + capsys.readouterr().err)
-    planted.setenv(mongo_server.URI_ENV, f"mongodb://labeller:{SECRET}@127.0.0.1:{free_port()}/labels")
+    planted.setenv(settings.MONGODB_URI.name, f"mongodb://labeller:{SECRET}@127.0.0.1:{free_port()}/labels")
     planted.setenv("LABELLING_MONGODB_TIMEOUT_MS", "500")
     cli("status", "--group", group, expect=2)
     assert any("labeller:***@" in text for text in outputs)  # the failures did name the store, masked
@@ -123,7 +125,7 @@ def _short_corpus(folder: Path, user_turns: int) -> Path:
 
 def _store_host() -> str:
     """host:port of the session's nx-27017, from the URI the fixture exported."""
-    return os.environ[mongo_server.URI_ENV].partition("://")[2].partition("/")[0]
+    return os.environ[settings.MONGODB_URI.name].partition("://")[2].partition("/")[0]
 
 
 def test_a_uri_given_where_a_path_belongs_is_echoed_with_its_password_masked(monkeypatch, capsys, tmp_path):
@@ -141,7 +143,7 @@ def test_the_embedded_servers_log_holds_no_password(tmp_path, capsys, monkeypatc
     """A client that offers a password to nx-27017 is refused; the server's own log must not record what it was sent."""
     with mongo_server.ensure_server(tmp_path) as server:
         host = server.uri.partition("://")[2]
-        monkeypatch.setenv(mongo_server.URI_ENV, f"mongodb://labeller:{SECRET}@{host}/labels")
+        monkeypatch.setenv(settings.MONGODB_URI.name, f"mongodb://labeller:{SECRET}@{host}/labels")
         code, out, err = run_cli(monkeypatch, capsys, "status", "--group", "g")
         assert code == 2 and SECRET not in out + err
     assert list(tmp_path.rglob("nx-27017.log")) and not _files_holding(tmp_path, SECRET)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from labelling import mongo_server, redact, store
+from labelling import mongo_server, redact, settings, store
 from labelling.corpus import partition
 from labelling.errors import StoreError
 from tests.mongo_fixture import (  # noqa: F401
@@ -154,7 +154,7 @@ def test_an_unreachable_server_is_a_store_error_within_10_s_naming_the_masked_ur
 
 
 def test_an_operation_retries_a_lost_server_with_backoff_then_gives_up(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv(store.RETRY_ENV, "4")
+    monkeypatch.setenv(settings.MONGODB_RETRY_S.name, "4")
     with mongo_server.ensure_server(tmp_path) as server:
         store.connect(server.uri, timeout_ms=200)
     start = time.monotonic()  # the server is gone: every attempt fails
@@ -181,8 +181,8 @@ def test_credentials_the_server_refuses_are_a_store_error(connected):  # noqa: F
 
 
 def test_without_a_uri_the_embedded_server_starts_and_its_starter_stops_it(connected, monkeypatch, tmp_path):  # noqa: F811
-    monkeypatch.delenv(mongo_server.URI_ENV)
-    monkeypatch.setenv(mongo_server.STATE_ENV, str(tmp_path))
+    monkeypatch.delenv(settings.MONGODB_URI.name)
+    monkeypatch.setenv(settings.STATE_DIR.name, str(tmp_path))
     store.disconnect()
     with store.connect() as conn:
         assert conn.server is not None and conn.server.started
