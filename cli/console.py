@@ -131,13 +131,15 @@ def status_table(group: str, parts: Sequence[Partition] | None = None) -> Table:
     """
     from labelling import store
     from labelling.export import score_cells
-    from labelling.launches import current_launch
+    from labelling.launches import ENDED, current_launch
     from labelling.metrics import MetricsAccumulator
 
     head, launch, now = store.group_run(group), current_launch(group), time.time()
     title = f"group {group} · corpus {head.corpus}"
     if launch is not None:
-        title += f" · run {launch.run_id} ({launch.mode}, {launch.state} {_ago(now - launch.submitted_at)} ago)"
+        # The launch records when it was submitted, not when it ended: an ended run says so without a time.
+        ended = ", ended" if launch.state == ENDED else ""
+        title += f" · run {launch.run_id} ({launch.mode}, submitted {_ago(now - launch.submitted_at)} ago{ended})"
     table = Table(title=escape(title), title_justify="left")
     for name in ("partition", "state", "turns", "turns/s", "JGA", "act F1", "worker", "attempts", "last error"):
         justify = "right" if name in ("turns", "turns/s", "JGA", "act F1", "attempts") else "left"
