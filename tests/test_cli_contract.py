@@ -30,7 +30,7 @@ from tests.test_corpus import DEV_ZIP, MWZ22
 LABELLING = Path(sys.executable).with_name("labelling")
 SETTINGS = ("LABELLING_BROKER_URL", "FLOWER_BASIC_AUTH", "LABELLING_FLOWER_USER", "LABELLING_FLOWER_PASSWORD")
 
-# Each command's bare form is a usage error, except those that have work to do without arguments: bench and demo
+# Each command's bare form is a usage error, except those that have work to do without arguments: bench, quality and demo
 # (they label the bundled corpus), corpus ls (lists), and worker and flower, which are input errors with no broker set.
 BARE = [
     [],
@@ -46,7 +46,7 @@ BARE = [
 ]
 BARE += [["worker"], ["flower"]]
 COMMANDS = ["ingest", "label-split", "label-partition", "export", "evaluate", "bench", "run", "status", "worker", "flower"]
-COMMANDS += ["demo"]
+COMMANDS += ["demo", "quality"]
 SUBCOMMANDS = {"corpus": ["ls", "rm"]}
 BAD_VALUES = [["ingest", str(MWZ22), "--split-size", "0"], ["run", "--group", "g", "--limit-dialogues", "-1"], ["nosuch"]]
 BAD_VALUES += [["status", "--group", "g", "--interval", "fast"], ["ingest", str(MWZ22), "--format", "csv"]]
