@@ -200,8 +200,8 @@ def _gold_act(kind: str, domain: str, pairs: list[tuple[str, str]]) -> Act:
     # dropping it would turn the act into a bare Confirm() and lose the (act, domain) it scores on.
     keeps_domain = pairs or domain not in ACT_ONLY_DOMAINS
     entity = Entity(_entity_kind(domain), tuple(dict(pairs).items())) if keeps_domain else None
-    if kind in ("NotifySuccess", "NotifyFailure"):
-        return Act(kind, service=domain, entity=entity)
+    if kind in ("NotifySuccess", "NotifyFailure"):  # their service field already names the domain
+        return Act(kind, service=domain, entity=entity if pairs else None)
     return Act(kind, entity=entity)
 
 
