@@ -72,13 +72,14 @@ def local_run(tmp_path, fast_job, dev_dialogues, schema):
         lines += [f"cd {shlex.quote(str(tmp_path))}", shlex.join(command), f'echo "{EXIT_MARK}$?]"', "sleep 600"]
         script.write_text("\n".join(lines) + "\n")
         try:
-            yield script
+            yield script, server.uri
         finally:
             store.disconnect()
 
 
 def test_the_last_frame_shows_the_stores_final_states(local_run):
-    pane = Pane(local_run)
+    script, uri = local_run
+    pane = Pane(script)
     try:
         screen = pane.wait_for(EXIT_MARK, timeout_s=900)
     finally:
@@ -86,7 +87,7 @@ def test_the_last_frame_shows_the_stores_final_states(local_run):
     text = "\n".join(screen)
     assert f"{EXIT_MARK}0]" in text, text
 
-    store.connect()
+    store.connect(uri)  # this test's server: another module's fixture may have exported LABELLING_MONGODB_URI
     truth = {p.split: (p.status, p.turns_done, p.turns_total) for p in store.partitions("g-term")}
     assert len(truth) == 3 and {state for state, _, _ in truth.values()} == {store.DONE}
     bars = [m.groupdict() for line in screen if (m := BAR.match(line))]
