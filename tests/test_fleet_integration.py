@@ -125,8 +125,8 @@ def test_run_prints_its_id_and_how_to_watch_and_export(labelled):
     assert "guest:guest" not in out + labelled.stderr
 
 
-def test_every_partition_is_labelled_and_the_seed_ran_alone_first(labelled):
-    store.connect()
+def test_every_partition_is_labelled_and_the_seed_ran_alone_first(labelled, fleet):
+    store.connect(fleet["env"]["LABELLING_MONGODB_URI"])  # the fleet's server, whatever another module exported
     parts = store.partitions(GROUP)
     seed = store.group_run(GROUP).seed_split
     assert [p.split for p in parts] == ["train_0_2", "train_2_4", "train_4_6", "train_6_8"]
@@ -155,7 +155,7 @@ def test_the_group_exports_as_a_dataset(labelled, fleet):
 
     from labelling.export import export_group
 
-    store.connect()
+    store.connect(fleet["env"]["LABELLING_MONGODB_URI"])
     result = export_group(GROUP, fleet["root"] / "export")
     loaded = datasets.load_from_disk(str(fleet["root"] / "export"))
     assert loaded["train"].num_rows == result.num_turns == sum(p.turns_total for p in store.partitions(GROUP))
