@@ -23,6 +23,7 @@ from labelling import errors, settings
 from labelling.acts import acts_to_json
 from labelling.config import JobConfig
 from labelling.lm import LanguageModel, Prompt, Sample, SamplingParams
+from labelling.report_tables import markdown_table
 
 if TYPE_CHECKING:  # at run time only torch and transformers are needed, so the GPU script runs on a bare CUDA image
     from labelling.turns import Turn
@@ -337,11 +338,7 @@ def table_rows(rep: dict) -> tuple[list[str], list[list[str]]]:
 
 def markdown(rep: dict) -> str:
     """The report as a markdown table, with the setup on one line above it."""
-    header, rows = table_rows(rep)
-    setup = ", ".join(f"{k} {v}" for k, v in rep["setup"].items() if v is not None)
-    lines = [f"Setup: {setup}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rep["setup"], *table_rows(rep))
 
 
 # -- choosing the turns -----------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from labelling.config import ConfigError, GenerationConfig, JobConfig, ModuleConfig, SamplingConfig
 from labelling.metrics import MetricsAccumulator
+from labelling.report_tables import markdown_table
 
 if TYPE_CHECKING:
     from labelling.canonical import Canonicaliser
@@ -248,8 +249,4 @@ def table_rows(rep: dict) -> tuple[list[str], list[list[str]]]:
 
 def markdown(rep: dict) -> str:
     """The report as a markdown table, with the setup on one line above it."""
-    header, rows = table_rows(rep)
-    setup = ", ".join(f"{k} {v}" for k, v in rep["setup"].items() if v is not None)
-    lines = [f"Setup: {setup}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rep["setup"], *table_rows(rep))
