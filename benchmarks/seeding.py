@@ -24,8 +24,9 @@ import torch
 from labelling import config as job_config
 from labelling import models, mongo_server, store
 from labelling.channel import Candidate
-from labelling.corpus import partition, read_corpus
-from labelling.labeller import ModuleOutput, PartitionLabeller, TurnLabel
+from labelling.corpus import cut_into_splits, read_corpus
+from labelling.labeller import PartitionLabeller
+from labelling.records import ModuleOutput, TurnLabel
 from labelling.schema import Schema
 from labelling.states import compute_delta
 from labelling.turns import Turn
@@ -125,7 +126,7 @@ def main() -> None:
 
 def measure(count: int, job, schema: Schema) -> dict:
     """Store `count` labels, seed without and then with their stored vectors, and compare what each retrieves."""
-    splits = partition(dialogues_of(count, schema), 50)
+    splits = cut_into_splits(dialogues_of(count, schema), 50)
     store.ingest_corpus("seeding", splits, schema)
     store.create_group("seeding", "seeding", job)
     claims = {name: store.claim_partition("seeding", name, "bench", lease_s=86_400) for name in splits}
@@ -139,18 +140,15 @@ def measure(count: int, job, schema: Schema) -> dict:
     # The vectors a labeller stores with each label: what its indexes embedded for that turn.
     for name, claim in claims.items():
         keys = [lab.key for lab in labels[name]]
-        found = [before.indexes[m].stored_vectors(keys) for m in ("dst", "act")]
+        found = [m.index.stored_vectors(keys) for m in before.modules]
         vectors = [{"dst": d, "act": a} for d, a in zip(*found, strict=True)]
         store.write_labels(claim, labels[name], wave=0, seq_start=0, vectors=vectors)
     after, after_figures = seed("seeding", names, job, schema, stored=True)
     queries = [t for turns in splits.values() for t in turns][:: max(1, count // QUERIES)][:QUERIES]
-    same = {
-        m: sum(
-            a == b for a, b in zip(before.indexes[m].search_batch(queries), after.indexes[m].search_batch(queries), strict=True)
-        )
-        / len(queries)
-        for m in ("dst", "act")
-    }
+    same = {}
+    for old, new in zip(before.modules, after.modules, strict=True):
+        pairs = zip(old.index.search_batch(queries), new.index.search_batch(queries), strict=True)
+        same[old.name] = sum(a == b for a, b in pairs) / len(queries)
     return {
         "labels": sum(map(len, splits.values())),
         "partitions": len(splits),

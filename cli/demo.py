@@ -48,7 +48,7 @@ def demo(
     """The whole product in one command, with no services: ingest 6 short dialogues of the bundled MultiWOZ dev set in 3
     partitions, label them in process with the embedded models (seed partition first), show status, export, then
     evaluate and write an HTML report."""
-    from cli.store_commands import evaluate, export
+    from cli.store_commands import evaluate, export_and_show
     from labelling import store
     from labelling.groups import prepare_group
 
@@ -60,7 +60,7 @@ def demo(
         corpus, seed = prepare_group(DEMO_CORPUS, group, job)
         if not complete(group) and not launch_local(group, corpus, seed, resubmit=False):
             raise LabellingError(f"the demo's group {group!r} did not finish", f"see `labelling status --group {group}`")
-    export(group=group, out=out, push_to_hub=None, private=True, allow_partial=False, overwrite=True)
+        export_and_show(group, out, overwrite=True)
     report.print(f"dataset: {escape(str(out.resolve()))}  (datasets.load_from_disk({str(out)!r}))")
     # Last, so the demo ends on its quality table and the path of the HTML report beside the export.
     evaluate(group=group, json_output=False, html=out.parent / "report")

@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
-ERRORS_SHOWN = 10  # rows of the error breakdown: the slots and act types with the most errors
 
 
 def export(
@@ -33,12 +32,26 @@ def export(
     Rows hold the predicted labels in the reference's turn fields; a README.md card records the group, counts,
     job config, per-partition metrics and the manifest entries the name's hash covers.
     """
-    from labelling import export as exporter
     from labelling import store
 
     with store.connect() as conn:
         console.print(f"store: {escape(conn.masked_uri)}")
-        result = exporter.export_group(group, out, allow_partial=allow_partial, overwrite=overwrite)
+        export_and_show(group, out, push_to_hub=push_to_hub, private=private, allow_partial=allow_partial, overwrite=overwrite)
+
+
+def export_and_show(
+    group: str,
+    out: Path,
+    *,
+    push_to_hub: str | None = None,
+    private: bool = True,
+    allow_partial: bool = False,
+    overwrite: bool = False,
+) -> None:
+    """Export a group over the open store connection and print what was written (``export`` and the demo)."""
+    from labelling import export as exporter
+
+    result = exporter.export_group(group, out, allow_partial=allow_partial, overwrite=overwrite)
     table = Table(title=result.name, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -68,6 +81,7 @@ def evaluate(
     Running partitions count with the turns labelled so far; turns without gold are not counted.
     """
     from labelling import store
+    from labelling.evaluation import group_scores
 
     with store.connect():
         report = group_scores(group)
@@ -83,40 +97,6 @@ def evaluate(
     Console().print(_errors_table(report["errors"]))
     if page is not None:
         Console().print(f"HTML report: {escape(str(page.resolve()))}", soft_wrap=True)  # a path must not wrap
-
-
-def group_scores(group: str) -> dict:
-    """Per-partition and overall metric summaries of a group, from the counts each partition stores as it goes."""
-    from labelling import store
-    from labelling.metrics import MetricsAccumulator
-
-    rows, overall = [], MetricsAccumulator()
-    for part in store.partitions(group):
-        counts = MetricsAccumulator.from_dict(part.metrics or {})
-        overall.merge(counts)
-        row = {"split": part.split, "status": part.status, "turns_done": part.turns_done, "turns_total": part.turns_total}
-        # When and with how big a pool it was labelled: the report charts partitions in that order.
-        row.update(order=part.order, finished_at=part.finished_at, pool_examples=(part.pool or [{}])[0].get("examples", 0))
-        rows.append({**row, "metrics": scored(counts.summary()), "flags": flag_counts(counts)})
-    summary = {"overall": scored(overall.summary()), "flags": flag_counts(overall), "errors": overall.errors(top=ERRORS_SHOWN)}
-    return {"group": group, **summary, "partitions": rows}
-
-
-def scored(summary: dict) -> dict:
-    """A metrics summary with null, not 0.0, for scores no turn could be scored for (no gold or no labels yet)."""
-    from labelling.metrics import ACT_FAMILIES, DST_METRICS
-
-    unscored = [*DST_METRICS, "state_precision", "state_recall", "state_f1"] if not summary["n_dst"] else []
-    if not summary["n_acts"]:
-        unscored += [f"{family}_{score}" for family in ACT_FAMILIES for score in ("precision", "recall", "f1")]
-    return {k: None if k in unscored else v for k, v in summary.items()}
-
-
-def flag_counts(counts) -> dict[str, int]:
-    """Flagged turns (``flagged_turns``) and turns per flag (``flag_<name>``) from a MetricsAccumulator's totals."""
-    from labelling.records import FLAGGED_TURNS
-
-    return {k: v for k, v in sorted(counts.totals.items()) if k == FLAGGED_TURNS or k.startswith("flag_")}
 
 
 def _scores_table(report: dict) -> Table:

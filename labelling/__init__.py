@@ -5,6 +5,7 @@ Layers, each importing only those below it (the library never imports Celery or 
     cli/        the Typer app, one module per command          (labelling run | status | worker | demo | ...)
     tasks/      Celery tasks and the run chord; the same chord in process (tasks.local)
     runner, export, bench         one partition against the store; the Hugging Face dataset; plain vs optimised
+    evaluation, quality, report   a group's scores from the store; the held-out benchmark; the HTML report
     groups, launches              a group's lifecycle; one live launch per group
     store                         MongoDB (mongoengine): corpus, groups, partitions, labels, manifest, launches
     models, labeller              loaded models shared per process; the wave-by-wave labelling engine

@@ -352,7 +352,8 @@ class PartitionLabeller:
         """Sample, canonicalise, score and choose for one module over a batch; returns (outputs, labels, flags per turn).
 
         A turn whose prompt is too long even without examples is not sampled: it gets the module's "nothing" answer
-        (no state change, no acts) and a flag, so one huge utterance never fails the whole partition.
+        (no state change, no acts) and a flag, so one huge utterance never fails the whole partition. So does a turn
+        whose constrained samples were all cut by ``max_new_tokens`` (no flag: its ``cut_samples`` and error say so).
         """
         prepared = self._prepare(module, wave, priors, states)
         params = self._params(module)
@@ -361,7 +362,11 @@ class PartitionLabeller:
         constraints = self._constraints(module, runnable)
         extra = {"constraints": constraints} if constraints else {}  # an LM without constraint support still samples
         drawn = module.lm.sample([p.prompt for p in runnable], params, **extra) if runnable else []
-        samples = {id(p): _likeliest(d, keep) for p, d in zip(runnable, drawn, strict=True)}
+        # A constrained sample cut by max_new_tokens is a grammar prefix, not a label: it is dropped and counted.
+        cut = {id(p): sum(not s.stopped for s in d) if constraints else 0 for p, d in zip(runnable, drawn, strict=True)}
+        samples = {
+            id(p): _likeliest([s for s in d if s.stopped or not constraints], keep) for p, d in zip(runnable, drawn, strict=True)
+        }
         compete = module.config.unparseable_samples == "compete"
         candidates, parsed, flags = [], [], [[] for _ in prepared]
         for p in prepared:
@@ -372,20 +377,28 @@ class PartitionLabeller:
         outputs, chosen = [], []
         for i, p in enumerate(prepared):
             keys = [x.key for x in p.found[: len(p.found) - p.dropped]]
-            if not p.fits:
+            if not p.fits or not candidates[i]:
                 nothing = module.parse(p.turn, p.prior, module.nothing)
-                need = module.lm.count_tokens(p.prompt.preamble) + module.lm.count_tokens(p.prompt.body) + params.max_new_tokens
-                error = f"prompt too long: {need} tokens with no examples, the context holds {module.lm.context_length}"
                 chosen.append(nothing)
-                outputs.append(ModuleOutput(nothing.text, [], keys, p.dropped, [error]))
-                flags[i].append(FLAG_PROMPT_TOO_LONG)
+                error = self._nothing_reason(module, p, params, cut.get(id(p), 0))
+                outputs.append(ModuleOutput(nothing.text, [], keys, p.dropped, [error], cut.get(id(p), 0)))
+                if not p.fits:
+                    flags[i].append(FLAG_PROMPT_TOO_LONG)
                 continue
             best = choose(candidates[i])
             chosen.append(parsed[i][best.canonical])
-            outputs.append(ModuleOutput(best.canonical, candidates[i], keys, p.dropped, chosen[-1].errors))
+            outputs.append(ModuleOutput(best.canonical, candidates[i], keys, p.dropped, chosen[-1].errors, cut[id(p)]))
             if i in unscored:
                 flags[i].append(FLAG_CHANNEL_UNSCORED)
         return outputs, chosen, flags
+
+    @staticmethod
+    def _nothing_reason(module: LabellingModule, p: _Prepared, params: SamplingParams, cut: int) -> str:
+        """Why a turn got the module's "nothing" answer: its prompt cannot fit, or every constrained sample was cut."""
+        if p.fits:
+            return f"all {cut} constrained samples ran past max_new_tokens={params.max_new_tokens}: none is a whole label"
+        need = module.lm.count_tokens(p.prompt.preamble) + module.lm.count_tokens(p.prompt.body) + params.max_new_tokens
+        return f"prompt too long: {need} tokens with no examples, the context holds {module.lm.context_length}"
 
     def _score_candidates(
         self, module: LabellingModule, prepared: list[_Prepared], candidates: list[list[Candidate]]
@@ -428,15 +441,7 @@ class PartitionLabeller:
 
 def _query(turn: Turn, prior: State, state: State | None = None) -> Turn:
     """The retrieval query for a turn: its text with the labeller's own predicted states."""
-    return Turn(
-        dialogue_id=turn.dialogue_id,
-        turn_id=turn.turn_id,
-        user_utterances=turn.user_utterances,
-        system_utterances=turn.system_utterances,
-        system_response=turn.system_response,
-        last_slot_values=prior,
-        slot_values=state,
-    )
+    return turn.with_labels(last_slot_values=prior, slot_values=state)
 
 
 def _likeliest(samples: list, n: int) -> list:

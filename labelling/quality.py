@@ -43,6 +43,7 @@ COLUMNS = (
     ("acts_f1", "act F1", "{:.3f}"),
     ("act_types_f1", "act-type-only F1", "{:.3f}"),
     ("off_schema", "off-schema", "{:.1%}"),
+    ("cut", "cut", "{:.1%}"),
     ("no_change", "no-change share", "{:.1%}"),
     ("seconds_per_turn", "s/turn", "{:.1f}"),
 )
@@ -120,6 +121,7 @@ class Result:
     samples: int = 0
     off_schema_samples: int = 0
     no_change_turns: int = 0
+    cut_samples: int = 0
     errors: dict = field(default_factory=dict)
     choices: list = field(default_factory=list)  # per turn: each module's candidates and choice, for reading by hand
 
@@ -128,11 +130,13 @@ class Result:
         return {
             **{k: self.metrics[k] for k in ("jga", "jga_fuzzy", "turn_acc", "state_f1", "acts_f1", "act_types_f1")},
             "off_schema": self.off_schema_samples / self.samples if self.samples else None,
+            "cut": self.cut_samples / (self.samples + self.cut_samples) if self.samples + self.cut_samples else None,
             "no_change": self.no_change_turns / self.turns if self.turns else 0.0,
             "seconds_per_turn": self.seconds / self.turns if self.turns else 0.0,
             "turns": self.turns,
             "samples": self.samples,
             "off_schema_samples": self.off_schema_samples,
+            "cut_samples": self.cut_samples,
             "overrides": self.overrides,
             "metrics": self.metrics,
             "errors": self.errors,
@@ -196,9 +200,10 @@ def run_configuration(
         acc = score(scored, labels)
         samples, bad = off_schema_counts(canon, scored, labels)
         no_change = sum(lab.dst.chosen == NO_CHANGE_LABEL for lab in labels)
+        cut = sum(lab.dst.cut_samples + lab.act.cut_samples for lab in labels)
         seconds = time.perf_counter() - start
         return Result(
-            name, overrides, len(labels), seconds, acc.summary(), samples, bad, no_change, acc.errors(top=8), choices(labels)
+            name, overrides, len(labels), seconds, acc.summary(), samples, bad, no_change, cut, acc.errors(top=8), choices(labels)
         )
 
     def wave(labels: list) -> None:
@@ -223,7 +228,7 @@ def choices(labels: Sequence[TurnLabel]) -> list[dict]:
 def baseline(turns: Sequence[Turn]) -> Result:
     """The always-empty predictor: empty state and no acts on every turn."""
     acc = score(turns, None)
-    return Result(BASELINE, {}, len(turns), 0.0, acc.summary(), 0, 0, len(turns), acc.errors(top=8))
+    return Result(BASELINE, {}, len(turns), 0.0, acc.summary(), 0, 0, len(turns), 0, acc.errors(top=8))
 
 
 def gold_no_change_share(turns: Sequence[Turn]) -> float:

@@ -48,6 +48,7 @@ class ModuleOutput:
     examples: list[tuple[str, int]]
     dropped_examples: int = 0
     errors: list[str] = field(default_factory=list)
+    cut_samples: int = 0  # constrained samples that ran out of max_new_tokens before the grammar's end: dropped
 
     def to_dict(self) -> dict:
         """Stored form."""
@@ -57,6 +58,7 @@ class ModuleOutput:
             "examples": [list(e) for e in self.examples],
             "dropped_examples": self.dropped_examples,
             "errors": self.errors,
+            "cut_samples": self.cut_samples,
         }
 
     @classmethod
@@ -68,6 +70,7 @@ class ModuleOutput:
             examples=[tuple(e) for e in data["examples"]],
             dropped_examples=data.get("dropped_examples", 0),
             errors=list(data.get("errors", [])),
+            cut_samples=data.get("cut_samples", 0),
         )
 
 
@@ -125,12 +128,7 @@ class TurnLabel:
 
 def example_turn(turn: Turn, label: TurnLabel, last_acts: list[Act]) -> Turn:
     """A labelled turn as a retrievable example: the turn's text with predicted labels in the label fields."""
-    return Turn(
-        dialogue_id=turn.dialogue_id,
-        turn_id=turn.turn_id,
-        user_utterances=turn.user_utterances,
-        system_utterances=turn.system_utterances,
-        system_response=turn.system_response,
+    return turn.with_labels(
         domains=sorted(set(label.state) | {a.entity.kind.lower() for a in label.acts if a.entity}),
         slot_values=label.state,
         last_slot_values=label.prior_state,

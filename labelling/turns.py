@@ -62,6 +62,10 @@ class Turn:
         """A copy with every gold field removed: what the labeller is allowed to see."""
         return replace(self, domains=[], **{f: None for f in GOLD_FIELDS})
 
+    def with_labels(self, **labels) -> Turn:
+        """The turn's text with only the given label fields set: a retrieval query or an example built from predictions."""
+        return replace(self.without_gold(), **labels)
+
     def to_row(self, schema: Schema) -> dict:
         """The reference's flat row: filled state structs, acts as JSON strings (``[""]`` for none), plus ``has_gold``."""
         return {

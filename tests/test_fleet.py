@@ -362,6 +362,7 @@ def test_demo_labels_evaluates_and_exports_with_nothing_configured(tmp_path):
     done = subprocess.run([str(LABELLING), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "demo finished in" in done.stdout
+    assert done.stderr.count("store: ") == 1, done.stderr[-3000:]  # one store, named once
     page = tmp_path / ".state" / "demo" / "report" / "report.html"
     assert f"HTML report: {page}" in done.stdout and (page.parent / "quality.png").is_file()
     assert done.stdout.index("JGA (exact)") > done.stdout.index("dataset:")  # it ends on its quality table

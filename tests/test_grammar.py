@@ -197,6 +197,25 @@ def test_labeller_with_constraints_records_no_parse_error(fast_job, schema, tiny
         assert all(c.raw for c in lab.dst.candidates + lab.act.candidates)
 
 
+def test_constrained_samples_cut_by_max_new_tokens_are_dropped_and_counted(fast_job, schema, tiny_lm, embedder, dev_dialogues):
+    """A random model's constrained samples cut after 3 tokens are grammar prefixes: none may become a candidate."""
+    turns = [d[0] for d in dev_dialogues[:2]]
+    for module in (fast_job.dst, fast_job.act_tag):
+        module.constrain_to_schema = True
+        module.generation_cfg.sampling_args.max_new_tokens = 3
+    labels = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns)
+    outputs = [out for lab in labels for out in (lab.dst, lab.act)]
+    n = fast_job.dst.generation_cfg.sampling_args.n
+    assert sum(out.cut_samples for out in outputs) > 0
+    for out in outputs:
+        kept = sum(len(c.raw) for c in out.candidates)
+        assert kept + out.cut_samples >= min(n, fast_job.act_tag.generation_cfg.sampling_args.n)
+        assert not any(e.startswith(m) for e in out.errors for m in ("unknown", "not an act")), out.errors
+        if not out.candidates:  # every sample cut: the module's "nothing" answer, and the error says why
+            assert out.chosen in ("[agent.no_change()]", "[]") and "ran past max_new_tokens=3" in out.errors[0]
+    assert [lab.to_dict() for lab in labels] == [type(lab).from_dict(lab.to_dict()).to_dict() for lab in labels]
+
+
 def test_the_switch_is_per_module_off_by_default_and_type_checked(tmp_path):
     from labelling import config
     from labelling.errors import ConfigError
