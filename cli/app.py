@@ -87,7 +87,7 @@ def _guarded(command: str, function: Callable) -> Callable:
 
 def _register() -> None:
     # Imported here so that `labelling --help` stays fast and each command module stays independent.
-    from cli import bench, corpus_commands, demo, ingest, label, quality, run, status, store_commands, worker
+    from cli import bench, corpus_commands, demo, group_commands, ingest, label, quality, run, status, store_commands, worker
 
     commands = {
         "ingest": ingest.ingest,
@@ -106,10 +106,11 @@ def _register() -> None:
         app.command(name)(_guarded(name, function))
     # The old name, kept working: "partition" also names the fleet's Celery task, which labels a stored partition.
     app.command("label-partition", hidden=True)(_guarded("label-split", label.label_partition))
-    corpus_app = typer.Typer(help=corpus_commands.__doc__, no_args_is_help=True)
-    for name, function in corpus_commands.COMMANDS.items():
-        corpus_app.command(name)(_guarded(f"corpus {name}", function))
-    app.add_typer(corpus_app, name="corpus")
+    for noun, module in (("corpus", corpus_commands), ("group", group_commands)):
+        sub = typer.Typer(help=module.__doc__, no_args_is_help=True)
+        for name, function in module.COMMANDS.items():
+            sub.command(name)(_guarded(f"{noun} {name}", function))
+        app.add_typer(sub, name=noun)
 
 
 def _usage_line(error: TyperException) -> str:

@@ -6,17 +6,18 @@ A group is labelled by launches (:mod:`labelling.launches`); :func:`settled` say
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from labelling import config as job_config
-from labelling import job_files, store
+from labelling import job_files, launches, store
 from labelling.config import first_difference
 from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits
-from labelling.errors import ConfigError
+from labelling.errors import ConfigError, PartitionBusy
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
-__all__ = ["CONFIG_SUFFIXES", "first_difference", "load_jobs", "prepare_group", "settled", "slice_name"]
+__all__ = ["CONFIG_SUFFIXES", "first_difference", "load_jobs", "prepare_group", "remove_group", "settled", "slice_name"]
 
 
 # --- job configs -----------------------------------------------------------------------------------------------
@@ -147,3 +148,25 @@ def settled(parts: Sequence[store.Partition], seed_split: str, since: float) -> 
         return False
     seed = next(p for p in parts if p.split == seed_split)
     return (seed.status == store.FAILED and finished(seed)) or all(map(finished, parts))
+
+
+def remove_group(group: str) -> dict[str, int]:
+    """Delete a group and everything it labelled (so its corpus can be removed); refused while anything labels it.
+
+    A live launch, or a running partition whose heartbeat is younger than the claim lease, keeps the group: its
+    workers would write labels into a group that no longer exists.
+    """
+    launch = launches.current_launch(group)
+    if launches.is_live(launch):
+        raise PartitionBusy(
+            f"group {group!r} is being labelled by launch {launch.run_id}",
+            f"wait for it (`labelling status --group {group}`) or stop its workers, then remove the group",
+        )
+    lease, now = store.claim_lease_s(), time.time()
+    busy = [p.split for p in store.partitions(group) if p.status == store.RUNNING and now - (p.heartbeat_at or 0) < lease]
+    if busy:
+        raise PartitionBusy(
+            f"group {group!r} has partitions being labelled: {', '.join(busy)}",
+            f"stop the workers labelling them, or wait {lease:.0f} s after their last heartbeat, then remove the group",
+        )
+    return store.remove_group(group)

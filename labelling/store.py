@@ -448,6 +448,24 @@ def remove_corpus(corpus: str) -> int:
 
 
 @retrying
+def remove_group(group: str) -> dict[str, int]:
+    """Delete a group's labels, manifest entries, partitions and launch record, then its record; returns the counts.
+
+    The record goes last, so an interrupted removal leaves the group listed and running it again finishes the job.
+    Callers check first that nothing labels the group (:func:`labelling.groups.remove_group`).
+    """
+    group_run(group)
+    counts = {
+        "labels": LabelDoc._get_collection().delete_many({"group_id": group}).deleted_count,
+        "manifest entries": ManifestDoc._get_collection().delete_many({"group_id": group}).deleted_count,
+        "partitions": Partition._get_collection().delete_many({"group_id": group}).deleted_count,
+    }
+    LaunchDoc._get_collection().delete_many({"group": group})
+    GroupRun._get_collection().delete_one({"_id": group})
+    return counts
+
+
+@retrying
 def corpus_overview() -> list[dict]:
     """Every corpus in the store, with its turns, splits, state (complete or incomplete) and the groups labelling it."""
     records = {d["_id"]: d for d in CorpusDoc._get_collection().find()}

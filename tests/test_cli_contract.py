@@ -43,11 +43,13 @@ BARE = [
     ["status"],
     ["corpus"],
     ["corpus", "rm"],
+    ["group"],
+    ["group", "rm"],
 ]
 BARE += [["worker"], ["flower"]]
 COMMANDS = ["ingest", "label-split", "label-partition", "export", "evaluate", "bench", "run", "status", "worker", "flower"]
 COMMANDS += ["demo", "quality"]
-SUBCOMMANDS = {"corpus": ["ls", "rm"]}
+SUBCOMMANDS = {"corpus": ["ls", "rm"], "group": ["rm"]}
 BAD_VALUES = [["ingest", str(MWZ22), "--split-size", "0"], ["run", "--group", "g", "--limit-dialogues", "-1"], ["nosuch"]]
 BAD_VALUES += [["status", "--group", "g", "--interval", "fast"], ["ingest", str(MWZ22), "--format", "csv"]]
 
@@ -205,6 +207,27 @@ def test_corpus_rm_refuses_a_corpus_a_group_labels_and_removes_one_no_group_uses
     assert done.returncode == 0 and "removed" in done.stdout
     assert lone not in store.list_corpora()
     assert_one_line_error(labelling("corpus", "rm", lone), 2, f"unknown corpus {lone!r}")
+
+
+@pytest.mark.slow  # several fresh processes
+def test_group_rm_refuses_a_group_being_labelled_then_frees_its_corpus(connected, schema):
+    group, splits = _group_of(2, 1, schema)
+    corpus = store.group_run(group).corpus
+    complete_with_scripted_labels(group, splits[0])
+    held = store.claim_partition(group, splits[1], "someone")  # a live claim: a worker is labelling it
+    busy = f"group {group!r} has partitions being labelled: {splits[1]}"
+    assert_one_line_error(labelling("group", "rm", group, "--yes"), 2, busy)
+    assert_one_line_error(labelling("group", "rm", group), 2, "deletes", "pass --yes")  # not a terminal: never silent
+    assert group in store.list_groups() and store.partition(group, splits[0]).status == store.DONE
+    turns = store.partition(group, splits[0]).turns_total
+    store.fail_partition(held, "stopped")
+    done = labelling("group", "rm", group, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"group {group} removed ({turns} labels, 1 manifest entries, 2 partitions)" in " ".join(done.stdout.split())
+    assert group not in store.list_groups()
+    assert store.LabelDoc.objects(group_id=group).count() == 0 and store.ManifestDoc.objects(group_id=group).count() == 0
+    assert labelling("corpus", "rm", corpus).returncode == 0 and corpus not in store.list_corpora()
+    assert_one_line_error(labelling("group", "rm", group, "--yes"), 2, f"unknown group {group!r}")
 
 
 @pytest.mark.integration
