@@ -39,14 +39,17 @@ def bench(
 ) -> None:
     """Label the same turns, with the same job and seed, along (a) the reference's plain computation (no KV reuse, 2 turns
     per batch, a discarded greedy pass, every candidate re-encoding its prompt) and (b) the optimised engine, each in its
-    own process; print turns/s, generated and prompt tokens/s, peak memory, the ratios b/a and how often they agree."""
+    own process; print turns/s, generated and prompt tokens/s, peak memory, the ratios b/a and how often they agree.
+
+    Both paths decode as the reference does (noisy channel, joint for DST and conditional for acts, unconstrained),
+    whatever the profile's own decoding: that is the computation the plain path reproduces."""
     from labelling import bench as lib
 
     chosen = [p.strip() for p in paths.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in lib.PATHS]
     if not chosen or unknown:
         raise LabellingError(f"--paths {paths!r}: unknown path {', '.join(unknown) or '(none)'}", "use a, b or a,b")
-    job = job_config.load(config, profile)
+    job = job_config.with_reference_decoding(job_config.load(config, profile))
     if seed is not None:
         job.seed = seed
     turns = lib.first_turns(_split_turns(job, dataset, split), limit_dialogues, limit_turns)
@@ -65,6 +68,7 @@ def bench(
         "config": str(config) if config else None,
         "seed": job.seed,
         "lm": job.dst.model.model_name_or_path,
+        "decoding": dict(job_config.REFERENCE_DECODING),
         "max_batch_tokens": job.max_batch_tokens,
     }
     rep = lib.report(results, setup)

@@ -466,6 +466,22 @@ PROFILES = {
 PROFILES["starcoder-8bit"] = _merge(PROFILES["starcoder"], _both_models(quantization="8bit"))
 
 
+REFERENCE_DECODING = {"dst": "noisy_channel_joint", "act_tag": "noisy_channel_cond"}  # docs/method.md §2.3
+
+
+def with_reference_decoding(job: JobConfig) -> JobConfig:
+    """A copy of ``job`` decoding as the reference does: noisy channel (joint for DST, conditional for acts), unconstrained.
+
+    The benchmark of the engine runs this workload whatever the profile's own decoding, and so do tests of the machinery.
+    """
+    job = copy.deepcopy(job)
+    for name, mode in REFERENCE_DECODING.items():
+        module = getattr(job, name)
+        module.generation_cfg.generation_mode = mode
+        module.constrain_to_schema = False
+    return job.validate()
+
+
 def profile_dict(name: str) -> dict:
     """The raw dict of a built-in profile; ConfigError lists the profiles when the name is unknown."""
     if name not in PROFILES:

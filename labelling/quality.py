@@ -66,9 +66,10 @@ def configurations(job: JobConfig) -> dict[str, dict]:
         "greedy": {m: {"generation_cfg": {"generation_mode": "greedy"}} for m in MODULES},
         "noisy channel": {m: {"generation_cfg": {"generation_mode": channel[m]}} for m in MODULES},
     }
-    if constraint_switch() is not None:
+    if constraint_switch() is not None:  # the switch is set both ways, so the job's own default never leaks in
         for name in list(out):
-            out[f"{name} + constraints"] = {m: _with_constraints(o) for m, o in out[name].items()}
+            out[f"{name} + constraints"] = {m: _with_constraints(o, True) for m, o in out[name].items()}
+            out[name] = {m: _with_constraints(o, False) for m, o in out[name].items()}
     return out
 
 
@@ -76,13 +77,13 @@ def _default_channel(module: str) -> str:
     return "noisy_channel_joint" if module == "dst" else "noisy_channel_cond"
 
 
-def _with_constraints(overrides: dict) -> dict:
+def _with_constraints(overrides: dict, on: bool) -> dict:
     out = copy.deepcopy(overrides)
     where = {ModuleConfig: out, GenerationConfig: out.setdefault("generation_cfg", {})}
     target = where.get(constraint_switch())
     if target is None:  # sampling_args
         target = out.setdefault("generation_cfg", {}).setdefault("sampling_args", {})
-    target[CONSTRAIN_KEY] = True
+    target[CONSTRAIN_KEY] = on
     return out
 
 

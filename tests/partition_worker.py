@@ -39,8 +39,11 @@ def tiny_labeller_factory(max_batch_tokens: int | None = None) -> LabellerFactor
 
 
 def tiny_job() -> JobConfig:
-    """cpu-small settings shrunk so the tiny LM labels a turn in well under a second (conftest's ``fast_job`` as a function)."""
-    job = job_config.load(profile="cpu-small")
+    """cpu-small settings shrunk so the tiny LM labels a turn in well under a second (conftest's ``fast_job`` as a function).
+
+    The machinery's tests decode as the reference does (noisy channel, unconstrained), whatever cpu-small's default.
+    """
+    job = job_config.with_reference_decoding(job_config.load(profile="cpu-small"))
     for module in (job.dst, job.act_tag):
         module.generation_cfg.sampling_args.n = 3
         module.generation_cfg.sampling_args.max_new_tokens = 8

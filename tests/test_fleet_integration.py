@@ -105,10 +105,10 @@ def labelled(fleet, tiny_job):
 
 @pytest.fixture(scope="module")
 def tiny_job():
-    """The cpu-small settings with short samples: a random model never stops on its own."""
+    """The cpu-small settings, decoding as the reference does, with short samples: a random model never stops on its own."""
     from labelling import config as job_config
 
-    job = job_config.load(profile="cpu-small")
+    job = job_config.with_reference_decoding(job_config.load(profile="cpu-small"))
     for module in (job.dst, job.act_tag):
         module.generation_cfg.sampling_args.max_new_tokens = 8
     return job

@@ -39,9 +39,12 @@ def test_configurations_are_overrides_that_change_only_the_mode(fast_job):
     assert greedy.dst.generation_cfg.generation_mode == greedy.act_tag.generation_cfg.generation_mode == "greedy"
     assert greedy.dst.generation_cfg.sampling_args == fast_job.dst.generation_cfg.sampling_args
     channel = quality.apply(fast_job, configs["noisy channel"])
-    assert channel.to_dict() == fast_job.to_dict()  # cpu-small's own modes are the channel ones
+    assert channel.to_dict() == fast_job.to_dict()  # the reference's decoding, which fast_job pins
     constrained = [name for name in configs if name.endswith("+ constraints")]
     assert bool(constrained) == (quality.constraint_switch() is not None)
+    for name, overrides in configs.items():  # each sets the switch, so a profile's default cannot leak in
+        job = quality.apply(fast_job, overrides)
+        assert job.dst.constrain_to_schema == job.act_tag.constrain_to_schema == name.endswith("+ constraints")
 
 
 def test_the_always_empty_baseline_scores_what_empty_labels_score(held_out):
