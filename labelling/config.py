@@ -97,11 +97,12 @@ class ModuleConfig:
     generation_cfg: GenerationConfig = field(default_factory=GenerationConfig)
     add_predictions_to_index: bool = True
     # None (unset) resolves by model when the config is validated: the embedded 135M model gets invented demos while
-    # its index is small and drops samples that do not parse; any other model gets the reference's behaviour (no
-    # demos, failed samples compete as "no change"). So a reference job file laid over cpu-small stays reference-like.
+    # its index is small, drops samples that do not parse and samples inside the schema's grammar (grammar.py); any
+    # other model gets the reference's behaviour (no demos, failed samples compete as "no change", unconstrained).
+    # So a reference job file laid over cpu-small stays reference-like.
     fill_with_demos: bool | None = None
     unparseable_samples: str | None = None
-    constrain_to_schema: bool = False  # sample only completions inside the schema's grammar (labelling/grammar.py)
+    constrain_to_schema: bool | None = None
 
 
 @dataclass
@@ -249,6 +250,8 @@ def _resolve_model_defaults(module: ModuleConfig) -> None:
         module.fill_with_demos = small
     if module.unparseable_samples is None:
         module.unparseable_samples = "drop" if small else "compete"
+    if module.constrain_to_schema is None:
+        module.constrain_to_schema = small
 
 
 def _validate_module(name: str, module: ModuleConfig) -> None:
@@ -393,6 +396,7 @@ def _module(
     fill_with_demos: bool | None,
     unparseable_samples: str | None,
     torch_dtype: str = "auto",
+    constrain_to_schema: bool | None = False,
 ) -> dict:
     """One module of a profile, as job-file data (top-k 50, temperature 1 and 4 distinct examples are common to all)."""
     sampling = {"n": n, "top_p": top_p, "top_k": 50, "temperature": 1.0, "max_new_tokens": max_new_tokens}
@@ -407,6 +411,7 @@ def _module(
         "generation_cfg": {"generation_mode": generation_mode, "sampling_args": sampling},
         "fill_with_demos": fill_with_demos,
         "unparseable_samples": unparseable_samples,
+        "constrain_to_schema": constrain_to_schema,
     }
 
 
@@ -421,6 +426,7 @@ _STARCODER = {
 # A 135M model needs to see the call format before its index fills: invented demos, and samples that do not parse
 # are dropped rather than voting for "no change" (left unset, these follow the model: see ModuleConfig).
 _CPU = {"model": "smollm2", "embedder": "minilm", "fill_with_demos": None, "unparseable_samples": None}
+_CPU_DECODING = {"generation_mode": "greedy", "constrain_to_schema": None}
 PROFILES = {
     # The reference's initial-labelling settings (docs/method.md §2.3), with its 2-turn batches on a large GPU (§2.4).
     "starcoder": {
@@ -446,15 +452,14 @@ PROFILES = {
         "data_num_partitions": 4,
         "turns_per_batch": 2,
     },
-    # Embedded models on a CPU: fewer, shorter samples and fewer examples so a turn takes seconds. The token limits
-    # cover the 99th percentile of the bundled corpus's gold completions in SmolLM2's tokens (DST 41, acts 61).
+    # Embedded models on a CPU. Greedy decoding inside the schema grammar: on the held-out quality slice it had the best
+    # slot F1, tied the best act F1, beat the noisy channel on turn accuracy, sampled nothing off the schema and took a
+    # third of the channel's time; no configuration beat the always-empty predictor on turn accuracy (README).
+    # The token limits cover the 99th percentile of the bundled corpus's gold completions in SmolLM2's tokens (DST 41,
+    # acts 61); n and top-p apply when a config switches the channel back on.
     "cpu-small": {
-        "dst": _module(
-            **_CPU, generation_mode="noisy_channel_joint", n=3, top_p=0.7, max_new_tokens=48, k_examples=3, example_warmup=3
-        ),
-        "act_tag": _module(
-            **_CPU, generation_mode="noisy_channel_cond", n=3, top_p=0.8, max_new_tokens=64, k_examples=3, example_warmup=3
-        ),
+        "dst": _module(**_CPU, **_CPU_DECODING, n=3, top_p=0.7, max_new_tokens=48, k_examples=3, example_warmup=3),
+        "act_tag": _module(**_CPU, **_CPU_DECODING, n=3, top_p=0.8, max_new_tokens=64, k_examples=3, example_warmup=3),
         "data_warmup": 0,
         "data_num_partitions": 1,
     },

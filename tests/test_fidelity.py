@@ -125,6 +125,13 @@ def test_fill_with_demos_is_off_unless_the_cpu_small_profile_sets_it():
     assert config.load(profile="cpu-small").dst.fill_with_demos is True
 
 
+def test_schema_constraints_follow_the_model_so_a_reference_job_file_samples_unconstrained():
+    assert config.from_dict({"dst": {"model": {"model_name_or_path": "my/model"}}}).dst.constrain_to_schema is False
+    reference = config.load(REFERENCE / "job_0.json")  # laid over cpu-small, whose embedded model samples constrained
+    assert reference.dst.constrain_to_schema is reference.act_tag.constrain_to_schema is False
+    assert config.load(profile="cpu-small").act_tag.constrain_to_schema is True
+
+
 class _PromptSpy:
     """The tiny LM, keeping every prompt it samples from and every set of sampling settings."""
 

@@ -216,17 +216,17 @@ def test_constrained_samples_cut_by_max_new_tokens_are_dropped_and_counted(fast_
     assert [lab.to_dict() for lab in labels] == [type(lab).from_dict(lab.to_dict()).to_dict() for lab in labels]
 
 
-def test_the_switch_is_per_module_off_by_default_and_type_checked(tmp_path):
+def test_the_switch_is_per_module_on_only_in_cpu_small_and_type_checked(tmp_path):
     from labelling import config
     from labelling.errors import ConfigError
 
-    for profile in config.PROFILES:
+    for profile in config.PROFILES:  # the reference's profiles sample unconstrained; the embedded one inside the grammar
         job = config.load(profile=profile)
-        assert not job.dst.constrain_to_schema and not job.act_tag.constrain_to_schema
+        assert job.dst.constrain_to_schema == job.act_tag.constrain_to_schema == (profile == "cpu-small")
     path = tmp_path / "job.yaml"
-    path.write_text("dst:\n  constrain_to_schema: true\n")
+    path.write_text("dst:\n  constrain_to_schema: false\n")
     job = config.load(path, profile="cpu-small")
-    assert job.dst.constrain_to_schema and not job.act_tag.constrain_to_schema
+    assert not job.dst.constrain_to_schema and job.act_tag.constrain_to_schema
     with pytest.raises(ConfigError, match="act_tag.constrain_to_schema: expected bool, got str"):
         config.from_dict({"act_tag": {"constrain_to_schema": "yes"}}, "cpu-small")
 
