@@ -394,7 +394,10 @@ def test_ctrl_c_on_label_partition_exits_130_saying_what_was_kept_and_the_same_c
 
     dataset = tmp_path / "data"
     assert labelling("ingest", MWZ22, "--out", dataset).returncode == 0
-    job = write_job(tiny_job(), save_tiny_model(tmp_path / "tiny"), tmp_path / "job.json")
+    job = tiny_job()
+    for module in (job.dst, job.act_tag):  # long enough waves that the signal lands before the last one (a tiny model
+        module.generation_cfg.sampling_args.max_new_tokens = 64  # labels a short wave in well under the poll interval)
+    job = write_job(job, save_tiny_model(tmp_path / "tiny"), tmp_path / "job.json")
     out = tmp_path / "labels.jsonl"
     partial = out.with_name(out.name + ".partial")
     command = [str(LABELLING), "label-partition", "--dataset", str(dataset), "--split", "train_0_3", "--out", str(out)]
