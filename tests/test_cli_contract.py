@@ -54,6 +54,22 @@ BAD_VALUES = [["ingest", str(MWZ22), "--split-size", "0"], ["run", "--group", "g
 BAD_VALUES += [["status", "--group", "g", "--interval", "fast"], ["ingest", str(MWZ22), "--format", "csv"]]
 
 
+def interruptible(command: list[str]) -> subprocess.Popen:
+    """The command started as from a terminal, where Ctrl-C reaches it.
+
+    A shell that runs the suite in the background (``make test &``) starts it with SIGINT ignored, children inherit
+    that, and Python then installs no KeyboardInterrupt handler: the signal would be dropped. The default is restored.
+    """
+    return subprocess.Popen(
+        command,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def environment(**extra: str) -> dict[str, str]:
     """This process's environment without a broker or Flower credentials, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
@@ -234,7 +250,7 @@ def test_group_rm_refuses_a_group_being_labelled_then_frees_its_corpus(connected
 def test_ctrl_c_during_ingest_leaves_no_corpus_and_the_same_command_then_completes(connected):
     corpus = unique("interrupted")
     command = [str(LABELLING), "ingest", str(DEV_ZIP), "--corpus", corpus]
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = interruptible(command)
     collection = store.TurnDoc._get_collection()
     deadline = time.monotonic() + 120
     while collection.count_documents({"corpus": corpus}, limit=1) == 0:  # interrupt once turns are being written
@@ -394,21 +410,19 @@ def test_ctrl_c_on_label_partition_exits_130_saying_what_was_kept_and_the_same_c
 
     dataset = tmp_path / "data"
     assert labelling("ingest", MWZ22, "--out", dataset).returncode == 0
-    job = tiny_job()
-    for module in (job.dst, job.act_tag):  # long enough waves that the signal lands before the last one (a tiny model
-        module.generation_cfg.sampling_args.max_new_tokens = 64  # labels a short wave in well under the poll interval)
-    job = write_job(job, save_tiny_model(tmp_path / "tiny"), tmp_path / "job.json")
+    job = write_job(tiny_job(), save_tiny_model(tmp_path / "tiny"), tmp_path / "job.json")
     out = tmp_path / "labels.jsonl"
     partial = out.with_name(out.name + ".partial")
     command = [str(LABELLING), "label-partition", "--dataset", str(dataset), "--split", "train_0_3", "--out", str(out)]
     command += ["--config", str(job), "--limit-dialogues", "1"]
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = interruptible(command)
     deadline = time.monotonic() + 300
     while not (partial.exists() and len(partial.read_text().splitlines()) >= 2):  # the header and a first wave
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() else "too slow"
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
+    assert partial.exists(), f"exit {process.returncode}, the partial file is gone: {err[-3000:]}"
     kept = len(partial.read_text().splitlines()) - 1
     assert process.returncode == 130 and "Traceback" not in err, err
     assert (
