@@ -57,8 +57,9 @@ BAD_VALUES += [["status", "--group", "g", "--interval", "fast"], ["ingest", str(
 def interruptible(command: list[str]) -> subprocess.Popen:
     """The command started as from a terminal, where Ctrl-C reaches it.
 
-    A shell that runs the suite in the background (``make test &``) starts it with SIGINT ignored, children inherit
-    that, and Python then installs no KeyboardInterrupt handler: the signal would be dropped. The default is restored.
+    A suite started in the background (``nohup make test &`` from a script) can inherit SIGINT ignored, and so do its
+    children; Python then installs no KeyboardInterrupt handler, so the signal was dropped and the command ran to the
+    end. The default disposition is restored, as a terminal gives it.
     """
     return subprocess.Popen(
         command,
