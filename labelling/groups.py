@@ -6,7 +6,6 @@ A group is labelled by launches (:mod:`labelling.launches`); :func:`settled` say
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -162,11 +161,11 @@ def remove_group(group: str) -> dict[str, int]:
             f"group {group!r} is being labelled by launch {launch.run_id}",
             f"wait for it (`labelling status --group {group}`) or stop its workers, then remove the group",
         )
-    lease, now = store.claim_lease_s(), time.time()
-    busy = [p.split for p in store.partitions(group) if p.status == store.RUNNING and now - (p.heartbeat_at or 0) < lease]
+    busy = store.held_splits(group)
     if busy:
         raise PartitionBusy(
             f"group {group!r} has partitions being labelled: {', '.join(busy)}",
-            f"stop the workers labelling them, or wait {lease:.0f} s after their last heartbeat, then remove the group",
+            f"stop the workers labelling them, or wait {store.claim_lease_s():.0f} s after their last heartbeat, then "
+            "remove the group",
         )
     return store.remove_group(group)

@@ -702,10 +702,25 @@ def _claim(group: str, split: str, token: str, worker: str, doc: Mapping, lease:
     )
 
 
+def _takeable(now: float, lease: float) -> dict:
+    """The query a claim may take: pending or failed, or running with a heartbeat older than the lease."""
+    return {"$or": [{"status": {"$in": [PENDING, FAILED]}}, {"status": RUNNING, "heartbeat_at": {"$lt": now - lease}}]}
+
+
+@retrying
+def held_splits(group: str, lease_s: float | None = None) -> list[str]:
+    """The group's running splits whose claim is live: exactly those :func:`claim_partition` would refuse to take."""
+    lease = claim_lease_s() if lease_s is None else lease_s
+    partitions = Partition._get_collection()
+    running = {d["split"] for d in partitions.find({"group_id": group, "status": RUNNING}, {"split": 1})}
+    stale = {d["split"] for d in partitions.find({"group_id": group, **_takeable(time.time(), lease)}, {"split": 1})}
+    return sorted(running - stale)
+
+
 @retrying
 def _take(group: str, split: str, worker: str, token: str, now: float, lease: float) -> dict | None:
     """The atomic step of a claim: the partition's document after ``token`` took it, or None when it was not takeable."""
-    takeable = {"$or": [{"status": {"$in": [PENDING, FAILED]}}, {"status": RUNNING, "heartbeat_at": {"$lt": now - lease}}]}
+    takeable = _takeable(now, lease)
     update = {
         "$set": {"status": RUNNING, "claim": token, "run_id": token, "worker": worker, "claimed_at": now, "heartbeat_at": now},
         "$inc": {"attempts": 1},

@@ -22,7 +22,7 @@ from cli.label import load_split, partial_header
 from labelling import config as job_config
 from labelling import store
 from labelling.corpus import cut_into_splits
-from labelling.errors import ConfigError, StoreError
+from labelling.errors import ConfigError, PartitionBusy, StoreError
 from labelling.outputs import MARKER
 from tests.mongo_fixture import complete_with_scripted_labels, connected, mongo_uri, unique  # noqa: F401
 from tests.test_corpus import DEV_ZIP, MWZ22
@@ -224,6 +224,16 @@ def test_corpus_rm_refuses_a_corpus_a_group_labels_and_removes_one_no_group_uses
     assert done.returncode == 0 and "removed" in done.stdout
     assert lone not in store.list_corpora()
     assert_one_line_error(labelling("corpus", "rm", lone), 2, f"unknown corpus {lone!r}")
+
+
+def test_held_splits_are_exactly_the_claims_claim_partition_refuses(connected, schema):
+    group, splits = _group_of(2, 1, schema)
+    store.claim_partition(group, splits[0], "a")
+    assert store.held_splits(group) == [splits[0]]
+    with pytest.raises(PartitionBusy):
+        store.claim_partition(group, splits[0], "b")
+    assert store.held_splits(group, lease_s=-1) == []  # every heartbeat is older than a negative lease: all stale
+    assert store.claim_partition(group, splits[0], "b", lease_s=-1) is not None
 
 
 @pytest.mark.slow  # several fresh processes
