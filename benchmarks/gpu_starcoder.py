@@ -239,6 +239,9 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
             figures[phase].update(passes.decode_figures(options.weight_bytes, options.kv_bytes_per_token, options.bandwidth_gbs))
     total = figures["sample"]["seconds"] + figures["score"]["seconds"]
     figures.update(seconds=total, turns_per_s=len(prompts) / total, peak_gpu_memory_gb=_peak_gb(device))
+    # What the run ended at: a budget below the starting one means an out-of-memory retry halved it.
+    new_gib = lm.new_token_bytes and lm.new_token_bytes / 2**30
+    figures.update(max_batch_tokens_end=lm.max_batch_tokens, oom_backoffs=lm.oom_backoffs, new_token_gib=new_gib)
     return figures, outputs
 
 
@@ -450,6 +453,7 @@ def markdown(report: dict) -> str:
         ("sampling: sequences/s", lambda f: f"{f['sample']['sequences_per_s']:.1f}"),
         ("sampling: decode rows per pass (max)", lambda f: str(f["sample"]["decode_rows_max"])),
         ("batch budget (tokens)", lambda f: str(f["max_batch_tokens"])),
+        ("out-of-memory retries", lambda f: str(f.get("oom_backoffs", "-"))),
         ("sampling: decode steps, % of bandwidth limit", lambda f: _percent(f["sample"]["decode_bandwidth_fraction"])),
         ("scoring: candidates/s", lambda f: f"{f['score']['sequences_per_s']:.1f}"),
         ("scoring: prefill rows per pass (max)", lambda f: str(f["score"]["prefill_rows_max"])),

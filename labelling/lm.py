@@ -183,6 +183,8 @@ class LanguageModel:
         self.reuse_prefix = reuse_prefix
         self.device = next(model.parameters()).device
         self._budget = max_batch_tokens  # None: sized from free device memory on first use
+        self._new_bytes: int | None = None  # what the tokens fed in one pass may take; None: no limit (a CPU)
+        self._sized = False
         self.max_batch_tokens_setting = max_batch_tokens  # as configured, before sizing or back-off
         self._lock = threading.RLock()  # one call at a time: a threads pool shares the model and its caches
         self.oom_backoffs = 0
@@ -248,31 +250,54 @@ class LanguageModel:
 
         Sized lazily, so that every model a job needs is loaded before the first one measures what is left.
         """
-        if self._budget is None:
-            self._budget = self._sized_budget()
+        self._size_from_memory()
         return self._budget
 
     @max_batch_tokens.setter
     def max_batch_tokens(self, value: int | None) -> None:
         self._budget = value
 
-    def _sized_budget(self) -> int:
+    @property
+    def new_token_bytes(self) -> int | None:
+        """Bytes the tokens fed in one pass may take (activations, and logits where scored): on a GPU, a share of the
+        memory left after loading, so a long prefill runs in column slices; None on a CPU (no limit)."""
+        self._size_from_memory()
+        return self._new_bytes
+
+    def _size_from_memory(self) -> None:
+        if self._sized:
+            return
         figures = _device_memory(self.device)
         if figures is None:
-            return memory.CPU_BATCH_TOKENS
+            self._budget = self._budget or memory.CPU_BATCH_TOKENS
+            self._sized = True
+            return
         free, total = figures
-        shape = memory.KVShape.of(self.model.config.get_text_config(), self.model.dtype.itemsize)
-        budget = memory.batch_token_budget(free, total, shape)
-        if budget < memory.MIN_BATCH_TOKENS:
+        budget = memory.pass_budget(free, total, self._shape)
+        if self._budget is None and budget.tokens < memory.MIN_BATCH_TOKENS:
             raise ModelError(
                 f"{free / 2**30:.1f} GiB of {total / 2**30:.1f} GiB left on {self.device} after loading: no room for a batch",
                 hint=OOM_HINT,
             )
+        self._budget = self._budget or budget.tokens
+        self._new_bytes, self._sized = budget.new_bytes, True
         log.info(
-            "batch budget %d tokens: %.1f GiB free on %s, %d bytes per token at the peak (KV %d)",
-            budget, free / 2**30, self.device, shape.peak_bytes_per_token, shape.kv_bytes_per_token,
+            "batch budget %d tokens, %.1f GiB for new tokens: %.1f GiB free on %s, %d bytes per token at the peak (KV %d)",
+            self._budget, budget.new_bytes / 2**30, free / 2**30, self.device, self._shape.peak_bytes_per_token,
+            self._shape.kv_bytes_per_token,
         )  # fmt: skip
-        return budget
+
+    @functools.cached_property
+    def _shape(self) -> memory.KVShape:
+        return memory.KVShape.of(self.model.config.get_text_config(), self.model.dtype.itemsize)
+
+    def _columns_per_pass(self, rows: int, width: int, scored: bool) -> int:
+        """How many of `width` new columns `rows` rows may feed in one pass within the new-token memory (`scored`:
+        every fed token keeps its logits)."""
+        if self.new_token_bytes is None:
+            return max(width, 1)
+        per_token = self._shape.scored_token_bytes if scored else self._shape.new_token_bytes
+        return min(max(width, 1), memory.new_tokens_per_pass(self.new_token_bytes, rows, per_token))
 
     def _shrink_budget(self, error: str) -> None:
         """After running out of device memory: halve the budget for this and later calls, or fail below the floor."""
@@ -280,6 +305,8 @@ class LanguageModel:
         if failed // 2 < memory.MIN_BATCH_TOKENS:
             raise ModelError(f"out of memory on {self.device} even at max_batch_tokens={failed} ({error})", hint=OOM_HINT)
         self.max_batch_tokens = failed // 2
+        if self._new_bytes is not None:
+            self._new_bytes //= 2
         self.oom_backoffs += 1
         log.warning("out of memory on %s at max_batch_tokens=%d: retrying at %d", self.device, failed, failed // 2)
         if self.device.type == "cuda":
@@ -426,7 +453,17 @@ class LanguageModel:
         return state
 
     def _extend(self, state: _State, rows: list[list[int]]) -> _State:
-        """Feed each row's tokens after `state`, consuming its cache; the result holds the logits after the new tokens."""
+        """Feed each row's tokens after `state`, consuming its cache; the result holds the logits after the new tokens.
+
+        A prefill too large for the new-token memory is fed in column slices, each on the cache of the one before.
+        """
+        width = max(map(len, rows), default=0)
+        step = self._columns_per_pass(len(rows), width, scored=False)
+        for start in range(0, width, step):
+            state = self._extend_once(state, [r[start : start + step] for r in rows])
+        return state
+
+    def _extend_once(self, state: _State, rows: list[list[int]]) -> _State:
         if not any(rows):
             return state
         ends = torch.tensor([[max(len(r) - 1, 0)] for r in rows], device=self.device)
@@ -466,11 +503,15 @@ class LanguageModel:
         for i, c in enumerate(conts):
             targets[i, : len(c)] = torch.tensor(c, dtype=torch.long)
         targets = targets.to(self.device)
-        logits = state.last[:, None, :]
-        if width > 1:  # a continuation's last token predicts nothing we score, so it is not fed
-            later = self._forward(state, [c[:-1] for c in conts], 0)[0]
-            logits = torch.cat([logits, later[:, : width - 1].float()], dim=1)
-        token_logps = logits.gather(-1, targets[..., None])[..., 0] - logits.logsumexp(-1)
+        pieces = [_token_logps(state.last[:, None, :], targets[:, :1])]
+        # A continuation's last token predicts nothing we score, so it is not fed; long ones go in column slices.
+        fed = [c[:-1] for c in conts]
+        step = self._columns_per_pass(len(conts), width - 1, scored=True)
+        for start in range(0, width - 1, step):
+            logits, cache, mask = self._forward(state, [c[start : start + step] for c in fed], 0)
+            state = _State(cache, mask, None)
+            pieces.append(_token_logps(logits.float(), targets[:, 1 + start : 1 + start + logits.shape[1]]))
+        token_logps = torch.cat(pieces, dim=1)
         lengths = torch.tensor([len(c) for c in conts], device=self.device)
         valid = torch.arange(width, device=self.device)[None, :] < lengths[:, None]
         return (token_logps * valid).sum(1).tolist()
@@ -614,6 +655,11 @@ def _shared_prefixes(bodies: list[list[int]]) -> list[tuple[int, list[int]]]:
                 continue
         groups.append((len(body), [i]))
     return groups
+
+
+def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """fp32 log-probs of `targets` [rows, columns] under `logits` [rows, columns, vocab]."""
+    return logits.gather(-1, targets[..., None])[..., 0] - logits.logsumexp(-1)
 
 
 def _uniforms(seeds: list[int], steps: int, device: torch.device) -> torch.Tensor:

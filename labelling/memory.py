@@ -1,5 +1,7 @@
-"""How many tokens of KV cache one forward pass may hold: the batch budget sized from free device memory.
+"""How much one forward pass may hold, sized from free device memory: the batch budget.
 
+Two limits share the memory left after the weights: tokens of KV cache (rows x columns, what decoding holds) and
+new tokens fed in one pass (what prefill and scoring hold: each layer's activations and, when scored, the logits).
 Pure arithmetic on a model config and memory figures (no torch), so it is unit-tested on real configs with made-up
 free-memory numbers. `labelling.lm` feeds it `torch.cuda.mem_get_info()` after the weights are loaded.
 """
@@ -10,27 +12,36 @@ from dataclasses import dataclass
 
 MIN_BATCH_TOKENS = 256  # the smallest budget a config may set, and the floor of the out-of-memory back-off
 CPU_BATCH_TOKENS = 16384  # the budget on a CPU, where memory is not the limit and larger passes gain nothing
-MARGIN_SHARE, MIN_MARGIN_BYTES = 0.05, 1 << 30  # kept free for logits, the embedder, allocator slack
+MARGIN_SHARE, MIN_MARGIN_BYTES = 0.05, 1 << 30  # kept free for the embedder, allocator slack
+# The share of the usable memory for the activations of new tokens; the rest holds KV. Decoding feeds one new token
+# per row, so it needs little of this share; prefill at this share still feeds tens of thousands of tokens per pass.
+NEW_TOKEN_SHARE = 0.25
 
 
 @dataclass(frozen=True)
 class KVShape:
-    """The attention shape that fixes KV-cache size: layers, key/value heads, query heads, head size, bytes per value."""
+    """The model shape that fixes a pass's memory: layers, key/value heads, query heads, head size, bytes per value,
+    and for new tokens the residual width, the MLP width and the vocabulary."""
 
     layers: int
     kv_heads: int
     heads: int
     head_dim: int
     dtype_bytes: int
+    hidden: int = 0
+    inner: int = 0
+    vocab: int = 0
 
     @classmethod
     def of(cls, config: object, dtype_bytes: int) -> KVShape:
-        """Read the shape from a Hugging Face model config (Llama-style names, GPTBigCode's `multi_query`)."""
+        """Read the shape from a Hugging Face model config (Llama-style names, GPTBigCode's `multi_query`, `n_inner`)."""
         layers = int(config.num_hidden_layers)
         heads = int(config.num_attention_heads)
         kv_heads = getattr(config, "num_key_value_heads", None) or (1 if getattr(config, "multi_query", False) else heads)
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        return cls(layers, int(kv_heads), heads, int(head_dim), dtype_bytes)
+        hidden = int(config.hidden_size)
+        head_dim = getattr(config, "head_dim", None) or hidden // heads
+        inner = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+        return cls(layers, int(kv_heads), heads, int(head_dim), dtype_bytes, hidden, int(inner), int(config.vocab_size))
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -47,13 +58,49 @@ class KVShape:
         """
         return 2 * self.kv_bytes_per_token + 2 * self.heads * self.head_dim * self.dtype_bytes
 
+    @property
+    def new_token_bytes(self) -> int:
+        """Bytes one token fed in a pass can need at the peak of one layer: the residual stream, the normed input,
+        queries, keys and values, the attention output, and three MLP-wide tensors (up, activation, gate or product)."""
+        qkv = self.heads * self.head_dim + 2 * self.kv_heads * self.head_dim
+        return (4 * self.hidden + qkv + 3 * self.inner) * self.dtype_bytes
+
+    @property
+    def scored_token_bytes(self) -> int:
+        """Bytes one token whose logits are kept can need: its activations, plus logits in the model's dtype, their
+        fp32 copy and two fp32 temporaries of the log-softmax (`LanguageModel._score_rows`)."""
+        return self.new_token_bytes + self.vocab * (self.dtype_bytes + 8)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one forward pass may hold: `tokens` of KV (rows x columns) and `new_bytes` for the tokens it feeds."""
+
+    tokens: int
+    new_bytes: int
+
 
 def margin_bytes(total_bytes: int) -> int:
     """Memory left unbudgeted: 5% of the device, at least 1 GiB."""
     return max(MIN_MARGIN_BYTES, int(MARGIN_SHARE * total_bytes))
 
 
+def usable_bytes(free_bytes: int, total_bytes: int) -> int:
+    """Free memory less the margin; 0 when the margin takes it all."""
+    return max(0, free_bytes - margin_bytes(total_bytes))
+
+
 def batch_token_budget(free_bytes: int, total_bytes: int, shape: KVShape) -> int:
-    """Tokens (rows x columns) per forward pass that fit in `free_bytes` after the margin; 0 when nothing fits."""
-    usable = free_bytes - margin_bytes(total_bytes)
-    return max(0, usable // shape.peak_bytes_per_token)
+    """Tokens (rows x columns) per forward pass that fit in the KV share of `free_bytes`; 0 when nothing fits."""
+    return int(usable_bytes(free_bytes, total_bytes) * (1 - NEW_TOKEN_SHARE)) // shape.peak_bytes_per_token
+
+
+def pass_budget(free_bytes: int, total_bytes: int, shape: KVShape) -> Budget:
+    """Both limits of a pass: KV tokens from one share of the usable memory, new-token bytes from the other."""
+    usable = usable_bytes(free_bytes, total_bytes)
+    return Budget(batch_token_budget(free_bytes, total_bytes, shape), int(usable * NEW_TOKEN_SHARE))
+
+
+def new_tokens_per_pass(new_bytes: int, rows: int, bytes_per_token: int) -> int:
+    """Columns of new tokens `rows` rows may feed in one pass within `new_bytes` (at least one: a pass must move on)."""
+    return max(1, new_bytes // max(1, rows * bytes_per_token))

@@ -46,15 +46,20 @@ def test_starcoder_kv_size_per_token():
     assert shape.peak_bytes_per_token == 2 * 20480 + 2 * 48 * 128 * 2 == 64 * 1024
 
 
+def _kv_share(free_gib: float, total_gib: int) -> int:
+    """The KV share of what is usable: three quarters of free memory less the 5% margin."""
+    return int(int((free_gib - 0.05 * total_gib) * GiB) * 0.75)
+
+
 @pytest.mark.parametrize(
     ("card", "total_gib", "free_gib", "expected"),
     [
         # 31 GB of bf16 weights on an 80 GB A100/H100: 48 GiB free, 4 GiB (5%) kept back, 64 KiB per token.
-        ("80 GB, bf16", 80, 48, 44 * GiB // (64 * 1024)),
+        ("80 GB, bf16", 80, 48, _kv_share(48, 80) // (64 * 1024)),
         # H200: 141 GB, about 109 GiB left after the weights, 7.05 GiB kept back.
-        ("141 GB, bf16", 141, 109, int((109 - 0.05 * 141) * GiB) // (64 * 1024)),
+        ("141 GB, bf16", 141, 109, _kv_share(109, 141) // (64 * 1024)),
         # 24 GB card with 8-bit weights (about 16 GB): 6 GiB left, 1.2 GiB kept back.
-        ("24 GB, 8-bit", 24, 6, int((6 - 0.05 * 24) * GiB) // (64 * 1024)),
+        ("24 GB, 8-bit", 24, 6, _kv_share(6, 24) // (64 * 1024)),
         # A 16 GB card after 8-bit weights: less free than the margin, so nothing fits.
         ("16 GB, 8-bit", 16, 0.5, 0),
     ],
@@ -63,8 +68,28 @@ def test_starcoder_budget_from_free_memory(card, total_gib, free_gib, expected):
     shape = KVShape.of(GPTBigCodeConfig(**STARCODER_15B), BF16)
     budget = batch_token_budget(int(free_gib * GiB), int(total_gib * GiB), shape)
     assert budget == expected, card
-    if budget:  # a whole 16-turn wave of 8 samples of ~2.9k-token prompts fits the big cards, several turns the 24 GB one
-        assert budget >= 16 * 8 * 2900 if total_gib >= 80 else 3 * 8 * 2900 <= budget < 16 * 8 * 2900
+    if budget:  # a whole 16-turn wave of 8 samples of ~2.9k-token prompts fits the big cards, two turns the 24 GB one
+        assert budget >= 16 * 8 * 2900 if total_gib >= 80 else 2 * 8 * 2900 <= budget < 16 * 8 * 2900
+
+
+def test_starcoder_bytes_per_new_token():
+    shape = KVShape.of(GPTBigCodeConfig(**STARCODER_15B), BF16)
+    assert (shape.hidden, shape.inner, shape.vocab) == (6144, 24576, 49152)
+    # residual, normed input, attention output, MLP output (4 x 6144); 48 query heads and one K and V head of 128;
+    # three MLP-wide tensors (3 x 24576); bf16.
+    assert shape.new_token_bytes == (4 * 6144 + 48 * 128 + 2 * 128 + 3 * 24576) * 2 == 209_408
+    # Scored: plus the bf16 logits, their fp32 copy and two fp32 temporaries over the 49,152-token vocabulary.
+    assert shape.scored_token_bytes == 209_408 + 49152 * (2 + 8)
+    budget = memory.pass_budget(48 * GiB, 80 * GiB, shape)  # the 80 GB card above
+    assert budget.new_bytes == int(44 * GiB * 0.25)
+    # A 2.9k-token prompt per row: a plain prefill of 128 rows feeds 41 columns per pass, a ~40-row wave all of it.
+    assert memory.new_tokens_per_pass(budget.new_bytes, 128, shape.new_token_bytes) == 44 * GiB // 4 // (128 * 209_408)
+    assert (
+        memory.new_tokens_per_pass(budget.new_bytes, 40, shape.new_token_bytes)
+        < 2900
+        < memory.new_tokens_per_pass(budget.new_bytes, 4, shape.new_token_bytes)
+    )
+    assert memory.new_tokens_per_pass(0, 128, shape.new_token_bytes) == 1  # a pass always moves on
 
 
 def test_kv_shape_of_grouped_query_attention():
@@ -86,7 +111,8 @@ def test_budget_is_sized_from_free_memory_after_loading(monkeypatch):
     shape = KVShape.of(model.config, 4)
     monkeypatch.setattr(lm_module, "_device_memory", lambda device: (3 * GiB, 40 * GiB))
     lm = LanguageModel.from_model(model, smollm2_tokenizer())
-    assert lm.max_batch_tokens == batch_token_budget(3 * GiB, 40 * GiB, shape) == GiB // shape.peak_bytes_per_token
+    assert lm.max_batch_tokens == batch_token_budget(3 * GiB, 40 * GiB, shape) == GiB * 3 // 4 // shape.peak_bytes_per_token
+    assert lm.new_token_bytes == GiB // 4  # the other quarter of the 1 GiB left after the 2 GiB margin
     assert LanguageModel.from_model(model, smollm2_tokenizer(), max_batch_tokens=4096).max_batch_tokens == 4096  # config
 
 
@@ -96,6 +122,27 @@ def test_no_room_after_loading_is_a_clear_error(monkeypatch):
     with pytest.raises(ModelError, match="no room for a batch") as err:
         lm.score(Prompt("x", "y"), ["z"])
     assert "quantization: 8bit" in str(err.value)
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_prefill_and_scoring_in_column_slices_give_the_same_numbers(monkeypatch, reuse_prefix):
+    model, tok = tiny_gpt_bigcode(), smollm2_tokenizer()
+    params = SamplingParams(n=3, max_new_tokens=6, seed=7)
+    whole = LanguageModel.from_model(model, tok, max_batch_tokens=4096, reuse_prefix=reuse_prefix)
+    expected_scores, expected_samples = whole.score_many(REQUESTS), whole.sample([p for p, _ in REQUESTS], params)
+    assert whole.new_token_bytes is None  # a CPU: one pass feeds all
+    shape = KVShape.of(model.config, 4)
+    # Memory for about 3 new columns of 6 rows: every prompt and continuation is fed in several slices.
+    monkeypatch.setattr(lm_module, "_device_memory", lambda device: (GiB + 4 * 18 * shape.new_token_bytes, 2 * GiB))
+    sliced = LanguageModel.from_model(model, tok, max_batch_tokens=4096, reuse_prefix=reuse_prefix)
+    scores, samples = sliced.score_many(REQUESTS), sliced.sample([p for p, _ in REQUESTS], params)
+    assert sliced.new_token_bytes == 18 * shape.new_token_bytes and sliced.max_batch_tokens == 4096
+    assert sliced.stats["forward_passes"] > whole.stats["forward_passes"] + 4  # the slices
+    flat = [x for row in scores for x in row]
+    assert flat == pytest.approx([x for row in expected_scores for x in row], abs=1e-4)
+    assert [[s.text for s in row] for row in samples] == [[s.text for s in row] for row in expected_samples]
+    logprobs = [s.logprob for row in samples for s in row]
+    assert logprobs == pytest.approx([s.logprob for row in expected_samples for s in row], abs=1e-4)
 
 
 def test_cpu_budget_keeps_the_default():

@@ -1,0 +1,138 @@
+"""On a real CUDA device (skipped without one): weights loaded straight to the GPU in bf16, the batch budget sized from
+the card's real free memory, a prefill-heavy wave at that budget with no out-of-memory retry, and a real
+out-of-memory error that halves the budget and loses nothing. The CPU versions of these, with made-up memory figures
+and an injected error, are in tests/test_gpu_memory.py and run everywhere.
+
+On a GPU box without the embedded model, the tokenizer comes from the folder `benchmarks/gpu_starcoder.py --prepare`
+writes (`.state/gpu_inputs/tokenizer`); `pytest -m gpu -s tests/test_gpu.py` prints the measured figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
+
+from labelling import lm as lm_module
+from labelling import memory
+from labelling.lm import LanguageModel, Prompt, SamplingParams
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+GiB = 1 << 30
+PREPARED_TOKENIZER = Path(__file__).resolve().parents[1] / ".state" / "gpu_inputs" / "tokenizer"
+# StarCoder's proportions at 1/4 of its width and 6 layers (~250M parameters): MLP 4x wide, 128-wide heads.
+MEDIUM = dict(vocab_size=49152, n_embd=1536, n_layer=6, n_head=12, n_inner=6144, n_positions=4096)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    if PREPARED_TOKENIZER.is_dir():
+        return AutoTokenizer.from_pretrained(PREPARED_TOKENIZER)
+    from tests.tiny_models import smollm2_tokenizer
+
+    return smollm2_tokenizer()
+
+
+def medium_model(dtype: torch.dtype, multi_query: bool = True) -> GPTBigCodeForCausalLM:
+    """Random weights created on the GPU (initializer 0.2: peaked next-token distributions, so draws are stable)."""
+    torch.manual_seed(0)
+    config = GPTBigCodeConfig(**MEDIUM, multi_query=multi_query, initializer_range=0.2, bos_token_id=0, eos_token_id=0)
+    with torch.device("cuda"):
+        return GPTBigCodeForCausalLM(config).to(dtype).eval()
+
+
+def wave(prompts: int, body_words: int) -> list[Prompt]:
+    """`prompts` prompts on one shared preamble, each with its own body of about 2 tokens a word."""
+    preamble = "class Hotel:\n    def find_hotel(self, area: str, stars: int):\n        ...\n"
+    return [Prompt(preamble, " ".join(f"w{(i * 7919 + k) % 5003}" for k in range(body_words))) for i in range(prompts)]
+
+
+class Filler:
+    """Holds GPU memory so that only `leave` bytes stay free (as other work on the card would)."""
+
+    def __init__(self, leave: int):
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info()
+        self.block = torch.empty(max(0, free - leave), dtype=torch.uint8, device="cuda")
+
+    def release(self) -> None:
+        del self.block
+        torch.cuda.empty_cache()
+
+
+def _peak_gib(before: int) -> float:
+    return (torch.cuda.max_memory_allocated() - before) / GiB
+
+
+def test_weights_load_straight_to_the_gpu_in_bf16(tmp_path, tokenizer):
+    medium_model(torch.float32).save_pretrained(tmp_path)  # an fp32 checkpoint, as many on the hub are
+    tokenizer.save_pretrained(tmp_path)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    lm = LanguageModel.load(str(tmp_path), device="cuda", dtype="bfloat16")
+    weights = sum(p.numel() * p.element_size() for p in lm.model.parameters())
+    assert {p.device.type for p in lm.model.parameters()} == {"cuda"}
+    assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+    held, peak = torch.cuda.memory_allocated() - before, torch.cuda.max_memory_allocated() - before
+    print(f"\nloaded {weights / GiB:.2f} GiB of bf16 weights: {held / GiB:.2f} GiB held, {peak / GiB:.2f} GiB at the peak")
+    assert held < 1.1 * weights  # no fp32 copy left on the card
+    assert peak < 2 * weights  # and none made on the way: a whole fp32 copy would add twice the bf16 weights
+
+
+def test_the_budget_is_sized_from_the_cards_free_memory(tokenizer):
+    lm = LanguageModel.from_model(medium_model(torch.bfloat16), tokenizer)
+    free, total = lm_module._device_memory(lm.device)
+    shape = memory.KVShape.of(lm.model.config, 2)
+    expected = memory.pass_budget(free, total, shape)
+    new_gib = lm.new_token_bytes / GiB
+    print(f"\nfree {free / GiB:.1f} of {total / GiB:.1f} GiB: budget {lm.max_batch_tokens} tokens, {new_gib:.1f} GiB new")
+    assert lm.max_batch_tokens == pytest.approx(expected.tokens, rel=0.01)
+    assert lm.new_token_bytes == pytest.approx(expected.new_bytes, rel=0.01)
+
+
+@pytest.mark.parametrize("reuse_prefix", [False, True], ids=["plain", "optimised"])
+def test_a_prefill_heavy_wave_at_the_sized_budget_needs_no_retry(tokenizer, reuse_prefix):
+    model = medium_model(torch.bfloat16)
+    filler = Filler(leave=16 * GiB)
+    try:
+        free, _ = torch.cuda.mem_get_info()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        lm = LanguageModel.from_model(model, tokenizer, reuse_prefix=reuse_prefix)
+        prompts = wave(64, 450)
+        requests = [(p, [f" agent.find_hotel(area='w{i}')", " agent.no_change()"] * 4) for i, p in enumerate(prompts)]
+        scores = lm.score_many(requests)
+        samples = lm.sample(prompts, SamplingParams(n=8, max_new_tokens=16, seed=1, ignore_eos=True))
+        peak = _peak_gib(before)
+        new_gib, free_gib = lm.new_token_bytes / GiB, free / GiB
+        print(
+            f"\n{lm.stats['prompt_tokens']} prompt tokens in {lm.stats['forward_passes']} passes, budget "
+            f"{lm.max_batch_tokens} tokens, {new_gib:.2f} GiB new: peak {peak:.2f} of {free_gib:.2f} GiB free"
+        )
+    finally:
+        filler.release()
+    assert lm.oom_backoffs == 0 and peak < free / GiB
+    assert all(len(row) == 8 for row in scores) and all(len(row) == 8 for row in samples)
+
+
+def test_a_real_out_of_memory_error_halves_the_budget_and_loses_nothing(tokenizer):
+    model = medium_model(torch.float32, multi_query=False)  # fp32, full KV heads: 72 KiB of KV per token
+    prompts, params = wave(32, 450), SamplingParams(n=8, max_new_tokens=8, seed=3)
+    expected = LanguageModel.from_model(model, tokenizer, max_batch_tokens=16384).sample(prompts, params)
+    filler = Filler(leave=16 * GiB)
+    try:
+        lm = LanguageModel.from_model(model, tokenizer, max_batch_tokens=1 << 20)  # configured far too large
+        got = lm.sample(prompts, params)
+    finally:
+        filler.release()
+    print(f"\n{lm.oom_backoffs} out-of-memory retries: budget 1048576 -> {lm.max_batch_tokens}")
+    assert lm.oom_backoffs >= 1 and lm.max_batch_tokens < 1 << 20
+    assert [[s.text for s in row] for row in got] == [[s.text for s in row] for row in expected]
+    flat = [s.logprob for row in got for s in row]
+    assert flat == pytest.approx([s.logprob for row in expected for s in row], abs=1e-3)
