@@ -26,11 +26,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from labelling import memory, model_cache
+from labelling import attention, memory, model_cache, settings
 from labelling.errors import ConfigError, ModelError
 from labelling.generation import Prompt, Sample, SamplingParams, TokenConstraint
 
 PREFIX_CACHE_SIZE = 4
+# Prompt-lookup guesses per row and decode pass by default. On a CPU a pass costs about one more token's compute per
+# guess, and the first guess is kept most often (measured: 1 beat 2 and 4); on a GPU a decode pass is mostly fixed cost.
+GUESS_TOKENS_CPU, GUESS_TOKENS_GPU = 1, 4
 # A decode batch keeps its finished rows (masked) until fewer than this share of its rows are live, then compacts.
 COMPACT_BELOW = 0.75
 # Prompts sharing at least this many leading body tokens encode them once (channel candidates on one turn's prompt).
@@ -154,6 +157,45 @@ class _Draft:
         return Sample(self.text[:cut].rstrip(), float(sum(self.logps[:kept])), kept, self.done)
 
 
+class _PromptLookup:
+    """Guesses a row's next tokens from its own context (prompt-lookup decoding): find the latest earlier place where
+    its last few tokens occur, in the prompt or in what it generated, and propose the tokens that followed there.
+
+    The calls a labeller generates repeat the function, slot and value spellings of the in-context examples.
+    """
+
+    ORDERS = (3, 2)  # match the last 3 tokens, else the last 2
+
+    def __init__(self, prompt: list[int], prompt_index: dict[int, dict[tuple, int]]):
+        self.ids = list(prompt)
+        self.start = len(prompt)  # where the generated tokens begin
+        self.prompt_index = prompt_index  # shared by the rows of one prompt
+        self.own: dict[int, dict[tuple, int]] = {n: {} for n in self.ORDERS}
+        self.indexed = len(prompt)  # n-grams ending before this position are indexed
+
+    @classmethod
+    def index_of(cls, ids: list[int]) -> dict[int, dict[tuple, int]]:
+        """Where each n-gram of `ids` last ends."""
+        return {n: {tuple(ids[end - n + 1 : end + 1]): end for end in range(n - 1, len(ids))} for n in cls.ORDERS}
+
+    def guess(self, limit: int) -> list[int]:
+        """Up to `limit` tokens that followed the latest earlier occurrence of the context's ending."""
+        if limit <= 0:
+            return []
+        last = len(self.ids) - 1
+        for end in range(self.indexed, last):  # the ending itself is left out: it would match itself
+            for n in self.ORDERS:
+                if end >= n - 1:
+                    self.own[n][tuple(self.ids[end - n + 1 : end + 1])] = end
+        self.indexed = max(self.indexed, last)
+        for n in self.ORDERS:
+            key = tuple(self.ids[-n:])
+            end = self.own[n].get(key, self.prompt_index[n].get(key))
+            if end is not None:
+                return self.ids[end + 1 : end + 1 + limit]
+        return []
+
+
 def _backs_off_on_oom(method):
     """Run an LM call under the model's lock; on out-of-device-memory, halve the batch budget and run it whole again.
 
@@ -177,11 +219,22 @@ def _backs_off_on_oom(method):
 class LanguageModel:
     """Samples and scores text with a Hugging Face causal LM; see the module docstring for the speed levers."""
 
-    def __init__(self, model, tokenizer, max_batch_tokens: int | None = None, reuse_prefix: bool = True):
+    def __init__(
+        self, model, tokenizer, max_batch_tokens: int | None = None, reuse_prefix: bool = True, guess_tokens: int | None = None
+    ):
+        attention.use_packed_attention(model)  # grouped key/value heads read once per pass (labelling/attention.py)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.reuse_prefix = reuse_prefix
         self.device = next(model.parameters()).device
+        # Tokens guessed per row and decode pass by prompt lookup (0: one token per pass). A guess costs a column of
+        # compute and is kept only if it is the token the row's sampler draws there, so samples do not change. The
+        # plain path (no prefix reuse) decodes one token per pass, as the reference does.
+        if guess_tokens is None and reuse_prefix:
+            guess_tokens = settings.GUESS_TOKENS.get()
+            if guess_tokens is None:
+                guess_tokens = GUESS_TOKENS_GPU if self.device.type == "cuda" else GUESS_TOKENS_CPU
+        self.guess_tokens = guess_tokens or 0
         self._budget = max_batch_tokens  # None: sized from free device memory on first use
         self._new_bytes: int | None = None  # what the tokens fed in one pass may take; None: no limit (a CPU)
         self._sized = False
@@ -202,6 +255,7 @@ class LanguageModel:
         # The decode phase alone (its forwards, after each pass's prompt): tokens drawn from them, and the batch rows
         # and cache columns each ran at, summed, so a benchmark can time a bare forward loop of the same shape.
         self.stats.update(dict.fromkeys(("decode_tokens", "decode_steps", "decode_rows", "decode_columns"), 0))
+        self.stats.update(dict.fromkeys(("guessed_tokens", "guesses_kept"), 0))  # prompt-lookup guesses fed, and kept
         self.stats["decode_seconds"] = 0.0
 
     @classmethod
@@ -333,8 +387,13 @@ class LanguageModel:
         for chunk in self._chunks(encoded, [params.n] * len(prompts), [params.max_new_tokens] * len(prompts)):
             state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], params.max_new_tokens)
             keys = [(i, j) for i, js in chunk for j in js]
-            rows = [constraints[i]() for i, _ in keys] if constraints else None
-            drafts = self._decode(state, [_seed(prompts[i], params.seed, j) for i, j in keys], params, rows)
+            seeds = [_seed(prompts[i], params.seed, j) for i, j in keys]
+            if self.guess_tokens and not constraints:
+                indexes = {i: _PromptLookup.index_of(encoded[i].pre + encoded[i].body) for i, _ in chunk}
+                lookups = [_PromptLookup(encoded[i].pre + encoded[i].body, indexes[i]) for i, _ in keys]
+                drafts = self._decode_guessing(state, seeds, params, lookups)
+            else:
+                drafts = self._decode(state, seeds, params, [constraints[i]() for i, _ in keys] if constraints else None)
             for (i, _), draft in zip(keys, drafts, strict=True):
                 out[i].append(draft.finish())
         return out
@@ -563,6 +622,85 @@ class LanguageModel:
             if piecewise:
                 self._check_text(draft, params)
         return drafts
+
+    def _decode_guessing(
+        self, state: _State, seeds: list[int], params: SamplingParams, lookups: list[_PromptLookup]
+    ) -> list[_Draft]:
+        """`_decode`'s samples in fewer passes: each pass feeds a row's last drawn token plus tokens guessed by prompt lookup.
+
+        A row's token number t is always drawn from its own uniform t, at every position of the pass in turn. A guess is
+        kept while it equals that draw (its column's logits are then the ones the next draw needs); the first draw that
+        differs becomes the row's next token, and the columns of the guesses after it are masked out like padding.
+        """
+        drafts = [_Draft() for _ in seeds]
+        uniforms = _uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
+        made, logps = [0] * len(drafts), [[] for _ in drafts]
+
+        def take(d: int, token: int, logp: float) -> bool:
+            """Record draft d's next token; True while it may go on."""
+            made[d] += 1
+            self.stats["generated_tokens"] += 1
+            logps[d].append(logp)
+            lookups[d].ids.append(token)
+            self._push(drafts[d], token, params)
+            return not drafts[d].done and made[d] < params.max_new_tokens
+
+        first, first_logps = _draw(state.last, None if uniforms is None else uniforms[:, 0], params)
+        live = [take(d, *pair) for d, pair in enumerate(zip(first.tolist(), first_logps.tolist(), strict=True))]
+        owner, pending = list(range(len(drafts))), first.tolist()
+        started = time.perf_counter() if any(live) else None
+        while any(live):
+            if sum(live) < COMPACT_BELOW * len(live):
+                keep = [row for row, alive in enumerate(live) if alive]
+                state = state.take(keep, room=params.max_new_tokens)
+                owner, pending, live = [owner[r] for r in keep], [pending[r] for r in keep], [True] * len(keep)
+            limit = [min(self.guess_tokens, params.max_new_tokens - made[d] - 1) for d in owner]
+            guesses = [lookups[d].guess(n) if alive else [] for d, n, alive in zip(owner, limit, live, strict=True)]
+            fed = [[pending[r], *guesses[r]] if alive else [] for r, alive in enumerate(live)]
+            columns = state.mask.shape[1]
+            logits, cache, mask = self._forward(state, fed, 0)
+            tokens, token_logps = self._draw_every_column(logits, uniforms, [made[d] for d in owner], owner, params)
+            kept, before = torch.zeros((len(fed), logits.shape[1]), dtype=mask.dtype), self.stats["generated_tokens"]
+            for r, alive in enumerate(live):
+                if alive:
+                    live[r], pending[r], n = self._settle(r, owner[r], guesses[r], tokens[r], token_logps[r], take)
+                    kept[r, : n + 1] = 1
+            mask[:, columns:] *= kept.to(self.device)  # the columns of rejected guesses become holes, like padding
+            state = _State(cache, mask, None)
+            self._count_pass(len(fed), columns, guesses, self.stats["generated_tokens"] - before)
+        if started is not None:
+            self.stats["decode_seconds"] += time.perf_counter() - started
+        piecewise = self._piecewise  # as at the start: the first failed check turns it off for later calls
+        for draft, row in zip(drafts, logps, strict=True):
+            draft.logps = row[: len(draft.ids)]
+            if piecewise:
+                self._check_text(draft, params)
+        return drafts
+
+    def _draw_every_column(self, logits, uniforms, made: list[int], owner: list[int], params) -> tuple[list, list]:
+        """Draw at every column of a pass: column j of row r gives the token numbered made[r] + j, with that uniform."""
+        rows, width, vocab = logits.shape
+        u = None
+        if uniforms is not None:
+            steps = torch.tensor([[min(m + j, uniforms.shape[1] - 1) for j in range(width)] for m in made], device=self.device)
+            u = uniforms[torch.tensor(owner, device=self.device)[:, None], steps].reshape(-1)
+        tokens, token_logps = _draw(logits.reshape(rows * width, vocab), u, params)
+        return tokens.view(rows, width).tolist(), token_logps.view(rows, width).tolist()
+
+    def _settle(self, row: int, d: int, guesses: list[int], tokens: list[int], token_logps: list[float], take) -> tuple:
+        """Walk row `row`'s draws along its fed columns: (still live, next token to feed, guesses kept)."""
+        for j, token in enumerate(tokens[: len(guesses) + 1]):
+            going_on = take(d, token, token_logps[j])
+            if not going_on or j == len(guesses) or token != guesses[j]:
+                self.stats["guesses_kept"] += j
+                return going_on, token, j
+        raise AssertionError("unreachable: the column after the last guess always settles")
+
+    def _count_pass(self, rows: int, columns: int, guesses: list[list[int]], drawn: int) -> None:
+        """The decode counters for one pass of `_decode_guessing` (`drawn` tokens came out of it)."""
+        for key, value in (("decode_steps", 1), ("decode_rows", rows), ("decode_columns", columns), ("decode_tokens", drawn)):
+            self.stats[key] += value
+        self.stats["guessed_tokens"] += sum(map(len, guesses))
 
     def _step(self, state: _State, tokens: torch.Tensor, live: list[bool]) -> _State:
         """One decode forward: each live row's drawn token on top of `state`; finished rows are fed masked padding."""

@@ -115,6 +115,12 @@ FLOWER_BASIC_AUTH: Setting[str | None] = Setting(
 # --- models -----------------------------------------------------------------------------------------------------
 
 TORCH_THREADS = Setting("LABELLING_TORCH_THREADS", 0, _whole, "torch CPU threads per labelling process; 0: torch's default")
+GUESS_TOKENS: Setting[int | None] = Setting(
+    "LABELLING_GUESS_TOKENS",
+    None,
+    _whole,
+    "tokens guessed by prompt lookup per row and decode pass (samples unchanged); 0: off; unset: 1 on a CPU, 4 on a GPU",
+)
 CACHE_DIR = Setting("LABELLING_CACHE_DIR", Path("~/.cache/labelling"), _path, "where embedded models are converted once")
 
 SETTINGS: tuple[Setting, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Setting))

@@ -19,7 +19,7 @@ from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWa
 from labelling import lm as lm_module
 from labelling import model_cache
 from labelling.errors import ConfigError, ModelError
-from labelling.lm import LanguageModel, Prompt, SamplingParams, _Draft, _RoomyLayer
+from labelling.lm import LanguageModel, Prompt, SamplingParams, _Draft, _PromptLookup, _RoomyLayer
 from tests.tiny_models import smollm2_tokenizer, tiny_gpt_bigcode, tiny_llama
 
 TOL = 1e-4
@@ -73,17 +73,22 @@ def reference_score(model, tok, prompt: Prompt, cont: str, bos: tuple[int, ...] 
 def sample_with_ids(lm: LanguageModel, prompts: list[Prompt], params: SamplingParams):
     """Samples plus the token ids drawn for each, recorded from the decode loop (the public Sample holds text only)."""
     drafts = []
-    decode = lm._decode
 
-    def recording(*args):
-        drafts.extend(decode(*args))
-        return drafts[-len(args[1]) :]
+    def recording(decode):
+        def record(*args):
+            drafts.extend(decode(*args))
+            return drafts[-len(args[1]) :]
 
-    lm._decode = recording
+        return record
+
+    names = ("_decode", "_decode_guessing")  # one token per pass, or with prompt-lookup guesses
+    for name in names:
+        setattr(lm, name, recording(getattr(lm, name)))
     try:
         samples = lm.sample(prompts, params)
     finally:
-        del lm._decode
+        for name in names:
+            delattr(lm, name)
     return samples, [d.ids for d in drafts]
 
 
@@ -476,3 +481,56 @@ def test_bare_decode_loop_rate(model, tok):
     lm = LanguageModel.from_model(model, tok)
     assert raw_decode_rate(lm, rows=3, columns=40, steps=2) > 0
     assert lm.stats["forward_passes"] == 0  # measured beside the engine, not counted as its work
+
+
+# -- prompt-lookup guesses ---------------------------------------------------------------------------------------------
+
+
+def test_prompt_lookup_proposes_what_followed_the_latest_match():
+    prompt = [10, 1, 2, 3, 4, 11]
+    lookup = _PromptLookup(prompt, _PromptLookup.index_of(prompt))
+    lookup.ids += [1, 2]  # no earlier (11, 1, 2); (1, 2) ends at index 2 of the prompt
+    assert lookup.guess(3) == [3, 4, 11] and lookup.guess(0) == []
+    lookup.ids += [5, 7, 1, 2]  # now (1, 2) also ends inside what was generated, later than in the prompt
+    assert lookup.guess(3) == [5, 7, 1]
+    lookup.ids += [99]
+    assert lookup.guess(3) == []  # nothing ends in (2, 99) or (99,) ... before
+
+
+def _oracle(expected_ids: list[list[int]], quality: str):
+    """A `_PromptLookup.guess` that knows the plain path's samples: it proposes the tokens a sample with the same
+    generated prefix went on with ('right'), spoils all but the first two ('half'), or all of them ('wrong')."""
+
+    def guess(self, limit: int) -> list[int]:
+        made = self.ids[self.start :]
+        for seq in expected_ids:
+            if seq[: len(made)] == made and len(seq) > len(made):
+                right = seq[len(made) : len(made) + limit]
+                keep = {"right": limit, "half": 2, "wrong": 0}[quality]
+                return right[:keep] + [(t + 1) % 1000 for t in right[keep:]]
+        return [7] * limit
+
+    return guess
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0], ids=["sampled", "greedy"])
+@pytest.mark.parametrize("quality", ["right", "half", "wrong"])
+def test_guessed_tokens_do_not_change_the_samples(model, tok, monkeypatch, quality, temperature):
+    prompts = [p for p, _ in REQUESTS]
+    params = SamplingParams(n=3, temperature=temperature, max_new_tokens=12, seed=5, stop=("e",))
+    plain = LanguageModel.from_model(model, tok, guess_tokens=0)
+    expected, expected_ids = sample_with_ids(plain, prompts, params)
+    monkeypatch.setattr(_PromptLookup, "guess", _oracle(expected_ids, quality))
+    guessing = LanguageModel.from_model(model, tok, guess_tokens=4)
+    got, got_ids = sample_with_ids(guessing, prompts, params)
+    assert got_ids == expected_ids
+    assert [[s.text for s in row] for row in got] == [[s.text for s in row] for row in expected]
+    assert [[(s.n_tokens, s.stopped) for s in row] for row in got] == [[(s.n_tokens, s.stopped) for s in row] for row in expected]
+    flat = [s.logprob for row in got for s in row]
+    assert flat == pytest.approx([s.logprob for row in expected for s in row], abs=1e-4)
+    assert guessing.stats["generated_tokens"] == plain.stats["generated_tokens"]
+    assert guessing.stats["guessed_tokens"] > 0
+    if quality == "right":  # several tokens per pass
+        assert guessing.stats["guesses_kept"] > 0 and guessing.stats["decode_steps"] < plain.stats["decode_steps"]
+    if quality == "wrong":
+        assert guessing.stats["guesses_kept"] == 0
