@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What one lent GPU session runs, in one call: the CUDA tests (tests/test_gpu.py), then the StarCoder-15B-architecture
-# benchmark on a 16-turn wave (both paths) and a 64-turn wave (the optimised path). Needs .state/gpu_inputs and
-# .state/gpu_inputs64 (`benchmarks/gpu_starcoder.py --prepare DIR [--turns 64]` where the package is installed) and,
+# benchmark on a 16-turn wave (both paths) and a 64-turn wave (the optimised path, once per count of guessed tokens
+# in $GUESSES, default "0 4"). Needs .state/gpu_inputs and .state/gpu_inputs64 (`benchmarks/gpu_starcoder.py --prepare DIR [--turns 64]` where the package is installed) and,
 # where the machine's transformers is older than 5.24, its wheel (and rapidfuzz's, for the tests) in .whl/.
 # Logs and JSON reports go to $OUT (default gpu_out/).
 set -uo pipefail
@@ -17,5 +17,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 timeout 200 python3 -m pytest -m gpu -s -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$out/gpu_tests.log" | tail -40
 timeout 270 python3 benchmarks/gpu_starcoder.py --inputs .state/gpu_inputs --out "$out/gpu_bench_16.json" 2>&1 \
   | tee "$out/bench_16.log" | tail -16
-timeout 120 python3 benchmarks/gpu_starcoder.py --inputs .state/gpu_inputs64 --paths b --out "$out/gpu_bench_64.json" 2>&1 \
-  | tee "$out/bench_64.log" | tail -14
+for guesses in ${GUESSES:-0 4}; do
+  timeout 100 python3 benchmarks/gpu_starcoder.py --inputs .state/gpu_inputs64 --paths b --guess-tokens $guesses \
+    --out "$out/gpu_bench_64_guess$guesses.json" 2>&1 | tee "$out/bench_64_guess$guesses.log" | tail -15
+done

@@ -214,9 +214,13 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     # The product's budget: None sizes it from the memory left now, as a worker does after loading.
-    lm = LanguageModel.from_model(model, tokenizer, max_batch_tokens=options.max_batch_tokens, reuse_prefix=path == "b")
+    guesses = options.guess_tokens if path == "b" else 0  # the plain path feeds one token per pass, as the reference
+    lm = LanguageModel.from_model(
+        model, tokenizer, max_batch_tokens=options.max_batch_tokens, reuse_prefix=path == "b", guess_tokens=guesses
+    )
     engine = PlainPath(lm) if path == "a" else lm
-    figures, outputs = {"path": path, "name": PATHS[path], "max_batch_tokens": lm.max_batch_tokens}, {}
+    figures = {"path": path, "name": PATHS[path], "max_batch_tokens": lm.max_batch_tokens, "guess_tokens": lm.guess_tokens}
+    outputs = {}
     for phase in ("sample", "score"):
         passes = Passes(device)
         handle = model.register_forward_pre_hook(passes.hook, with_kwargs=True)
@@ -256,6 +260,8 @@ def _phase_figures(phase, seconds, delta, passes, prompts, requests, params, opt
             sequences=sequences,
             sequences_per_s=sequences * per_s,
             generated_tokens=delta.get("generated_tokens", 0),
+            guessed_tokens=delta.get("guessed_tokens", 0),
+            guesses_kept=delta.get("guesses_kept", 0),
             discarded_tokens=delta.get("discarded_tokens", 0),
             generated_tokens_per_s=delta.get("generated_tokens", 0) * per_s,
             useful_tokens_per_s=sequences * params.max_new_tokens * per_s,
@@ -316,6 +322,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="rows x columns per pass (default: sized from memory)",
+    )
+    p.add_argument(
+        "--guess-tokens", type=int, default=None, help="prompt-lookup guesses per row and pass for (b) (default: the engine's)"
     )
     p.add_argument("--bandwidth-gbs", type=float, default=None, help="peak bandwidth, GB/s (default: the card's)")
     p.add_argument("--paths", default="a,b", help="which paths to run: a (plain), b (optimised)")
@@ -453,6 +462,7 @@ def markdown(report: dict) -> str:
         ("sampling: sequences/s", lambda f: f"{f['sample']['sequences_per_s']:.1f}"),
         ("sampling: decode rows per pass (max)", lambda f: str(f["sample"]["decode_rows_max"])),
         ("batch budget (tokens)", lambda f: str(f["max_batch_tokens"])),
+        ("sampling: guesses per row and pass / kept", lambda f: f"{f['guess_tokens']} / {f['sample']['guesses_kept']}"),
         ("out-of-memory retries", lambda f: str(f.get("oom_backoffs", "-"))),
         ("sampling: decode steps, % of bandwidth limit", lambda f: _percent(f["sample"]["decode_bandwidth_fraction"])),
         ("scoring: candidates/s", lambda f: f"{f['score']['sequences_per_s']:.1f}"),
