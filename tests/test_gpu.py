@@ -140,3 +140,18 @@ def test_a_real_out_of_memory_error_halves_the_budget_and_loses_nothing(tokenize
     # identical samples), so a draw near a tie can flip: nearly all samples, and their log-probs, must match.
     assert len(same) >= 0.9 * len(pairs)
     assert [x.logprob for x, _ in same] == pytest.approx([y.logprob for _, y in same], abs=1e-3)
+
+
+def test_guessed_tokens_keep_the_samples_on_the_gpu(tokenizer):
+    model = medium_model(torch.float32)
+    prompts, params = wave(16, 200), SamplingParams(n=4, max_new_tokens=24, seed=2)
+    expected = LanguageModel.from_model(model, tokenizer, guess_tokens=0).sample(prompts, params)
+    guessing = LanguageModel.from_model(model, tokenizer)
+    got = guessing.sample(prompts, params)
+    pairs = [(x, y) for row_got, row_exp in zip(got, expected, strict=True) for x, y in zip(row_got, row_exp, strict=True)]
+    same = [(x, y) for x, y in pairs if x.text == y.text]
+    kept, guessed = guessing.stats["guesses_kept"], guessing.stats["guessed_tokens"]
+    print(f"\n{guessing.guess_tokens} guesses per pass: {kept}/{guessed} kept; {len(same)}/{len(pairs)} samples as without")
+    assert guessing.guess_tokens == 4 and guessed > 0
+    assert len(same) >= 0.9 * len(pairs)  # as for batch shapes: CUDA kernels round differently with the pass's width
+    assert [x.logprob for x, _ in same] == pytest.approx([y.logprob for _, y in same], abs=1e-3)
