@@ -31,9 +31,10 @@ from labelling.errors import ConfigError, ModelError
 from labelling.generation import Prompt, Sample, SamplingParams, TokenConstraint
 
 PREFIX_CACHE_SIZE = 4
-# Prompt-lookup guesses per row and decode pass by default. On a CPU a pass costs about one more token's compute per
-# guess, and the first guess is kept most often (measured: 1 beat 2 and 4); on a GPU a decode pass is mostly fixed cost.
-GUESS_TOKENS_CPU, GUESS_TOKENS_GPU = 1, 4
+# Prompt-lookup guesses per row and decode pass by default. On a CPU, with SmolLM2, 1 guess cut decode passes by a third
+# and beat 2 and 4 (a pass costs about one more token's compute per guess). On an H200 a random-weight StarCoder kept
+# almost no guesses and its sampling took twice as long with 4, and real weights could not be measured: off there.
+GUESS_TOKENS_CPU, GUESS_TOKENS_GPU = 1, 0
 # A decode batch keeps its finished rows (masked) until fewer than this share of its rows are live, then compacts.
 COMPACT_BELOW = 0.75
 # Prompts sharing at least this many leading body tokens encode them once (channel candidates on one turn's prompt).

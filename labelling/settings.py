@@ -119,7 +119,7 @@ GUESS_TOKENS: Setting[int | None] = Setting(
     "LABELLING_GUESS_TOKENS",
     None,
     _whole,
-    "tokens guessed by prompt lookup per row and decode pass (samples unchanged); 0: off; unset: 1 on a CPU, 4 on a GPU",
+    "tokens guessed by prompt lookup per row and decode pass (samples unchanged); 0: off; unset: 1 on a CPU, 0 on a GPU",
 )
 CACHE_DIR = Setting("LABELLING_CACHE_DIR", Path("~/.cache/labelling"), _path, "where embedded models are converted once")
 

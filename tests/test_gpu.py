@@ -24,6 +24,9 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 GiB = 1 << 30
+# fp32 log-probs of one sample under two batch shapes on an H200 differed by up to 5.5e-4 relative (sums of ~-26):
+# CUDA picks other kernels (and reduction orders) per shape. On the CPU the tests ask for 1e-4 absolute.
+GPU_REL = 2e-3
 PREPARED_TOKENIZER = Path(__file__).resolve().parents[1] / ".state" / "gpu_inputs" / "tokenizer"
 # StarCoder's proportions at 1/4 of its width and 6 layers (~250M parameters): MLP 4x wide, 128-wide heads.
 MEDIUM = dict(vocab_size=49152, n_embd=1536, n_layer=6, n_head=12, n_inner=6144, n_positions=4096)
@@ -139,14 +142,14 @@ def test_a_real_out_of_memory_error_halves_the_budget_and_loses_nothing(tokenize
     # CUDA kernels round differently with the batch shape (unlike the CPU, where tests/test_gpu_memory.py asserts
     # identical samples), so a draw near a tie can flip: nearly all samples, and their log-probs, must match.
     assert len(same) >= 0.9 * len(pairs)
-    assert [x.logprob for x, _ in same] == pytest.approx([y.logprob for _, y in same], abs=1e-3)
+    assert [x.logprob for x, _ in same] == pytest.approx([y.logprob for _, y in same], rel=GPU_REL)
 
 
 def test_guessed_tokens_keep_the_samples_on_the_gpu(tokenizer):
     model = medium_model(torch.float32)
     prompts, params = wave(16, 200), SamplingParams(n=4, max_new_tokens=24, seed=2)
     expected = LanguageModel.from_model(model, tokenizer, guess_tokens=0).sample(prompts, params)
-    guessing = LanguageModel.from_model(model, tokenizer)
+    guessing = LanguageModel.from_model(model, tokenizer, guess_tokens=4)  # off by default on a GPU
     got = guessing.sample(prompts, params)
     pairs = [(x, y) for row_got, row_exp in zip(got, expected, strict=True) for x, y in zip(row_got, row_exp, strict=True)]
     same = [(x, y) for x, y in pairs if x.text == y.text]
@@ -154,4 +157,4 @@ def test_guessed_tokens_keep_the_samples_on_the_gpu(tokenizer):
     print(f"\n{guessing.guess_tokens} guesses per pass: {kept}/{guessed} kept; {len(same)}/{len(pairs)} samples as without")
     assert guessing.guess_tokens == 4 and guessed > 0
     assert len(same) >= 0.9 * len(pairs)  # as for batch shapes: CUDA kernels round differently with the pass's width
-    assert [x.logprob for x, _ in same] == pytest.approx([y.logprob for _, y in same], abs=1e-3)
+    assert [x.logprob for x, _ in same] == pytest.approx([y.logprob for _, y in same], rel=GPU_REL)
