@@ -4,10 +4,13 @@ Prompt parts are tokenised separately (a forced token boundary between preamble,
 reference does. Speed comes from levers behind the same interface, each switchable so the plain path stays available:
 with `reuse_prefix`, the KV cache of each preamble is computed once and kept in a small LRU, each body is encoded once
 on top of it and expanded to its n samples or its continuations; and several prompts share one forward pass, up to
-`max_batch_tokens` (rows x columns). With `reuse_prefix=False` every row re-encodes its whole prompt.
+`max_batch_tokens` (rows x columns); and with `guess_tokens`, a decode pass feeds each row's next token plus tokens
+guessed by prompt lookup, kept only where they equal what the row's sampler draws. With `reuse_prefix=False` every row
+re-encodes its whole prompt and decodes one token per pass.
 
 On a GPU the batch budget is sized from the memory left after loading (`labelling.memory`) unless the config sets it,
-and a call that runs out of device memory halves the budget and runs again (results do not depend on the batching).
+a prefill too wide for the memory left to new tokens is fed in column slices, and a call that runs out of device memory
+halves the budget and runs again (results do not depend on the batching).
 """
 
 from __future__ import annotations
@@ -664,7 +667,7 @@ class LanguageModel:
             kept, before = torch.zeros((len(fed), logits.shape[1]), dtype=mask.dtype), self.stats["generated_tokens"]
             for r, alive in enumerate(live):
                 if alive:
-                    live[r], pending[r], n = self._settle(r, owner[r], guesses[r], tokens[r], token_logps[r], take)
+                    live[r], pending[r], n = self._settle(owner[r], guesses[r], tokens[r], token_logps[r], take)
                     kept[r, : n + 1] = 1
             mask[:, columns:] *= kept.to(self.device)  # the columns of rejected guesses become holes, like padding
             state = _State(cache, mask, None)
@@ -688,8 +691,8 @@ class LanguageModel:
         tokens, token_logps = _draw(logits.reshape(rows * width, vocab), u, params)
         return tokens.view(rows, width).tolist(), token_logps.view(rows, width).tolist()
 
-    def _settle(self, row: int, d: int, guesses: list[int], tokens: list[int], token_logps: list[float], take) -> tuple:
-        """Walk row `row`'s draws along its fed columns: (still live, next token to feed, guesses kept)."""
+    def _settle(self, d: int, guesses: list[int], tokens: list[int], token_logps: list[float], take) -> tuple:
+        """Walk draft d's draws along its row's fed columns: (still live, next token to feed, guesses kept)."""
         for j, token in enumerate(tokens[: len(guesses) + 1]):
             going_on = take(d, token, token_logps[j])
             if not going_on or j == len(guesses) or token != guesses[j]:
