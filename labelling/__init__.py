@@ -12,6 +12,7 @@ Layers, each importing only those below it (the library never imports Celery or 
     corpus, retrieval, metrics, canonical, channel, demos     corpus readers, example indexes, scores, selection
     parsing, prompts, turns, records                         completions to labels, prompt text, turn and label records
     config, settings, lm, schema, states, acts, ...          job config, environment, the LM, the service schema
+    memory, attention                                        the LM's GPU pass sizes; grouped-head attention
     errors, redact, generation                               errors with hints, password masking, LM request types
 
 In a notebook, no broker or database is needed::
