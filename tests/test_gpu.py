@@ -1,7 +1,8 @@
 """On a real CUDA device (skipped without one): weights loaded straight to the GPU in bf16, the batch budget sized from
-the card's real free memory, a prefill-heavy wave at that budget with no out-of-memory retry, and a real
-out-of-memory error that halves the budget and loses nothing. The CPU versions of these, with made-up memory figures
-and an injected error, are in tests/test_gpu_memory.py and run everywhere.
+the card's real free memory, a prefill-heavy wave at that budget with no out-of-memory retry, a real out-of-memory
+error that halves the budget and loses nothing, and prompt-lookup guesses that keep the samples. The CPU versions of
+these, with made-up memory figures and an injected error, are in tests/test_gpu_memory.py and tests/test_lm.py and run
+everywhere.
 
 On a GPU box without the embedded model, the tokenizer comes from the folder `benchmarks/gpu_starcoder.py --prepare`
 writes (`.state/gpu_inputs/tokenizer`); `pytest -m gpu -s tests/test_gpu.py` prints the measured figures.
