@@ -159,6 +159,7 @@ class Passes:
     attends over, and when the pass began (after a device sync, so the time between two starts is one whole step)."""
 
     device: torch.device
+    decode_width: int = 1  # a decode pass feeds each row its drawn token plus up to guess_tokens guesses
     shapes: list[tuple[int, int]] = field(default_factory=list)
     kv_columns: list[int] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
@@ -177,7 +178,7 @@ class Passes:
         """Seconds spent in decode steps (each from its start to the next pass's start, or the phase's end) and the
         share of the bandwidth limit they reached: bytes each step must read / peak bandwidth, over that time."""
         ends = [*self.starts[1:], self.end]
-        steps = [(k, ends[k] - start) for k, start in enumerate(self.starts) if self.shapes[k][1] == 1]
+        steps = [(k, ends[k] - start) for k, start in enumerate(self.starts) if self.shapes[k][1] <= self.decode_width]
         seconds = sum(t for _, t in steps)
         read = sum(weight_bytes + self.shapes[k][0] * self.kv_columns[k] * kv_bytes_per_token for k, _ in steps)
         figures = {"decode_seconds": seconds, "decode_bytes_read": read}
@@ -189,8 +190,8 @@ class Passes:
 
     def summary(self) -> dict:
         """Pass counts and batch sizes; a decode step is a pass feeding one new token per row."""
-        decode = [rows for rows, width in self.shapes if width == 1]
-        prefill = [(rows, width) for rows, width in self.shapes if width > 1]
+        decode = [rows for rows, width in self.shapes if width <= self.decode_width]
+        prefill = [(rows, width) for rows, width in self.shapes if width > self.decode_width]
         return {
             "passes": len(self.shapes),
             "decode_steps": len(decode),
@@ -222,7 +223,7 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
     figures = {"path": path, "name": PATHS[path], "max_batch_tokens": lm.max_batch_tokens, "guess_tokens": lm.guess_tokens}
     outputs = {}
     for phase in ("sample", "score"):
-        passes = Passes(device)
+        passes = Passes(device, decode_width=1 + lm.guess_tokens)
         handle = model.register_forward_pre_hook(passes.hook, with_kwargs=True)
         before = dict(engine.stats)
         _sync(device)

@@ -352,10 +352,11 @@ class LanguageModel:
     def _columns_per_pass(self, rows: int, width: int, scored: bool) -> int:
         """How many of `width` new columns `rows` rows may feed in one pass within the new-token memory (`scored`:
         every fed token keeps its logits)."""
-        if self.new_token_bytes is None:
+        new_bytes = self.new_token_bytes
+        if new_bytes is None:
             return max(width, 1)
         per_token = self._shape.scored_token_bytes if scored else self._shape.new_token_bytes
-        return min(max(width, 1), memory.new_tokens_per_pass(self.new_token_bytes, rows, per_token))
+        return min(max(width, 1), memory.new_tokens_per_pass(new_bytes, rows, per_token))
 
     def _shrink_budget(self, error: str) -> None:
         """After running out of device memory: halve the budget for this and later calls, or fail below the floor."""
@@ -393,8 +394,9 @@ class LanguageModel:
             keys = [(i, j) for i, js in chunk for j in js]
             seeds = [_seed(prompts[i], params.seed, j) for i, j in keys]
             if self.guess_tokens and not constraints:
-                indexes = {i: _PromptLookup.index_of(encoded[i].pre + encoded[i].body) for i, _ in chunk}
-                lookups = [_PromptLookup(encoded[i].pre + encoded[i].body, indexes[i]) for i, _ in keys]
+                ids = {i: encoded[i].pre + encoded[i].body for i, _ in chunk}
+                indexes = {i: _PromptLookup.index_of(context) for i, context in ids.items()}
+                lookups = [_PromptLookup(ids[i], indexes[i]) for i, _ in keys]
                 drafts = self._decode_guessing(state, seeds, params, lookups)
             else:
                 drafts = self._decode(state, seeds, params, [constraints[i]() for i, _ in keys] if constraints else None)
@@ -595,7 +597,7 @@ class LanguageModel:
         owner = list(range(len(drafts)))  # the draft of each batch row
         owner_t = torch.arange(len(drafts), device=self.device)
         live = [True] * len(drafts)
-        logits, started, piecewise = state.last, None, self._piecewise
+        logits, started = state.last, None
         for step in range(params.max_new_tokens):
             if constraints:  # constraint hook 1/2: forbidden tokens get -inf before filtering and the draw
                 logits = _constrain(logits, [constraints[owner[row]] if alive else None for row, alive in enumerate(live)])
@@ -621,11 +623,7 @@ class LanguageModel:
             logits = state.last
         if started is not None:
             self.stats["decode_seconds"] += time.perf_counter() - started
-        for draft, row in zip(drafts, logps.tolist(), strict=True):
-            draft.logps = row[: len(draft.ids)]
-            if piecewise:
-                self._check_text(draft, params)
-        return drafts
+        return self._finished(drafts, logps.tolist(), params)
 
     def _decode_guessing(
         self, state: _State, seeds: list[int], params: SamplingParams, lookups: list[_PromptLookup]
@@ -674,7 +672,12 @@ class LanguageModel:
             self._count_pass(len(fed), columns, guesses, self.stats["generated_tokens"] - before)
         if started is not None:
             self.stats["decode_seconds"] += time.perf_counter() - started
-        piecewise = self._piecewise  # as at the start: the first failed check turns it off for later calls
+        return self._finished(drafts, logps, params)
+
+    def _finished(self, drafts: list[_Draft], logps: list[list[float]], params: SamplingParams) -> list[_Draft]:
+        """Give each draft the log-probs of its kept tokens (`logps[d]` may run past them: an EOS, a finished row's
+        padding) and, with piecewise decoding, check its text against its ids decoded whole."""
+        piecewise = self._piecewise  # the first failed check turns it off for later calls, not for this one's drafts
         for draft, row in zip(drafts, logps, strict=True):
             draft.logps = row[: len(draft.ids)]
             if piecewise:
@@ -685,8 +688,8 @@ class LanguageModel:
         """Draw at every column of a pass: column j of row r gives the token numbered made[r] + j, with that uniform."""
         rows, width, vocab = logits.shape
         u = None
-        if uniforms is not None:
-            steps = torch.tensor([[min(m + j, uniforms.shape[1] - 1) for j in range(width)] for m in made], device=self.device)
+        if uniforms is not None:  # columns past max_new_tokens are padding or unkept guesses: any uniform will do
+            steps = (torch.tensor(made)[:, None] + torch.arange(width)).clamp_(max=uniforms.shape[1] - 1).to(self.device)
             u = uniforms[torch.tensor(owner, device=self.device)[:, None], steps].reshape(-1)
         tokens, token_logps = _draw(logits.reshape(rows * width, vocab), u, params)
         return tokens.view(rows, width).tolist(), token_logps.view(rows, width).tolist()

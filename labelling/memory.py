@@ -28,9 +28,9 @@ class KVShape:
     heads: int
     head_dim: int
     dtype_bytes: int
-    hidden: int = 0
-    inner: int = 0
-    vocab: int = 0
+    hidden: int
+    inner: int
+    vocab: int
 
     @classmethod
     def of(cls, config: object, dtype_bytes: int) -> KVShape:
@@ -92,13 +92,13 @@ def usable_bytes(free_bytes: int, total_bytes: int) -> int:
 
 def batch_token_budget(free_bytes: int, total_bytes: int, shape: KVShape) -> int:
     """Tokens (rows x columns) per forward pass that fit in the KV share of `free_bytes`; 0 when nothing fits."""
-    return int(usable_bytes(free_bytes, total_bytes) * (1 - NEW_TOKEN_SHARE)) // shape.peak_bytes_per_token
+    return pass_budget(free_bytes, total_bytes, shape).tokens
 
 
 def pass_budget(free_bytes: int, total_bytes: int, shape: KVShape) -> Budget:
     """Both limits of a pass: KV tokens from one share of the usable memory, new-token bytes from the other."""
     usable = usable_bytes(free_bytes, total_bytes)
-    return Budget(batch_token_budget(free_bytes, total_bytes, shape), int(usable * NEW_TOKEN_SHARE))
+    return Budget(int(usable * (1 - NEW_TOKEN_SHARE)) // shape.peak_bytes_per_token, int(usable * NEW_TOKEN_SHARE))
 
 
 def new_tokens_per_pass(new_bytes: int, rows: int, bytes_per_token: int) -> int:

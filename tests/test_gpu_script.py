@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow  # fresh interpreters, ~10 s: the CI step for slow end-to-end checks runs it
 
@@ -108,3 +109,16 @@ def test_known_cards_have_their_bandwidth():
     assert bandwidth("NVIDIA A100-SXM4-80GB") == 2039 and bandwidth("NVIDIA A100-PCIE-40GB") == 1555
     assert bandwidth("NVIDIA L4") == 300 and bandwidth("NVIDIA L40S") == 864 and bandwidth("NVIDIA A10") == 600
     assert bandwidth("Some Future GPU") is None
+
+
+def test_passes_with_guesses_count_as_decode_steps():
+    script = runpy.run_path(str(SCRIPT), run_name="gpu_starcoder")
+    passes = script["Passes"](torch.device("cpu"), decode_width=1 + 2)  # 2 guesses per row and pass
+    passes.shapes = [(4, 900), (16, 1), (16, 3), (16, 2), (8, 40)]  # prompt, decode with 0-2 guesses, a short tail
+    passes.kv_columns = [900, 901, 904, 906, 946]
+    passes.starts, passes.end = [0.0, 1.0, 1.1, 1.3, 1.4], 2.0
+    summary = passes.summary()
+    assert (summary["decode_steps"], summary["prefill_passes"], summary["decode_rows_max"]) == (3, 2, 16)
+    figures = passes.decode_figures(weight_bytes=100, kv_bytes_per_token=1, bandwidth_gbs=None)
+    assert figures["decode_seconds"] == pytest.approx(0.1 + 0.2 + 0.1)
+    assert figures["decode_bytes_read"] == 3 * 100 + 16 * (901 + 904 + 906)
