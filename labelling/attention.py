@@ -3,11 +3,12 @@ per query head.
 
 Under a padding mask, transformers' SDPA attention repeats each key/value head once for every query head of its group
 (`repeat_kv`) whenever a pass feeds more than one token, so every prefill and every decode pass with guessed tokens
-copies the keys and values `heads / kv_heads` times at every layer. Instead: on a CPU, torch's SDPA takes the grouped
-heads under a mask itself (`enable_gqa`); on a GPU, where that would fall back to the unfused kernel, a short pass
-(a decode pass with guesses) folds a group's query heads into the query length, as transformers already does for a
-single token, and a long one (prefill) keeps transformers' path. Passes of one token, passes without a mask and models
-without grouped heads keep transformers' path everywhere.
+copies the keys and values `heads / kv_heads` times at every layer. Instead, a short pass (a decode pass with guesses)
+folds a group's query heads into the query length, as transformers already does for a single token: each key/value
+head is then read once for all its query heads (on a CPU, 9 rows of 2 tokens on a 2.3k-token cache took 76 ms for 30
+layers against 114 with torch's grouped-head SDPA). A long pass (prefill) takes torch's grouped-head SDPA on a CPU and
+transformers' path on a GPU, where grouped heads under a mask would fall back to the unfused kernel. Passes of one
+token, passes without a mask and models without grouped heads keep transformers' path everywhere.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "labelling_sdpa"
 NATIVE_GQA_DEVICES = ("cpu",)  # where torch's SDPA takes grouped heads under a mask without an unfused fallback
-MAX_PACKED_QUERY = 16  # on a GPU, tokens per row folded into the query: a decode pass with guesses, not a prefill
+MAX_PACKED_QUERY = 16  # tokens per row folded into the query: a decode pass with guesses, not a prefill
 
 
 def packed_sdpa(
@@ -38,9 +39,9 @@ def packed_sdpa(
     batch, heads, q_len, dim = query.shape
     kv_heads, mask = key.shape[1], attention_mask
     plain = heads == kv_heads or q_len == 1 or mask is None or mask.shape[1] != 1
-    native = query.device.type in NATIVE_GQA_DEVICES
-    on_gpu_long = not native and q_len > MAX_PACKED_QUERY
-    if plain or on_gpu_long or kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
+    long_pass = q_len > MAX_PACKED_QUERY
+    native = long_pass and query.device.type in NATIVE_GQA_DEVICES
+    if plain or (long_pass and not native) or kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
         )

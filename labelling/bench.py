@@ -147,14 +147,16 @@ def raw_decode_rate(lm: LanguageModel, rows: int, columns: int, steps: int = RAW
     """Tokens/s of a bare batched decode loop: `rows` rows on a `columns`-token cache, forward passes and nothing else.
 
     The ceiling for the engine's decode phase at that batch shape: no sampling, stop checks or batch bookkeeping, the
-    cache pre-sized so no step reallocates. The cache is one encoded row of random tokens copied to every row.
+    cache pre-sized so no step reallocates, and the engine's own linear layers. The cache is one encoded row of random
+    tokens copied to every row.
     """
     import torch
 
+    from labelling import linear
     from labelling.lm import _State
 
     device, ids = lm.device, torch.randint(0, lm.tokenizer.vocab_size, (columns,), generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
+    with torch.inference_mode(), linear.few_rows(lm.few_row_linear):
         one = lm.model(input_ids=ids[None].to(device), use_cache=True, logits_to_keep=1)
         state = _State(one.cache, torch.ones((1, columns), dtype=torch.long, device=device), None)
         cache = state.take([0] * rows, room=steps + 1).cache

@@ -5,8 +5,9 @@ reference does. Speed comes from levers behind the same interface, each switchab
 with `reuse_prefix`, the KV cache of each preamble is computed once and kept in a small LRU, each body is encoded once
 on top of it and expanded to its n samples or its continuations; and several prompts share one forward pass, up to
 `max_batch_tokens` (rows x columns); and with `guess_tokens`, a decode pass feeds each row's next token plus tokens
-guessed by prompt lookup, kept only where they equal what the row's sampler draws. With `reuse_prefix=False` every row
-re-encodes its whole prompt and decodes one token per pass.
+guessed by prompt lookup, kept only where they equal what the row's sampler draws; and on a CPU, few-row passes run
+their linear layers as `weight @ x.T` (`labelling.linear`). With `reuse_prefix=False` every row re-encodes its whole
+prompt, decodes one token per pass and keeps torch's linear layers.
 
 On a GPU the batch budget is sized from the memory left after loading (`labelling.memory`) unless the config sets it,
 a prefill too wide for the memory left to new tokens is fed in column slices, and a call that runs out of device memory
@@ -29,7 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from labelling import attention, memory, model_cache, settings
+from labelling import attention, linear, memory, model_cache, settings
 from labelling.errors import ConfigError, ModelError
 from labelling.generation import Prompt, Sample, SamplingParams, TokenConstraint
 
@@ -209,7 +210,7 @@ def _backs_off_on_oom(method):
 
     @functools.wraps(method)
     def call(self: LanguageModel, *args, **kwargs):
-        with self._lock:
+        with self._lock, linear.few_rows(self.few_row_linear):
             while True:
                 try:
                     return method(self, *args, **kwargs)
@@ -227,10 +228,13 @@ class LanguageModel:
         self, model, tokenizer, max_batch_tokens: int | None = None, reuse_prefix: bool = True, guess_tokens: int | None = None
     ):
         attention.use_packed_attention(model)  # grouped key/value heads read once per pass (labelling/attention.py)
+        linear.use_few_row_linear(model)  # fp32 CPU layers, switched on per call below (labelling/linear.py)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.reuse_prefix = reuse_prefix
         self.device = next(model.parameters()).device
+        # The plain path keeps torch's own linear layers, as the reference runs them.
+        self.few_row_linear = reuse_prefix and self.device.type == "cpu" and settings.FEW_ROW_LINEAR.get()
         # Tokens guessed per row and decode pass by prompt lookup (0: one token per pass). A guess costs a column of
         # compute and is kept only if it is the token the row's sampler draws there, so samples do not change. The
         # plain path (no prefix reuse) decodes one token per pass, as the reference does.

@@ -70,6 +70,13 @@ def _path(raw: str) -> Path:
     return Path(raw)
 
 
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("is not one of 1, 0, true, false, yes, no, on, off")
+    return value in ("1", "true", "yes", "on")
+
+
 # --- the store --------------------------------------------------------------------------------------------------
 
 MONGODB_URI: Setting[str | None] = Setting(
@@ -120,6 +127,12 @@ GUESS_TOKENS: Setting[int | None] = Setting(
     None,
     _whole,
     "tokens guessed by prompt lookup per row and decode pass (samples unchanged); 0: off; unset: 1 on a CPU, 0 on a GPU",
+)
+FEW_ROW_LINEAR = Setting(
+    "LABELLING_FEW_ROW_LINEAR",
+    True,
+    _flag,
+    "on a CPU, the optimised engine computes linear layers of at most 16 rows as weight @ x.T (labelling/linear.py); 0: off",
 )
 CACHE_DIR = Setting("LABELLING_CACHE_DIR", Path("~/.cache/labelling"), _path, "where embedded models are converted once")
 

@@ -41,6 +41,13 @@ def test_packed_attention_matches_transformers_sdpa(monkeypatch, build, width, n
     monkeypatch.setattr(
         attention, "sdpa_attention_forward", lambda *a, **k: handed_on.append(a[1].shape[2]) or stock_sdpa(*a, **k)
     )
+    grouped = []  # query lengths torch's SDPA took with grouped heads itself (enable_gqa)
+    stock_fn = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        torch.nn.functional,
+        "scaled_dot_product_attention",
+        lambda q, *a, **k: (k.get("enable_gqa") and grouped.append(q.shape[2])) or stock_fn(q, *a, **k),
+    )
     torch.manual_seed(1)
     ids, new = torch.randint(5, 1000, (3, 20)), torch.randint(5, 1000, (3, width))
     mask = torch.ones(3, 20, dtype=torch.long)
@@ -49,8 +56,9 @@ def test_packed_attention_matches_transformers_sdpa(monkeypatch, build, width, n
     mask_after[0, -1] = 0  # a row that feeds padding in this pass
     want, got = _passes(stock, ids, mask, new, mask_after), _passes(packed, ids, mask, new, mask_after)
     assert torch.allclose(got[mask_after[:, 20:].bool()], want[mask_after[:, 20:].bool()], atol=1e-5)
-    if native:  # only single-token passes go to transformers' path
+    if native:  # only single-token passes go to transformers' path; long ones (the prefix, 17) to torch's grouped SDPA
         assert set(handed_on) == ({1} if width == 1 else set())
+        assert 20 in grouped and (width in grouped) == (width > attention.MAX_PACKED_QUERY)
     else:  # the prefix (20 tokens) goes there, and the pass itself when 1 or more than 16 tokens wide
         assert (width in handed_on) == (width == 1 or width > attention.MAX_PACKED_QUERY) and 20 in handed_on
 

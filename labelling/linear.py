@@ -1,0 +1,65 @@
+"""Linear layers for the few-row passes of decoding on a CPU: one matrix product that streams each weight once.
+
+A decode pass feeds a handful of tokens, so each linear layer multiplies a few rows by a large weight, and the time
+goes to reading the weight. torch's fp32 `linear` on a CPU runs 2-16 rows far below the memory's speed, and one row
+(a matrix-vector product) too. Computed as `weight @ x.T` (one row padded to two), SmolLM2's 211 layers took 2-4x less
+time on 2 cores (`benchmarks/few_row_linear.py` measures it beside the stock layer). The numbers are the same up to
+float rounding (`tests/test_linear.py`).
+
+Only the optimised engine switches it on, around its own model calls (`few_rows`); the plain path keeps torch's layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import torch
+
+MAX_ROWS = 16  # above this, torch's own `linear` was as fast or faster (prefill passes feed hundreds of rows)
+_switch = threading.local()  # per thread: two engines in one process (a threads pool) may share a model
+
+
+def use_few_row_linear(model: torch.nn.Module) -> None:
+    """Route the model's fp32 CPU `nn.Linear` layers through `few_row_linear` (idempotent); off until `few_rows(True)`."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if type(module) is not torch.nn.Linear or "forward" in vars(module):
+            continue  # subclasses (quantised layers) and layers already routed keep their own forward
+        if weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32:
+            module.forward = _forward_of(module)
+
+
+def _forward_of(module: torch.nn.Linear):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if getattr(_switch, "on", False):
+            return few_row_linear(x, module.weight, module.bias)
+        return torch.nn.functional.linear(x, module.weight, module.bias)
+
+    return forward
+
+
+@contextlib.contextmanager
+def few_rows(on: bool) -> Iterator[None]:
+    """Within the block, routed layers on this thread use `few_row_linear` if `on`, torch's `linear` otherwise."""
+    before = getattr(_switch, "on", False)
+    _switch.on = on
+    try:
+        yield
+    finally:
+        _switch.on = before
+
+
+def few_row_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`torch.nn.functional.linear(x, weight, bias)`, as `weight @ x.T` when x has at most `MAX_ROWS` rows."""
+    rows = x.reshape(-1, x.shape[-1])
+    n = rows.shape[0]
+    if n == 0 or n > MAX_ROWS:
+        return torch.nn.functional.linear(x, weight, bias)
+    if n == 1:  # a matrix-vector product takes the slow path too: two equal rows, one kept
+        rows = rows.expand(2, -1).contiguous()
+    out = torch.mm(weight, rows.t())[:, :n].t().contiguous()
+    if bias is not None:
+        out += bias
+    return out.reshape(*x.shape[:-1], weight.shape[0])
