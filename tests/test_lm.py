@@ -157,13 +157,30 @@ def test_prompt_encoded_once_and_expanded_for_its_samples(model, tok):
 def test_cached_preamble_survives_reuse(model, tok):
     lm = LanguageModel.from_model(model, tok)
     lm.score(*REQUESTS[0])
-    entry = lm._prefixes[SCHEMA]
+    entry = lm._prefixes[SCHEMA][1]
     before = [(k.clone(), v.clone()) for k, v, *_ in entry.cache]
     lm.score_many(REQUESTS)
     lm.sample([REQUESTS[1][0]], SamplingParams(n=3, max_new_tokens=4))
-    assert lm._prefixes[SCHEMA] is entry
+    lm.score(Prompt(SCHEMA + "    def book(self):\n", "# user: hi"), ["x"])  # a preamble built on this one's columns
+    assert lm._prefixes[SCHEMA][1] is entry
     for (k0, v0), (k1, v1, *_) in zip(before, entry.cache, strict=True):
         assert torch.equal(k0, k1) and torch.equal(v0, v1)
+
+
+def test_a_new_preamble_starts_from_the_cached_one_sharing_most_tokens(model, tok):
+    channel = SCHEMA + "    def book(self, people: int):\n        ...\n"  # a channel preamble: the direct one plus a little
+    requests = [(Prompt(channel, p.body), [cont]) for (p, _), cont in zip(REQUESTS, ["x", "y z", "w"], strict=False)]
+    lm = LanguageModel.from_model(model, tok)
+    lm.score(Prompt("class Train:\n", "x"), ["y"])  # shares only a token or two
+    lm.score(*REQUESTS[0])
+    before = lm.stats["prompt_tokens"]
+    got = lm.score_many(requests)
+    fed = lm.stats["prompt_tokens"] - before
+    bodies = sum(len(ids(tok, p.body)) for p, _ in requests)
+    shared = len(ids(tok, SCHEMA)) - 1  # the last token may merge with what follows
+    assert bodies < fed <= bodies + len(ids(tok, channel)) - shared  # the shared columns were not fed again
+    want = [[reference_score(model, tok, p, c) for c in conts] for p, conts in requests]
+    assert got == [pytest.approx(row, abs=TOL) for row in want]
 
 
 def test_prefix_cache_keeps_the_latest_preambles(model, tok):
