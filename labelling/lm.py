@@ -533,10 +533,11 @@ class LanguageModel:
             return cached[1]
         self.stats["prefix_misses"] += 1
         shared, start = 0, _State.empty(1, self.device)
-        for ids, state in self._prefixes.values():
-            common = min(_common_length(ids, encoded.pre), len(encoded.pre) - 1)  # at least one token fed: its logits
-            if common > shared:
-                shared, start = common, state.prefix(common, room=len(encoded.pre) - common)
+        if self._prefixes:
+            ids, closest = max(self._prefixes.values(), key=lambda entry: _common_length(entry[0], encoded.pre))
+            shared = min(_common_length(ids, encoded.pre), len(encoded.pre) - 1)  # at least one token fed: its logits
+            if shared:
+                start = closest.prefix(shared, room=len(encoded.pre) - shared)
         self.stats["prompt_tokens"] += len(encoded.pre) - shared
         state = self._extend(start, [encoded.pre[shared:]])
         self._prefixes[encoded.preamble] = (encoded.pre, state)
