@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import types
 from collections.abc import Iterator
 
 import torch
@@ -28,16 +29,13 @@ def use_few_row_linear(model: torch.nn.Module) -> None:
         if type(module) is not torch.nn.Linear or "forward" in vars(module):
             continue  # subclasses (quantised layers) and layers already routed keep their own forward
         if weight is not None and weight.device.type == "cpu" and weight.dtype == torch.float32:
-            module.forward = _forward_of(module)
+            module.forward = types.MethodType(_routed_forward, module)  # a bound method: a deep copy binds to the copy
 
 
-def _forward_of(module: torch.nn.Linear):
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if getattr(_switch, "on", False):
-            return few_row_linear(x, module.weight, module.bias)
-        return torch.nn.functional.linear(x, module.weight, module.bias)
-
-    return forward
+def _routed_forward(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if getattr(_switch, "on", False):
+        return few_row_linear(x, module.weight, module.bias)
+    return torch.nn.functional.linear(x, module.weight, module.bias)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import pytest
@@ -58,6 +59,18 @@ def test_routed_layers_switch_per_block_and_per_thread(monkeypatch):
             layer(x)
         layer(x)  # the inner block restored the outer switch
     assert calls == [2, 2]
+
+
+def test_a_deep_copy_of_a_routed_layer_uses_its_own_weights():
+    layer = torch.nn.Linear(8, 4)
+    linear.use_few_row_linear(layer)
+    twin = copy.deepcopy(layer)
+    with torch.no_grad():
+        twin.weight.zero_()
+        twin.bias.zero_()
+    x = torch.randn(2, 8)
+    with linear.few_rows(True):
+        assert torch.equal(twin(x), torch.zeros(2, 4)) and layer(x).abs().sum() > 0
 
 
 def test_only_plain_fp32_cpu_layers_are_routed():
