@@ -1,9 +1,12 @@
 """Decode passes of the embedded model with torch's linear layers (plain) against few-row ones (labelling/linear.py),
-in one process, interleaved, at the batch shapes `labelling bench` decodes at.
+in one process, interleaved, at the batch shapes `labelling bench` decodes at; then the model's linear layers alone.
 
 For each shape (rows x tokens per row, on a cache of `--cache` random tokens) it times `--steps` passes with each kind
 of layer, the two alternating `--rounds` times (best round kept, so a busy neighbour slows both alike), and reports ms
-per pass, the ratio plain / few-row, and the largest difference between the two passes' logits.
+per pass, the ratio plain / few-row, and the largest difference between the two passes' logits. Then, for each count
+of input rows, one pass through all the model's linear weights (no attention) three ways: torch's `linear`,
+`weight @ x.T` whatever the rows, and `few_row_linear` as shipped (one row padded to two; torch's layer above
+`MAX_ROWS`), which is where `MAX_ROWS` comes from.
 
     .venv/bin/python benchmarks/few_row_linear.py --threads 2 --out benchmarks/results/few_row_linear.json
 """
@@ -20,6 +23,7 @@ from labelling import linear
 from labelling.lm import LanguageModel, _State
 
 SHAPES = [(1, 1), (1, 2), (3, 1), (3, 2), (6, 2), (9, 1), (9, 2)]  # rows, tokens per row
+LAYER_ROWS = [1, 2, 3, 4, 6, 9, 12, 16, 18, 27]  # input rows for the layers-only timing
 
 
 def time_passes(lm: LanguageModel, cache: _State, rows: int, width: int, steps: int) -> tuple[float, torch.Tensor]:
@@ -31,6 +35,24 @@ def time_passes(lm: LanguageModel, cache: _State, rows: int, width: int, steps: 
     for _ in range(steps):
         state = lm._extend(state, feed)
     return (time.perf_counter() - started) / steps, state.last
+
+
+def time_layers(weights: list[torch.Tensor], rows: int, rounds: int) -> dict[str, float]:
+    """Best-of-`rounds` ms for one pass of `rows` random input rows through every weight, for each way of computing it."""
+    ways = {
+        "linear_ms": torch.nn.functional.linear,
+        "weight_x_t_ms": lambda x, w: torch.mm(w, x.t()).t().contiguous(),
+        "few_row_ms": linear.few_row_linear,
+    }
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1]) for w in weights}
+    best = dict.fromkeys(ways, float("inf"))
+    for _ in range(rounds):
+        for name, way in ways.items():
+            started = time.perf_counter()
+            for w in weights:
+                way(inputs[w.shape[1]], w)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {"rows": rows, **{name: seconds * 1000 for name, seconds in best.items()}}
 
 
 def main() -> None:
@@ -71,10 +93,20 @@ def main() -> None:
                 f"{r['ratio']:.2f}x, max logit diff {diff:.1e}",
                 flush=True,
             )
+        weights = [m.weight for m in lm.model.modules() if isinstance(m, torch.nn.Linear)]
+        layers = []
+        for rows in LAYER_ROWS:
+            layers.append(time_layers(weights, rows, args.rounds))
+            r = layers[-1]
+            print(
+                f"{len(weights)} layers, {rows} rows: linear {r['linear_ms']:.1f} ms, weight @ x.T {r['weight_x_t_ms']:.1f} ms, "
+                f"few_row_linear {r['few_row_ms']:.1f} ms",
+                flush=True,
+            )
     if args.out:
         setup = {"model": "smollm2", "threads": args.threads, "cache": args.cache, "steps": args.steps, "rounds": args.rounds}
         with open(args.out, "w") as f:
-            json.dump({"setup": setup, "shapes": rows_out}, f, indent=1)
+            json.dump({"setup": setup, "shapes": rows_out, "layers": layers}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ class Passes:
         return figures
 
     def summary(self) -> dict:
-        """Pass counts and batch sizes; a decode step is a pass feeding one new token per row."""
+        """Pass counts and batch sizes; a decode step is a pass feeding each row at most `decode_width` tokens."""
         decode = [rows for rows, width in self.shapes if width <= self.decode_width]
         prefill = [(rows, width) for rows, width in self.shapes if width > self.decode_width]
         return {

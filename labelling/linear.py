@@ -1,10 +1,11 @@
 """Linear layers for the few-row passes of decoding on a CPU: one matrix product that streams each weight once.
 
-A decode pass feeds a handful of tokens, so each linear layer multiplies a few rows by a large weight, and the time
-goes to reading the weight. torch's fp32 `linear` on a CPU runs 2-16 rows far below the memory's speed, and one row
-(a matrix-vector product) too. Computed as `weight @ x.T` (one row padded to two), SmolLM2's 211 layers took 2-4x less
-time on 2 cores (`benchmarks/few_row_linear.py` measures it beside the stock layer). The numbers are the same up to
-float rounding (`tests/test_linear.py`).
+A decode pass feeds a handful of tokens, so each linear layer multiplies a few rows by a large weight. On the
+development machine (2 cores of an AMD EPYC, torch 2.13), torch's fp32 `linear` ran such passes through SmolLM2's 211
+weights far more slowly than `weight @ x.T`: 73.0 against 18.5 ms for 2 rows, 59.7 against 39.9 for 6; and one row
+(a matrix-vector product) took 43.5 ms either way, but 19.8 padded to two rows (`benchmarks/few_row_linear.py`, which
+also times whole decode passes). Other CPUs and builds may differ: `LABELLING_FEW_ROW_LINEAR=0` keeps torch's layer.
+The numbers are the same up to float rounding (`tests/test_linear.py`).
 
 Only the optimised engine switches it on, around its own model calls (`few_rows`); the plain path keeps torch's layer.
 """
@@ -18,7 +19,9 @@ from collections.abc import Iterator
 
 import torch
 
-MAX_ROWS = 16  # above this, torch's own `linear` was as fast or faster (prefill passes feed hundreds of rows)
+# Up to 9 rows `weight @ x.T` won in every run; at 12 and 16 one run each way; at 18 and 27 torch's layer won (prefill
+# passes feed hundreds of rows). 16 covers a decode pass of 8 rows with one guess each.
+MAX_ROWS = 16
 _switch = threading.local()  # per thread: two engines in one process (a threads pool) may share a model
 
 

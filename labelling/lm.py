@@ -216,7 +216,8 @@ class _PromptLookup:
 
 
 def _backs_off_on_oom(method):
-    """Run an LM call under the model's lock; on out-of-device-memory, halve the batch budget and run it whole again.
+    """Run an LM call under the model's lock, with this engine's linear layers switched on (`labelling.linear`); on
+    out-of-device-memory, halve the batch budget and run it whole again.
 
     A call's results do not depend on its batching (tests/test_lm.py), so the rerun returns what the first try would
     have. The failed attempt's tensors are freed (the exception is dropped) before the cache is emptied.
@@ -242,13 +243,15 @@ class LanguageModel:
         self, model, tokenizer, max_batch_tokens: int | None = None, reuse_prefix: bool = True, guess_tokens: int | None = None
     ):
         attention.use_packed_attention(model)  # grouped key/value heads read once per pass (labelling/attention.py)
-        linear.use_few_row_linear(model)  # fp32 CPU layers, switched on per call below (labelling/linear.py)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.reuse_prefix = reuse_prefix
         self.device = next(model.parameters()).device
-        # The plain path keeps torch's own linear layers, as the reference runs them.
+        # The plain path keeps torch's own linear layers, as the reference runs them; the switch is per call
+        # (`_backs_off_on_oom`), so a plain engine on the same model still gets torch's layers.
         self.few_row_linear = reuse_prefix and self.device.type == "cpu" and settings.FEW_ROW_LINEAR.get()
+        if self.few_row_linear:
+            linear.use_few_row_linear(model)  # fp32 CPU layers only (labelling/linear.py)
         # Tokens guessed per row and decode pass by prompt lookup (0: one token per pass). A guess costs a column of
         # compute and is kept only if it is the token the row's sampler draws there, so samples do not change. The
         # plain path (no prefix reuse) decodes one token per pass, as the reference does.
@@ -532,12 +535,13 @@ class LanguageModel:
             self._prefixes.move_to_end(encoded.preamble)
             return cached[1]
         self.stats["prefix_misses"] += 1
-        shared, start = 0, _State.empty(1, self.device)
-        if self._prefixes:
-            ids, closest = max(self._prefixes.values(), key=lambda entry: _common_length(entry[0], encoded.pre))
-            shared = min(_common_length(ids, encoded.pre), len(encoded.pre) - 1)  # at least one token fed: its logits
-            if shared:
-                start = closest.prefix(shared, room=len(encoded.pre) - shared)
+        common, closest = max(
+            ((_common_length(ids, encoded.pre), state) for ids, state in self._prefixes.values()),
+            key=lambda pair: pair[0],
+            default=(0, None),
+        )
+        shared = min(common, len(encoded.pre) - 1)  # at least one token is fed: its logits are the state's
+        start = closest.prefix(shared, room=len(encoded.pre) - shared) if shared else _State.empty(1, self.device)
         self.stats["prompt_tokens"] += len(encoded.pre) - shared
         state = self._extend(start, [encoded.pre[shared:]])
         self._prefixes[encoded.preamble] = (encoded.pre, state)

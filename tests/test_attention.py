@@ -43,11 +43,13 @@ def test_packed_attention_matches_transformers_sdpa(monkeypatch, build, width, n
     )
     grouped = []  # query lengths torch's SDPA took with grouped heads itself (enable_gqa)
     stock_fn = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(
-        torch.nn.functional,
-        "scaled_dot_product_attention",
-        lambda q, *a, **k: (k.get("enable_gqa") and grouped.append(q.shape[2])) or stock_fn(q, *a, **k),
-    )
+
+    def spying_sdpa(query, *args, **kwargs):
+        if kwargs.get("enable_gqa"):
+            grouped.append(query.shape[2])
+        return stock_fn(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spying_sdpa)
     torch.manual_seed(1)
     ids, new = torch.randint(5, 1000, (3, 20)), torch.randint(5, 1000, (3, width))
     mask = torch.ones(3, 20, dtype=torch.long)

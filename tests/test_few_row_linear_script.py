@@ -29,3 +29,5 @@ def test_few_row_linear_benchmark_reports_every_shape_with_the_same_logits(tmp_p
     for row in report["shapes"]:
         assert row["max_logit_diff"] < 1e-3
         assert row["ratio"] == pytest.approx(row["plain_ms"] / row["few_row_ms"])
+    assert [row["rows"] for row in report["layers"]] == [1, 2, 3, 4, 6, 9, 12, 16, 18, 27]
+    assert all(row[k] > 0 for row in report["layers"] for k in ("linear_ms", "weight_x_t_ms", "few_row_ms"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from labelling import linear
+from labelling.errors import SettingError
 from labelling.generation import Prompt, SamplingParams
 from labelling.lm import LanguageModel
 from tests.tiny_models import smollm2_tokenizer, tiny_llama
@@ -107,5 +108,5 @@ def test_the_setting_turns_it_off(monkeypatch):
     monkeypatch.setenv("LABELLING_FEW_ROW_LINEAR", "0")
     assert not LanguageModel(tiny_llama(), smollm2_tokenizer()).few_row_linear
     monkeypatch.setenv("LABELLING_FEW_ROW_LINEAR", "maybe")
-    with pytest.raises(Exception, match="LABELLING_FEW_ROW_LINEAR"):
+    with pytest.raises(SettingError, match="LABELLING_FEW_ROW_LINEAR"):
         LanguageModel(tiny_llama(), smollm2_tokenizer())
