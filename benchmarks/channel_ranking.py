@@ -15,11 +15,12 @@ import json
 from pathlib import Path
 
 from labelling import config as job_config
-from labelling import models
-from labelling.channel import JOINT, Candidate, scoring_requests
 from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
-from labelling.demos import DEMOS
-from labelling.prompts import DST_CONNECTIVE, DST_PREFIX, Example
+from labelling.method import build
+from labelling.method.channel import JOINT, scoring_requests
+from labelling.method.demos import DEMOS
+from labelling.method.prompts import DST_CONNECTIVE, DST_PREFIX, Example
+from labelling.records import Candidate
 from labelling.schema import BUNDLED_CORPUS
 
 SPLIT = "train_0_50"
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu-small")
     parser.add_argument("--out", type=Path, default=Path("channel_ranking.json"))
     args = parser.parse_args()
-    labeller = models.build_labeller(job_config.load(profile=args.profile))
+    labeller = build.build_labeller(job_config.load(profile=args.profile))
     corpus = read_corpus(BUNDLED_CORPUS, labeller.schema)
     turns = [t for t in cut_into_splits(corpus, DEFAULT_SPLIT_SIZE)[SPLIT] if t.turn_slot_values][: args.turns]
     rows = []

@@ -1,4 +1,4 @@
-"""Decode passes of the embedded model with torch's linear layers (plain) against few-row ones (labelling/linear.py),
+"""Decode passes of the embedded model with torch's linear layers (plain) against few-row ones (labelling/engine/linear.py),
 in one process, interleaved, at the batch shapes `labelling bench` decodes at; then the model's linear layers alone.
 
 For each shape (rows x tokens per row, on a cache of `--cache` random tokens) it times `--steps` passes with each kind
@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from labelling import linear
-from labelling.lm import LanguageModel, _State
+from labelling.engine import linear
+from labelling.engine.lm import LanguageModel, _State
 
 SHAPES = [(1, 1), (1, 2), (3, 1), (3, 2), (6, 2), (9, 1), (9, 2)]  # rows, tokens per row
 LAYER_ROWS = [1, 2, 3, 4, 6, 9, 12, 16, 18, 27]  # input rows for the layers-only timing

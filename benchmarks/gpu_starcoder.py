@@ -10,7 +10,7 @@ retrieved examples, ~2-3k tokens in all): n samples per turn, then the noisy-cha
     python3 benchmarks/gpu_starcoder.py --inputs gpu_inputs --out gpu_bench.json    # bare CUDA box: torch, transformers
     python benchmarks/gpu_starcoder.py --tiny --bandwidth-gbs 50 --out /tmp/tiny.json   # tiny GPTBigCode on the CPU (CI)
 
-Both paths run with the product's own batch budget: sized from the GPU memory left after the weights (labelling.memory),
+Both paths run with the product's own batch budget: sized from the GPU memory left after the weights (labelling.engine.memory),
 unless --max-batch-tokens is given. It prints a JSON report (also written to --out): per path and phase, seconds,
 tokens/s, sequences/s, batch rows per forward pass, peak GPU memory, and, for the decode steps alone (prefill and the
 time around it left out), the share of the memory-bandwidth limit: the bytes each step must read (all weights, plus the
@@ -33,10 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from any folder
 
 from labelling import settings  # noqa: E402
-from labelling.bench import PATHS, REFERENCE_TURNS_PER_BATCH, PlainPath  # noqa: E402
+from labelling.bench.speed import PATHS, REFERENCE_TURNS_PER_BATCH, PlainPath  # noqa: E402
+from labelling.engine.lm import LanguageModel, Prompt, SamplingParams  # noqa: E402
+from labelling.engine.memory import KVShape  # noqa: E402
 from labelling.errors import ModelError  # noqa: E402
-from labelling.lm import LanguageModel, Prompt, SamplingParams  # noqa: E402
-from labelling.memory import KVShape  # noqa: E402
 
 # StarCoder-15B (bigcode/starcoder config.json); ~15.5B parameters, ~31 GB in bf16.
 STARCODER = dict(
@@ -91,9 +91,9 @@ def load_tokenizer(path: str | Path | None):
     from transformers import AutoTokenizer
 
     if path is None:
-        from labelling import model_cache
+        from labelling.engine import model_files
 
-        path = model_cache.smollm2_tokenizer_dir()
+        path = model_files.smollm2_tokenizer_dir()
     return AutoTokenizer.from_pretrained(path)
 
 
@@ -125,7 +125,7 @@ def workload(turns: int, examples: int, candidates: int) -> tuple[list[Prompt], 
     `candidates` distinct intents (gold intents of other turns) to score, rendered as the labeller renders them.
     """
     from labelling.corpus import read_corpus
-    from labelling.prompts import DST_CONNECTIVE, DST_PREFIX, Example, PromptBuilder, quote
+    from labelling.method.prompts import DST_CONNECTIVE, DST_PREFIX, Example, PromptBuilder, quote
     from labelling.schema import Schema
 
     schema = Schema.load()

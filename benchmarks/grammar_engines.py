@@ -1,6 +1,6 @@
 """Compare the two grammar engines that install as CPU wheels (llguidance 1.9.1, xgrammar 0.2.9) on our schema grammars.
 
-Both compile the same Lark text from labelling/grammar.py and walk the token paths of gold completions of the bundled
+Both compile the same Lark text from labelling/method/grammar.py and walk the token paths of gold completions of the bundled
 dev corpus (tokenised with the SmolLM2 tokenizer), computing the next-token mask before every token, as the decode loop
 does. Reported per engine: grammar compile seconds, mask microseconds per token, gold completions accepted, and whether
 the two engines' masks agree bit for bit along every path. xgrammar is optional (`pip install xgrammar==0.2.9`, which
@@ -20,10 +20,10 @@ from pathlib import Path
 import llguidance
 import numpy as np
 
-from labelling.canonical import Canonicaliser
 from labelling.corpus import read_corpus
-from labelling.grammar import SchemaGrammar
-from labelling.prompts import ACT_PREFIX, DST_PREFIX, PromptBuilder
+from labelling.method.canonical import Canonicaliser
+from labelling.method.grammar import SchemaGrammar
+from labelling.method.prompts import ACT_PREFIX, DST_PREFIX, PromptBuilder
 from labelling.schema import Schema
 from labelling.states import SchemaNormalizer
 
@@ -113,9 +113,9 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
-    from labelling import model_cache
+    from labelling.engine import model_files
 
-    tokenizer = AutoTokenizer.from_pretrained(model_cache.smollm2_tokenizer_dir())
+    tokenizer = AutoTokenizer.from_pretrained(model_files.smollm2_tokenizer_dir())
     schema = Schema.load()
     vocab = len(tokenizer)
     paths = gold_paths(schema, SchemaGrammar(schema, tokenizer), args.turns)

@@ -19,15 +19,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from labelling import config as job_config
-from labelling.canonical import Canonicaliser
 from labelling.corpus import read_corpus
-from labelling.demos import DEMOS
-from labelling.generation import SamplingParams
-from labelling.grammar import SchemaGrammar
-from labelling.labeller import PartitionLabeller
-from labelling.lm import LanguageModel
-from labelling.parsing import ActParser, DstParser
-from labelling.prompts import ACT_PREFIX, DST_PREFIX, Example
+from labelling.engine.generation import SamplingParams
+from labelling.engine.lm import LanguageModel
+from labelling.method.canonical import Canonicaliser
+from labelling.method.demos import DEMOS
+from labelling.method.grammar import SchemaGrammar
+from labelling.method.labeller import PartitionLabeller
+from labelling.method.parsing import ActParser, DstParser
+from labelling.method.prompts import ACT_PREFIX, DST_PREFIX, Example
 from labelling.schema import Schema
 
 CORPUS = Path(__file__).resolve().parents[1] / "labelling" / "data" / "multiwoz21_dev.json.zip"

@@ -215,7 +215,7 @@ def harness_runner(step: Callable, work: dict) -> Runner:
 
 def engine_runner(engine, texts: dict) -> Runner:
     """Run our LanguageModel's score and sample; a first call caches the preamble KV, as a worker's first turn does."""
-    from labelling.lm import Prompt, SamplingParams
+    from labelling.engine.lm import Prompt, SamplingParams
 
     prompt = Prompt(texts["preamble"], texts["body"])
     engine.score(prompt, texts["continuations"][:1])
@@ -378,7 +378,7 @@ def cmd_engine(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(REPO))
     from transformers import AutoTokenizer
 
-    from labelling.lm import LanguageModel
+    from labelling.engine.lm import LanguageModel
 
     torch.set_num_threads(args.threads)
     texts = workload_texts(Path(args.model) / "tokenizer.json", args.preamble_tokens, args.body_tokens)
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["export", "ort", "engine"])
     parser.add_argument(
-        "--model", required=True, help="the SmolLM2 safetensors folder (labelling.model_cache.resolve_lm('smollm2'))"
+        "--model", required=True, help="the SmolLM2 safetensors folder (labelling.engine.model_files.resolve_lm('smollm2'))"
     )
     parser.add_argument("--out", default="/tmp/optwork", help="export: where the ONNX folders go")
     parser.add_argument("--onnx", default="/tmp/optwork", help="ort: the folder given to export --out")

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from labelling import config as job_config
-from labelling import models, mongo_server, store
-from labelling.channel import Candidate
 from labelling.corpus import cut_into_splits, read_corpus
-from labelling.labeller import PartitionLabeller
-from labelling.records import ModuleOutput, TurnLabel
+from labelling.fleet import mongo_server, store
+from labelling.method import build
+from labelling.method.labeller import PartitionLabeller
+from labelling.records import Candidate, ModuleOutput, TurnLabel
 from labelling.schema import Schema
 from labelling.states import compute_delta
 from labelling.turns import Turn
@@ -85,7 +85,7 @@ def gold_labels(turns: list[Turn]) -> list[TurnLabel]:
 
 def fresh_labeller(job, schema: Schema) -> PartitionLabeller:
     """A labeller with empty indexes, as a partition start builds one (no LM is needed to seed)."""
-    indexes = (models.example_index(job.dst, "dst"), models.example_index(job.act_tag, "act"))
+    indexes = (build.example_index(job.dst, "dst"), build.example_index(job.act_tag, "act"))
     return PartitionLabeller(job, schema, None, None, *indexes)
 
 

@@ -43,7 +43,7 @@ def bench(
 
     Both paths decode as the reference does (noisy channel, joint for DST and conditional for acts, unconstrained),
     whatever the profile's own decoding: that is the computation the plain path reproduces."""
-    from labelling import bench as lib
+    from labelling.bench import speed as lib
 
     chosen = [p.strip() for p in paths.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in lib.PATHS]

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from labelling.store import Partition
+    from labelling.fleet.store import Partition
 
 # Logs and CI are not terminals: rich would wrap at 80 columns there and squeeze the status table's columns.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -25,7 +25,7 @@ report = Console(width=_WIDTH, soft_wrap=True)  # tables and the lines a user co
 
 
 def _stale(part: Partition, now: float) -> bool:
-    from labelling import store
+    from labelling.fleet import store
 
     return part.status == store.RUNNING and now - (part.heartbeat_at or now) > store.claim_lease_s()
 
@@ -36,7 +36,7 @@ def _state(part: Partition, now: float) -> str:
 
 def _took(part: Partition, now: float) -> str:
     """How long the partition's current or last attempt has taken, from the store's clock fields (any worker's)."""
-    from labelling import store
+    from labelling.fleet import store
 
     if part.claimed_at is None or part.status == store.PENDING:
         return ""
@@ -70,7 +70,7 @@ class PartitionBars:
 
     def refresh(self) -> list[Partition]:
         """Read the group's partitions and redraw; returns them."""
-        from labelling import store
+        from labelling.fleet import store
 
         with self._lock:
             parts, now = store.partitions(self.group), time.time()
@@ -114,7 +114,7 @@ def step(doing: str, done: str) -> Iterator[None]:
     """One step of ours on stderr: a spinner with the elapsed time while it runs, then ``done`` and how long it took.
 
     The spinner's console keeps the stream it started with, so a step that captures third-party output on stderr
-    (see labelling.model_cache) does not capture the spinner too.
+    (see labelling.engine.model_files) does not capture the spinner too.
     """
     pinned = Console(file=sys.stderr, width=_WIDTH)
     started = time.perf_counter()
@@ -129,10 +129,10 @@ def status_table(group: str, parts: Sequence[Partition] | None = None) -> Table:
 
     ``parts`` is a snapshot already read (so a caller can decide on the same states it shows); read now when None.
     """
-    from labelling import store
-    from labelling.export import score_cells
-    from labelling.launches import current_launch
-    from labelling.metrics import MetricsAccumulator
+    from labelling.fleet import store
+    from labelling.fleet.export import score_cells
+    from labelling.fleet.launches import current_launch
+    from labelling.method.metrics import MetricsAccumulator
 
     head, launch, now = store.group_run(group), current_launch(group), time.time()
     title = f"group {group} · corpus {head.corpus}"

@@ -12,7 +12,7 @@ from rich.table import Table
 
 def ls() -> None:
     """List the corpora in the store: turns, splits, whether the ingest completed, and the groups labelling each."""
-    from labelling import store
+    from labelling.fleet import store
 
     with store.connect() as conn:
         rows = store.corpus_overview()
@@ -29,7 +29,7 @@ def ls() -> None:
 
 def rm(name: str = typer.Argument(..., help="The corpus to remove.", show_default=False)) -> None:
     """Remove a corpus from the store, or what an interrupted ingest left of it; refused while a group labels it."""
-    from labelling import store
+    from labelling.fleet import store
 
     with store.connect():
         removed = store.remove_corpus(name)

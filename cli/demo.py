@@ -28,8 +28,8 @@ def demo_job() -> job_config.JobConfig:
 def _ingest_demo(job: job_config.JobConfig) -> None:
     """The first few short dialogues of the bundled corpus as corpus ``demo``: labelling time grows with the number of
     turn waves, so short dialogues keep the demo to minutes while it still shows a seed and two dependents."""
-    from labelling import store
     from labelling.corpus import cut_into_splits, read_corpus
+    from labelling.fleet import store
 
     schema = job.load_schema()
     short = [d for d in read_corpus(BUNDLED_CORPUS, schema) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
@@ -47,8 +47,8 @@ def demo(
     partitions, label them in process with the embedded models (seed partition first), show status, export, then
     evaluate and write an HTML report."""
     from cli.store_commands import evaluate, export_and_show
-    from labelling import store
-    from labelling.groups import prepare_group
+    from labelling.fleet import store
+    from labelling.fleet.groups import prepare_group
 
     started = time.perf_counter()
     job = demo_job()

@@ -19,7 +19,7 @@ def rm(
 
     Export the group first to keep its labels. Its corpus stays; `labelling corpus rm` removes it once no group uses it.
     """
-    from labelling import groups, store
+    from labelling.fleet import groups, store
 
     with store.connect():
         parts = store.partitions(name)  # an unknown group fails here, before any question

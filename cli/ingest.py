@@ -89,7 +89,7 @@ def ingest(
 
 def _store_corpus(name: str, splits: dict, schema: Schema) -> str:
     """Write the splits to MongoDB as corpus ``name``; returns where, for the summary (password masked)."""
-    from labelling import store  # lazy: mongoengine is not needed for a plain ingest
+    from labelling.fleet import store  # lazy: mongoengine is not needed for a plain ingest
 
     with store.connect() as conn:
         count = store.ingest_corpus(name, splits, schema)

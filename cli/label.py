@@ -139,7 +139,7 @@ def _finish(partial: Path, out: Path) -> None:
 
 
 def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path, header: dict) -> tuple[list[TurnLabel], float, dict]:
-    from labelling.models import build_labeller
+    from labelling.method.build import build_labeller
 
     with console.status("loading models"):
         labeller = build_labeller(job)

@@ -38,7 +38,7 @@ def quality(
     print JGA (exact, and the reference's fuzzy one), turn accuracy, state-slot F1, act F1 on (type, domain, slot)
     triples, the off-schema sample rate, the share of "no change" labels and seconds per turn, beside the always-empty
     baseline."""
-    from labelling import quality as lib
+    from labelling.bench import quality as lib
 
     job = job_config.load(config, profile)
     available = lib.configurations(job)

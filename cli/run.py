@@ -20,7 +20,7 @@ from labelling import config as job_config
 from labelling.errors import ConfigError, FleetError, LabellingError
 
 if TYPE_CHECKING:
-    from labelling.launches import Launch
+    from labelling.fleet.launches import Launch
 
 
 def run(
@@ -66,7 +66,7 @@ def run(
     one run is labelling is not launched again). --limit-dialogues / --split-size label a slice of the corpus, stored as
     corpus NAME.firstN.byS.
     """
-    from labelling.groups import existing_corpus, load_jobs, prepare_group
+    from labelling.fleet.groups import existing_corpus, load_jobs, prepare_group
     from tasks.app import broker_url, check_broker
 
     if retry_failed and (limit_dialogues or split_size or seed_split):
@@ -78,7 +78,7 @@ def run(
         local = True
     if not local:
         check_broker("labelling run")
-    from labelling import store
+    from labelling.fleet import store
 
     connection = store.connect()
     try:
@@ -99,8 +99,8 @@ def run(
 
 def _failed_to_retry(group: str, config: Sequence[Path], job: job_config.JobConfig) -> tuple[str, job_config.JobConfig]:
     """The group's corpus and job config (its own unless --config is given), after checking it has failed partitions."""
-    from labelling import store
-    from labelling.groups import failed_splits
+    from labelling.fleet import store
+    from labelling.fleet.groups import failed_splits
 
     failed = failed_splits(group)  # an unknown group fails here, listing the known ones
     head = store.group_run(group)
@@ -110,7 +110,7 @@ def _failed_to_retry(group: str, config: Sequence[Path], job: job_config.JobConf
 
 def complete(group: str) -> bool:
     """True (saying so, and how to export) when every partition of the group is done: nothing to launch."""
-    from labelling import store
+    from labelling.fleet import store
 
     if all(p.status == store.DONE for p in store.partitions(group)):
         report.print(f"group {escape(group)} is complete: nothing to label")
@@ -121,7 +121,7 @@ def complete(group: str) -> bool:
 
 def launch_local(group: str, corpus: str, seed: str, resubmit: bool) -> bool:
     """The embedded mode: the chord in this process, with a bar per partition; True when every partition is done."""
-    from labelling.launches import LOCAL, claim_launch, end_launch
+    from labelling.fleet.launches import LOCAL, claim_launch, end_launch
     from tasks.local import run_local
 
     launch = claim_launch(group, corpus, seed, LOCAL, resubmit)
@@ -141,8 +141,8 @@ def launch_local(group: str, corpus: str, seed: str, resubmit: bool) -> bool:
 
 def _prepare_models(group: str) -> None:
     """Convert the group's GGUF language models before the bars start: a one-off step of ours, shown with its time."""
-    from labelling import store
-    from labelling.model_cache import cache_dir, pending_conversion, resolve_lm
+    from labelling.engine.model_files import cache_dir, pending_conversion, resolve_lm
+    from labelling.fleet import store
 
     job = store.group_config(group)
     for name in dict.fromkeys(module.model.model_name_or_path for module in (job.dst, job.act_tag)):
@@ -155,8 +155,8 @@ def _prepare_models(group: str) -> None:
 
 def _submit(group: str, corpus: str, seed: str, resubmit: bool, wait: bool) -> bool:
     """Send the run's chord to the fleet, print how to watch and export it, and follow it when asked."""
-    from labelling import store
-    from labelling.launches import FLEET, claim_launch, end_launch
+    from labelling.fleet import store
+    from labelling.fleet.launches import FLEET, claim_launch, end_launch
     from labelling.redact import mask_uri
     from tasks.app import app, bind_result_backend
     from tasks.partition import submit_run
@@ -183,8 +183,8 @@ def _submit(group: str, corpus: str, seed: str, resubmit: bool, wait: bool) -> b
 
 def follow(launch: Launch, interval_s: float = 2.0) -> bool:
     """Draw a bar per partition until the launched run settles; True when every partition is done."""
-    from labelling import store
-    from labelling.groups import settled
+    from labelling.fleet import store
+    from labelling.fleet.groups import settled
     from tasks.partition import seed_task
 
     seed = launch.seed_split
@@ -200,7 +200,7 @@ def follow(launch: Launch, interval_s: float = 2.0) -> bool:
 
 
 def _summarise(group: str) -> bool:
-    from labelling import store
+    from labelling.fleet import store
 
     report.print(status_table(group))
     failed = [p.split for p in store.partitions(group) if p.status != store.DONE]

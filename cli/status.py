@@ -16,7 +16,7 @@ def status(
     interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between redraws with --watch."),
 ) -> None:
     """Show a group's partitions: state, turns done / total, turns/s, JGA and act F1 so far, worker, attempts, last error."""
-    from labelling import store
+    from labelling.fleet import store
 
     with store.connect():
         if not watch:

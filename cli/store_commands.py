@@ -32,7 +32,7 @@ def export(
     Rows hold the predicted labels in the reference's turn fields; a README.md card records the group, counts,
     job config, per-partition metrics and the manifest entries the name's hash covers.
     """
-    from labelling import store
+    from labelling.fleet import store
 
     with store.connect() as conn:
         console.print(f"store: {escape(conn.masked_uri)}")
@@ -49,7 +49,7 @@ def export_and_show(
     overwrite: bool = False,
 ) -> None:
     """Export a group over the open store connection and print what was written (``export`` and the demo)."""
-    from labelling import export as exporter
+    from labelling.fleet import export as exporter
 
     result = exporter.export_group(group, out, allow_partial=allow_partial, overwrite=overwrite)
     table = Table(title=result.name, show_header=False, title_justify="left")
@@ -80,14 +80,14 @@ def evaluate(
 
     Running partitions count with the turns labelled so far; turns without gold are not counted.
     """
-    from labelling import store
-    from labelling.evaluation import group_scores
+    from labelling.fleet import store
+    from labelling.fleet.evaluation import group_scores
 
     with store.connect():
         report = group_scores(group)
     page = None
     if html is not None:
-        from labelling import report as html_report
+        from labelling.fleet import report as html_report
 
         page = html_report.write(report, html)
     if json_output:
@@ -100,7 +100,7 @@ def evaluate(
 
 
 def _scores_table(report: dict) -> Table:
-    from labelling.export import score_cells
+    from labelling.fleet.export import score_cells
 
     table = Table(title=f"group {escape(report['group'])}")
     for name in ("partition", "status", "turns", "JGA (exact)", "turn acc", "act F1 (triples)", "flagged"):

@@ -44,7 +44,7 @@ def worker(
     touches the GPU: each pool process loads the models on its first task, after the fork, and keeps them.
     """
     import celeryconfig
-    from labelling import store, worker_setup
+    from labelling.fleet import store, worker_setup
     from labelling.redact import mask_uri
     from tasks.app import app, bind_result_backend, check_broker
 

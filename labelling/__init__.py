@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING
 _EXPORTS = {
     "JobConfig": "labelling.config",
     "load_config": ("labelling.config", "load"),
-    "build_labeller": "labelling.models",
-    "PartitionLabeller": "labelling.labeller",
+    "build_labeller": "labelling.method.build",
+    "PartitionLabeller": "labelling.method.labeller",
     "read_corpus": "labelling.corpus",
     "Schema": "labelling.schema",
     "Turn": "labelling.turns",
@@ -70,8 +70,8 @@ if TYPE_CHECKING:
     from labelling.config import load as load_config
     from labelling.corpus import read_corpus
     from labelling.errors import LabellingError
-    from labelling.labeller import PartitionLabeller
-    from labelling.models import build_labeller
+    from labelling.method.build import build_labeller
+    from labelling.method.labeller import PartitionLabeller
     from labelling.records import ModuleOutput, TurnLabel
     from labelling.schema import Schema
     from labelling.turns import Turn

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from labelling.acts import Act, acts_from_json, acts_to_json
-from labelling.channel import Candidate
 from labelling.states import State
 from labelling.turns import Turn
 
@@ -17,6 +16,20 @@ FLAG_EXAMPLES_DROPPED = "examples_dropped"
 FLAG_PROMPT_TOO_LONG = "prompt_too_long"  # not even the target fits: the turn keeps its prior state and gets no acts
 FLAG_CHANNEL_UNSCORED = "channel_unscored"  # the channel prompt does not fit: candidates ranked by sample log-prob
 FLAGGED_TURNS = "flagged_turns"  # metrics key counting turns with any flag; each flag also counts as flag_<name>
+
+
+@dataclass
+class Candidate:
+    """One distinct canonical candidate: how often it was sampled, its best sample log-prob, and its channel score."""
+
+    canonical: str
+    raw: list[str]
+    sample_logprob: float
+    score: float | None = None
+
+    def to_dict(self) -> dict:
+        """Stored form (raw samples, canonical string, scores)."""
+        return {"canonical": self.canonical, "raw": self.raw, "sample_logprob": self.sample_logprob, "score": self.score}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -132,7 +132,7 @@ FEW_ROW_LINEAR = Setting(
     "LABELLING_FEW_ROW_LINEAR",
     True,
     _flag,
-    "on a CPU, the optimised engine computes linear layers of at most 16 rows as weight @ x.T (labelling/linear.py); 0: off",
+    "on a CPU, the optimised engine computes linear layers of at most 16 rows as weight @ x.T (engine/linear.py); 0: off",
 )
 CACHE_DIR = Setting("LABELLING_CACHE_DIR", Path("~/.cache/labelling"), _path, "where embedded models are converted once")
 

@@ -72,7 +72,7 @@ def bind_result_backend() -> str:
     """
     import mongoengine
 
-    from labelling import store
+    from labelling.fleet import store
 
     connection = store.connect()
     configured = settings.RESULT_BACKEND.get()

@@ -3,12 +3,12 @@
 A run is the chord header=[label_partition(seed)], body=dispatch_dependents, which sends one label_partition per
 remaining split. Tasks may be delivered more than once (late acks, a worker lost, RabbitMQ's consumer timeout): a
 delivery that finds its partition held by a live run retries after the holder's lease would expire, and by then either
-finds it done or takes over a dead run's claim. Nothing is written twice (see ``labelling.runner``).
+finds it done or takes over a dead run's claim. Nothing is written twice (see ``labelling.fleet.runner``).
 
 A partition whose labelling raises is retried ``celeryconfig.TASK_MAX_RETRIES`` times (each attempt resumes from the
 last checkpoint) and then stays failed, with its error on the partition; the other partitions go on.
 
-Which launch may submit a group's chord is decided in the library (:mod:`labelling.launches`), not here.
+Which launch may submit a group's chord is decided in the library (:mod:`labelling.fleet.launches`), not here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from celery.signals import task_prerun, worker_process_init
 from celery.utils.saferepr import saferepr
 
 import celeryconfig
-from labelling import runner, settings, store
+from labelling import settings
+from labelling.fleet import runner, store
 from tasks.app import app
 
 PROGRESS = "PROGRESS"
@@ -103,7 +104,7 @@ def announce(task, **progress: int) -> None:
 @worker_process_init.connect
 def _fresh_process(**_: object) -> None:
     """Drop any store connection inherited over a fork; the models load lazily in this process, after the fork,
-    because CUDA state does not survive one (labelling.models caches them for every later task)."""
+    because CUDA state does not survive one (labelling.method.build caches them for every later task)."""
     store.disconnect()
     limit_threads()
 
@@ -131,7 +132,7 @@ def label_partition(self, group: str, split: str, failures: int = 0) -> dict:
     except (store.PartitionBusy, store.ClaimLost) as e:
         # Another live run holds the partition (a duplicate delivery, or a run that took over a stale claim).
         raise self.retry(exc=e, countdown=busy_retry_s(group, split), kwargs={"failures": failures}) from e
-    except Exception as e:  # the partition is already marked failed with this error (labelling.runner)
+    except Exception as e:  # the partition is already marked failed with this error (labelling.fleet.runner)
         if failures >= celeryconfig.TASK_MAX_RETRIES:
             raise
         delay = celeryconfig.TASK_RETRY_DELAY_S * (failures + 1)

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from labelling import mongo_server, store
 from labelling.corpus import cut_into_splits
+from labelling.fleet import mongo_server, store
 from tests.fleet_services import REPO, Service, free_port, until
 
 POISON = "chaos-poison-turn"
@@ -35,7 +35,7 @@ COLUMNS = ("scenario", "fault", "expected", "labelled", "duplicates", "lost", "w
 def install_poison() -> None:
     """Make ``LanguageModel.sample`` raise on a prompt holding POISON while the poison file exists (before the fork,
     so every pool process inherits it)."""
-    from labelling.lm import LanguageModel
+    from labelling.engine.lm import LanguageModel
 
     original = LanguageModel.sample
     flag = os.environ.get(POISON_FILE_ENV)

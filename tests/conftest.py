@@ -28,7 +28,7 @@ def dev_dialogues(schema):
 @pytest.fixture(scope="session")
 def tiny_lm():
     """A 2-layer random Llama behind the real SmolLM2 tokenizer: fast, and emits the garbage real models sometimes do."""
-    from labelling.lm import LanguageModel
+    from labelling.engine.lm import LanguageModel
     from tests.tiny_models import smollm2_tokenizer, tiny_llama
 
     model = tiny_llama()
@@ -38,7 +38,7 @@ def tiny_lm():
 
 @pytest.fixture(scope="session")
 def embedder():
-    from labelling.retrieval import Embedder
+    from labelling.method.retrieval import Embedder
 
     return Embedder.load("minilm")
 

@@ -13,13 +13,13 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from labelling import mongo_server, settings, store
+from labelling import settings
 from labelling.acts import Act, Entity
-from labelling.channel import Candidate
 from labelling.config import JobConfig
 from labelling.corpus import Dialogue, cut_into_splits
-from labelling.metrics import MetricsAccumulator
-from labelling.records import ModuleOutput, TurnLabel
+from labelling.fleet import mongo_server, store
+from labelling.method.metrics import MetricsAccumulator
+from labelling.records import Candidate, ModuleOutput, TurnLabel
 from labelling.schema import Schema
 from labelling.states import State, compute_delta
 from labelling.turns import Turn

@@ -15,27 +15,27 @@ import signal
 
 from labelling import config as job_config
 from labelling.config import JobConfig
-from labelling.runner import LabellerFactory
+from labelling.fleet.runner import LabellerFactory
 
 
 def tiny_labeller_factory(max_batch_tokens: int | None = None) -> LabellerFactory:
     """Labellers around one tiny random Llama (built like conftest's ``tiny_lm``) and the real MiniLM embedder;
     ``max_batch_tokens`` None takes the engine's default budget."""
-    from labelling import models
-    from labelling.labeller import PartitionLabeller
-    from labelling.lm import LanguageModel
+    from labelling.engine.lm import LanguageModel
+    from labelling.method import build
+    from labelling.method.labeller import PartitionLabeller
     from tests.tiny_models import smollm2_tokenizer, tiny_llama
 
     model = tiny_llama()
     model.config.max_position_embeddings = 8192  # RoPE has no table to outgrow; prompts carry a ~2k-token preamble
     lm = LanguageModel.from_model(model, smollm2_tokenizer(), max_batch_tokens=max_batch_tokens)
 
-    def build(config, schema):
+    def make(config, schema):
         """A fresh labeller (empty indexes) around the shared tiny LM."""
-        dst, act = models.example_index(config.dst, "dst"), models.example_index(config.act_tag, "act")
+        dst, act = build.example_index(config.dst, "dst"), build.example_index(config.act_tag, "act")
         return PartitionLabeller(config, schema, lm, lm, dst, act)
 
-    return build
+    return make
 
 
 def tiny_job() -> JobConfig:
@@ -54,7 +54,7 @@ def tiny_job() -> JobConfig:
 
 def label(group: str, split: str, factory: LabellerFactory, **options) -> str:
     """Run the partition and name the outcome: done, already_done, claim_lost or busy."""
-    from labelling import runner, store
+    from labelling.fleet import runner, store
 
     try:
         return runner.run_partition(group, split, f"pid-{os.getpid()}", labeller_factory=factory, **options).status

@@ -1,11 +1,11 @@
-"""Packed grouped-query attention (labelling/attention.py) gives transformers' SDPA results, on a padded cache."""
+"""Packed grouped-query attention (labelling/engine/attention.py) gives transformers' SDPA results, on a padded cache."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from labelling import attention
+from labelling.engine import attention
 from tests.tiny_models import tiny_gpt_bigcode, tiny_llama
 
 

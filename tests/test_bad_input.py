@@ -16,17 +16,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from labelling import mongo_server, settings, store
-from labelling.channel import Candidate
+from labelling import settings
 from labelling.corpus import cut_into_splits, read_corpus, write_dataset
-from labelling.labeller import _Prepared
-from labelling.lm import LanguageModel
-from labelling.prompts import Example
+from labelling.engine.lm import LanguageModel
+from labelling.fleet import mongo_server, store
+from labelling.method.labeller import _Prepared
+from labelling.method.prompts import Example
 from labelling.records import (
     FLAG_DST_UNPARSEABLE,
     FLAG_EXAMPLES_DROPPED,
     FLAG_PROMPT_TOO_LONG,
     FLAGGED_TURNS,
+    Candidate,
     ModuleOutput,
     TurnLabel,
 )
@@ -378,14 +379,14 @@ def test_empty_non_ascii_and_overlong_utterances_are_labelled_without_a_crash(fa
 
 
 def test_flagged_turns_are_stored_with_the_partition_and_shown_by_evaluate(monkeypatch, capsys, connected, dialogue, schema):
-    from labelling import models
-    from labelling.labeller import PartitionLabeller
-    from labelling.runner import run_partition
+    from labelling.fleet.runner import run_partition
+    from labelling.method import build
+    from labelling.method.labeller import PartitionLabeller
 
     lm = silent_lm()
 
     def silent_labeller(config, schema):
-        dst, act = models.example_index(config.dst, "dst"), models.example_index(config.act_tag, "act")
+        dst, act = build.example_index(config.dst, "dst"), build.example_index(config.act_tag, "act")
         return PartitionLabeller(config, schema, lm, lm, dst, act)
 
     corpus, splits = ingest_small([dialogue], schema, split_size=1)

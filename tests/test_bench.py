@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from labelling.bench import PlainPath, agreement, canonical_label, first_turns
-from labelling.lm import LanguageModel, SamplingParams, _shared_prefixes
-from labelling.prompts import DST_STOPS, Example, PromptBuilder
+from labelling.bench.speed import PlainPath, agreement, canonical_label, first_turns
+from labelling.engine.lm import LanguageModel, SamplingParams, _shared_prefixes
+from labelling.method.prompts import DST_STOPS, Example, PromptBuilder
 from tests.cli_helpers import run_cli
 from tests.tiny_models import smollm2_tokenizer, tiny_llama
 

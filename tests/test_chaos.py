@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from labelling import store
+from labelling.fleet import store
 from tests.chaos_fleet import (
     OUTCOMES,
     POISON_FILE_ENV,

@@ -20,9 +20,9 @@ import pytest
 
 from cli.label import load_split, partial_header
 from labelling import config as job_config
-from labelling import store
 from labelling.corpus import cut_into_splits
 from labelling.errors import ConfigError, PartitionBusy, StoreError
+from labelling.fleet import store
 from labelling.outputs import MARKER
 from tests.mongo_fixture import complete_with_scripted_labels, connected, mongo_uri, unique  # noqa: F401
 from tests.test_corpus import DEV_ZIP, MWZ22
@@ -358,13 +358,13 @@ def test_one_default_profile_and_modules_named_by_their_key(tmp_path):
     )
     job = job_config.load(_write(tmp_path / "acts.json", {"act_tag": {"retriever": {"k_examples": 2}}}))
     assert job.act_tag.retriever.k_examples == 2 and job.dst.retriever.k_examples == bare.dst.retriever.k_examples
-    from labelling.retrieval import TEXT_FORMATS
+    from labelling.method.retrieval import TEXT_FORMATS
 
     assert set(job_config.RETRIEVAL_FORMATS) == set(TEXT_FORMATS)
 
 
 def test_the_references_seed_file_and_dependents_load_as_one_group_with_each_warning_once(tmp_path, caplog):
-    from labelling.groups import load_jobs
+    from labelling.fleet.groups import load_jobs
 
     dependent = job_config.load(profile="starcoder").to_dict()
     for module in ("dst", "act_tag"):

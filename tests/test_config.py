@@ -175,7 +175,7 @@ def test_every_config_field_is_read_somewhere_or_is_a_warned_legacy_key():
     """A field nothing reads would be a setting that silently does nothing: it must be read (outside config.py) or move
     to LEGACY_KEYS, which warns. Nested fields must be read through their parent (``model.batch_size``, or an alias of
     ``...model``), so a same-named attribute of something else does not count."""
-    sources = [p for d in ("labelling", "cli", "tasks") for p in (REPO / d).glob("*.py") if p.name != "config.py"]
+    sources = [p for d in ("labelling", "cli", "tasks") for p in (REPO / d).rglob("*.py") if p.name != "config.py"]
     reads = set().union(*(_attribute_reads(ast.parse(p.read_text(encoding="utf-8"))) for p in sources))
     through_methods = _read_through_methods(reads)
     unread = []

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from cli import store_commands
 from cli.app import main
-from labelling import export, store
 from labelling.errors import LabellingError
-from labelling.metrics import MetricsAccumulator
+from labelling.fleet import export, store
+from labelling.method.metrics import MetricsAccumulator
 from tests.mongo_fixture import (  # noqa: F401
     complete_with_scripted_labels,
     connected,

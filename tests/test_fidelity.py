@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from labelling import config
-from labelling.canonical import Canonicaliser
-from labelling.generation import Sample
-from labelling.labeller import PartitionLabeller, _distinct, _likeliest, schedule, waves
-from labelling.parsing import ActParser
-from labelling.prompts import EXAMPLE_ACT_KINDS, MODE_ARGUMENTS, PromptBuilder, mentioned
+from labelling.engine.generation import Sample
+from labelling.method.canonical import Canonicaliser
+from labelling.method.labeller import PartitionLabeller, _distinct, _likeliest, schedule, waves
+from labelling.method.parsing import ActParser
+from labelling.method.prompts import EXAMPLE_ACT_KINDS, MODE_ARGUMENTS, PromptBuilder, mentioned
+from labelling.method.retrieval import build_index
 from labelling.records import TurnLabel
-from labelling.retrieval import build_index
 from tests.cli_helpers import run_cli
 from tests.mongo_fixture import connected, ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
 from tests.partition_worker import tiny_job, tiny_labeller_factory
@@ -227,7 +227,7 @@ class _Crash(Exception):
 
 
 def test_a_partition_run_resumed_inside_a_cut_wave_matches_an_uninterrupted_one(connected, dev_dialogues, schema):  # noqa: F811
-    from labelling import runner, store
+    from labelling.fleet import runner, store
 
     job = tiny_job()
     job.turns_per_batch, job.data_num_partitions = 2, 1
@@ -396,7 +396,8 @@ def test_every_method_section_cited_in_the_code_resolves_to_our_method_doc():
     doc = (root / "docs" / "method.md").read_text()
     headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", doc, re.M))
     cited: set[str] = set()
-    for path in [*root.glob("labelling/*.py"), *root.glob("tests/*.py"), *root.glob("cli/*.py"), *root.glob("benchmarks/*")]:
+    sources = ("labelling/**/*.py", "tests/**/*.py", "cli/*.py", "benchmarks/*")
+    for path in [p for pattern in sources for p in root.glob(pattern)]:
         if path.is_file():
             for match in re.finditer(r"method\.md[^§\n]{0,40}§(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?", path.read_text()):
                 cited.update(g for g in match.groups() if g)

@@ -15,12 +15,12 @@ import pytest
 
 import celeryconfig
 from labelling import config as job_config
-from labelling import store
 from labelling.corpus import cut_into_splits
 from labelling.errors import ConfigError, FleetError, StoreError
-from labelling.groups import first_difference, load_jobs, prepare_group
-from labelling.launches import FLEET, LOCAL, claim_launch, current_launch, end_launch, is_live
-from labelling.mongo_server import ensure_server
+from labelling.fleet import store
+from labelling.fleet.groups import first_difference, load_jobs, prepare_group
+from labelling.fleet.launches import FLEET, LOCAL, claim_launch, current_launch, end_launch, is_live
+from labelling.fleet.mongo_server import ensure_server
 from tasks.partition import busy_retry_s
 from tests.cli_helpers import run_cli
 

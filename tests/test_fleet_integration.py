@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 
-from labelling import store
-from labelling.mongo_server import ensure_server
+from labelling.fleet import store
+from labelling.fleet.mongo_server import ensure_server
 from tests.fleet_services import Service, free_port, own_broker, until
 from tests.test_fleet import LABELLING, ingest_first, save_tiny_model, shortest, write_job
 
@@ -153,7 +153,7 @@ def test_running_it_again_submits_nothing(labelled, fleet):
 def test_the_group_exports_as_a_dataset(labelled, fleet):
     import datasets
 
-    from labelling.export import export_group
+    from labelling.fleet.export import export_group
 
     store.connect(fleet["env"]["LABELLING_MONGODB_URI"])
     result = export_group(GROUP, fleet["root"] / "export")

@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 
-from labelling import store
-from labelling.mongo_server import ensure_server
+from labelling.fleet import store
+from labelling.fleet.mongo_server import ensure_server
 from tests.fleet_services import Service, free_port, own_broker, until
 from tests.test_fleet import LABELLING, ingest_first, save_tiny_model, write_job
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from labelling.acts import Act, Entity, acts_from_gold
-from labelling.canonical import Canonicaliser
 from labelling.config import JobConfig
 from labelling.corpus import read_corpus
-from labelling.metrics import MetricsAccumulator, act_triples
-from labelling.prompts import ACT_PREFIX, DST_PREFIX
+from labelling.method.canonical import Canonicaliser
+from labelling.method.metrics import MetricsAccumulator, act_triples
+from labelling.method.prompts import ACT_PREFIX, DST_PREFIX
 from labelling.schema import BUNDLED_CORPUS, Schema
 
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
 
-from labelling import lm as lm_module
-from labelling import memory
-from labelling.lm import LanguageModel, Prompt, SamplingParams
+from labelling.engine import lm as lm_module
+from labelling.engine import memory
+from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
 
 pytestmark = [
     pytest.mark.gpu,

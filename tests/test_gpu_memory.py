@@ -10,12 +10,13 @@ import pytest
 import torch
 from transformers import GPTBigCodeConfig
 
-from labelling import lm as lm_module
-from labelling import memory, store
+from labelling.engine import lm as lm_module
+from labelling.engine import memory
+from labelling.engine.lm import LanguageModel, Prompt, SamplingParams, load_dtype
+from labelling.engine.memory import KVShape, batch_token_budget
 from labelling.errors import ModelError
-from labelling.lm import LanguageModel, Prompt, SamplingParams, load_dtype
-from labelling.memory import KVShape, batch_token_budget
-from labelling.runner import run_partition
+from labelling.fleet import store
+from labelling.fleet.runner import run_partition
 from tests.mongo_fixture import connected, ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
 from tests.partition_worker import tiny_job, tiny_labeller_factory
 from tests.tiny_models import smollm2_tokenizer, tiny_gpt_bigcode, tiny_llama
@@ -335,9 +336,9 @@ def _job_on(model_dir, **dst_model):
 def test_modules_naming_one_model_share_one_copy_and_threads_load_it_once(monkeypatch, model_dir):
     from concurrent.futures import ThreadPoolExecutor
 
-    from labelling import models
+    from labelling.method import build
 
-    monkeypatch.setattr(models, "_LOADED", {})
+    monkeypatch.setattr(build, "_LOADED", {})
     real = lm_module.AutoModelForCausalLM.from_pretrained
     loads = []
 
@@ -349,11 +350,11 @@ def test_modules_naming_one_model_share_one_copy_and_threads_load_it_once(monkey
     monkeypatch.setattr(lm_module.AutoModelForCausalLM, "from_pretrained", counting)
     job = _job_on(model_dir).validate()
     with ThreadPoolExecutor(4) as pool:
-        lms = list(pool.map(lambda m: models.language_model(m, None), [job.dst, job.act_tag, job.dst, job.act_tag]))
+        lms = list(pool.map(lambda m: build.language_model(m, None), [job.dst, job.act_tag, job.dst, job.act_tag]))
     assert len(loads) == 1 and all(lm is lms[0] for lm in lms)
     # The plain path (no prefix reuse) gets its own engine around the same weights, not a second copy.
     job.dst.model.use_past_key_value_cache = False
-    plain = models.language_model(job.dst, None)
+    plain = build.language_model(job.dst, None)
     assert plain is not lms[0] and plain.model is lms[0].model and len(loads) == 1
 
 
@@ -393,17 +394,17 @@ def test_starcoder_profiles_load_bf16_and_8bit_on_both_modules():
 
 
 def test_a_job_on_another_model_frees_the_loaded_one(monkeypatch, model_dir, tmp_path_factory):
-    from labelling import models
+    from labelling.method import build
 
-    monkeypatch.setattr(models, "_LOADED", {})
+    monkeypatch.setattr(build, "_LOADED", {})
     first = _job_on(model_dir).validate()
-    models.language_model(first.dst, None)
+    build.language_model(first.dst, None)
     other_dir = tmp_path_factory.mktemp("other")
     tiny_llama().save_pretrained(other_dir)
     smollm2_tokenizer().save_pretrained(other_dir)
-    models.keep_only(_job_on(other_dir).validate())
-    assert not [key for key in models._LOADED if key[0] == "lm"]
-    models.keep_only(first)  # the model in use stays
-    lm = models.language_model(first.dst, None)
-    models.keep_only(first)
-    assert models.language_model(first.act_tag, None) is lm
+    build.keep_only(_job_on(other_dir).validate())
+    assert not [key for key in build._LOADED if key[0] == "lm"]
+    build.keep_only(first)  # the model in use stays
+    lm = build.language_model(first.dst, None)
+    build.keep_only(first)
+    assert build.language_model(first.act_tag, None) is lm

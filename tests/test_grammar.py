@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from labelling.canonical import Canonicaliser
-from labelling.generation import Prompt, SamplingParams
-from labelling.grammar import MAX_TEXT, SchemaGrammar
-from labelling.parsing import ActParser, DstParser
-from labelling.prompts import ACT_PREFIX, ACT_STOPS, DST_PREFIX, DST_STOPS, Example, PromptBuilder
+from labelling.engine.generation import Prompt, SamplingParams
+from labelling.method.canonical import Canonicaliser
+from labelling.method.grammar import MAX_TEXT, SchemaGrammar
+from labelling.method.parsing import ActParser, DstParser
+from labelling.method.prompts import ACT_PREFIX, ACT_STOPS, DST_PREFIX, DST_STOPS, Example, PromptBuilder
 from labelling.states import SchemaNormalizer
 from tests.test_labeller import make_labeller
 from tests.tiny_models import smollm2_tokenizer

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from labelling.labeller import PartitionLabeller, waves
-from labelling.lm import LanguageModel
+from labelling.engine.lm import LanguageModel
+from labelling.method.labeller import PartitionLabeller, waves
+from labelling.method.retrieval import build_index
 from labelling.records import FLAG_DST_UNPARSEABLE, TurnLabel
-from labelling.retrieval import build_index
 
 
 class RecordingLM(LanguageModel):

@@ -1,4 +1,4 @@
-"""Few-row linear layers (labelling/linear.py): the numbers of torch's `linear`, switched on only where asked."""
+"""Few-row linear layers (labelling/engine/linear.py): the numbers of torch's `linear`, switched on only where asked."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import threading
 import pytest
 import torch
 
-from labelling import linear
+from labelling.engine import linear
+from labelling.engine.generation import Prompt, SamplingParams
+from labelling.engine.lm import LanguageModel
 from labelling.errors import SettingError
-from labelling.generation import Prompt, SamplingParams
-from labelling.lm import LanguageModel
 from tests.tiny_models import smollm2_tokenizer, tiny_llama
 
 

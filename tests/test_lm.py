@@ -16,10 +16,10 @@ import torch
 from tokenizers import decoders
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from labelling import lm as lm_module
-from labelling import model_cache
+from labelling.engine import lm as lm_module
+from labelling.engine import model_files
+from labelling.engine.lm import LanguageModel, Prompt, SamplingParams, _Draft, _PromptLookup, _RoomyLayer
 from labelling.errors import ConfigError, ModelError
-from labelling.lm import LanguageModel, Prompt, SamplingParams, _Draft, _PromptLookup, _RoomyLayer
 from tests.tiny_models import smollm2_tokenizer, tiny_gpt_bigcode, tiny_llama
 
 TOL = 1e-4
@@ -354,9 +354,9 @@ def test_missing_embedded_packages_name_the_install(monkeypatch):
 
 
 def test_embedder_aliases():
-    path = model_cache.embedder_path("all-MiniLM-L6-v2")
-    assert path == model_cache.embedder_path("minilm") and (Path(path) / "config.json").is_file()
-    assert model_cache.embedder_path("sentence-transformers/all-mpnet-base-v2") == "sentence-transformers/all-mpnet-base-v2"
+    path = model_files.embedder_path("all-MiniLM-L6-v2")
+    assert path == model_files.embedder_path("minilm") and (Path(path) / "config.json").is_file()
+    assert model_files.embedder_path("sentence-transformers/all-mpnet-base-v2") == "sentence-transformers/all-mpnet-base-v2"
 
 
 def test_build_once_is_atomic_and_runs_once(monkeypatch, tmp_path):
@@ -368,8 +368,8 @@ def test_build_once_is_atomic_and_runs_once(monkeypatch, tmp_path):
         (out / "weights").write_text("ok")
 
     target = tmp_path / "models" / "m"
-    assert model_cache._build_once(target, build) == target
-    assert model_cache._build_once(target, build) == target and len(calls) == 1
+    assert model_files._build_once(target, build) == target
+    assert model_files._build_once(target, build) == target and len(calls) == 1
     assert (target / "weights").read_text() == "ok"
 
     def broken(out):
@@ -377,7 +377,7 @@ def test_build_once_is_atomic_and_runs_once(monkeypatch, tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        model_cache._build_once(tmp_path / "models" / "other", broken)
+        model_files._build_once(tmp_path / "models" / "other", broken)
     assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == ["m"]
 
 
@@ -424,7 +424,7 @@ def test_tokenizer_that_decodes_differently_in_pieces(tok, caplog):
     assert [s.text for s in samples[0]] == [stripping.decode(g).rstrip() for g in drawn]
     forced = LanguageModel.from_model(model, stripping)
     forced._piecewise = True
-    with caplog.at_level("WARNING", logger="labelling.lm"):
+    with caplog.at_level("WARNING", logger="labelling.engine.lm"):
         again = forced.sample([prompt], params)
     assert again == samples and not forced._piecewise
     assert "decodes differently piece by piece" in caplog.text
@@ -493,7 +493,7 @@ def test_candidates_on_one_prompt_share_its_encoding(model, tok):
 
 
 def test_bare_decode_loop_rate(model, tok):
-    from labelling.bench import raw_decode_rate
+    from labelling.bench.speed import raw_decode_rate
 
     lm = LanguageModel.from_model(model, tok)
     assert raw_decode_rate(lm, rows=3, columns=40, steps=2) > 0

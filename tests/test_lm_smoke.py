@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from labelling.lm import LanguageModel, Prompt, SamplingParams
+from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Hand-made cases for labelling.metrics: exact and fuzzy JGA and turn accuracy, state and act triples, the reference's
+"""Hand-made cases for labelling.method.metrics: exact and fuzzy JGA and turn accuracy, state and act triples, the reference's
 lenient act families, the error breakdown, and the accumulator's arithmetic."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from labelling.acts import Act, Entity
-from labelling.metrics import (
+from labelling.method.metrics import (
     MetricsAccumulator,
     act_elements,
     act_triples,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from labelling.acts import Act, Entity
-from labelling.canonical import Canonicaliser
-from labelling.parsing import ActParser, DstParser, outer_list
-from labelling.prompts import PromptBuilder
+from labelling.method.canonical import Canonicaliser
+from labelling.method.parsing import ActParser, DstParser, outer_list
+from labelling.method.prompts import PromptBuilder
 from labelling.schema import Schema
 from labelling.states import DELETE
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from labelling import quality
-from labelling.labeller import PartitionLabeller
-from labelling.retrieval import build_index
+from labelling.bench import quality
+from labelling.method.labeller import PartitionLabeller
+from labelling.method.retrieval import build_index
 from labelling.schema import Schema
 
 
@@ -99,8 +99,8 @@ def test_the_channel_ranking_diagnostic_scores_every_candidate_three_ways(fast_j
 
 def _channel(labeller, turn):
     """The channel prompt and gold tail, as the diagnostic builds them, for an independent check of its arithmetic."""
-    from labelling.demos import DEMOS
-    from labelling.prompts import DST_PREFIX, Example
+    from labelling.method.demos import DEMOS
+    from labelling.method.prompts import DST_PREFIX, Example
 
     examples = [labeller._dst_example(d) for d in DEMOS]
     target = Example(turn.last_slot_values, turn.last_system_utterance, turn.user_utterance, turn.system_response)

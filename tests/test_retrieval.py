@@ -9,7 +9,7 @@ import pytest
 
 from labelling.acts import Act, Entity
 from labelling.errors import ConfigError, ModelError
-from labelling.retrieval import (
+from labelling.method.retrieval import (
     Embedder,
     ExampleIndex,
     act_key,
@@ -329,7 +329,7 @@ def test_stored_vector_records_seed_an_index_as_re_embedding_would(minilm):
 def test_the_embedder_runs_on_the_workers_gpu_when_there_is_one(monkeypatch):
     import torch
 
-    from labelling.models import embedder_device
+    from labelling.method.build import embedder_device
 
     assert embedder_device("cpu") == "cpu" and embedder_device("cuda:1") == "cuda:1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

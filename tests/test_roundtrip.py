@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from labelling.acts import Act
-from labelling.canonical import Canonicaliser
 from labelling.corpus import read_corpus
-from labelling.parsing import DstParser
-from labelling.prompts import PromptBuilder
+from labelling.method.canonical import Canonicaliser
+from labelling.method.parsing import DstParser
+from labelling.method.prompts import PromptBuilder
 from labelling.schema import Schema
 from labelling.states import strip_blanks
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from labelling import store
-from labelling.runner import pulse, run_partition
+from labelling.fleet import store
+from labelling.fleet.runner import pulse, run_partition
 from tests.mongo_fixture import connected, ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
 from tests.partition_worker import label, tiny_job, tiny_labeller_factory
 

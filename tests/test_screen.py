@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from labelling import model_cache
+from labelling.engine import model_files
 from labelling.quiet import QUIET_ENV, QUIET_LOGGERS, quiet_third_parties
 
 SAVE_A_DATASET = """
@@ -53,10 +53,10 @@ def test_saving_a_dataset_draws_no_bar_once_quiet(tmp_path):
 
 def test_a_pending_conversion_is_known_until_the_folder_exists(monkeypatch, tmp_path):
     monkeypatch.setenv("LABELLING_CACHE_DIR", str(tmp_path))
-    gguf = model_cache.embedded_gguf()
-    assert model_cache.pending_conversion("smollm2") == gguf
-    assert model_cache.pending_conversion(str(gguf)) == gguf
-    model_cache._target_for(gguf).mkdir(parents=True)  # what a finished conversion leaves
-    assert model_cache.pending_conversion("smollm2") is None
-    assert model_cache.pending_conversion(str(tmp_path)) is None  # a model folder needs no conversion
-    assert model_cache.pending_conversion("HuggingFaceTB/SmolLM2-135M") is None
+    gguf = model_files.embedded_gguf()
+    assert model_files.pending_conversion("smollm2") == gguf
+    assert model_files.pending_conversion(str(gguf)) == gguf
+    model_files._target_for(gguf).mkdir(parents=True)  # what a finished conversion leaves
+    assert model_files.pending_conversion("smollm2") is None
+    assert model_files.pending_conversion(str(tmp_path)) is None  # a model folder needs no conversion
+    assert model_files.pending_conversion("HuggingFaceTB/SmolLM2-135M") is None

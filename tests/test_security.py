@@ -25,9 +25,10 @@ import pytest
 
 from cli import worker
 from cli.app import main
-from labelling import mongo_server, settings
-from labelling.canonical import Canonicaliser
+from labelling import settings
 from labelling.errors import LabellingError
+from labelling.fleet import mongo_server
+from labelling.method.canonical import Canonicaliser
 from tests.cli_helpers import run_cli
 from tests.fleet_services import Service, free_port, rabbitmqctl
 from tests.mongo_fixture import connected, mongo_uri  # noqa: F401

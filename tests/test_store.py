@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from labelling import mongo_server, redact, settings, store
+from labelling import redact, settings
 from labelling.corpus import cut_into_splits
 from labelling.errors import StoreError
+from labelling.fleet import mongo_server, store
 from tests.mongo_fixture import (  # noqa: F401
     complete_with_scripted_labels,
     connected,
@@ -158,7 +159,7 @@ def test_an_operation_retries_a_lost_server_with_backoff_then_gives_up(tmp_path,
     with mongo_server.ensure_server(tmp_path) as server:
         store.connect(server.uri, timeout_ms=200)
     start = time.monotonic()  # the server is gone: every attempt fails
-    with caplog.at_level("WARNING", logger="labelling.store"):
+    with caplog.at_level("WARNING", logger="labelling.fleet.store"):
         with pytest.raises(StoreError, match="unreachable for 4 s during list_corpora"):
             store.list_corpora()
     store.disconnect()

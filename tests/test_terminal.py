@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from labelling import store
-from labelling.mongo_server import ensure_server
+from labelling.fleet import store
+from labelling.fleet.mongo_server import ensure_server
 from tests.test_fleet import LABELLING, ingest_first, save_tiny_model, shortest, write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]

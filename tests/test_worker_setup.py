@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from labelling import store
 from labelling.errors import LabellingError, ModelError
-from labelling.worker_setup import check_models, live_group_models, pool_warnings, visible_devices
+from labelling.fleet import store
+from labelling.fleet.worker_setup import check_models, live_group_models, pool_warnings, visible_devices
 from tests.mongo_fixture import ingest_small, mongo_uri, new_group, short_dialogues  # noqa: F401
 from tests.partition_worker import tiny_job
 

@@ -11,7 +11,7 @@ from functools import cache
 import torch
 from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from labelling import model_cache
+from labelling.engine import model_files
 
 INIT_SCALE = 0.2
 
@@ -19,7 +19,7 @@ INIT_SCALE = 0.2
 @cache
 def smollm2_tokenizer():
     """The real SmolLM2 tokenizer (built once from the embedded GGUF, ~6 s, then cached on disk)."""
-    return AutoTokenizer.from_pretrained(model_cache.smollm2_tokenizer_dir())
+    return AutoTokenizer.from_pretrained(model_files.smollm2_tokenizer_dir())
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:

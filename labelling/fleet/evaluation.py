@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from labelling import store
-from labelling.metrics import ACT_FAMILIES, DST_METRICS, MetricsAccumulator
+from labelling.fleet import store
+from labelling.method.metrics import ACT_FAMILIES, DST_METRICS, MetricsAccumulator
 from labelling.records import FLAGGED_TURNS
 
 ERRORS_SHOWN = 10  # rows of the error breakdown: the slots and act types with the most errors

@@ -11,9 +11,9 @@ import gc
 import threading
 
 from labelling.config import JobConfig, ModelConfig, ModuleConfig
-from labelling.labeller import PartitionLabeller
-from labelling.lm import LanguageModel, _device
-from labelling.retrieval import Embedder, ExampleIndex, build_index
+from labelling.engine.lm import LanguageModel, _device
+from labelling.method.labeller import PartitionLabeller
+from labelling.method.retrieval import Embedder, ExampleIndex, build_index
 from labelling.schema import Schema
 
 _LOADED: dict[tuple, object] = {}

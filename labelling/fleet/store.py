@@ -33,7 +33,7 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 from labelling import config as job_config
 from labelling import settings
 from labelling.errors import ClaimLost, ConfigError, PartitionBusy, StoreError
-from labelling.mongo_server import EmbeddedServer, ensure_server
+from labelling.fleet.mongo_server import EmbeddedServer, ensure_server
 from labelling.records import PoolRefresh, TurnLabel, example_turn
 from labelling.redact import mask_uri
 from labelling.schema import Schema
@@ -209,7 +209,7 @@ class ManifestDoc(me.Document):
 
 
 class LaunchDoc(me.Document):
-    """A group's latest launch (see :mod:`labelling.launches`): one document per group, swapped by each new launch."""
+    """A group's latest launch (see :mod:`labelling.fleet.launches`): one document per group, swapped by each new launch."""
 
     meta = _meta("launches", {"fields": ["group"], "unique": True})
     id = me.StringField(primary_key=True)
@@ -452,7 +452,7 @@ def remove_group(group: str) -> dict[str, int]:
     """Delete a group's labels, manifest entries, partitions and launch record, then its record; returns the counts.
 
     The record goes last, so an interrupted removal leaves the group listed and running it again finishes the job.
-    Callers check first that nothing labels the group (:func:`labelling.groups.remove_group`).
+    Callers check first that nothing labels the group (:func:`labelling.fleet.groups.remove_group`).
     """
     group_run(group)
     counts = {

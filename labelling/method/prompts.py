@@ -16,7 +16,7 @@ from functools import cached_property
 from rapidfuzz.distance import Levenshtein
 
 from labelling.acts import ACT_FIELDS, Act, Entity
-from labelling.generation import Prompt
+from labelling.engine.generation import Prompt
 from labelling.schema import DONTCARE, Schema, Service, Slot
 from labelling.states import DELETE, State, compute_delta, strip_blanks
 

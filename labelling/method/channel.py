@@ -9,26 +9,12 @@ naming the observed argument, and q(x) the observed utterance as a string litera
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from labelling.generation import Prompt
-from labelling.prompts import quote
+from labelling.engine.generation import Prompt
+from labelling.method.prompts import quote
+from labelling.records import Candidate
 
 JOINT, CONDITIONAL, GREEDY = "noisy_channel_joint", "noisy_channel_cond", "greedy"
-
-
-@dataclass
-class Candidate:
-    """One distinct canonical candidate: how often it was sampled, its best sample log-prob, and its channel score."""
-
-    canonical: str
-    raw: list[str]
-    sample_logprob: float
-    score: float | None = None
-
-    def to_dict(self) -> dict:
-        """Stored form (raw samples, canonical string, scores)."""
-        return {"canonical": self.canonical, "raw": self.raw, "sample_logprob": self.sample_logprob, "score": self.score}
 
 
 def scoring_requests(

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from labelling.acts import Act, Entity
-from labelling.parsing import ActParser, DstParser
-from labelling.prompts import ACT_PREFIX, DST_PREFIX, PromptBuilder
+from labelling.method.parsing import ActParser, DstParser
+from labelling.method.prompts import ACT_PREFIX, DST_PREFIX, PromptBuilder
 from labelling.schema import Schema
 from labelling.states import SchemaNormalizer, State, compute_delta, restrict
 

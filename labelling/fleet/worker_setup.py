@@ -57,7 +57,7 @@ def pool_warnings(gpu: int | None, pool: str, concurrency: int) -> list[str]:
 
 def live_group_models() -> list[tuple[str, bool]]:
     """(name, is_embedder) for the LMs and retrievers of every group with partitions pending or running (store connected)."""
-    from labelling import store
+    from labelling.fleet import store
 
     wanted: dict[tuple[str, bool], None] = {}
     for group in store.list_groups():
@@ -76,8 +76,8 @@ def live_group_models() -> list[tuple[str, bool]]:
 
 
 def check_models(models: Iterable[tuple[str, bool]]) -> None:
-    """Raise ModelError, naming the fix, for the first model this machine cannot load (see model_cache.check_access)."""
-    from labelling import model_cache
+    """Raise ModelError, naming the fix, for the first model this machine cannot load (see model_files.check_access)."""
+    from labelling.engine import model_files
 
     for name, is_embedder in dict.fromkeys(models):
-        model_cache.check_access(name, embedder=is_embedder)
+        model_files.check_access(name, embedder=is_embedder)

@@ -28,10 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labelling import store
 from labelling.corpus import dataset_features
 from labelling.errors import LabellingError
-from labelling.metrics import MetricsAccumulator
+from labelling.fleet import store
+from labelling.method.metrics import MetricsAccumulator
 from labelling.outputs import check_output, staged
 from labelling.records import PoolRefresh
 from labelling.redact import mask_uri

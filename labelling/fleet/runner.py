@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 
-from labelling import store
 from labelling.config import JobConfig
-from labelling.labeller import PartitionLabeller, schedule
+from labelling.fleet import store
+from labelling.method.labeller import PartitionLabeller, schedule
 from labelling.records import PoolRefresh, TurnLabel
 from labelling.schema import Schema
 
@@ -71,7 +71,7 @@ def run_partition(
     """Label ``split`` of ``group`` to completion and return what happened; idempotent (see the module docstring).
 
     ``config`` defaults to the group's; ``on_progress(turns_done, turns_total)`` runs after every wave;
-    ``labeller_factory(config, schema)`` defaults to :func:`labelling.models.build_labeller` (models loaded once per
+    ``labeller_factory(config, schema)`` defaults to :func:`labelling.method.build.build_labeller` (models loaded once per
     process). Raises PartitionBusy while another live run holds the partition, ClaimLost if one takes it over.
     """
     store.connect()
@@ -112,7 +112,7 @@ def _already_done(group: str, split: str) -> PartitionResult:
 
 
 def _default_factory() -> LabellerFactory:
-    from labelling.models import build_labeller  # loads torch and the models: only when labelling really happens
+    from labelling.method.build import build_labeller  # loads torch and the models: only when labelling really happens
 
     return build_labeller
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from labelling.acts import ACT_FIELDS, EXTRA_ENTITY_FIELDS, GENERIC_ENTITY
-from labelling.prompts import render_value
+from labelling.method.prompts import render_value
 from labelling.schema import Schema, Service, Slot
 from labelling.states import DELETE, State, strip_blanks
 

@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from labelling.bench.tables import markdown_table
 from labelling.config import ConfigError, GenerationConfig, JobConfig, ModuleConfig, SamplingConfig
-from labelling.metrics import MetricsAccumulator
-from labelling.report_tables import markdown_table
+from labelling.method.metrics import MetricsAccumulator
 
 if TYPE_CHECKING:
-    from labelling.canonical import Canonicaliser
+    from labelling.method.canonical import Canonicaliser
     from labelling.records import TurnLabel
     from labelling.turns import Turn
 
@@ -184,13 +184,13 @@ def run_configuration(
     on_wave: Callable[[Result], None] | None = None,
 ) -> Result:
     """Label ``turns`` with ``job`` under ``overrides`` in this process; ``factory`` builds the labeller (by default
-    ``models.build_labeller``, which shares loaded models across configurations). ``on_wave`` gets the figures over
+    ``build.build_labeller``, which shares loaded models across configurations). ``on_wave`` gets the figures over
     the turns labelled so far after every wave, so a long run can be read before it ends."""
-    from labelling import models
-    from labelling.canonical import Canonicaliser
+    from labelling.method import build
+    from labelling.method.canonical import Canonicaliser
 
     configured = apply(job, overrides)
-    labeller = (factory or models.build_labeller)(configured)
+    labeller = (factory or build.build_labeller)(configured)
     canon = Canonicaliser(labeller.schema, configured.dst.retriever.use_normalizer)
     done: list = []
     start = time.perf_counter()

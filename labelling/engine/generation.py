@@ -46,7 +46,7 @@ class Sample:
 
 
 class TokenConstraint(Protocol):
-    """One sample's constraint on its next token (labelling/grammar.py builds them from the schema)."""
+    """One sample's constraint on its next token (labelling/method/grammar.py builds them from the schema)."""
 
     def allowed(self) -> Any:
         """A bool tensor over the vocabulary: True for the tokens that may be drawn next."""

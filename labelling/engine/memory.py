@@ -3,7 +3,7 @@
 Two limits share the memory left after the weights: tokens of KV cache (rows x columns, what decoding holds) and
 new tokens fed in one pass (what prefill and scoring hold: each layer's activations and, when scored, the logits).
 Pure arithmetic on a model config and memory figures (no torch), so it is unit-tested on real configs with made-up
-free-memory numbers. `labelling.lm` feeds it `torch.cuda.mem_get_info()` after the weights are loaded.
+free-memory numbers. `labelling.engine.lm` feeds it `torch.cuda.mem_get_info()` after the weights are loaded.
 """
 
 from __future__ import annotations

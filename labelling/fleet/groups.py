@@ -1,7 +1,7 @@
 """A group's lifecycle, for the CLI and a notebook alike: one job config from the reference's job files, an optional
 slice of the corpus, the check that an existing group keeps its corpus, config and seed split, and the group's record.
 
-A group is labelled by launches (:mod:`labelling.launches`); :func:`settled` says when one has nothing left to do.
+A group is labelled by launches (:mod:`labelling.fleet.launches`); :func:`settled` says when one has nothing left to do.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labelling import config as job_config
-from labelling import job_files, launches, store
+from labelling import job_files
 from labelling.config import first_difference
 from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits
 from labelling.errors import ConfigError, PartitionBusy
+from labelling.fleet import launches, store
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 __all__ = ["CONFIG_SUFFIXES", "first_difference", "load_jobs", "prepare_group", "remove_group", "settled", "slice_name"]

@@ -14,8 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from labelling.engine.model_files import MINILM_INSTALL, embedder_path
 from labelling.errors import ConfigError, ModelError
-from labelling.model_cache import MINILM_INSTALL, embedder_path
 from labelling.states import strip_blanks
 from labelling.turns import Turn
 

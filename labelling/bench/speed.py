@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 from labelling import errors, settings
 from labelling.acts import acts_to_json
+from labelling.bench.tables import markdown_table
 from labelling.config import JobConfig
-from labelling.lm import LanguageModel, Prompt, Sample, SamplingParams
-from labelling.report_tables import markdown_table
+from labelling.engine.lm import LanguageModel, Prompt, Sample, SamplingParams
 
 if TYPE_CHECKING:  # at run time only torch and transformers are needed, so the GPU script runs on a bare CUDA image
     from labelling.turns import Turn
@@ -152,8 +152,8 @@ def raw_decode_rate(lm: LanguageModel, rows: int, columns: int, steps: int = RAW
     """
     import torch
 
-    from labelling import linear
-    from labelling.lm import _State
+    from labelling.engine import linear
+    from labelling.engine.lm import _State
 
     device, ids = lm.device, torch.randint(0, lm.tokenizer.vocab_size, (columns,), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode(), linear.few_rows(lm.few_row_linear):
@@ -181,18 +181,18 @@ def raw_decode_rate(lm: LanguageModel, rows: int, columns: int, steps: int = RAW
 
 def build_labeller(job: JobConfig, path: str):
     """A PartitionLabeller for `path`: (b) the normal engine, (a) the same models re-encoding everything, via PlainPath."""
-    from labelling import models
-    from labelling.labeller import PartitionLabeller
+    from labelling.method import build
+    from labelling.method.labeller import PartitionLabeller
 
     job = copy.deepcopy(job)
     for module in (job.dst, job.act_tag):
         module.model.use_past_key_value_cache = path == "b"
-    lms = {name: models.language_model(module, job.max_batch_tokens) for name, module in (("dst", job.dst), ("act", job.act_tag))}
+    lms = {name: build.language_model(module, job.max_batch_tokens) for name, module in (("dst", job.dst), ("act", job.act_tag))}
     if path == "a":
         wrapped: dict[int, PlainPath] = {}  # modules sharing one model share one wrapper, so its counters add up once
         lms = {name: wrapped.setdefault(id(lm), PlainPath(lm)) for name, lm in lms.items()}
     schema = job.load_schema()
-    indexes = (models.example_index(job.dst, "dst"), models.example_index(job.act_tag, "act"))
+    indexes = (build.example_index(job.dst, "dst"), build.example_index(job.act_tag, "act"))
     return PartitionLabeller(job, schema, lms["dst"], lms["act"], *indexes)
 
 

@@ -15,13 +15,13 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from labelling.acts import Act
-from labelling.canonical import Canonicaliser
-from labelling.channel import GREEDY, Candidate, choose, needs_scoring, scoring_requests
 from labelling.config import JobConfig, ModuleConfig
-from labelling.demos import DEMOS
-from labelling.generation import Prompt, SamplingParams
-from labelling.metrics import MetricsAccumulator
-from labelling.prompts import (
+from labelling.engine.generation import Prompt, SamplingParams
+from labelling.method.canonical import Canonicaliser
+from labelling.method.channel import GREEDY, choose, needs_scoring, scoring_requests
+from labelling.method.demos import DEMOS
+from labelling.method.metrics import MetricsAccumulator
+from labelling.method.prompts import (
     ACT_CONNECTIVE,
     ACT_PREFIX,
     ACT_STOPS,
@@ -31,6 +31,7 @@ from labelling.prompts import (
     Example,
     PromptBuilder,
 )
+from labelling.method.retrieval import ExampleIndex
 from labelling.records import (
     FLAG_ACTS_UNPARSEABLE,
     FLAG_CHANNEL_UNSCORED,
@@ -38,18 +39,18 @@ from labelling.records import (
     FLAG_EXAMPLES_DROPPED,
     FLAG_PROMPT_TOO_LONG,
     FLAGGED_TURNS,
+    Candidate,
     ModuleOutput,
     TurnLabel,
     example_turn,
 )
-from labelling.retrieval import ExampleIndex
 from labelling.schema import Schema
 from labelling.states import State
 from labelling.turns import Turn
 
 if TYPE_CHECKING:  # the labeller drives any object with LanguageModel's interface; torch loads only with a model
-    from labelling.grammar import SchemaGrammar
-    from labelling.lm import LanguageModel
+    from labelling.engine.lm import LanguageModel
+    from labelling.method.grammar import SchemaGrammar
 
 NO_CHANGE, NO_ACTS = "no_change()]", "]"  # the completions meaning "nothing": a turn that cannot be prompted gets these
 # Tokens kept free beyond the measured continuation: prompt and continuation are tokenised apart, and the joins may differ.
@@ -343,7 +344,7 @@ class PartitionLabeller:
             return None
         grammar = self._grammars.get(module.name)
         if grammar is None:
-            from labelling.grammar import SchemaGrammar  # llguidance loads only when constraints are on
+            from labelling.method.grammar import SchemaGrammar  # llguidance loads only when constraints are on
 
             grammar = self._grammars[module.name] = SchemaGrammar(self.schema, module.lm.tokenizer)
         return [partial(grammar.dst, p.prior) if module is self.dst else grammar.acts for p in runnable]
