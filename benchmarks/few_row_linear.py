@@ -20,13 +20,14 @@ import time
 import torch
 
 from labelling.engine import linear
-from labelling.engine.lm import LanguageModel, _State
+from labelling.engine.kv_cache import KVState
+from labelling.engine.lm import LanguageModel
 
 SHAPES = [(1, 1), (1, 2), (3, 1), (3, 2), (6, 2), (9, 1), (9, 2)]  # rows, tokens per row
 LAYER_ROWS = [1, 2, 3, 4, 6, 9, 12, 16, 18, 27]  # input rows for the layers-only timing
 
 
-def time_passes(lm: LanguageModel, cache: _State, rows: int, width: int, steps: int) -> tuple[float, torch.Tensor]:
+def time_passes(lm: LanguageModel, cache: KVState, rows: int, width: int, steps: int) -> tuple[float, torch.Tensor]:
     """Seconds per pass of `steps` passes of `rows` rows x `width` tokens on copies of `cache`, and the last logits."""
     state = cache.take([0] * rows, room=(steps + 1) * width)
     feed = [[5 + j for j in range(width)]] * rows
@@ -68,7 +69,7 @@ def main() -> None:
     ids = torch.randint(0, lm.tokenizer.vocab_size, (args.cache,), generator=torch.Generator().manual_seed(0)).tolist()
     rows_out = []
     with torch.inference_mode():
-        cache = lm._extend(_State.empty(1, lm.device), [ids])
+        cache = lm._extend(KVState.empty(1, lm.device), [ids])
         for rows, width in SHAPES:
             best, logits = {False: float("inf"), True: float("inf")}, {}
             for _ in range(args.rounds):

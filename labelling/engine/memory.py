@@ -3,12 +3,16 @@
 Two limits share the memory left after the weights: tokens of KV cache (rows x columns, what decoding holds) and
 new tokens fed in one pass (what prefill and scoring hold: each layer's activations and, when scored, the logits).
 Pure arithmetic on a model config and memory figures (no torch), so it is unit-tested on real configs with made-up
-free-memory numbers. `labelling.engine.lm` feeds it `torch.cuda.mem_get_info()` after the weights are loaded.
+free-memory numbers. `labelling.engine.lm` feeds it `torch.cuda.mem_get_info()` after the weights are loaded
+(`loading.device_memory`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+from labelling.errors import ModelError
 
 MIN_BATCH_TOKENS = 256  # the smallest budget a config may set, and the floor of the out-of-memory back-off
 CPU_BATCH_TOKENS = 16384  # the budget on a CPU, where memory is not the limit and larger passes gain nothing
@@ -16,6 +20,11 @@ MARGIN_SHARE, MIN_MARGIN_BYTES = 0.05, 1 << 30  # kept free for the embedder, al
 # The share of the usable memory for the activations of new tokens; the rest holds KV. Decoding feeds one new token
 # per row, so it needs little of this share; prefill at this share still feeds tens of thousands of tokens per pass.
 NEW_TOKEN_SHARE = 0.25
+OOM_HINT = (
+    "use quantization: 8bit (profile starcoder-8bit), a card with more memory, one pool process per GPU, "
+    "or fewer retrieved examples (shorter prompts)"
+)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,3 +113,29 @@ def pass_budget(free_bytes: int, total_bytes: int, shape: KVShape) -> Budget:
 def new_tokens_per_pass(new_bytes: int, rows: int, bytes_per_token: int) -> int:
     """Columns of new tokens `rows` rows may feed in one pass within `new_bytes` (at least one: a pass must move on)."""
     return max(1, new_bytes // max(1, rows * bytes_per_token))
+
+
+def sized_budget(
+    configured: int | None, figures: tuple[int, int] | None, shape: KVShape | None, device: str
+) -> tuple[int, int | None]:
+    """The batch budget (`configured`, else sized from memory) and the bytes new tokens may take in one pass.
+
+    `figures` are (free, total) device bytes after loading, None on a CPU: there the budget is `configured` or
+    `CPU_BATCH_TOKENS` and new tokens have no limit. A device too full for the smallest batch is an error, unless the
+    config set the budget itself.
+    """
+    if figures is None:
+        return configured or CPU_BATCH_TOKENS, None
+    free, total = figures
+    budget = pass_budget(free, total, shape)
+    if configured is None and budget.tokens < MIN_BATCH_TOKENS:
+        raise ModelError(
+            f"{free / 2**30:.1f} GiB of {total / 2**30:.1f} GiB left on {device} after loading: no room for a batch",
+            hint=OOM_HINT,
+        )
+    tokens = configured or budget.tokens
+    log.info(
+        "batch budget %d tokens, %.1f GiB for new tokens: %.1f GiB free on %s, %d bytes per token at the peak (KV %d)",
+        tokens, budget.new_bytes / 2**30, free / 2**30, device, shape.peak_bytes_per_token, shape.kv_bytes_per_token,
+    )  # fmt: skip
+    return tokens, budget.new_bytes

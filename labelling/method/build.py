@@ -11,7 +11,8 @@ import gc
 import threading
 
 from labelling.config import JobConfig, ModelConfig, ModuleConfig
-from labelling.engine.lm import LanguageModel, _device
+from labelling.engine.lm import LanguageModel
+from labelling.engine.loading import resolve_device
 from labelling.method.labeller import PartitionLabeller
 from labelling.method.retrieval import Embedder, ExampleIndex, build_index
 from labelling.schema import Schema
@@ -93,7 +94,7 @@ def example_index(module: ModuleConfig, kind: str) -> ExampleIndex | None:
 def embedder_device(lm_device: str) -> str:
     """The embedder runs where the module's LM does: on the worker's GPU when `auto` finds one (a GPU embeds a pool in
     seconds, a CPU in minutes)."""
-    return str(_device(lm_device))
+    return str(resolve_device(lm_device))
 
 
 def build_labeller(config: JobConfig, schema: Schema | None = None) -> PartitionLabeller:
