@@ -16,12 +16,12 @@ from pathlib import Path
 
 from labelling import config as job_config
 from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
+from labelling.data import BUNDLED_CORPUS
 from labelling.method import build
 from labelling.method.channel import JOINT, scoring_requests
 from labelling.method.demos import DEMOS
 from labelling.method.prompts import DST_CONNECTIVE, DST_PREFIX, Example
 from labelling.records import Candidate
-from labelling.schema import BUNDLED_CORPUS
 
 SPLIT = "train_0_50"
 WAYS = ("direct", "joint", "likelihood")

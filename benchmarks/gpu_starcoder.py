@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a plain script from any folder
 
 from labelling import settings  # noqa: E402
-from labelling.bench.speed import PATHS, REFERENCE_TURNS_PER_BATCH, PlainPath  # noqa: E402
+from labelling.bench.speed import PATHS, REFERENCE_PROMPTS_PER_CALL, PlainPath  # noqa: E402
 from labelling.engine.lm import LanguageModel, Prompt, SamplingParams  # noqa: E402
 from labelling.engine.memory import KVShape  # noqa: E402
 from labelling.errors import ModelError  # noqa: E402
@@ -450,7 +450,7 @@ def _setup(options, device, model, tokenizer, prompts, requests, built_s: float)
         "max_batch_tokens": options.max_batch_tokens or "sized from free memory (per path, below)",
         "bandwidth_gbs": options.bandwidth_gbs,
         "kv_bytes_per_token": options.kv_bytes_per_token,
-        "plain_turns_per_batch": REFERENCE_TURNS_PER_BATCH,
+        "plain_prompts_per_call": REFERENCE_PROMPTS_PER_CALL,
     }
 
 

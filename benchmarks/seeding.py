@@ -23,6 +23,7 @@ import torch
 
 from labelling import config as job_config
 from labelling.corpus import cut_into_splits, read_corpus
+from labelling.data import BUNDLED_CORPUS
 from labelling.fleet import mongo_server, store
 from labelling.method import build
 from labelling.method.labeller import PartitionLabeller
@@ -31,7 +32,6 @@ from labelling.schema import Schema
 from labelling.states import compute_delta
 from labelling.turns import Turn
 
-BUNDLED_CORPUS = "labelling/data/multiwoz21_dev.json.zip"
 QUERIES = 200  # turns whose retrieved examples are compared between the two seedings
 
 
@@ -133,7 +133,7 @@ def measure(count: int, job, schema: Schema) -> dict:
     labels = {name: gold_labels(turns) for name, turns in splits.items()}
     started = time.perf_counter()
     for name, claim in claims.items():
-        store.write_labels(claim, labels[name], wave=0, seq_start=0)
+        store.write_labels(claim, labels[name], batch=0, seq_start=0)
     write_s = time.perf_counter() - started
     names = list(splits)
     before, before_figures = seed("seeding", names, job, schema, stored=False)
@@ -142,7 +142,7 @@ def measure(count: int, job, schema: Schema) -> dict:
         keys = [lab.key for lab in labels[name]]
         found = [m.index.stored_vectors(keys) for m in before.modules]
         vectors = [{"dst": d, "act": a} for d, a in zip(*found, strict=True)]
-        store.write_labels(claim, labels[name], wave=0, seq_start=0, vectors=vectors)
+        store.write_labels(claim, labels[name], batch=0, seq_start=0, vectors=vectors)
     after, after_figures = seed("seeding", names, job, schema, stored=True)
     queries = [t for turns in splits.values() for t in turns][:: max(1, count // QUERIES)][:QUERIES]
     same = {}

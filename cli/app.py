@@ -91,7 +91,7 @@ def _register() -> None:
 
     commands = {
         "ingest": ingest.ingest,
-        "label-split": label.label_partition,
+        "label-split": label.label_split,
         "run": run.run,
         "status": status.status,
         "worker": worker.worker,
@@ -105,7 +105,7 @@ def _register() -> None:
     for name, function in commands.items():
         app.command(name)(_guarded(name, function))
     # The old name, kept working: "partition" also names the fleet's Celery task, which labels a stored partition.
-    app.command("label-partition", hidden=True)(_guarded("label-split", label.label_partition))
+    app.command("label-partition", hidden=True)(_guarded("label-split", label.label_split))
     for noun, module in (("corpus", corpus_commands), ("group", group_commands)):
         sub = typer.Typer(help=module.__doc__, no_args_is_help=True)
         for name, function in module.COMMANDS.items():

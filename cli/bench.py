@@ -87,7 +87,7 @@ def _split_turns(job: job_config.JobConfig, dataset: Path | None, split: str) ->
 
         return load_split(dataset, split)
     from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
-    from labelling.schema import BUNDLED_CORPUS
+    from labelling.data import BUNDLED_CORPUS
 
     # Cut as `labelling ingest` cuts the corpus, so split names mean the same dialogues.
     splits = cut_into_splits(read_corpus(BUNDLED_CORPUS, job.load_schema()), DEFAULT_SPLIT_SIZE)

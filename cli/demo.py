@@ -11,8 +11,8 @@ from rich.markup import escape
 from cli.console import console, report
 from cli.run import complete, launch_local
 from labelling import config as job_config
+from labelling.data import BUNDLED_CORPUS
 from labelling.errors import LabellingError
-from labelling.schema import BUNDLED_CORPUS
 
 DEMO_CORPUS, DEMO_DIALOGUES, DEMO_MAX_TURNS, DEMO_SPLIT_SIZE = "demo", 6, 5, 2
 

@@ -94,7 +94,7 @@ def _mismatch(written_for: dict | None, header: dict) -> str:
     return ", ".join(f"{k} {written_for.get(k)!r}, not {v!r}" for k, v in header.items() if written_for.get(k) != v)
 
 
-def label_partition(
+def label_split(
     dataset: Path = typer.Option(..., "--dataset", help="A dataset folder written by `labelling ingest --out`."),
     split: str = typer.Option(..., "--split", help="The split (partition) to label, e.g. train_0_50."),
     out: Path = typer.Option(..., "--out", help="Output JSONL file, one labelled turn per line."),
@@ -148,9 +148,9 @@ def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path, header: d
     lines = [json.dumps({"partial_of": header})] + [json.dumps(lab.to_dict()) for lab in done]
     partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
-    def checkpoint(wave: list[TurnLabel]) -> None:
+    def checkpoint(batch: list[TurnLabel]) -> None:
         with partial.open("a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(lab.to_dict()) + "\n" for lab in wave if lab.key not in keep))
+            f.write("".join(json.dumps(lab.to_dict()) + "\n" for lab in batch if lab.key not in keep))
             f.flush()
             os.fsync(f.fileno())
 
@@ -169,7 +169,7 @@ def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path, header: d
             elapsed = time.perf_counter() - start
             bar.update(task, advance=n, rate=f"{(bar.tasks[0].completed + n) / max(elapsed, 1e-9):.2f}")
 
-        labels = labeller.label(turns, done=done, on_wave=checkpoint, progress=advance)
+        labels = labeller.label(turns, done=done, on_batch=checkpoint, progress=advance)
     return labels, time.perf_counter() - start, labeller.metrics.summary()
 
 

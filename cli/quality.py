@@ -61,7 +61,7 @@ def quality(
             partial.write_text(json.dumps(lib.report([*results, result], setup), indent=2) + "\n", encoding="utf-8")
 
         with console.status(f"{name}: labelling {len(turns)} turns"):
-            results.append(lib.run_configuration(job, name, available[name], turns, on_wave=progress))
+            results.append(lib.run_configuration(job, name, available[name], turns, on_batch=progress))
         console.print(f"{name}: done in {results[-1].seconds:.0f} s")
         rep = _write(lib, results, setup, out, md)  # after each configuration, so a long run keeps what it finished
     header, rows = lib.table_rows(rep)

@@ -132,7 +132,7 @@ class JobConfig:
     data_warmup: int = 0
     data_num_partitions: int = 4
     seed: int = 42
-    pool_refresh_waves: int = 0
+    pool_refresh_batches: int = 0
     turns_per_batch: int = 0  # turns labelled between index updates; 0 labels a whole turn-id wave at once
     max_batch_tokens: int | None = None  # rows x columns per forward pass; None: sized from free GPU memory (16384 on CPU)
     services: list[str] = field(default_factory=lambda: ["hotel", "train", "attraction", "restaurant", "taxi"])
@@ -152,7 +152,7 @@ class JobConfig:
         """Raise ConfigError on out-of-range values; returns self so calls can chain."""
         _check(self.data_num_partitions >= 0, "data_num_partitions", "must be >= 0")
         _check(self.data_warmup >= 0, "data_warmup", "must be >= 0")
-        _check(self.pool_refresh_waves >= 0, "pool_refresh_waves", "must be >= 0 (0 keeps the pool fixed)")
+        _check(self.pool_refresh_batches >= 0, "pool_refresh_batches", "must be >= 0 (0 keeps the pool fixed)")
         _check(self.turns_per_batch >= 0, "turns_per_batch", "must be >= 0 (0 labels whole waves)")
         _check(
             self.max_batch_tokens is None or self.max_batch_tokens >= 256,
@@ -196,6 +196,9 @@ LEGACY_KEYS = {
     ManifestConfig: {"type", "manifest_path", "write_to_manifest", "manifest_must_exist", "group_id_must_exist"},
 }
 
+
+# Keys this package has renamed: the old name is read as the new one, with a warning, so older job files still run.
+RENAMED_KEYS = {JobConfig: {"pool_refresh_waves": "pool_refresh_batches"}}  # a batch of the schedule, not a turn-id wave
 
 _warned: set[str] | None = None  # inside warn_once(): the legacy keys already warned about
 
@@ -292,7 +295,7 @@ def _build(cls: type, data: object, path: str) -> object:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
-    for key, value in data.items():
+    for key, value in _renamed(cls, data, path).items():
         where = f"{path}.{key}" if path else key
         if key in LEGACY_KEYS.get(cls, set()):
             if _warned is None or where not in _warned:
@@ -306,6 +309,21 @@ def _build(cls: type, data: object, path: str) -> object:
             raise ConfigError(f"config key {where}: unknown key", hint)
         kwargs[key] = _coerce(hints[key], value, where)
     return cls(**kwargs)
+
+
+def _renamed(cls: type, data: dict, path: str) -> dict:
+    """`data` with this class's renamed keys under their new names (each warned about); both names at once is an error."""
+    renames = RENAMED_KEYS.get(cls, {})
+    out = dict(data)
+    for old, new in renames.items():
+        if old not in out:
+            continue
+        where = f"{path}.{old}" if path else old
+        if new in out:
+            raise ConfigError(f"config key {where}: the old name of {new!r}, given beside it", hint=f"keep only {new!r}")
+        log.warning("config key %s is now called %s; read as %s", where, new, new)
+        out[new] = out.pop(old)
+    return out
 
 
 def _coerce(hint: object, value: object, where: str) -> object:

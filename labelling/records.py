@@ -34,22 +34,22 @@ class Candidate:
 
 @dataclass(frozen=True, kw_only=True)
 class PoolRefresh:
-    """One growth of a partition's example pool: before ``wave`` (0: at the start) the labels of the completed partitions
+    """One growth of a partition's example pool: before batch ``batch`` (0: at the start) the labels of the completed partitions
     ``splits`` (``examples`` turns) joined the example indexes, at Unix time ``at``. Resuming replays the same ones."""
 
-    wave: int
+    batch: int  # stored as "wave", its name before batches and turn-id waves were told apart
     splits: list[str]
     examples: int
     at: float
 
     def to_dict(self) -> dict:
         """Stored form (an entry of the partition's ``pool`` list)."""
-        return {"at": self.at, "wave": self.wave, "splits": list(self.splits), "examples": self.examples}
+        return {"at": self.at, "wave": self.batch, "splits": list(self.splits), "examples": self.examples}
 
     @classmethod
     def from_dict(cls, data: dict) -> PoolRefresh:
         """Inverse of :meth:`to_dict`."""
-        return cls(wave=int(data["wave"]), splits=list(data["splits"]), examples=int(data.get("examples", 0)), at=data["at"])
+        return cls(batch=int(data["wave"]), splits=list(data["splits"]), examples=int(data.get("examples", 0)), at=data["at"])
 
 
 @dataclass

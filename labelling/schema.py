@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from labelling.data import BUNDLED_SCHEMA
 from labelling.errors import SchemaError
 
-BUNDLED_SCHEMA = Path(__file__).parent / "data" / "multiwoz22_schema.json"
-BUNDLED_CORPUS = BUNDLED_SCHEMA.with_name("multiwoz21_dev.json.zip")  # the MultiWOZ 2.1 dev set shipped beside the schema
 EVALUATED_SERVICES = ("hotel", "train", "attraction", "restaurant", "taxi")
 DONTCARE = "dontcare"
 

@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from labelling.corpus import read_corpus
+from labelling.data import BUNDLED_CORPUS
 from labelling.schema import Schema
 
 # Two torch threads on a shared 2-core machine thrash when anything else runs; one is faster and steadier.
 torch.set_num_threads(1)
-
-BUNDLED_CORPUS = "labelling/data/multiwoz21_dev.json.zip"
 
 
 @pytest.fixture(scope="session")

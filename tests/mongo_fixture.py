@@ -103,6 +103,6 @@ def complete_with_scripted_labels(group: str, split: str) -> MetricsAccumulator:
     """Label a partition with :func:`scripted_labels` through the store's claim, write and complete; returns its metrics."""
     claim = store.claim_partition(group, split, "scripted")
     labels, metrics = scripted_labels(store.load_turns(claim.corpus, split))
-    store.write_labels(claim, labels, wave=0, seq_start=0)
+    store.write_labels(claim, labels, batch=0, seq_start=0)
     store.complete_partition(claim, metrics.to_dict())
     return metrics

@@ -52,7 +52,7 @@ def one_line_error(code: int, err: str, *expected: str) -> None:
         assert fragment in lines[-1], err
 
 
-def label_partition(monkeypatch, capsys, dataset: Path, split: str, out: Path, *extra) -> tuple[int, str, str]:
+def label_split(monkeypatch, capsys, dataset: Path, split: str, out: Path, *extra) -> tuple[int, str, str]:
     """``labelling label-partition`` through the real entry point."""
     return run_cli(monkeypatch, capsys, "label-partition", "--dataset", dataset, "--split", split, "--out", out, *extra)
 
@@ -93,7 +93,7 @@ def test_a_bad_job_config_is_one_line_naming_the_key(monkeypatch, capsys, tmp_pa
     job = tmp_path / "job.json"
     job.write_text(json.dumps(content))  # json writes NaN and Infinity, which json.loads reads back
     # label-partition reads its config before anything else, so no dataset, model or service is needed to see the error
-    code, _, err = label_partition(monkeypatch, capsys, tmp_path, "s", tmp_path / "o", "--config", job)
+    code, _, err = label_split(monkeypatch, capsys, tmp_path, "s", tmp_path / "o", "--config", job)
     one_line_error(code, err, expected)
     assert PLANTED not in err
 
@@ -109,7 +109,7 @@ def test_a_bad_job_config_is_one_line_naming_the_key(monkeypatch, capsys, tmp_pa
 def test_an_unreadable_job_file_is_one_line(monkeypatch, capsys, tmp_path, name, text, expected):
     if text is not None:
         (tmp_path / name).write_text(text)
-    code, _, err = label_partition(monkeypatch, capsys, tmp_path, "s", tmp_path / "o", "--config", tmp_path / name)
+    code, _, err = label_split(monkeypatch, capsys, tmp_path, "s", tmp_path / "o", "--config", tmp_path / name)
     one_line_error(code, err, expected)
 
 
@@ -141,23 +141,23 @@ def small_dataset(tmp_path_factory, schema) -> Path:
     return write_dataset(cut_into_splits(read_corpus(MWZ22, schema), 1), out, schema)
 
 
-def test_label_partition_names_a_missing_dataset_or_split(monkeypatch, capsys, tmp_path, small_dataset):
-    code, _, err = label_partition(monkeypatch, capsys, tmp_path / "nowhere", "s", tmp_path / "o")
+def test_label_split_names_a_missing_dataset_or_split(monkeypatch, capsys, tmp_path, small_dataset):
+    code, _, err = label_split(monkeypatch, capsys, tmp_path / "nowhere", "s", tmp_path / "o")
     one_line_error(code, err, "nowhere: not a dataset folder", "labelling ingest SOURCE --out DIR")
-    code, _, err = label_partition(monkeypatch, capsys, small_dataset, "train_9_10", tmp_path / "o")
+    code, _, err = label_split(monkeypatch, capsys, small_dataset, "train_9_10", tmp_path / "o")
     one_line_error(code, err, "no split 'train_9_10'", "splits: train_0_1, train_1_2, train_2_3")
     assert not list(tmp_path.glob("o*"))
 
 
-def test_label_partition_names_a_dataset_that_holds_no_turn_splits(monkeypatch, capsys, tmp_path):
+def test_label_split_names_a_dataset_that_holds_no_turn_splits(monkeypatch, capsys, tmp_path):
     import datasets
 
     rows = datasets.Dataset.from_dict({"text": ["hello", "bye"]})
     datasets.DatasetDict({"s": rows}).save_to_disk(str(tmp_path / "other"))
     rows.save_to_disk(str(tmp_path / "single"))
-    code, _, err = label_partition(monkeypatch, capsys, tmp_path / "other", "s", tmp_path / "o")
+    code, _, err = label_split(monkeypatch, capsys, tmp_path / "other", "s", tmp_path / "o")
     one_line_error(code, err, "other: split 's' does not hold turn rows (KeyError: 'dialogue_id')")
-    code, _, err = label_partition(monkeypatch, capsys, tmp_path / "single", "s", tmp_path / "o")
+    code, _, err = label_split(monkeypatch, capsys, tmp_path / "single", "s", tmp_path / "o")
     one_line_error(code, err, "single: holds one dataset, not named splits")
 
 

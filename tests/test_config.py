@@ -208,6 +208,16 @@ def test_the_reference_fields_without_effect_warn_and_are_dropped(caplog):
     assert "batch_size" not in job.to_dict()["dst"]["model"]
 
 
+def test_a_renamed_key_is_read_under_its_new_name_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        job = config.from_dict({"pool_refresh_waves": 3})
+    assert job.pool_refresh_batches == 3
+    assert "config key pool_refresh_waves is now called pool_refresh_batches" in caplog.text
+    assert "pool_refresh_waves" not in job.to_dict()
+    with pytest.raises(ConfigError, match="the old name of 'pool_refresh_batches', given beside it"):
+        config.from_dict({"pool_refresh_waves": 3, "pool_refresh_batches": 2})
+
+
 def test_every_command_starts_from_the_one_default_profile(tmp_path):
     path = tmp_path / "job.json"
     path.write_text(json.dumps({"seed": 7}))

@@ -13,7 +13,7 @@ import pytest
 from labelling import config
 from labelling.engine.generation import Sample
 from labelling.method.canonical import Canonicaliser
-from labelling.method.labeller import PartitionLabeller, _distinct, _likeliest, schedule, waves
+from labelling.method.labeller import PartitionLabeller, _distinct, _likeliest, batches, schedule
 from labelling.method.parsing import ActParser
 from labelling.method.prompts import EXAMPLE_ACT_KINDS, MODE_ARGUMENTS, PromptBuilder, mentioned
 from labelling.method.retrieval import build_index
@@ -178,8 +178,8 @@ def test_the_reference_job_file_prompts_zero_shot_with_no_invented_demos(schema,
 
 def test_turns_per_batch_cuts_waves_in_order_and_keeps_warm_up_singletons(dev_dialogues):
     turns = [t for d in dev_dialogues[:12] for t in d]
-    whole = waves(turns, 2, 42, warmup=3)
-    cut = waves(turns, 2, 42, warmup=3, turns_per_batch=2)
+    whole = batches(turns, 2, 42, warmup=3)
+    cut = batches(turns, 2, 42, warmup=3, turns_per_batch=2)
     assert [t.key for w in cut for t in w] == [t.key for w in whole for t in w]
     assert [len(w) for w in cut[:3]] == [1, 1, 1]
     assert max(len(w) for w in cut) == 2 < max(len(w) for w in whole)
@@ -194,7 +194,7 @@ def test_the_index_grows_after_every_batch_of_n_turns(fast_job, schema, tiny_lm,
     turns = [t for d in dev_dialogues[:5] for t in d[:2]]
     labeller = _labeller(_short_sampling(fast_job), schema, tiny_lm, embedder)
     sizes: list[tuple[int, int, int]] = []
-    labeller.label(turns, on_wave=lambda batch: sizes.append((len(batch), len(labeller.dst.index), len(labeller.act.index))))
+    labeller.label(turns, on_batch=lambda batch: sizes.append((len(batch), len(labeller.dst.index), len(labeller.act.index))))
     assert [n for n, _, _ in sizes] == [2, 2, 1, 2, 2, 1]  # 5 turn-0s, then 5 turn-1s, two at a time
     done = 0
     for n, dst_items, act_items in sizes:
@@ -214,10 +214,10 @@ def test_resume_inside_a_wave_cut_into_batches_labels_nothing_twice(fast_job, sc
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _labeller(job, schema, tiny_lm, embedder).label(turns, on_wave=crash_after_first_batch)
+        _labeller(job, schema, tiny_lm, embedder).label(turns, on_batch=crash_after_first_batch)
     assert len(saved) == 2  # the first two turn-0s of a three-turn wave
     new: list[TurnLabel] = []
-    resumed = _labeller(job, schema, tiny_lm, embedder).label(turns, done=saved, on_wave=new.extend)
+    resumed = _labeller(job, schema, tiny_lm, embedder).label(turns, done=saved, on_batch=new.extend)
     assert [lab.to_dict() for lab in resumed] == [lab.to_dict() for lab in reference]
     assert sorted(lab.key for lab in new) == sorted({t.key for t in turns} - {lab.key for lab in saved})
 
@@ -250,7 +250,7 @@ def test_a_partition_run_resumed_inside_a_cut_wave_matches_an_uninterrupted_one(
         return {s.label.key: s.label.to_dict() for s in store.load_labels(group, split)}
 
     assert stored(crashed) == stored(whole)
-    assert [s.wave for s in store.load_labels(whole, split)] == [0, 0, 1, 2, 2, 3]
+    assert [s.batch for s in store.load_labels(whole, split)] == [0, 0, 1, 2, 2, 3]
 
 
 # --- 3. unparseable samples (audit C4) ---------------------------------------------------------------------------

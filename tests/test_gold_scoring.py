@@ -11,10 +11,11 @@ import pytest
 from labelling.acts import Act, Entity, acts_from_gold
 from labelling.config import JobConfig
 from labelling.corpus import read_corpus
+from labelling.data import BUNDLED_CORPUS
 from labelling.method.canonical import Canonicaliser
 from labelling.method.metrics import MetricsAccumulator, act_triples
 from labelling.method.prompts import ACT_PREFIX, DST_PREFIX
-from labelling.schema import BUNDLED_CORPUS, Schema
+from labelling.schema import Schema
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labelling.engine.lm import LanguageModel
-from labelling.method.labeller import PartitionLabeller, waves
+from labelling.method.labeller import PartitionLabeller, batches
 from labelling.method.retrieval import build_index
 from labelling.records import FLAG_DST_UNPARSEABLE, TurnLabel
 
@@ -40,14 +40,14 @@ def turns(dev_dialogues):
 
 
 def test_waves_are_turn_major_seeded_and_warm_up_alone(turns, dev_dialogues):
-    schedule = waves(turns, shuffle_groups=2, seed=7, warmup=3)
+    schedule = batches(turns, shuffle_groups=2, seed=7, warmup=3)
     assert [len(w) for w in schedule[:3]] == [1, 1, 1]
     assert sorted(t.key for w in schedule for t in w) == sorted(t.key for t in turns)
     for wave in schedule:
         assert len({t.turn_id for t in wave}) == 1
-    assert schedule == waves(turns, shuffle_groups=2, seed=7, warmup=3)
+    assert schedule == batches(turns, shuffle_groups=2, seed=7, warmup=3)
     many = [t for d in dev_dialogues[:20] for t in d]
-    assert [t.key for w in waves(many, 4, 7) for t in w] != [t.key for w in waves(many, 4, 8) for t in w]
+    assert [t.key for w in batches(many, 4, 7) for t in w] != [t.key for w in batches(many, 4, 8) for t in w]
 
 
 def test_every_turn_gets_one_label_and_garbage_keeps_the_prior_state(fast_job, schema, tiny_lm, embedder, turns):
@@ -80,9 +80,9 @@ def test_resume_after_a_crash_gives_the_same_labels(fast_job, schema, tiny_lm, e
             raise KeyboardInterrupt  # what a killed process looks like from inside
 
     with pytest.raises(KeyboardInterrupt):
-        make_labeller(fast_job, schema, tiny_lm, embedder).label(turns, on_wave=crash_after_two_waves)
+        make_labeller(fast_job, schema, tiny_lm, embedder).label(turns, on_batch=crash_after_two_waves)
     new: list[TurnLabel] = []
-    resumed = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns, done=saved, on_wave=new.extend)
+    resumed = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns, done=saved, on_batch=new.extend)
     assert [lab.to_dict() for lab in resumed] == [lab.to_dict() for lab in reference]
     assert not {lab.key for lab in new} & {lab.key for lab in saved}, "a checkpointed turn was labelled twice"
 

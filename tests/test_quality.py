@@ -41,7 +41,7 @@ def test_configurations_are_overrides_that_change_only_the_mode(fast_job):
     channel = quality.apply(fast_job, configs["noisy channel"])
     assert channel.to_dict() == fast_job.to_dict()  # the reference's decoding, which fast_job pins
     constrained = [name for name in configs if name.endswith("+ constraints")]
-    assert bool(constrained) == (quality.constraint_switch() is not None)
+    assert constrained == ["greedy + constraints", "noisy channel + constraints"]  # the switch is a ModuleConfig field
     for name, overrides in configs.items():  # each sets the switch, so a profile's default cannot leak in
         job = quality.apply(fast_job, overrides)
         assert job.dst.constrain_to_schema == job.act_tag.constrain_to_schema == name.endswith("+ constraints")
@@ -65,7 +65,7 @@ def test_one_configuration_end_to_end_on_a_tiny_model(fast_job, tiny_lm, embedde
 
     overrides = quality.configurations(fast_job)["noisy channel"]
     seen: list[quality.Result] = []
-    result = quality.run_configuration(fast_job, "noisy channel", overrides, turns, factory, on_wave=seen.append)
+    result = quality.run_configuration(fast_job, "noisy channel", overrides, turns, factory, on_batch=seen.append)
     assert seen and seen[-1].figures()["turns"] == 3 and seen[-1].metrics == result.metrics
     figures = result.figures()
     assert figures["turns"] == 3 and figures["samples"] == 3 * 2 * 3  # 3 samples per module and turn

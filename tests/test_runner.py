@@ -46,7 +46,7 @@ def job():
     """The tiny-model settings (noisy channel: a resumed run must also reproduce the candidates' scores), with the
     example pool refreshed after every wave."""
     config = tiny_job()
-    config.pool_refresh_waves = 1
+    config.pool_refresh_batches = 1
     return config
 
 
@@ -56,7 +56,7 @@ def seeded(corpus, job, factory):
     group = new_group(corpus[0], job)
     result = run_partition(group, corpus[1][0], labeller_factory=factory)
     assert result.status == "done" and result.new_turns == result.turns == TURNS
-    assert [(e.wave, e.splits, e.examples) for e in result.pool] == [(0, [], 0)]
+    assert [(e.batch, e.splits, e.examples) for e in result.pool] == [(0, [], 0)]
     return group
 
 
@@ -117,7 +117,7 @@ def test_dependents_seed_from_completed_partitions_and_refresh_from_ones_complet
 
     result = run_partition(group, dependent, on_progress=finish_other_meanwhile, labeller_factory=factory)
     # The refresh after wave 1 ran before `other` finished (in the progress hook); the one after wave 2 found it.
-    assert [(e.wave, e.splits, e.examples) for e in result.pool] == [(0, [seed], TURNS), (2, [other], TURNS)]
+    assert [(e.batch, e.splits, e.examples) for e in result.pool] == [(0, [seed], TURNS), (2, [other], TURNS)]
     assert store.partition(group, dependent).pool == [e.to_dict() for e in result.pool]
 
     again = run_partition(group, dependent, labeller_factory=factory)

@@ -76,10 +76,10 @@ def test_a_claim_guards_every_write_and_a_stale_one_is_taken_over(connected, sma
     labels, metrics = scripted_labels(store.load_turns(corpus, splits[0]))
 
     with pytest.raises(store.ClaimLost):
-        store.write_labels(first, labels, wave=0, seq_start=0)
+        store.write_labels(first, labels, batch=0, seq_start=0)
     assert store.count_labels(group) == 0  # the run that lost its claim wrote nothing
-    store.write_labels(second, labels[:2], wave=0, seq_start=0)
-    store.write_labels(second, labels, wave=0, seq_start=0)  # a repeated write is an upsert
+    store.write_labels(second, labels[:2], batch=0, seq_start=0)
+    store.write_labels(second, labels, batch=0, seq_start=0)  # a repeated write is an upsert
     assert store.count_labels(group, splits[0]) == len(labels)
     assert [s.label for s in store.load_labels(group, splits[0])] == labels
     store.heartbeat(second, turns_done=len(labels), metrics=metrics.to_dict())
@@ -106,7 +106,7 @@ def test_an_incomplete_partition_cannot_complete_and_a_failed_one_is_claimable(c
     group = new_group(corpus, tiny_job())
     claim = store.claim_partition(group, splits[1], "w1")
     labels, metrics = scripted_labels(store.load_turns(corpus, splits[1]))
-    store.write_labels(claim, labels[:1], wave=0, seq_start=0)
+    store.write_labels(claim, labels[:1], batch=0, seq_start=0)
     with pytest.raises(StoreError, match=f"holds 1 of {len(labels)} labels"):
         store.complete_partition(claim, metrics.to_dict())
     assert store.fail_partition(claim, "RuntimeError: out of memory")

@@ -9,7 +9,6 @@ always-empty predictor (empty state, no acts) is scored beside them as the floor
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from labelling.bench.tables import markdown_table
-from labelling.config import ConfigError, GenerationConfig, JobConfig, ModuleConfig, SamplingConfig
+from labelling.config import ConfigError, JobConfig
 from labelling.method.metrics import MetricsAccumulator
 
 if TYPE_CHECKING:
@@ -49,27 +48,18 @@ COLUMNS = (
 )
 
 
-def constraint_switch() -> type | None:
-    """The config class that holds ``constrain_to_schema`` (module, generation or sampling), or None before it exists."""
-    for cls in (ModuleConfig, GenerationConfig, SamplingConfig):
-        if CONSTRAIN_KEY in {f.name for f in dataclasses.fields(cls)}:
-            return cls
-    return None
-
-
 def configurations(job: JobConfig) -> dict[str, dict]:
     """Name -> per-module overrides: greedy and noisy channel (the job's own channel modes), each also constrained
-    when the config has the switch. Overrides are plain data so the JSON report records exactly what ran."""
+    (``ModuleConfig.constrain_to_schema``). Overrides are plain data so the JSON report records exactly what ran."""
     modes = {m: getattr(job, m).generation_cfg.generation_mode for m in MODULES}
     channel = {m: (mode if mode != "greedy" else _default_channel(m)) for m, mode in modes.items()}
     out = {
         "greedy": {m: {"generation_cfg": {"generation_mode": "greedy"}} for m in MODULES},
         "noisy channel": {m: {"generation_cfg": {"generation_mode": channel[m]}} for m in MODULES},
     }
-    if constraint_switch() is not None:  # the switch is set both ways, so the job's own default never leaks in
-        for name in list(out):
-            out[f"{name} + constraints"] = {m: _with_constraints(o, True) for m, o in out[name].items()}
-            out[name] = {m: _with_constraints(o, False) for m, o in out[name].items()}
+    for name in list(out):  # the switch is set both ways, so the job's own default never leaks in
+        out[f"{name} + constraints"] = {m: _with_constraints(o, True) for m, o in out[name].items()}
+        out[name] = {m: _with_constraints(o, False) for m, o in out[name].items()}
     return out
 
 
@@ -79,11 +69,7 @@ def _default_channel(module: str) -> str:
 
 def _with_constraints(overrides: dict, on: bool) -> dict:
     out = copy.deepcopy(overrides)
-    where = {ModuleConfig: out, GenerationConfig: out.setdefault("generation_cfg", {})}
-    target = where.get(constraint_switch())
-    if target is None:  # sampling_args
-        target = out.setdefault("generation_cfg", {}).setdefault("sampling_args", {})
-    target[CONSTRAIN_KEY] = on
+    out[CONSTRAIN_KEY] = on  # a ModuleConfig field
     return out
 
 
@@ -102,7 +88,7 @@ def apply(job: JobConfig, overrides: Mapping[str, dict]) -> JobConfig:
 def held_out_turns(job: JobConfig, limit: int | None = None) -> list[Turn]:
     """The held-out slice's turns in corpus order; ``limit`` keeps the first N (whole dialogue prefixes, for smoke runs)."""
     from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
-    from labelling.schema import BUNDLED_CORPUS
+    from labelling.data import BUNDLED_CORPUS
 
     turns = cut_into_splits(read_corpus(BUNDLED_CORPUS, job.load_schema()), DEFAULT_SPLIT_SIZE)[HELD_OUT_SPLIT]
     keep = list(dict.fromkeys(t.dialogue_id for t in turns))[:HELD_OUT_DIALOGUES]
@@ -181,11 +167,11 @@ def run_configuration(
     overrides: dict,
     turns: Sequence[Turn],
     factory: Callable[[JobConfig], object] | None = None,
-    on_wave: Callable[[Result], None] | None = None,
+    on_batch: Callable[[Result], None] | None = None,
 ) -> Result:
     """Label ``turns`` with ``job`` under ``overrides`` in this process; ``factory`` builds the labeller (by default
-    ``build.build_labeller``, which shares loaded models across configurations). ``on_wave`` gets the figures over
-    the turns labelled so far after every wave, so a long run can be read before it ends."""
+    ``build.build_labeller``, which shares loaded models across configurations). ``on_batch`` gets the figures over
+    the turns labelled so far after every batch, so a long run can be read before it ends."""
     from labelling.method import build
     from labelling.method.canonical import Canonicaliser
 
@@ -207,12 +193,12 @@ def run_configuration(
             name, overrides, len(labels), seconds, acc.summary(), samples, bad, no_change, cut, acc.errors(top=8), choices(labels)
         )
 
-    def wave(labels: list) -> None:
+    def batch_done(labels: list) -> None:
         done.extend(labels)
-        if on_wave is not None:
-            on_wave(figures(done))
+        if on_batch is not None:
+            on_batch(figures(done))
 
-    labels = labeller.label(list(turns), on_wave=wave)
+    labels = labeller.label(list(turns), on_batch=batch_done)
     return figures(labels)
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # at run time only torch and transformers are needed, so the 
     from labelling.turns import Turn
 
 PATHS = {"a": "plain (reference computation)", "b": "optimised"}
-REFERENCE_TURNS_PER_BATCH = 2  # the reference's batch: 2 turns x n samples per generate call
+REFERENCE_PROMPTS_PER_CALL = 2  # the reference's batch: 2 turns' prompts x n samples per generate call
 # Figures per path whose b/a ratio the report gives; for seconds and memory a ratio below 1 means (b) uses less.
 RATIO_KEYS = ("seconds", "turns_per_s", "generated_tokens_per_s", "prompt_tokens_per_s", "peak_rss_mb", "decode_tokens_per_s")
 RAW_DECODE_STEPS = 16  # timed steps of the bare decode loop the decode phase is compared with
@@ -38,15 +38,16 @@ RAW_DECODE_STEPS = 16  # timed steps of the bare decode loop the decode phase is
 class PlainPath:
     """The reference's computation behind the `LanguageModel` interface, so the labeller runs unchanged on it.
 
-    Wraps a `LanguageModel` built with `reuse_prefix=False`; cuts each wave call into calls of `turns_per_batch`
-    prompts; before sampling, runs one greedy generation per prompt and discards it (counted as `discarded_tokens`).
+    Wraps a `LanguageModel` built with `reuse_prefix=False`; cuts each call of the labeller into calls of
+    `prompts_per_call` prompts; before sampling, runs one greedy generation per prompt and discards it (counted as
+    `discarded_tokens`).
     """
 
-    def __init__(self, lm: LanguageModel, turns_per_batch: int = REFERENCE_TURNS_PER_BATCH, greedy_pass: bool = True):
+    def __init__(self, lm: LanguageModel, prompts_per_call: int = REFERENCE_PROMPTS_PER_CALL, greedy_pass: bool = True):
         if lm.reuse_prefix:
             raise ValueError("the plain path re-encodes every row: wrap a LanguageModel built with reuse_prefix=False")
         self.lm = lm
-        self.turns_per_batch = turns_per_batch
+        self.prompts_per_call = prompts_per_call
         self.greedy_pass = greedy_pass
         self.discarded_tokens = 0
 
@@ -68,7 +69,7 @@ class PlainPath:
         """As `LanguageModel.sample`, two turns per call, each call preceded by the wasted greedy generation."""
         greedy = replace(params, n=1, temperature=0.0)
         out: list[list[Sample]] = []
-        for batch in _batches(prompts, self.turns_per_batch):
+        for batch in _batches(prompts, self.prompts_per_call):
             if self.greedy_pass:
                 before = self.lm.stats["generated_tokens"]
                 self.lm.sample(batch, greedy)  # the reference generates this and never reads it
@@ -82,7 +83,7 @@ class PlainPath:
 
     def score_many(self, requests: list[tuple[Prompt, list[str]]]) -> list[list[float]]:
         """As `LanguageModel.score_many`, two requests per call."""
-        return [row for batch in _batches(requests, self.turns_per_batch) for row in self.lm.score_many(batch)]
+        return [row for batch in _batches(requests, self.prompts_per_call) for row in self.lm.score_many(batch)]
 
 
 def _batches(items: Sequence, size: int) -> Iterator[list]:

@@ -3,8 +3,8 @@
 ``run_partition`` may run more than once for the same partition (at-least-once delivery, crashes, a duplicate task):
 a done partition returns at once, a resumed one replays its stored labels, and a run that loses its claim stops
 before writing anything more. With the same seed and pool, a resumed run ends with the labels an uninterrupted run
-would have produced: waves are replayed whole, and pool refreshes recorded before the crash are replayed at the same
-wave boundaries.
+would have produced: batches are replayed whole, and pool refreshes recorded before the crash are replayed at the same
+batch boundaries.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class PartitionResult:
     """What a call of :func:`run_partition` did: ``status`` is ``done`` (labelled now) or ``already_done``.
 
     ``new_turns`` were labelled by this call (the rest replayed from the store) in ``seconds`` (models already loaded);
-    ``pool`` lists, for the start (wave 0) and each refresh, the partitions added to the example indexes.
+    ``pool`` lists, for the start (batch 0) and each refresh, the partitions added to the example indexes.
     """
 
     group: str
@@ -70,7 +70,7 @@ def run_partition(
 ) -> PartitionResult:
     """Label ``split`` of ``group`` to completion and return what happened; idempotent (see the module docstring).
 
-    ``config`` defaults to the group's; ``on_progress(turns_done, turns_total)`` runs after every wave;
+    ``config`` defaults to the group's; ``on_progress(turns_done, turns_total)`` runs after every batch;
     ``labeller_factory(config, schema)`` defaults to :func:`labelling.method.build.build_labeller` (models loaded once per
     process). Raises PartitionBusy while another live run holds the partition, ClaimLost if one takes it over.
     """
@@ -121,7 +121,7 @@ def _default_factory() -> LabellerFactory:
 def pulse(claim: store.Claim, beats_per_lease: int = 6) -> Iterator[None]:
     """Beat the claim's heartbeat from a background thread while the block runs.
 
-    A wave can outlast the lease on a slow model, so per-wave heartbeats alone would force a long lease, and a dead
+    A batch can outlast the lease on a slow model, so per-batch heartbeats alone would force a long lease, and a dead
     worker's partition would wait that long before another could take it over.
     """
     stop = threading.Event()
@@ -155,20 +155,20 @@ class _PartitionJob:
         schema = config.load_schema()
         self.labeller = (factory or _default_factory())(config, schema)
         self.schedule = schedule(self.turns, config)  # the labeller labels in this same order (resume boundaries)
-        self.waves_done = self.turns_done = self.new_turns = 0
+        self.batches_done = self.turns_done = self.new_turns = 0
         self.pool: list[PoolRefresh] = []
         self.pooled: set[str] = set()
-        self.replayed_waves = 0
-        self.recorded_refreshes: dict[int, list[str]] = {}  # wave -> splits the interrupted attempt added there
+        self.replayed_batches = 0
+        self.recorded_refreshes: dict[int, list[str]] = {}  # batch -> splits the interrupted attempt added there
         self.started = time.time()
 
     def run(self) -> PartitionResult:
-        """Resume, seed, label with a checkpoint per wave, and complete the partition."""
+        """Resume, seed, label with a checkpoint per batch, and complete the partition."""
         done = self._resume()
         self._fill_indexes()
         self.started = time.time()
         store.heartbeat(self.claim, started_at=self.started, config=self.config.to_dict(), pool=self.pool, turns_done=0)
-        labels = self.labeller.label(self.turns, done=done, on_wave=self._checkpoint, progress=self._after_wave)
+        labels = self.labeller.label(self.turns, done=done, on_batch=self._checkpoint, progress=self._after_batch)
         if len(labels) != len(self.turns):
             raise store.StoreError(f"labelled {len(labels)} of {len(self.turns)} turns of {self.claim.group}/{self.claim.split}")
         metrics = self.labeller.metrics.to_dict()
@@ -189,23 +189,23 @@ class _PartitionJob:
     # --- start: resume and fill the indexes ------------------------------------------------------------------
 
     def _resume(self) -> list[TurnLabel]:
-        """The stored labels of the leading complete waves; a wave cut short by a crash is relabelled whole."""
+        """The stored labels of the leading complete batches; a batch cut short by a crash is relabelled whole."""
         stored = {s.label.key: s for s in store.load_labels(self.claim.group, self.claim.split)}
-        for index, wave in enumerate(self.schedule):
-            if any(t.key not in stored or stored[t.key].wave != index for t in wave):
+        for index, batch in enumerate(self.schedule):
+            if any(t.key not in stored or stored[t.key].batch != index for t in batch):
                 break
-            self.replayed_waves = index + 1
-        return [stored[t.key].label for wave in self.schedule[: self.replayed_waves] for t in wave]
+            self.replayed_batches = index + 1
+        return [stored[t.key].label for batch in self.schedule[: self.replayed_batches] for t in batch]
 
     def _fill_indexes(self) -> None:
         """Fill the example indexes from the pool the interrupted attempt recorded, else from every partition completed so far.
 
         A recorded pool only matters when labels made with it are replayed; with none, the freshest pool is better.
         """
-        kept = [e for e in self.claim.pool if e.wave <= self.replayed_waves] if self.replayed_waves else []
+        kept = [e for e in self.claim.pool if e.batch <= self.replayed_batches] if self.replayed_batches else []
         if kept:
             self.pool = kept
-            self.recorded_refreshes = {e.wave: e.splits for e in kept[1:]}
+            self.recorded_refreshes = {e.batch: e.splits for e in kept[1:]}
             self._load_pool(kept[0].splits)
             return
         initial = [s for s in store.done_splits(self.claim.group) if s != self.claim.split]
@@ -218,19 +218,19 @@ class _PartitionJob:
         self.pooled.update(splits)
         return len(examples)
 
-    def _record_pool(self, wave: int, splits: Sequence[str]) -> None:
+    def _record_pool(self, batch: int, splits: Sequence[str]) -> None:
         examples = self._load_pool(splits)
-        self.pool.append(PoolRefresh(wave=wave, splits=list(splits), examples=examples, at=time.time()))
+        self.pool.append(PoolRefresh(batch=batch, splits=list(splits), examples=examples, at=time.time()))
 
-    # --- per wave -----------------------------------------------------------------------------------------
+    # --- per batch -----------------------------------------------------------------------------------------
 
     def _checkpoint(self, labels: list[TurnLabel]) -> None:
         vectors = self._vectors(labels)
-        store.write_labels(self.claim, labels, wave=self.waves_done, seq_start=self.turns_done, vectors=vectors)
+        store.write_labels(self.claim, labels, batch=self.batches_done, seq_start=self.turns_done, vectors=vectors)
         self.new_turns += len(labels)
 
     def _vectors(self, labels: list[TurnLabel]) -> list[dict]:
-        """Each label's example vectors, per module, as its index embedded them (the wave joined the indexes already)."""
+        """Each label's example vectors, per module, as its index embedded them (the batch joined the indexes already)."""
         out: list[dict] = [{} for _ in labels]
         for module in self.labeller.modules:
             if module.index is not None:
@@ -239,8 +239,8 @@ class _PartitionJob:
                         found[module.name] = record
         return out
 
-    def _after_wave(self, size: int) -> None:
-        self.waves_done += 1
+    def _after_batch(self, size: int) -> None:
+        self.batches_done += 1
         self.turns_done += size
         pooled = len(self.pool)
         self._refresh()
@@ -254,16 +254,16 @@ class _PartitionJob:
             self.on_progress(self.turns_done, len(self.turns))
 
     def _refresh(self) -> None:
-        """Every ``pool_refresh_waves`` waves, add partitions completed meanwhile; while resuming, replay what was recorded."""
-        every, wave = self.config.pool_refresh_waves, self.waves_done
-        if not every or wave % every or wave >= len(self.schedule) or not self.config.manifest.seed_retrievers_from_manifest:
+        """Every ``pool_refresh_batches`` batches, add partitions completed meanwhile; on resume, replay the recorded ones."""
+        every, batch = self.config.pool_refresh_batches, self.batches_done
+        if not every or batch % every or batch >= len(self.schedule) or not self.config.manifest.seed_retrievers_from_manifest:
             return
-        if wave in self.recorded_refreshes:
-            self._load_pool(self.recorded_refreshes[wave])
-        elif wave >= self.replayed_waves:  # before, the interrupted attempt found nothing new (empty refreshes go unrecorded)
+        if batch in self.recorded_refreshes:
+            self._load_pool(self.recorded_refreshes[batch])
+        elif batch >= self.replayed_batches:  # before, the interrupted attempt found nothing new (empty refreshes go unrecorded)
             fresh = [s for s in store.done_splits(self.claim.group) if s != self.claim.split and s not in self.pooled]
             if fresh:
-                self._record_pool(wave, fresh)
+                self._record_pool(batch, fresh)
 
     def _seconds(self) -> float:
         return time.time() - self.started

@@ -182,7 +182,7 @@ class LabelDoc(me.Document):
     split = me.StringField(required=True)
     dialogue_id = me.StringField(required=True)
     turn_id = me.IntField(required=True)
-    wave = me.IntField()
+    batch = me.IntField(db_field="wave")  # the stored name predates the word batch
     seq = me.IntField()
     attempt_id = me.StringField(db_field="run_id")  # the attempt that wrote it
     label = me.DictField()
@@ -774,33 +774,33 @@ def fail_partition(claim: Claim, error: str) -> bool:
 
 @dataclass(frozen=True)
 class StoredLabel:
-    """A label as stored: the TurnLabel, the wave it was produced in and its position in the labelling order."""
+    """A label as stored: the TurnLabel, the batch of the schedule it was produced in and its position in the labelling order."""
 
     label: TurnLabel
-    wave: int
+    batch: int
     seq: int
     vectors: dict = field(default_factory=dict)  # module -> stored example vector record
 
 
 @retrying
 def write_labels(
-    claim: Claim, labels: Sequence[TurnLabel], wave: int, seq_start: int, vectors: Sequence[dict] | None = None
+    claim: Claim, labels: Sequence[TurnLabel], batch: int, seq_start: int, vectors: Sequence[dict] | None = None
 ) -> int:
-    """Upsert one wave's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written).
+    """Upsert one batch's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written).
 
     Each label records ``ATTEMPT/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
-    runs, or in two waves, shows as a duplicate write. ``vectors[i]`` (module -> record) keeps label i's example
+    runs, or in two batches, shows as a duplicate write. ``vectors[i]`` (module -> record) keeps label i's example
     vectors, so seeding a later partition reads them instead of embedding again.
     """
     _held(claim, {})
     now = time.time()
-    docs = (_label_doc(claim, lab, wave, seq_start + i, now) for i, lab in enumerate(labels))
+    docs = (_label_doc(claim, lab, batch, seq_start + i, now) for i, lab in enumerate(labels))
     if vectors is not None:
         docs = ({**doc, "vectors": found} for doc, found in zip(docs, vectors, strict=True))
-    return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.attempt_id}/{wave}"})
+    return _bulk_upsert(LabelDoc, docs, add_to_set={"written_by": f"{claim.attempt_id}/{batch}"})
 
 
-def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) -> dict:
+def _label_doc(claim: Claim, lab: TurnLabel, batch: int, seq: int, now: float) -> dict:
     data = lab.to_dict()
     metrics = data.pop("metrics")
     return {
@@ -809,7 +809,7 @@ def _label_doc(claim: Claim, lab: TurnLabel, wave: int, seq: int, now: float) ->
         "split": claim.split,
         "dialogue_id": lab.dialogue_id,
         "turn_id": lab.turn_id,
-        "wave": wave,
+        "wave": batch,
         "seq": seq,
         "run_id": claim.attempt_id,
         "label": data,

@@ -57,7 +57,7 @@ NO_CHANGE, NO_ACTS = "no_change()]", "]"  # the completions meaning "nothing": a
 _CONTEXT_SLACK = 8
 
 
-def waves(turns: Sequence[Turn], shuffle_groups: int, seed: int, warmup: int = 0, turns_per_batch: int = 0) -> list[list[Turn]]:
+def batches(turns: Sequence[Turn], shuffle_groups: int, seed: int, warmup: int = 0, turns_per_batch: int = 0) -> list[list[Turn]]:
     """The processing order: dialogues shuffled (seeded) into ``shuffle_groups`` groups (the reference's
     ``data_num_partitions``), turn-id waves inside each group cut into batches of ``turns_per_batch`` turns (0: whole
     waves), the first ``warmup`` turns alone (docs/method.md §3.2)."""
@@ -78,21 +78,21 @@ def waves(turns: Sequence[Turn], shuffle_groups: int, seed: int, warmup: int = 0
 
 
 def schedule(turns: Sequence[Turn], config: JobConfig) -> list[list[Turn]]:
-    """The batches a job labels ``turns`` in, each followed by an index update: :func:`waves` with the job's settings.
+    """The batches a job labels ``turns`` in, each followed by an index update: :func:`batches` with the job's settings.
     The labeller and the runner (which resumes at batch boundaries) both take it from here, so they cannot disagree."""
     c = config
-    return waves([t.without_gold() for t in turns], c.data_num_partitions, c.seed, c.data_warmup, c.turns_per_batch)
+    return batches([t.without_gold() for t in turns], c.data_num_partitions, c.seed, c.data_warmup, c.turns_per_batch)
 
 
 def _split_warmup(schedule: list[list[Turn]], warmup: int) -> list[list[Turn]]:
     out, count = [], 0
-    for wave in schedule:
-        while wave and count < warmup:
-            out.append([wave[0]])
-            wave, count = wave[1:], count + 1
-        if wave:
-            out.append(wave)
-            count += len(wave)
+    for batch in schedule:
+        while batch and count < warmup:
+            out.append([batch[0]])
+            batch, count = batch[1:], count + 1
+        if batch:
+            out.append(batch)
+            count += len(batch)
     return out
 
 
@@ -216,39 +216,39 @@ class PartitionLabeller:
         self,
         turns: Sequence[Turn],
         done: Iterable[TurnLabel] = (),
-        on_wave: Callable[[list[TurnLabel]], None] | None = None,
+        on_batch: Callable[[list[TurnLabel]], None] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> list[TurnLabel]:
         """Label ``turns`` and return one TurnLabel per turn, in processing order.
 
         ``done`` holds labels from an interrupted run: they are replayed into the history and indexes in
-        the original order instead of being recomputed. ``on_wave`` receives each newly finished batch of the
-        schedule (a whole wave, or ``turns_per_batch`` turns of it).
+        the original order instead of being recomputed. ``on_batch`` receives each newly finished batch of the
+        schedule (a whole turn-id batch, or ``turns_per_batch`` turns of it).
         """
         gold = {t.key: t for t in turns}
         previous = {lab.key: lab for lab in done}
         results: list[TurnLabel] = []
-        for wave in schedule(turns, self.config):
-            replayed = [previous[t.key] for t in wave if t.key in previous]
-            labels = replayed if len(replayed) == len(wave) else self._label_wave([t for t in wave if t.key not in previous])
-            if len(replayed) not in (0, len(wave)):
+        for batch in schedule(turns, self.config):
+            replayed = [previous[t.key] for t in batch if t.key in previous]
+            labels = replayed if len(replayed) == len(batch) else self._label_batch([t for t in batch if t.key not in previous])
+            if len(replayed) not in (0, len(batch)):
                 labels = replayed + labels
-            self._record(wave, labels, gold)
+            self._record(batch, labels, gold)
             results.extend(labels)
-            if on_wave and labels is not replayed:
-                on_wave(labels)
+            if on_batch and labels is not replayed:
+                on_batch(labels)
             if progress:
-                progress(len(wave))
+                progress(len(batch))
         return results
 
     # --- one batch ------------------------------------------------------------------------------------
 
-    def _label_wave(self, wave: list[Turn]) -> list[TurnLabel]:
-        priors = [self._states.get(t.dialogue_id, {}) for t in wave]
-        dst_outputs, dst_labels, dst_flags = self._run(self.dst, wave, priors, [None] * len(wave))
-        act_outputs, act_labels, act_flags = self._run(self.act, wave, priors, [lab.state for lab in dst_labels])
+    def _label_batch(self, batch: list[Turn]) -> list[TurnLabel]:
+        priors = [self._states.get(t.dialogue_id, {}) for t in batch]
+        dst_outputs, dst_labels, dst_flags = self._run(self.dst, batch, priors, [None] * len(batch))
+        act_outputs, act_labels, act_flags = self._run(self.act, batch, priors, [lab.state for lab in dst_labels])
         out = []
-        for i, turn in enumerate(wave):
+        for i, turn in enumerate(batch):
             dst_lab, act_lab = dst_labels[i], act_labels[i]
             flags = [FLAG_DST_UNPARSEABLE] * dst_lab.failed + [FLAG_ACTS_UNPARSEABLE] * act_lab.failed
             if dst_outputs[i].dropped_examples or act_outputs[i].dropped_examples:
@@ -268,11 +268,11 @@ class PartitionLabeller:
             out.append(label)
         return out
 
-    def _record(self, wave: list[Turn], labels: list[TurnLabel], gold: dict) -> None:
+    def _record(self, batch: list[Turn], labels: list[TurnLabel], gold: dict) -> None:
         """Update histories, grow the indexes, and score against gold when it exists."""
         by_key = {lab.key: lab for lab in labels}
         items = []
-        for turn in wave:
+        for turn in batch:
             lab = by_key[turn.key]
             items.append(example_turn(turn, lab, self._acts.get(turn.dialogue_id, [])))
             self._states[turn.dialogue_id] = lab.state
@@ -327,11 +327,11 @@ class PartitionLabeller:
             return replace(params, n=1, temperature=1.0, top_p=1.0, top_k=1)
         return params
 
-    def _prepare(self, module: LabellingModule, wave: list[Turn], priors: list[State], states: list) -> list[_Prepared]:
-        found = self._examples(module, [module.query(t, p, s) for t, p, s in zip(wave, priors, states, strict=True)])
+    def _prepare(self, module: LabellingModule, batch: list[Turn], priors: list[State], states: list) -> list[_Prepared]:
+        found = self._examples(module, [module.query(t, p, s) for t, p, s in zip(batch, priors, states, strict=True)])
         reserve = module.config.generation_cfg.sampling_args.max_new_tokens
         prepared = []
-        for turn, prior, state, items in zip(wave, priors, states, found, strict=True):
+        for turn, prior, state, items in zip(batch, priors, states, found, strict=True):
             examples = [module.render(x) for x in items]
             target = module.target(turn, prior, state)
             prompt, dropped, fits = self._fit(module, module.modes[0], examples, target, reserve)
@@ -349,14 +349,14 @@ class PartitionLabeller:
             grammar = self._grammars[module.name] = SchemaGrammar(self.schema, module.lm.tokenizer)
         return [partial(grammar.dst, p.prior) if module is self.dst else grammar.acts for p in runnable]
 
-    def _run(self, module: LabellingModule, wave: list[Turn], priors: list[State], states: list):
+    def _run(self, module: LabellingModule, batch: list[Turn], priors: list[State], states: list):
         """Sample, canonicalise, score and choose for one module over a batch; returns (outputs, labels, flags per turn).
 
         A turn whose prompt is too long even without examples is not sampled: it gets the module's "nothing" answer
         (no state change, no acts) and a flag, so one huge utterance never fails the whole partition. So does a turn
         whose constrained samples were all cut by ``max_new_tokens`` (no flag: its ``cut_samples`` and error say so).
         """
-        prepared = self._prepare(module, wave, priors, states)
+        prepared = self._prepare(module, batch, priors, states)
         params = self._params(module)
         keep = module.config.generation_cfg.sampling_args.n if params.n > 1 else 1
         runnable = [p for p in prepared if p.fits]
