@@ -1,7 +1,7 @@
 """Hiding secrets in what we print: the password of a URI, and of every URI inside a message.
 
 Every log line, status table, error and dataset card that names a service goes through here, so a password given in
-a URI is never shown (tests/test_security.py plants one and greps all output for it).
+a URI is never shown (tests/e2e/test_security.py plants one and greps all output for it).
 """
 
 from __future__ import annotations

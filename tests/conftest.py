@@ -9,6 +9,8 @@ from labelling.corpus import read_corpus
 from labelling.data import BUNDLED_CORPUS
 from labelling.schema import Schema
 
+pytest_plugins = ("tests.support.mongo_fixture",)  # mongo_uri and connected, for every test
+
 # Two torch threads on a shared 2-core machine thrash when anything else runs; one is faster and steadier.
 torch.set_num_threads(1)
 
@@ -28,7 +30,7 @@ def dev_dialogues(schema):
 def tiny_lm():
     """A 2-layer random Llama behind the real SmolLM2 tokenizer: fast, and emits the garbage real models sometimes do."""
     from labelling.engine.lm import LanguageModel
-    from tests.tiny_models import smollm2_tokenizer, tiny_llama
+    from tests.support.tiny_models import smollm2_tokenizer, tiny_llama
 
     model = tiny_llama()
     model.config.max_position_embeddings = 8192  # RoPE has no table to outgrow; prompts carry a ~2k-token preamble
@@ -45,6 +47,6 @@ def embedder():
 @pytest.fixture
 def fast_job():
     """cpu-small settings shrunk so a tiny model labels a turn in well under a second."""
-    from tests.partition_worker import tiny_job
+    from tests.support.partition_worker import tiny_job
 
     return tiny_job()

@@ -24,26 +24,7 @@ from labelling.errors import CorpusError, LabellingError
 from labelling.schema import Schema
 from labelling.states import DELETE, fill
 from labelling.turns import Turn
-
-ROOT = Path(__file__).resolve().parents[1]
-DEV_ZIP = ROOT / "labelling" / "data" / "multiwoz21_dev.json.zip"
-MWZ22 = Path(__file__).resolve().parent / "fixtures" / "multiwoz22"
-FIXTURE_IDS = ["PMUL0689.json", "MUL1160.json", "PMUL1579.json"]  # the dialogues the 2.2 fixture was made from
-ROW_FIELDS = {
-    "dialogue_id",
-    "turn_id",
-    "domains",
-    "system_utterances",
-    "user_utterances",
-    "system_response",
-    "slot_values",
-    "last_slot_values",
-    "turn_slot_values",
-    "system_response_acts",
-    "last_system_response_acts",
-    "has_gold",
-    "has_gold_acts",
-}
+from tests.support.corpus_files import DEV_ZIP, FIXTURE_IDS, MWZ22, ROW_FIELDS
 
 
 @pytest.fixture(scope="module")

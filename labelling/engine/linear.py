@@ -5,7 +5,7 @@ development machine (2 cores of an AMD EPYC, torch 2.13), torch's fp32 `linear` 
 weights far more slowly than `weight @ x.T`: 73.0 against 18.5 ms for 2 rows, 59.7 against 39.9 for 6; and one row
 (a matrix-vector product) took 43.5 ms either way, but 19.8 padded to two rows (`benchmarks/few_row_linear.py`, which
 also times whole decode passes). Other CPUs and builds may differ: `LABELLING_FEW_ROW_LINEAR=0` keeps torch's layer.
-The numbers are the same up to float rounding (`tests/test_linear.py`).
+The numbers are the same up to float rounding (`tests/engine/test_linear.py`).
 
 Only the optimised engine switches it on, around its own model calls (`few_rows`); the plain path keeps torch's layer.
 """

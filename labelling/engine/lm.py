@@ -47,7 +47,7 @@ def _backs_off_on_oom(method):
     """Run an LM call under the model's lock, with this engine's linear layers switched on (`labelling.engine.linear`); on
     out-of-device-memory, halve the batch budget and run it whole again.
 
-    A call's results do not depend on its batching (tests/test_lm.py), so the rerun returns what the first try would
+    A call's results do not depend on its batching (tests/engine/test_lm.py), so the rerun returns what the first try would
     have. The failed attempt's tensors are freed (the exception is dropped) before the cache is emptied.
     """
 

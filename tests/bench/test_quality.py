@@ -1,0 +1,109 @@
+"""The quality benchmark: its fixed held-out slice, its configurations as overrides, and one configuration end to end
+on a tiny model (figures in range, baseline beside it, the CLI's argument checks)."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labelling.bench import quality
+from labelling.method.labeller import PartitionLabeller
+from labelling.method.retrieval import build_index
+from labelling.schema import Schema
+
+
+@pytest.fixture(scope="module")
+def held_out() -> list:
+    """The whole slice, read once for the module (reading the bundled corpus takes seconds)."""
+    from tests.support.partition_worker import tiny_job
+
+    return quality.held_out_turns(tiny_job())
+
+
+def test_the_held_out_slice_is_fixed_and_large_enough(fast_job, held_out):
+    turns = held_out
+    assert len(turns) == 67 and len({t.dialogue_id for t in turns}) == quality.HELD_OUT_DIALOGUES
+    assert turns[0].dialogue_id == "PMUL2282.json"
+    assert quality.held_out_turns(fast_job, limit=5) == turns[:5]
+
+
+def test_configurations_are_overrides_that_change_only_the_mode(fast_job):
+    configs = quality.configurations(fast_job)
+    assert list(configs)[:2] == ["greedy", "noisy channel"]
+    greedy = quality.apply(fast_job, configs["greedy"])
+    assert greedy.dst.generation_cfg.generation_mode == greedy.act_tag.generation_cfg.generation_mode == "greedy"
+    assert greedy.dst.generation_cfg.sampling_args == fast_job.dst.generation_cfg.sampling_args
+    channel = quality.apply(fast_job, configs["noisy channel"])
+    assert channel.to_dict() == fast_job.to_dict()  # the reference's decoding, which fast_job pins
+    constrained = [name for name in configs if name.endswith("+ constraints")]
+    assert constrained == ["greedy + constraints", "noisy channel + constraints"]  # the switch is a ModuleConfig field
+    for name, overrides in configs.items():  # each sets the switch, so a profile's default cannot leak in
+        job = quality.apply(fast_job, overrides)
+        assert job.dst.constrain_to_schema == job.act_tag.constrain_to_schema == name.endswith("+ constraints")
+
+
+def test_the_always_empty_baseline_scores_what_empty_labels_score(held_out):
+    turns = held_out
+    figures = quality.baseline(turns).figures()
+    assert figures["state_f1"] == figures["acts_f1"] == figures["jga"] == 0.0
+    assert figures["turn_acc"] == quality.gold_no_change_share(turns) > 0
+    assert figures["no_change"] == 1.0 and figures["off_schema"] is None
+
+
+def test_one_configuration_end_to_end_on_a_tiny_model(fast_job, tiny_lm, embedder, held_out):
+    turns = held_out[:3]
+
+    def factory(job):
+        schema = Schema.load(None, tuple(job.services))
+        indexes = [build_index(embedder, kind, k=2) for kind in ("dst", "act")]
+        return PartitionLabeller(job, schema, tiny_lm, tiny_lm, *indexes)
+
+    overrides = quality.configurations(fast_job)["noisy channel"]
+    seen: list[quality.Result] = []
+    result = quality.run_configuration(fast_job, "noisy channel", overrides, turns, factory, on_batch=seen.append)
+    assert seen and seen[-1].figures()["turns"] == 3 and seen[-1].metrics == result.metrics
+    figures = result.figures()
+    assert figures["turns"] == 3 and figures["samples"] == 3 * 2 * 3  # 3 samples per module and turn
+    assert 0 <= figures["off_schema"] <= 1 and 0 <= figures["no_change"] <= 1 and figures["seconds_per_turn"] > 0
+    assert [c["turn"] for c in figures["choices"]] == [f"{t.dialogue_id}#{t.turn_id}" for t in turns]
+    rep = quality.report([quality.baseline(turns), result], {"turns": 3})
+    header, rows = quality.table_rows(json.loads(json.dumps(rep)))
+    assert header[1] == "JGA (exact)" and [r[0] for r in rows] == ["always-empty", "noisy channel"]
+    assert "| always-empty |" in quality.markdown(rep)
+
+
+def test_unknown_configuration_is_a_one_line_error(tmp_path):
+    script = Path(sys.executable).with_name("labelling")
+    done = subprocess.run(
+        [str(script), "quality", "--configurations", "beam", "--out", str(tmp_path / "q.json")], capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "unknown 'beam'" in done.stderr and "known: greedy" in done.stderr
+    assert not (tmp_path / "q.json").exists()
+
+
+def test_the_channel_ranking_diagnostic_scores_every_candidate_three_ways(fast_job, tiny_lm, embedder, dev_dialogues):
+    script = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "channel_ranking.py"), run_name="diag")
+    schema = Schema.load(None, tuple(fast_job.services))
+    labeller = PartitionLabeller(fast_job, schema, tiny_lm, tiny_lm, None, None)
+    turn = next(t for d in dev_dialogues for t in d if len(t.turn_slot_values.get("hotel", {})) >= 2)
+    row = script["rank_turn"](labeller, turn)
+    assert row["candidates"] == ["gold", "no_change", "demo_like", "gold_minus_one"]
+    assert all(len(row[way]) == 4 for way in script["WAYS"])
+    assert row["likelihood"][0] == pytest.approx(row["joint"][0] - tiny_lm.score(*_channel(labeller, turn))[0], abs=1e-3)
+
+
+def _channel(labeller, turn):
+    """The channel prompt and gold tail, as the diagnostic builds them, for an independent check of its arithmetic."""
+    from labelling.method.demos import DEMOS
+    from labelling.method.prompts import DST_PREFIX, Example
+
+    examples = [labeller._dst_example(d) for d in DEMOS]
+    target = Example(turn.last_slot_values, turn.last_system_utterance, turn.user_utterance, turn.system_response)
+    text = [turn.last_system_utterance, turn.user_utterance]
+    gold = labeller.builder.intent_string(turn.last_slot_values, turn.slot_values, text)
+    return labeller.builder.prompt("dst_channel", examples, target), [gold[len(DST_PREFIX) :]]

@@ -1,0 +1,1 @@
+"""Tests of the installed `labelling` command, run in subprocesses."""

@@ -1,0 +1,1 @@
+"""Tests of cross-cutting suites: fidelity to the reference, bad input, security, chaos."""

@@ -1,0 +1,1 @@
+"""Tests of the fleet wing (labelling/fleet) and tasks/."""

@@ -1,0 +1,86 @@
+"""PartitionLabeller on a tiny random LM: every turn labelled, garbage tolerated, gold never used, resume exact."""
+
+from __future__ import annotations
+
+import pytest
+
+from labelling.engine.lm import LanguageModel
+from labelling.method.labeller import batches
+from labelling.records import FLAG_DST_UNPARSEABLE, TurnLabel
+from tests.support.labellers import make_labeller
+
+
+class RecordingLM(LanguageModel):
+    """The real tiny LM, also keeping every prompt text it was given (to prove gold never reaches one)."""
+
+    def __init__(self, inner: LanguageModel):
+        self.__dict__.update(inner.__dict__)
+        self.seen: list[str] = []
+
+    def sample(self, prompts, params):
+        self.seen += [p.preamble + p.body for p in prompts]
+        return super().sample(prompts, params)
+
+    def score_many(self, requests):
+        self.seen += [p.preamble + p.body + "".join(c) for p, c in requests]
+        return super().score_many(requests)
+
+
+@pytest.fixture(scope="module")
+def turns(dev_dialogues):
+    return [t for d in dev_dialogues[:3] for t in d]
+
+
+def test_waves_are_turn_major_seeded_and_warm_up_alone(turns, dev_dialogues):
+    schedule = batches(turns, shuffle_groups=2, seed=7, warmup=3)
+    assert [len(w) for w in schedule[:3]] == [1, 1, 1]
+    assert sorted(t.key for w in schedule for t in w) == sorted(t.key for t in turns)
+    for wave in schedule:
+        assert len({t.turn_id for t in wave}) == 1
+    assert schedule == batches(turns, shuffle_groups=2, seed=7, warmup=3)
+    many = [t for d in dev_dialogues[:20] for t in d]
+    assert [t.key for w in batches(many, 4, 7) for t in w] != [t.key for w in batches(many, 4, 8) for t in w]
+
+
+def test_every_turn_gets_one_label_and_garbage_keeps_the_prior_state(fast_job, schema, tiny_lm, embedder, turns):
+    labels = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns)
+    assert sorted(lab.key for lab in labels) == sorted(t.key for t in turns)
+    flagged = [lab for lab in labels if FLAG_DST_UNPARSEABLE in lab.flags]
+    assert flagged, "a random model should produce unparseable DST text"
+    for lab in flagged:
+        assert lab.state == lab.prior_state and lab.delta == {}
+    assert all("jga" in lab.metrics and "acts_tp" in lab.metrics for lab in labels)
+
+
+def test_output_does_not_depend_on_gold_and_gold_never_reaches_a_prompt(fast_job, schema, tiny_lm, embedder, turns):
+    spy = RecordingLM(tiny_lm)
+    with_gold = make_labeller(fast_job, schema, spy, embedder).label(turns)
+    without = make_labeller(fast_job, schema, tiny_lm, embedder).label([t.without_gold() for t in turns])
+    strip = [{**lab.to_dict(), "metrics": {}} for lab in with_gold]
+    assert strip == [lab.to_dict() for lab in without]
+    gold_only = {a.to_json() for t in turns for a in t.system_response_acts}
+    assert not any(g in text for g in gold_only for text in spy.seen)
+
+
+def test_resume_after_a_crash_gives_the_same_labels(fast_job, schema, tiny_lm, embedder, turns):
+    reference = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns)
+    saved: list[TurnLabel] = []
+
+    def crash_after_two_waves(wave):
+        saved.extend(TurnLabel.from_dict(lab.to_dict()) for lab in wave)
+        if len(saved) >= 4:
+            raise KeyboardInterrupt  # what a killed process looks like from inside
+
+    with pytest.raises(KeyboardInterrupt):
+        make_labeller(fast_job, schema, tiny_lm, embedder).label(turns, on_batch=crash_after_two_waves)
+    new: list[TurnLabel] = []
+    resumed = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns, done=saved, on_batch=new.extend)
+    assert [lab.to_dict() for lab in resumed] == [lab.to_dict() for lab in reference]
+    assert not {lab.key for lab in new} & {lab.key for lab in saved}, "a checkpointed turn was labelled twice"
+
+
+def test_greedy_mode_takes_one_candidate_and_scores_nothing(fast_job, schema, tiny_lm, embedder, turns):
+    fast_job.dst.generation_cfg.generation_mode = fast_job.act_tag.generation_cfg.generation_mode = "greedy"
+    labels = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns[:4])
+    for lab in labels:
+        assert len(lab.dst.candidates) == 1 and lab.dst.candidates[0].score is None

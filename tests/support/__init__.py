@@ -1,0 +1,1 @@
+"""Helpers the tests share: tiny models, the MongoDB-wire fixture, fleet services, CLI runners, corpus files."""
