@@ -1,19 +1,14 @@
 """``labelling``: self-label task-oriented dialogues (dialogue states and system acts) with a language model.
 
-Layers, each importing only those below it (the library never imports Celery or the CLI)::
+Layers, each importing only those below it (``tests/test_layers.py`` holds them; the package never imports Celery or
+the CLI)::
 
-    cli/        the Typer app, one module per command          (labelling run | status | worker | demo | ...)
-    tasks/      Celery tasks and the run chord; the same chord in process (tasks.local)
-    runner, export, bench         one partition against the store; the Hugging Face dataset; plain vs optimised
-    evaluation, quality, report   a group's scores from the store; the held-out benchmark; the HTML report
-    groups, launches              a group's lifecycle; one live launch per group
-    store                         MongoDB (mongoengine): corpus, groups, partitions, labels, manifest, launches
-    models, labeller              loaded models shared per process; the wave-by-wave labelling engine
-    corpus, retrieval, metrics, canonical, channel, demos     corpus readers, example indexes, scores, selection
-    parsing, prompts, turns, records                         completions to labels, prompt text, turn and label records
-    config, settings, lm, schema, states, acts, ...          job config, environment, the LM, the service schema
-    memory, attention                                        the LM's GPU pass sizes; grouped-head attention
-    errors, redact, generation                               errors with hints, password masking, LM request types
+    cli/  tasks/       outside the package: the Typer app, one module per command; Celery tasks and the run chord
+    labelling/fleet/   a group's life against the MongoDB store: store, mongo_server, groups, launches, runner, export, ...
+    labelling/bench/   benchmarks: speed (plain against optimised), quality (held-out slice), tables  -- beside fleet
+    labelling/method/  the labelling method: labeller, prompts, retrieval, parsing, canonical, channel, grammar, build
+    labelling/engine/  the language model: lm (sample and score), kv_cache, sampling, lookup, loading, memory, ...
+    labelling/         the shared vocabulary: config, settings, errors, schema, states, acts, turns, records, corpus
 
 In a notebook, no broker or database is needed::
 

@@ -85,7 +85,7 @@ def announce(task, **progress: int) -> None:
     Flower learns a task's name and arguments only from its task-sent and task-received events, so a Flower started
     after a task was received would list it as ``null``. Every task announces itself when it starts (it may have
     waited in a worker since before Flower started: a chord's unlock, a prefetched partition) and a partition task
-    again after every wave, so Flower names it from then on and shows it in state PROGRESS, as the result backend does.
+    again after every batch, so Flower names it from then on and shows it in state PROGRESS, as the result backend does.
     """
     request = task.request
     if request.is_eager or request.called_directly:  # not run by a worker: there is no monitor to tell
@@ -94,7 +94,7 @@ def announce(task, **progress: int) -> None:
     fields["kwargs"] = getattr(request, "kwargsrepr", None) or saferepr(request.kwargs or {})
     try:
         task.send_event(PROGRESS_EVENT, retry=False, **fields, **progress)
-    except Exception:  # monitoring must never cost a partition; the next wave sends another
+    except Exception:  # monitoring must never cost a partition; the next batch sends another
         log.debug("could not send %s for %s", PROGRESS_EVENT, request.id, exc_info=True)
 
 

@@ -230,7 +230,7 @@ class LanguageModel:
     @_backs_off_on_oom
     @torch.inference_mode()
     def score_many(self, requests: list[tuple[Prompt, list[str]]]) -> list[list[float]]:
-        """`score` for a whole wave of prompts, batched across prompts."""
+        """`score` for many prompts at once, batched across prompts."""
         encoded = [self._encode_prompt(p) for p, _ in requests]
         conts = [[self._encode(c) for c in cs] for _, cs in requests]
         out = [[0.0] * len(cs) for cs in conts]
