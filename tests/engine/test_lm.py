@@ -19,7 +19,6 @@ from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWa
 from labelling.engine import kv_cache, model_files, sampling
 from labelling.engine import lm as lm_module
 from labelling.engine.drafts import Draft
-from labelling.engine.kv_cache import RoomyLayer
 from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
 from labelling.engine.lookup import PromptLookup
 from labelling.errors import ConfigError, ModelError
@@ -384,18 +383,6 @@ def test_build_once_is_atomic_and_runs_once(monkeypatch, tmp_path):
     assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == ["m"]
 
 
-def test_kv_layer_with_room_grows_when_full():
-    keys, values = torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4)
-    original = keys.clone()
-    layer = RoomyLayer(keys, values, room=1)
-    added = [torch.randn(2, 1, n, 4) for n in (1, 2, 5)]  # fills the room, then outgrows it twice
-    for new in added:
-        got_keys, got_values = layer.update(new, 2 * new)
-    assert torch.equal(got_keys, torch.cat([keys, *added], dim=-2))
-    assert torch.equal(got_values, torch.cat([values, *(2 * a for a in added)], dim=-2))
-    assert layer.get_seq_length() == 11 and torch.equal(keys, original)
-
-
 # -- the decode loop's internals --------------------------------------------------------------------------------------
 
 
@@ -503,18 +490,7 @@ def test_bare_decode_loop_rate(model, tok):
     assert lm.stats["forward_passes"] == 0  # measured beside the engine, not counted as its work
 
 
-# -- prompt-lookup guesses ---------------------------------------------------------------------------------------------
-
-
-def test_prompt_lookup_proposes_what_followed_the_latest_match():
-    prompt = [10, 1, 2, 3, 4, 11]
-    lookup = PromptLookup(prompt, PromptLookup.index_of(prompt))
-    lookup.ids += [1, 2]  # no earlier (11, 1, 2); (1, 2) ends at index 2 of the prompt
-    assert lookup.guess(3) == [3, 4, 11] and lookup.guess(0) == []
-    lookup.ids += [5, 7, 1, 2]  # now (1, 2) also ends inside what was generated, later than in the prompt
-    assert lookup.guess(3) == [5, 7, 1]
-    lookup.ids += [99]
-    assert lookup.guess(3) == []  # nothing ends in (2, 99) or (99,) ... before
+# -- prompt-lookup guesses: the samples do not change -----------------------------------------------------------------
 
 
 def _oracle(expected_ids: list[list[int]], quality: str):
