@@ -87,7 +87,20 @@ def _guarded(command: str, function: Callable) -> Callable:
 
 def _register() -> None:
     # Imported here so that `labelling --help` stays fast and each command module stays independent.
-    from cli import bench, corpus_commands, demo, group_commands, ingest, label, quality, run, status, store_commands, worker
+    from cli import (
+        bench,
+        corpus_commands,
+        demo,
+        group_commands,
+        ingest,
+        label,
+        quality,
+        run,
+        server_commands,
+        status,
+        store_commands,
+        worker,
+    )
 
     commands = {
         "ingest": ingest.ingest,
@@ -106,7 +119,7 @@ def _register() -> None:
         app.command(name)(_guarded(name, function))
     # The old name, kept working: "partition" also names the fleet's Celery task, which labels a stored partition.
     app.command("label-partition", hidden=True)(_guarded("label-split", label.label_split))
-    for noun, module in (("corpus", corpus_commands), ("group", group_commands)):
+    for noun, module in (("corpus", corpus_commands), ("group", group_commands), ("server", server_commands)):
         sub = typer.Typer(help=module.__doc__, no_args_is_help=True)
         for name, function in module.COMMANDS.items():
             sub.command(name)(_guarded(f"{noun} {name}", function))

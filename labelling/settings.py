@@ -85,6 +85,12 @@ MONGODB_URI: Setting[str | None] = Setting(
 STATE_DIR = Setting(
     "LABELLING_STATE_DIR", Path(".state"), _path, "local state: the embedded server's data, pid and log; the demo's export"
 )
+SERVER_IDLE_S = Setting(
+    "LABELLING_SERVER_IDLE_S",
+    10.0,
+    _number,
+    "the embedded server stops this long after the last command using its state folder has gone",
+)
 MONGODB_TIMEOUT_MS = Setting("LABELLING_MONGODB_TIMEOUT_MS", 5000, _whole, "how long to wait for MongoDB before a clear error")
 MONGODB_RETRY_S = Setting(
     "LABELLING_MONGODB_RETRY_S", 120.0, _number, "how long a store operation retries a lost server (a restart, not an outage)"

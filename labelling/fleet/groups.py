@@ -108,6 +108,7 @@ def prepare_group(
 ) -> tuple[str, str]:
     """Check the corpus, the named splits and an existing group (:func:`store.check_group`), cut a slice when ``limit``
     or ``size`` is given, then record the group; returns (the corpus labelled, the seed split)."""
+    store.check_name(group, "group")  # before a slice is stored for a group that cannot be created
     store.corpus_splits(corpus)  # an unknown corpus fails here, listing the known ones
     name = slice_name(corpus, limit, size)
     if name is None:

@@ -44,6 +44,7 @@ _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 8.0
 DEFAULT_DATABASE = "labelling"
 _CHUNK = 1000  # documents per bulk write: big enough to amortise round trips, small enough for the 16 MB message limit
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_NAME_LENGTH = 100  # corpus and group names: they appear in every message, key and dataset name
 _AUTH_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -233,8 +234,8 @@ DOCUMENTS = (TurnDoc, CorpusDoc, GroupRun, Partition, LabelDoc, ManifestDoc, Lau
 
 @dataclass
 class Connection:
-    """A handle on the live connection. Only the handle that opened it (``owned``) closes it, and stops the embedded
-    server when its process started that; handles given out for an existing connection close nothing."""
+    """A handle on the live connection. Only the handle that opened it (``owned``) closes it, and lets go of the
+    embedded server (which stops once no command uses it); handles given out for an existing connection close nothing."""
 
     uri: str
     server: EmbeddedServer | None = None
@@ -246,12 +247,12 @@ class Connection:
         return mask_uri(self.uri)
 
     def close(self) -> None:
-        """Disconnect and stop the embedded server this process started; nothing for a borrowed handle."""
+        """Disconnect and let go of the embedded server; nothing for a borrowed handle."""
         if not self.owned:
             return
         disconnect()
         if self.server is not None:
-            self.server.stop()
+            self.server.release()
 
     def __enter__(self) -> Connection:
         return self
@@ -283,7 +284,7 @@ def connect(uri: str | None = None, timeout_ms: int | None = None) -> Connection
     except BaseException:
         me.disconnect()
         if server is not None:
-            server.stop()
+            server.release()
         raise
     _current = Connection(uri, server)
     return _current
@@ -347,16 +348,28 @@ def _key(*parts: object) -> str:
 
 
 def _check_name(name: str, kind: str) -> str:
+    if len(name or "") > MAX_NAME_LENGTH:
+        raise StoreError(
+            f"{kind} name {_short(name)!r} is {len(name):,} characters long", f"use at most {MAX_NAME_LENGTH} characters"
+        )
     if not _NAME.fullmatch(name or ""):
         raise StoreError(f"{kind} name {name!r} is not valid", "use letters, digits, '_', '-' and '.' (not first)")
     return name
 
 
+check_name = _check_name
+
+
+def _short(name: str, keep: int = 40) -> str:
+    """A name as messages show it: long ones (stored before names were limited) cut, with their length."""
+    return name if len(name) <= keep + 10 else f"{name[:keep]}...({len(name):,} characters)"
+
+
 def _unknown(kind: str, name: str, known: Iterable[str]) -> StoreError:
-    names = list(known)
+    names = [_short(n) for n in known]
     shown = ", ".join(names[:20]) + (f" ... ({len(names)} in all)" if len(names) > 20 else "")
     plural = "corpora" if kind == "corpus" else f"{kind}s"
-    return StoreError(f"unknown {kind} {name!r}", f"existing {plural}: {shown or 'none'}")
+    return StoreError(f"unknown {kind} {_short(name)!r}", f"existing {plural}: {shown or 'none'}")
 
 
 def _bulk_upsert(document: type[me.Document], docs: Iterable[dict], add_to_set: Mapping[str, str] | None = None) -> int:
@@ -386,16 +399,24 @@ def _write(collection, ops: list[UpdateOne]) -> int:
 # --- corpus --------------------------------------------------------------------------------------------------
 
 
-@retrying
 def ingest_corpus(corpus: str, splits: Mapping[str, Sequence[Turn]], schema: Schema) -> int:
     """Write a partitioned corpus as ``corpus``, all or nothing; returns the turn count.
 
     The turns are written first and the corpus record last: until that switch the corpus is not listed and cannot be
     labelled, so an interrupted ingest leaves no corpus (its turns are cleared by the next ingest or ``corpus rm``).
     Ingesting a complete corpus again changes nothing; a name already holding other turns is refused, since labels
-    refer to turns by corpus, split and dialogue.
+    refer to turns by corpus, split and dialogue. The corpus is claimed for the whole ingest
+    (:mod:`labelling.fleet.corpus_claims`), so ``corpus rm`` or a second ingest of it is refused meanwhile.
     """
+    from labelling.fleet.corpus_claims import INGEST, holding
+
     _check_name(corpus, "corpus")
+    with holding(corpus, INGEST) as claim:
+        return _ingest_corpus(corpus, splits, schema, claim)
+
+
+@retrying
+def _ingest_corpus(corpus: str, splits: Mapping[str, Sequence[Turn]], schema: Schema, claim) -> int:
     docs = list(_turn_docs(corpus, splits, schema))
     wanted = {d["_id"] for d in docs}
     existing = _stored_turn_ids(corpus)
@@ -414,8 +435,23 @@ def ingest_corpus(corpus: str, splits: Mapping[str, Sequence[Turn]], schema: Sch
         if not existing:  # best effort: the record was never written, so these turns are invisible either way
             _clear_turns(corpus)
         raise
+    if claim.lost():
+        raise StoreError(
+            f"the ingest of corpus {corpus!r} lost its claim to another command (its heartbeat went stale)",
+            "run the same ingest again",
+        )
     CorpusDoc(id=corpus, turns=len(docs), splits=len(splits), ingested_at=time.time()).save()
+    stored = _count_turns(corpus)
+    if stored != len(docs):  # something removed turns under us after all: never report a corpus the store lacks
+        CorpusDoc._get_collection().delete_one({"_id": corpus})
+        hint = "run the same ingest again"
+        raise StoreError(f"corpus {corpus!r} holds {stored} of its {len(docs)} turns after the ingest", hint)
     return len(docs)
+
+
+def _count_turns(corpus: str) -> int:
+    counted = list(TurnDoc._get_collection().aggregate([{"$match": {"corpus": corpus}}, {"$count": "n"}]))
+    return counted[0]["n"] if counted else 0
 
 
 def _stored_turn_ids(corpus: str) -> set[str]:
@@ -429,17 +465,28 @@ def _clear_turns(corpus: str) -> None:
         pass  # the next ingest or `corpus rm` clears them
 
 
-@retrying
 def remove_corpus(corpus: str) -> int:
     """Delete a corpus (complete, or left by an interrupted ingest); returns the turns removed.
 
-    Refused while a group labels it: the group's labels refer to its turns. The record goes first, so an interrupted
-    removal leaves a corpus that is no longer listed, and running it again finishes the job.
+    Refused while a group labels it (the group's labels refer to its turns) and while an ingest of it is live (the
+    corpus is claimed for the removal, as an ingest claims it). The record goes first, so an interrupted removal leaves
+    a corpus that is no longer listed, and running it again finishes the job.
     """
+    from labelling.fleet.corpus_claims import REMOVAL, holding
+
+    with holding(corpus, REMOVAL):
+        return _remove_corpus(corpus)
+
+
+@retrying
+def _remove_corpus(corpus: str) -> int:
     users = sorted(GroupRun._get_collection().distinct("group_id", {"corpus": corpus}))
     if users:
-        shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
-        raise StoreError(f"corpus {corpus!r} is labelled by group(s) {shown}", "a group's labels refer to its turns: keep it")
+        shown = ", ".join(_short(u) for u in users[:10]) + (" ..." if len(users) > 10 else "")
+        raise StoreError(
+            f"corpus {corpus!r} is labelled by group(s) {shown}",
+            "a group's labels refer to its turns: remove the groups first with `labelling group rm NAME`, or keep it",
+        )
     record = CorpusDoc._get_collection().delete_one({"_id": corpus}).deleted_count
     removed = TurnDoc._get_collection().delete_many({"corpus": corpus}).deleted_count
     if not record and not removed:

@@ -44,11 +44,12 @@ BARE = [
     ["corpus", "rm"],
     ["group"],
     ["group", "rm"],
+    ["server"],
 ]
 BARE += [["worker"], ["flower"]]
 COMMANDS = ["ingest", "label-split", "label-partition", "export", "evaluate", "bench", "run", "status", "worker", "flower"]
 COMMANDS += ["demo", "quality"]
-SUBCOMMANDS = {"corpus": ["ls", "rm"], "group": ["rm"]}
+SUBCOMMANDS = {"corpus": ["ls", "rm"], "group": ["rm"], "server": ["status", "stop"]}
 BAD_VALUES = [["ingest", str(MWZ22), "--split-size", "0"], ["run", "--group", "g", "--limit-dialogues", "-1"], ["nosuch"]]
 BAD_VALUES += [["status", "--group", "g", "--interval", "fast"], ["ingest", str(MWZ22), "--format", "csv"]]
 
