@@ -11,6 +11,7 @@ from rich.table import Table
 
 from labelling import config as job_config
 from labelling.errors import LabellingError
+from labelling.limits import MAX_DIALOGUES, MAX_THREADS, MAX_TURNS
 from labelling.turns import Turn
 
 console = Console(stderr=True)
@@ -21,15 +22,24 @@ def bench(
         None, "--dataset", help="A dataset folder written by `labelling ingest --out`.", show_default="the bundled dev corpus"
     ),
     split: str = typer.Option("train_0_50", "--split", help="The split whose first dialogues are labelled."),
-    limit_dialogues: int = typer.Option(3, "--limit-dialogues", min=1, help="Label the first N dialogues of the split."),
-    limit_turns: int | None = typer.Option(None, "--limit-turns", min=1, help="Keep only the first N turns of each dialogue."),
+    limit_dialogues: int = typer.Option(
+        3, "--limit-dialogues", min=1, max=MAX_DIALOGUES, help="Label the first N dialogues of the split."
+    ),
+    limit_turns: int | None = typer.Option(
+        None, "--limit-turns", min=1, max=MAX_TURNS, help="Keep only the first N turns of each dialogue."
+    ),
     profile: str = typer.Option(
         job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."
     ),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     seed: int | None = typer.Option(None, "--seed", help="Override the job seed (the same for both paths)."),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="torch CPU threads per path.", show_default="$LABELLING_TORCH_THREADS, else torch's"
+        None,
+        "--threads",
+        min=1,
+        max=MAX_THREADS,
+        help="torch CPU threads per path.",
+        show_default="$LABELLING_TORCH_THREADS, else torch's",
     ),
     paths: str = typer.Option("a,b", "--paths", help="Which paths to run, comma-separated: a (plain), b (optimised)."),
     out: Path = typer.Option(Path("bench.json"), "--out", help="Where to write the JSON report."),
@@ -50,6 +60,9 @@ def bench(
     if not chosen or unknown:
         raise LabellingError(f"--paths {paths!r}: unknown path {', '.join(unknown) or '(none)'}", "use a, b or a,b")
     job = job_config.with_reference_decoding(job_config.load(config, profile))
+    from labelling.fleet.preflight import check_devices
+
+    check_devices(job)
     if seed is not None:
         job.seed = seed
     turns = lib.first_turns(_split_turns(job, dataset, split), limit_dialogues, limit_turns)

@@ -21,6 +21,7 @@ from labelling.corpus import (
     write_dataset,
 )
 from labelling.errors import LabellingError
+from labelling.limits import MAX_SPLIT_SIZE
 from labelling.schema import EVALUATED_SERVICES, Schema
 
 
@@ -43,7 +44,11 @@ def ingest(
         None, "--format", "-f", help="Input format; detected from the file or folder when left out.", case_sensitive=False
     ),
     split_size: int = typer.Option(
-        DEFAULT_SPLIT_SIZE, "--split-size", min=1, help="Dialogues per split, in corpus order; the last split holds the rest."
+        DEFAULT_SPLIT_SIZE,
+        "--split-size",
+        min=1,
+        max=MAX_SPLIT_SIZE,
+        help="Dialogues per split, in corpus order; the last split holds the rest.",
     ),
     prefix: str = typer.Option("train", "--prefix", help="Split-name prefix: a split named PREFIX_A_B holds dialogues A to B-1."),
     schema: Path | None = typer.Option(

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from labelling import config as job_config
 from labelling.errors import CorpusError, LabellingError
+from labelling.limits import MAX_DIALOGUES
 from labelling.turns import Turn
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def label_split(
     split: str = typer.Option(..., "--split", help="The split (partition) to label, e.g. train_0_50."),
     out: Path = typer.Option(..., "--out", help="Output JSONL file, one labelled turn per line."),
     limit_dialogues: int | None = typer.Option(
-        None, "--limit-dialogues", min=1, help="Label only the first N dialogues of the split."
+        None, "--limit-dialogues", min=1, max=MAX_DIALOGUES, help="Label only the first N dialogues of the split."
     ),
     profile: str = typer.Option(
         job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."
@@ -121,6 +122,11 @@ def label_split(
         raise LabellingError(f"--mode {mode!r} is not a mode", "use noisy_channel or greedy")
     if seed is not None:
         job.seed = seed
+        job.validate()
+    from labelling.fleet.preflight import check_devices
+
+    check_devices(job)
+    _check_out(out)
     turns = load_split(dataset, split, limit_dialogues)
     partial = out.with_name(out.name + ".partial")
     header = partial_header(job, dataset, split, limit_dialogues)
@@ -130,12 +136,42 @@ def label_split(
     _report(labels, seconds, summary, len(turns) - len(done), out)
 
 
+def _check_out(out: Path) -> None:
+    """OUT, OUT.partial and OUT.tmp must be files this command can write: a folder in their place, or a read-only
+    folder, fails here in one line (exit 2), before any model loads."""
+    for path in (out, out.with_name(out.name + ".partial"), out.with_name(out.name + ".tmp")):
+        if path.is_dir():
+            raise CorpusError(f"{path}: is a folder", "give --out a file path, e.g. --out labels.jsonl")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise CorpusError(f"{path}: cannot be written (permission denied)", "choose another --out")
+    folder = out.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CorpusError(f"{out}: cannot be written ({folder} is not writable)", "choose another --out")
+
+
+def _writing(path: Path):
+    """OSError while writing ``path`` as a one-line CorpusError (exit 2) instead of an unexpected failure."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except OSError as e:
+            raise CorpusError(f"{path}: cannot be written ({e.strerror or e})", "choose another --out") from e
+
+    return guard()
+
+
 def _finish(partial: Path, out: Path) -> None:
     """OUT is OUT.partial without its header line, written whole (beside it, then renamed)."""
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(partial.read_text(encoding="utf-8").splitlines(keepends=True)[1:]), encoding="utf-8")
-    os.replace(tmp, out)
-    partial.unlink()
+    with _writing(out):
+        tmp.write_text("".join(partial.read_text(encoding="utf-8").splitlines(keepends=True)[1:]), encoding="utf-8")
+        os.replace(tmp, out)
+        partial.unlink()
 
 
 def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path, header: dict) -> tuple[list[TurnLabel], float, dict]:
@@ -143,13 +179,14 @@ def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path, header: d
 
     with console.status("loading models"):
         labeller = build_labeller(job)
-    partial.parent.mkdir(parents=True, exist_ok=True)
     keep = {lab.key for lab in done}
     lines = [json.dumps({"partial_of": header})] + [json.dumps(lab.to_dict()) for lab in done]
-    partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    with _writing(partial):
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
     def checkpoint(batch: list[TurnLabel]) -> None:
-        with partial.open("a", encoding="utf-8") as f:
+        with _writing(partial), partial.open("a", encoding="utf-8") as f:
             f.write("".join(json.dumps(lab.to_dict()) + "\n" for lab in batch if lab.key not in keep))
             f.flush()
             os.fsync(f.fileno())

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from labelling import config as job_config
 from labelling.errors import LabellingError
+from labelling.limits import MAX_THREADS, MAX_TURNS
 
 console = Console(stderr=True)
 
@@ -25,9 +26,16 @@ def quality(
         show_default="all",
     ),
     limit: int | None = typer.Option(
-        None, "--limit", min=1, help="Label only the first N turns of the slice (a smoke run, not a result).", show_default="all"
+        None,
+        "--limit",
+        min=1,
+        max=MAX_TURNS,
+        help="Label only the first N turns of the slice (a smoke run, not a result).",
+        show_default="all",
     ),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads.", show_default="torch's"),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads.", show_default="torch's"
+    ),
     out: Path = typer.Option(Path("quality.json"), "--out", help="Where to write the JSON report."),
     markdown_out: Path | None = typer.Option(
         None, "--markdown", help="Where to write the markdown table.", show_default="--out with a .md suffix"
@@ -41,6 +49,9 @@ def quality(
     from labelling.bench import quality as lib
 
     job = job_config.load(config, profile)
+    from labelling.fleet.preflight import check_devices
+
+    check_devices(job)
     available = lib.configurations(job)
     chosen = list(available) if configurations is None else [c.strip() for c in configurations.split(",") if c.strip()]
     unknown = [c for c in chosen if c not in available]

@@ -18,6 +18,7 @@ from rich.markup import escape
 from cli.console import PartitionBars, console, report, status_table, step
 from labelling import config as job_config
 from labelling.errors import ConfigError, FleetError, LabellingError
+from labelling.limits import MAX_DIALOGUES, MAX_SPLIT_SIZE
 
 if TYPE_CHECKING:
     from labelling.fleet.launches import Launch
@@ -48,10 +49,10 @@ def run(
     ),
     wait: bool = typer.Option(False, "--wait", help="Follow the fleet's progress with a bar per partition until the run ends."),
     limit_dialogues: int | None = typer.Option(
-        None, "--limit-dialogues", min=1, help="Label only the corpus's first N dialogues."
+        None, "--limit-dialogues", min=1, max=MAX_DIALOGUES, help="Label only the corpus's first N dialogues."
     ),
     split_size: int | None = typer.Option(
-        None, "--split-size", min=1, help="Re-cut the (limited) corpus into partitions of N dialogues."
+        None, "--split-size", min=1, max=MAX_SPLIT_SIZE, help="Re-cut the (limited) corpus into partitions of N dialogues."
     ),
     resubmit: bool = typer.Option(
         False, "--resubmit", help="Submit even though a launch of the group looks live (its tasks were lost)."
@@ -78,6 +79,10 @@ def run(
         local = True
     if not local:
         check_broker("labelling run")
+    else:  # labelled here: a device this machine lacks fails now, before the group, launch or partitions are written
+        from labelling.fleet.preflight import check_devices
+
+        check_devices(job)
     from labelling.fleet import store
 
     connection = store.connect()

@@ -13,7 +13,7 @@ from cli.console import report, status_table
 def status(
     group: str = typer.Option(..., "--group", "-g", help="The labelling group."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Redraw until no partition is pending or running."),
-    interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between redraws with --watch."),
+    interval: float = typer.Option(2.0, "--interval", min=0.2, max=3600, help="Seconds between redraws with --watch."),
 ) -> None:
     """Show a group's partitions: state, turns done / total, turns/s, JGA and act F1 so far, worker, attempts, last error."""
     from labelling.fleet import store

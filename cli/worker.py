@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from cli.console import console
 from labelling.errors import LabellingError
+from labelling.limits import MAX_THREADS
 from labelling.settings import FLOWER_BASIC_AUTH, FLOWER_PASSWORD, FLOWER_USER, TORCH_THREADS
 
 FLOWER_USER_ENV, FLOWER_PASSWORD_ENV, FLOWER_AUTH_ENV = (s.name for s in (FLOWER_USER, FLOWER_PASSWORD, FLOWER_BASIC_AUTH))
@@ -21,7 +22,9 @@ def worker(
         min=0,
         help="Pin the worker to this GPU: an index into CUDA_VISIBLE_DEVICES when that is set; left out: CPU, GPUs hidden.",
     ),
-    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Partitions labelled at once (one model copy each)."),
+    concurrency: int = typer.Option(
+        1, "--concurrency", "-c", min=1, max=MAX_THREADS, help="Partitions labelled at once (one model copy each)."
+    ),
     queues: list[str] = typer.Option(
         [], "--queues", "-Q", help="Queues to consume (comma-separated or repeated).", show_default="all"
     ),
@@ -30,7 +33,11 @@ def worker(
     ),
     name: str | None = typer.Option(None, "--name", "-n", help="Node name.", show_default="gpuN@HOST, or cpu@HOST without --gpu"),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="CPU threads per pool process (torch); set it when several workers share a machine."
+        None,
+        "--threads",
+        min=1,
+        max=MAX_THREADS,
+        help="CPU threads per pool process (torch); set it when several workers share a machine.",
     ),
     loglevel: str = typer.Option("INFO", "--loglevel", "-l", help="Celery log level."),
     models: list[str] = typer.Option(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelling.errors import ConfigError
+from labelling.limits import MAX_SCHEMA_BYTES
 
 if typing.TYPE_CHECKING:
     from labelling.schema import Schema
@@ -36,6 +37,26 @@ TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # the names lm.DTYPES
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 QUANTIZATIONS = ("8bit", "4bit")  # what lm.LanguageModel.load accepts (named here too: config must not import torch)
 RETRIEVAL_FORMATS = ("context_system_user", "user_response", "response")  # retrieval.TEXT_FORMATS' names (no numpy here)
+_SPLIT = re.compile(r"\w+")  # what ingest names splits (PREFIX_A_B): no path separators, no dots
+# The documented range of every number a job config holds (README, Configuration): a value outside it is refused when
+# the config is validated, before anything is written, instead of exhausting memory or time at run time.
+RANGES: dict[str, tuple[float, float]] = {
+    "n": (1, 64),
+    "best_of": (0, 64),
+    "top_k": (0, 100_000),
+    "top_p": (0, 1),  # (0, 1]: 0 itself is refused
+    "temperature": (0.01, 100),
+    "max_new_tokens": (1, 4096),
+    "k_examples": (0, 64),
+    "example_warmup": (0, 100_000),
+    "minimum_distinct": (1, 64),
+    "data_warmup": (0, 100_000),
+    "data_num_partitions": (0, 100_000),
+    "pool_refresh_batches": (0, 100_000),
+    "turns_per_batch": (0, 100_000),
+    "max_batch_tokens": (256, 1 << 26),
+    "seed": (0, 2**32 - 1),
+}
 
 
 @dataclass
@@ -149,7 +170,8 @@ class JobConfig:
         return Schema.load(self.schema_path, tuple(self.services))
 
     def validate(self) -> JobConfig:
-        """Raise ConfigError on out-of-range values; returns self so calls can chain."""
+        """Raise ConfigError on out-of-range values and on files that cannot be what they name (a schema that is not a
+        regular file of bounded size, a local model path that does not exist); returns self so calls can chain."""
         _check(self.data_num_partitions >= 0, "data_num_partitions", "must be >= 0")
         _check(self.data_warmup >= 0, "data_warmup", "must be >= 0")
         _check(self.pool_refresh_batches >= 0, "pool_refresh_batches", "must be >= 0 (0 keeps the pool fixed)")
@@ -159,18 +181,61 @@ class JobConfig:
             "max_batch_tokens",
             "must be >= 256, or null to size it from the device memory left after loading",
         )
+        for key in ("data_num_partitions", "data_warmup", "pool_refresh_batches", "turns_per_batch", "seed"):
+            _in_range(key, getattr(self, key), key)
+        if self.max_batch_tokens is not None:
+            _in_range("max_batch_tokens", self.max_batch_tokens, "max_batch_tokens")
+        split = self.data.eval_set_split_name
+        _check(
+            split is None or bool(_SPLIT.fullmatch(split)),
+            "data.eval_set_split_name",
+            f"must be a split name (letters, digits, underscores), got {split!r}",
+        )
         _check(bool(self.services), "services", "must name at least one service")
         _check(len(set(self.services)) == len(self.services), "services", f"lists a service twice: {self.services}")
-        if self.schema_path is None:  # another schema file is checked where it is read, on the machine that reads it
+        if self.schema_path is None:
             from labelling.schema import Schema
 
             known = Schema.load(services=None).names
             unknown = [s for s in self.services if s not in known]
             _check(not unknown, "services", f"{unknown} are not services of the bundled schema ({', '.join(known)})")
+        else:  # its content is checked where it is read; that it is a small regular file is checked here, unread
+            problem = file_problem(self.schema_path, MAX_SCHEMA_BYTES)
+            _check(problem is None, "schema_path", f"{self.schema_path}: {problem}")
         for name in ("dst", "act_tag"):
             _validate_module(name, getattr(self, name))
         _share_loading_settings(self.dst.model, self.act_tag.model)
         return self
+
+
+def file_problem(path: str | Path, max_bytes: int) -> str | None:
+    """What is wrong with ``path`` as an input file (missing, not a regular file, larger than ``max_bytes``), or None."""
+    target = Path(path).expanduser()
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    import stat
+
+    if not stat.S_ISREG(info.st_mode):
+        return "is a folder, not a file" if stat.S_ISDIR(info.st_mode) else "is not a regular file (a device, a pipe or a socket)"
+    if info.st_size > max_bytes:
+        return f"is {info.st_size:,} bytes, over the limit of {max_bytes:,}"
+    return None
+
+
+def _in_range(key: str, value: float, where: str) -> None:
+    low, high = RANGES[key]
+    _check(low <= value <= high, where, f"must be between {_number(low)} and {_number(high)}, got {_number(value)}")
+
+
+def _number(value: float) -> str:
+    """A number as messages show it: whole ones with thousands separators, others as %g (1e-300, 0.01)."""
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e15):
+        return f"{int(value):,}" if abs(value) < 1e15 else f"{float(value):g}"
+    return f"{value:g}"
 
 
 # Keys of the reference's schema that have no effect here; accepted so its job files load, with a warning. Every
@@ -270,6 +335,8 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     _check(s.n >= 1, f"{prefix}.sampling_args.n", f"must be >= 1, got {s.n}")
     _check(s.best_of >= 0, f"{prefix}.sampling_args.best_of", f"must be >= 0 (0 means n), got {s.best_of}")
     _check(s.max_new_tokens >= 1, f"{prefix}.sampling_args.max_new_tokens", f"must be >= 1, got {s.max_new_tokens}")
+    for key in ("n", "best_of", "top_k", "temperature", "max_new_tokens"):
+        _in_range(key, getattr(s, key), f"{prefix}.sampling_args.{key}")
     m = module.model
     _check(bool(m.model_name_or_path.strip()), f"{name}.model.model_name_or_path", "must not be empty")
     _check(
@@ -282,11 +349,39 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     _check(r.k_examples >= 0, f"{name}.retriever.k_examples", f"must be >= 0, got {r.k_examples}")
     _check(r.example_warmup >= 0, f"{name}.retriever.example_warmup", "must be >= 0")
     _check(r.minimum_distinct >= 1, f"{name}.retriever.minimum_distinct", "must be >= 1")
+    for key in ("k_examples", "example_warmup", "minimum_distinct"):
+        _in_range(key, getattr(r, key), f"{name}.retriever.{key}")
     _check(
         r.retrieval_input_format in (None, *RETRIEVAL_FORMATS),
         f"{name}.retriever.retrieval_input_format",
         f"must be one of {', '.join(RETRIEVAL_FORMATS)} or null, not {r.retrieval_input_format!r}",
     )
+    for key, value in (
+        (f"{name}.model.model_name_or_path", m.model_name_or_path),
+        (f"{name}.retriever.model_name_or_path", r.model_name_or_path),
+    ):
+        problem = model_path_problem(value)
+        _check(problem is None, key, f"{value}: {problem}")
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model name is a local path rather than an alias or a hub id (``name`` or ``owner/name``)."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith(".gguf")
+
+
+def model_path_problem(name: str) -> str | None:
+    """What is wrong with a model given as a local path: missing, or neither a folder nor a .gguf file; None for a
+    folder, a regular .gguf file, an alias or a hub id (those are checked where the model loads)."""
+    if not looks_like_path(name):
+        return None
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        return file_problem(path, 1 << 40)  # any size, but a regular file
+    if path.is_dir():
+        return None
+    if path.exists():
+        return "is not a model folder (give a folder save_pretrained wrote, or a .gguf file)"
+    return "no such model folder (give an existing folder, a .gguf file, or an alias such as smollm2 / minilm)"
 
 
 def _build(cls: type, data: object, path: str) -> object:

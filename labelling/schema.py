@@ -121,6 +121,12 @@ class Schema:
     def load(cls, path: str | Path | None = None, services: tuple[str, ...] | None = EVALUATED_SERVICES) -> Schema:
         """Read a MultiWOZ 2.2 schema file (the bundled one by default), keeping only ``services`` (None keeps all)."""
         path = Path(path) if path else BUNDLED_SCHEMA
+        from labelling.config import file_problem
+        from labelling.limits import MAX_SCHEMA_BYTES
+
+        problem = file_problem(path, MAX_SCHEMA_BYTES)
+        if problem is not None and problem != "no such file":  # a device, a folder or a huge file is never read
+            raise SchemaError(f"{path}: {problem}", "pass a MultiWOZ 2.2 schema.json")
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as e:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import mongoengine as me
 from pymongo.errors import DuplicateKeyError
 
-from labelling.fleet import store
 from labelling.errors import PartitionBusy, StoreError
+from labelling.fleet import store
 from labelling.fleet.mongo_server import pid_alive
 
 log = logging.getLogger(__name__)

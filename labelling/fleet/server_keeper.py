@@ -1,6 +1,6 @@
 """The keeper of an embedded nx-27017 server: ``python -m labelling.fleet.server_keeper FOLDER IDLE_S``.
 
-:func:`labelling.mongo_server.ensure_server` starts one keeper per state folder (``FOLDER`` is ``<state>/mongo``). The
+:func:`labelling.fleet.mongo_server.ensure_server` starts one keeper per state folder (``FOLDER`` is ``<state>/mongo``). The
 keeper starts nx-27017 as its child on a free loopback port, writes ``keeper.pid`` and then ``port`` (once the server
 answers), and watches two things every half second:
 

@@ -1,0 +1,38 @@
+"""Checks of a job config against this machine, for the commands that label here (``label-split``, ``run --local``,
+``demo``, ``quality``, ``bench``) and for a worker at start: a device the machine does not have is an error before any
+group, launch or partition is written, not a failed partition later. (A fleet launch names devices of other machines,
+so ``run`` without ``--local`` leaves this to the workers.)"""
+
+from __future__ import annotations
+
+from labelling.config import JobConfig
+from labelling.errors import ConfigError
+
+
+def check_devices(job: JobConfig) -> None:
+    """ConfigError naming the key when a module asks for a CUDA device or MPS that this machine lacks."""
+    for name in ("dst", "act_tag"):
+        device = getattr(job, name).model.device
+        problem = device_problem(device)
+        if problem:
+            raise ConfigError(
+                f"config key {name}.model.device: {device!r} {problem}", "use auto, cpu, or a device this machine has"
+            )
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used on this machine, or None (``auto`` and ``cpu`` always can)."""
+    if device in ("auto", "cpu"):
+        return None
+    import torch
+
+    if device == "mps":
+        available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        return None if available else "is not available here (no Apple MPS device)"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if count == 0:
+        return "is not available here (no CUDA device)"
+    if index >= count:
+        return f"is not available here ({count} CUDA device(s): cuda:0 to cuda:{count - 1})"
+    return None
