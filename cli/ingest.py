@@ -81,6 +81,10 @@ def ingest(
     out are dropped quietly.
     A summary table (dialogues, turns, splits, domains, turns with gold) is printed either way.
     """
+    if corpus is not None:  # an empty --corpus '' is a mistake to name, not a request to skip the store
+        from labelling.store import check_name
+
+        check_name(corpus, "corpus")
     chosen = Schema.load(schema, services=_service_list(services))
     if out is not None:
         check_output(out, overwrite)  # fail before the slow part, not after it
@@ -88,7 +92,7 @@ def ingest(
     splits = cut_into_splits(read_corpus(source, chosen, fmt), split_size, prefix)
     if out is not None:
         write_dataset(splits, out, chosen, overwrite=overwrite)
-    stored = _store_corpus(corpus, splits, chosen) if corpus else None
+    stored = _store_corpus(corpus, splits, chosen) if corpus is not None else None
     Console().print(_summary_table(source, fmt, summary(splits), list(splits), out, stored))
 
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from labelling.acts import ACT_ONLY_DOMAINS, Act, acts_from_actions, acts_from_gold
 from labelling.errors import CorpusError, LabellingError
+from labelling.limits import MAX_CORPUS_BYTES, MAX_DIALOGUE_TEXT_BYTES, MAX_UTTERANCE_BYTES
 from labelling.outputs import check_output, staged
 from labelling.schema import Schema, clean_slot_name
 from labelling.states import UNSET_VALUES, SchemaNormalizer, State, clean_value, compute_delta, restrict
@@ -95,13 +96,24 @@ def detect_format(source: str | Path) -> str:
             f"{path}: this is the MultiWOZ 2.2 acts file", "pass the folder that holds it and the dialogues_NNN.json files"
         )
     name, read = _json_reader(path)
-    head = read(64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    head = _first_byte(read)
     if head == b"{":
         return CorpusFormat.multiwoz21.value
     if head == b"[":
         return CorpusFormat.multiwoz22.value
     _parse_json(name, read(-1))  # raises the decoder's error for text that is not JSON
     raise CorpusError(f"{name}: JSON of the wrong shape (neither an object nor a list)", f"expected {_SHAPE_21}, or {_SHAPE_22}")
+
+
+def _first_byte(read: Callable[[int], bytes]) -> bytes:
+    """The first byte of the JSON after a byte-order mark and whitespace, reading longer prefixes only while the ones
+    read so far are all blank (100,000 spaces before ``{}`` are still an object)."""
+    for n in (64, 1 << 16, 1 << 24, -1):
+        prefix = read(n)
+        head = prefix.lstrip(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1]
+        if head or n < 0 or len(prefix) < n:
+            return head
+    return b""
 
 
 def cut_into_splits(
@@ -309,6 +321,7 @@ def _build_turns(dialogue_id: str, exchanges: Sequence[_Exchange], domains: list
         )
         systems.append(ex.system or "")
         last_state, last_acts = ex.state, ex.acts
+    _check_dialogue_text(dialogue_id, turns)
     return turns
 
 
@@ -354,19 +367,34 @@ def _json_reader(path: Path) -> tuple[str, Callable[[int], bytes]]:
     """A display name and a ``read(n)`` for the JSON in ``path``: the file itself, or the single JSON member of a zip."""
     if path.is_dir():
         raise CorpusError(f"{path}: is a folder", "expected a .json or .zip file for this format")
-    zipped = path.suffix.lower() == ".zip" or _read_file(_require(path), 2) == b"PK"
+    _require(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: is not a regular file (a device, a pipe or a socket)", "expected a .json or .zip file")
+    zipped = path.suffix.lower() == ".zip" or _read_file(path, 2) == b"PK"
     if not zipped:
+        _check_size(str(path), path.stat().st_size)
         return str(path), lambda n: _read_file(path, n)
     member = _zip_member(path)
     return f"{path}:{member}", lambda n: _read_zip(path, member, n)
 
 
+def _check_size(name: str, size: int, verb: str = "is") -> None:
+    if size > MAX_CORPUS_BYTES:
+        raise CorpusError(
+            f"{name}: {verb} {size:,} bytes, over the limit of {MAX_CORPUS_BYTES:,} bytes (512 MiB) per corpus file",
+            "split the corpus into several files (a MultiWOZ 2.2 folder of dialogues_NNN.json), or ingest it in parts",
+        )
+
+
 def _read_file(path: Path, n: int) -> bytes:
+    """The first ``n`` bytes of ``path`` (all of it for ``n < 0``), never more than the size limit."""
     try:
         with open(path, "rb") as f:
-            return f.read(n)
+            data = f.read(MAX_CORPUS_BYTES + 1 if n < 0 else min(n, MAX_CORPUS_BYTES + 1))
     except OSError as e:  # unreadable: permissions, a folder named like a file, an I/O error
         raise CorpusError(f"{path}: cannot be read ({e.strerror or e})", "check the file's permissions") from e
+    _check_size(str(path), len(data))  # a file that grew after it was measured
+    return data
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -378,18 +406,30 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 
 def _zip_member(path: Path) -> str:
     with _open_zip(path) as z:
-        members = [m for m in z.namelist() if m.endswith(".json") and not m.startswith("__MACOSX/")]
+        members = [i for i in z.infolist() if i.filename.endswith(".json") and not i.filename.startswith("__MACOSX/")]
     if len(members) != 1:
         raise CorpusError(f"{path}: holds {len(members)} JSON files", "expected a zip with exactly one JSON file (e.g. val.json)")
-    return members[0]
+    # The expanded size the zip declares bounds what its member can yield (zipfile stops there): a bomb is refused unread.
+    _check_size(f"{path}:{members[0].filename}", members[0].file_size, "expands to")
+    return members[0].filename
 
 
 def _read_zip(path: Path, member: str, n: int) -> bytes:
+    """The first ``n`` bytes of the member (all of it for ``n < 0``), decompressed in chunks and never past the limit."""
+    want = MAX_CORPUS_BYTES + 1 if n < 0 else min(n, MAX_CORPUS_BYTES + 1)
+    chunks, total = [], 0
     try:
         with _open_zip(path) as z, z.open(member) as f:
-            return f.read(n)
+            while total < want:
+                chunk = f.read(min(1 << 20, want - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
         raise _corrupt_zip(path, e) from e
+    _check_size(f"{path}:{member}", total, "expands to")
+    return b"".join(chunks)
 
 
 def _corrupt_zip(path: Path, cause: Exception) -> CorpusError:
@@ -454,14 +494,35 @@ def _log_entry(entry: object, where: str) -> dict:
 
 
 def _check_text(text: str, where: str) -> None:
-    """Refuse an utterance holding a lone surrogate (a JSON ``\\ud83d`` without its pair): no dataset or store can save it."""
+    """Refuse an utterance holding a lone surrogate (a JSON ``\\ud83d`` without its pair): no dataset or store can save
+    it; or one longer than :data:`MAX_UTTERANCE_BYTES` in UTF-8."""
     try:
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError as e:
         raise CorpusError(
             f"{where}: utterance is not valid Unicode (lone surrogate {text[e.start]!r} at character {e.start})",
             "fix the text in the source; JSON escapes like \\ud83d must come in pairs",
         ) from None
+    if size > MAX_UTTERANCE_BYTES:
+        raise CorpusError(
+            f"{where}: utterance of {size:,} bytes, over the limit of {MAX_UTTERANCE_BYTES:,} bytes (1 MiB)",
+            "shorten it or leave the dialogue out: every stored turn repeats it and must fit MongoDB's 16 MB document",
+        )
+
+
+def _check_dialogue_text(dialogue_id: str, turns: Sequence[Turn]) -> None:
+    """A dialogue's last turn holds all of its utterances: refuse one past :data:`MAX_DIALOGUE_TEXT_BYTES` together."""
+    if not turns:
+        return
+    last = turns[-1]
+    texts = [*last.user_utterances, *last.system_utterances, last.system_response]
+    size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+    if size > MAX_DIALOGUE_TEXT_BYTES:
+        raise CorpusError(
+            f"dialogue {dialogue_id}: its utterances add up to {size:,} bytes, over the limit of "
+            f"{MAX_DIALOGUE_TEXT_BYTES:,} bytes (8 MiB) per dialogue",
+            "shorten it or leave it out: its last stored turn repeats them all and must fit MongoDB's 16 MB document",
+        )
 
 
 def _state21(metadata: object, where: str) -> dict:
@@ -585,7 +646,10 @@ def _read_hf(source: str | Path, gold: _Gold) -> list[Dialogue]:
             where = f"{source}: split {split}, row {i}"
             turn = _turn_from_row(row, where, gold)
             by_id.setdefault(turn.dialogue_id, []).append(turn)
-    return [_ordered_turns(turns, source) for turns in by_id.values()]
+    dialogues = [_ordered_turns(turns, source) for turns in by_id.values()]
+    for dialogue in dialogues:
+        _check_dialogue_text(dialogue[0].dialogue_id, dialogue)
+    return dialogues
 
 
 def _hf_splits(source: str | Path) -> list[tuple[str, Dataset]]:
@@ -617,6 +681,8 @@ def _turn_from_row(row: dict, where: str, gold: _Gold) -> Turn:
         raise CorpusError(
             f"{where}: malformed turn row ({type(e).__name__}: {e})", "expected the reference's turn-row format"
         ) from e
+    for text in (*turn.user_utterances, *turn.system_utterances, turn.system_response):
+        _check_text(text, where)
     domains = gold.domains(turn.domains)
     if not turn.has_gold_state:
         return replace(turn, domains=domains)

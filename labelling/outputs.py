@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,11 @@ from labelling.errors import CorpusError
 
 MARKER = ".labelling-output.json"
 _OTHER_OUT = "choose another --out"
+# What `ingest --out` and `export` write: a DatasetDict (dataset_dict.json and one folder per split, named like
+# train_0_50 or valid_64, holding what datasets' save_to_disk writes) and, for an export, its README.md card.
+_TOP_FILES = frozenset({"dataset_dict.json", "README.md"})
+_SPLIT_FOLDER = re.compile(r"\w+")
+_SPLIT_FILES = re.compile(r"data-\d{5}-of-\d{5}\.arrow|dataset_info\.json|state\.json")
 
 
 def check_output(out_dir: str | Path, overwrite: bool = False) -> None:
@@ -41,14 +47,54 @@ def check_output(out_dir: str | Path, overwrite: bool = False) -> None:
 
 
 def foreign_entries(folder: Path) -> str | None:
-    """What in ``folder`` this tool did not write (described for a message), or None when it wrote all of it."""
-    try:
-        listed = set(json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"])
-    except (OSError, ValueError, KeyError, TypeError):
+    """What in ``folder`` this tool did not write (described for a message), or None when it wrote all of it.
+
+    The marker is not trusted blindly: it must list plain names of what this tool writes (no path, nothing hidden such
+    as ``.git``), and each split folder it lists is checked like the top level (only what save_to_disk writes)."""
+    marker = folder / MARKER
+    if not marker.is_file() or marker.is_symlink():
         return f"it holds {_names(folder)} and no {MARKER} marker: `labelling` did not write it"
+    listed, problem = _read_marker(marker)
+    if problem is not None:
+        return f"its {MARKER} marker {problem}, so `labelling` did not write it"
     extra = sorted(p.name for p in folder.iterdir() if p.name not in listed and p.name != MARKER)
-    shown = ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else "")
-    return f"it holds {shown}, which `labelling` did not write" if extra else None
+    if extra:
+        return f"it holds {_shown(extra)}, which `labelling` did not write"
+    for name in sorted(listed):
+        entry = folder / name
+        if not entry.exists() and not entry.is_symlink():
+            continue  # listed but gone: nothing to delete
+        if name in _TOP_FILES:
+            if entry.is_symlink() or not entry.is_file():
+                return f"it holds {name}, which is not the file `labelling` wrote there"
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            return f"it holds {name}, which is not the split folder `labelling` wrote there"
+        inner = sorted(p.name for p in entry.iterdir() if not _SPLIT_FILES.fullmatch(p.name) or not p.is_file() or p.is_symlink())
+        if inner:
+            return f"it holds {_shown([f'{name}/{n}' for n in inner])}, which `labelling` did not write"
+    return None
+
+
+def _read_marker(marker: Path) -> tuple[set[str], str | None]:
+    """The names the marker lists, or the reason it cannot be trusted."""
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return set(), f"cannot be read ({type(e).__name__})"
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("written_by") != "labelling":
+        return set(), 'is not one `labelling` wrote (no "written_by": "labelling")'
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return set(), 'lists its files wrongly ("files" must be a list of names)'
+    for name in files:
+        if name.startswith(".") or "/" in name or "\\" in name or not (name in _TOP_FILES or _SPLIT_FOLDER.fullmatch(name)):
+            return set(), f"lists {name!r}, which `labelling` never writes"
+    return set(files), None
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
 
 
 def _names(folder: Path) -> str:
@@ -67,7 +113,11 @@ def _check_writable(out: Path) -> None:
 
 @contextmanager
 def staged(out: Path) -> Iterator[Path]:
-    """A fresh folder beside ``out`` to write into; on success it is marked and renamed to ``out``, on failure removed."""
+    """A fresh folder beside ``out`` to write into; on success it is marked and renamed to ``out``, on failure removed.
+
+    When ``out`` is a symlink to a folder, that folder is replaced and the link kept: nothing is left beside either."""
+    if out.is_symlink() and out.resolve().is_dir():
+        out = out.resolve()
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,4 +143,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_symlink():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
