@@ -156,6 +156,7 @@ def test_an_operation_retries_a_lost_server_with_backoff_then_gives_up(tmp_path,
     monkeypatch.setenv(settings.MONGODB_RETRY_S.name, "4")
     with mongo_server.ensure_server(tmp_path) as server:
         store.connect(server.uri, timeout_ms=200)
+        assert server.stop()  # `labelling server stop --force`: under a command that uses it
     start = time.monotonic()  # the server is gone: every attempt fails
     with caplog.at_level("WARNING", logger="labelling.fleet.store"):
         with pytest.raises(StoreError, match="unreachable for 4 s during list_corpora"):
@@ -179,16 +180,19 @@ def test_credentials_the_server_refuses_are_a_store_error(connected):
         store.connect(f"mongodb://someone:wrong@{host}/x")
 
 
-def test_without_a_uri_the_embedded_server_starts_and_its_starter_stops_it(connected, monkeypatch, tmp_path):
+def test_without_a_uri_the_embedded_server_starts_and_stops_once_no_one_uses_it(connected, monkeypatch, tmp_path):
     monkeypatch.delenv(settings.MONGODB_URI.name)
     monkeypatch.setenv(settings.STATE_DIR.name, str(tmp_path))
+    monkeypatch.setenv(settings.SERVER_IDLE_S.name, "0.5")
     store.disconnect()
     with store.connect() as conn:
         assert conn.server is not None and conn.server.started
         assert str(conn.server.folder) == str(tmp_path / "mongo")
         assert store.connect().owned is False  # a borrowed handle: closing it closes nothing
         assert store.list_corpora() == []
-    assert not mongo_server.ping(conn.uri, 0.5)
+        time.sleep(2)  # held: idle time does not count
+        assert mongo_server.ping(conn.uri, 0.5)
+    assert mongo_server.wait_until(lambda: not mongo_server.ping(conn.uri, 0.2), 15)
 
 
 def test_mask_uri_hides_passwords_only():
@@ -201,13 +205,18 @@ def test_mask_uri_hides_passwords_only():
 # --- the embedded server -------------------------------------------------------------------------------------
 
 
-def test_a_running_server_is_reused_and_only_its_starter_stops_it(tmp_path):
+def test_a_running_server_is_reused_and_stops_only_after_its_last_user(tmp_path, monkeypatch):
+    monkeypatch.setenv(settings.SERVER_IDLE_S.name, "0.5")
     with mongo_server.ensure_server(tmp_path) as started:
         reused = mongo_server.ensure_server(tmp_path)
         assert (started.started, reused.started, reused.uri, reused.pid) == (True, False, started.uri, started.pid)
-        assert not reused.stop() and mongo_server.ping(started.uri)
-    assert not mongo_server.ping(started.uri, 0.5)
-    assert not (tmp_path / "mongo" / "nx-27017.pid").exists() and not (tmp_path / "mongo" / "port").exists()
+    time.sleep(2)  # the first handle let go, the second still holds it
+    assert mongo_server.ping(started.uri)
+    reused.release()
+    assert mongo_server.wait_until(lambda: not mongo_server.ping(started.uri, 0.2), 15)
+    folder = tmp_path / "mongo"
+    assert mongo_server.wait_until(lambda: not (folder / "port").exists() and not (folder / "keeper.pid").exists(), 5)
+    assert not (folder / "nx-27017.pid").exists()
 
 
 @pytest.mark.parametrize("owner", ["dead process", "unrelated live process"])

@@ -14,12 +14,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from labelling import mongo_server, store
 from labelling.corpus_claims import CorpusClaimDoc
 from labelling.groups import load_jobs
-from tests.test_cli_contract import LABELLING, assert_one_line_error, environment
-from tests.test_corpus import DEV_ZIP
+
+from labelling import mongo_server, store
+from tests.cli.test_cli_contract import LABELLING, assert_one_line_error, environment
+from tests.support.corpus_files import DEV_ZIP
 
 IDLE_S = 2  # LABELLING_SERVER_IDLE_S for these tests: the server stops this long after its last command
 DEV_TURNS = 7365
@@ -137,8 +137,8 @@ def no_server_left(state: Path) -> None:
 @pytest.fixture
 def project(tmp_path):
     """A state folder holding a two-dialogue corpus and three groups over it on a tiny model, with no server running."""
-    from tests.partition_worker import tiny_job
-    from tests.test_fleet import save_tiny_model, write_job
+    from tests.support.fleet_helpers import save_tiny_model, write_job
+    from tests.support.partition_worker import tiny_job
 
     state = tmp_path / "state"
     job = write_job(tiny_job(), save_tiny_model(tmp_path / "tiny-llama"), tmp_path / "job.json")
