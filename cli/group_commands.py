@@ -24,6 +24,7 @@ def rm(
     with store.connect():
         parts = store.partitions(name)  # an unknown group fails here, before any question
         labelled = sum(p.turns_done for p in parts)
+        groups.check_removable(name)  # a busy group is refused before any question, --yes or not
         if not yes:
             if not sys.stdin.isatty():
                 raise LabellingError(f"removing group {name!r} deletes {labelled:,} labels", "pass --yes to confirm")

@@ -80,9 +80,10 @@ def run(
     if not local:
         check_broker("labelling run")
     else:  # labelled here: a device this machine lacks fails now, before the group, launch or partitions are written
-        from labelling.fleet.preflight import check_devices
+        from labelling.fleet.preflight import check_devices, check_models
 
         check_devices(job)
+        check_models(job)
     from labelling.fleet import store
 
     connection = store.connect()

@@ -157,6 +157,12 @@ def remove_group(group: str) -> dict[str, int]:
     A live launch, or a running partition whose heartbeat is younger than the claim lease, keeps the group: its
     workers would write labels into a group that no longer exists.
     """
+    check_removable(group)
+    return store.remove_group(group)
+
+
+def check_removable(group: str) -> None:
+    """PartitionBusy when a live launch or a live claim labels ``group`` (checked again by :func:`remove_group`)."""
     launch = launches.current_launch(group)
     if launches.is_live(launch):
         raise PartitionBusy(
@@ -170,4 +176,3 @@ def remove_group(group: str) -> dict[str, int]:
             f"stop the workers labelling them, or wait {store.claim_lease_s():.0f} s after their last heartbeat, then "
             "remove the group",
         )
-    return store.remove_group(group)

@@ -9,6 +9,20 @@ from labelling.config import JobConfig
 from labelling.errors import ConfigError
 
 
+def check_models(job: JobConfig) -> None:
+    """ModelError naming the fix when a model of ``job`` cannot be loaded here (a missing folder, a hub id that is not
+    cached while the hub is unreachable, a gated one without a token): what a worker checks at start, for ``run --local``
+    before its group is written. Converts and downloads nothing."""
+    from labelling.fleet.worker_setup import check_models as check
+
+    wanted = []
+    for module in (job.dst, job.act_tag):
+        wanted.append((module.model.model_name_or_path, False))
+        if module.retriever.use_retriever:
+            wanted.append((module.retriever.model_name_or_path, True))
+    check(wanted)
+
+
 def check_devices(job: JobConfig) -> None:
     """ConfigError naming the key when a module asks for a CUDA device or MPS that this machine lacks."""
     for name in ("dst", "act_tag"):

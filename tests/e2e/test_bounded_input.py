@@ -16,9 +16,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from labelling.launches import current_launch
 
-from labelling import limits, store
+from labelling import limits
+from labelling.fleet import store
+from labelling.fleet.launches import current_launch
 from labelling.outputs import MARKER
 from labelling.schema import Schema
 from tests.cli.test_cli_contract import LABELLING, assert_one_line_error, environment
