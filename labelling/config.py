@@ -40,6 +40,8 @@ RETRIEVAL_FORMATS = ("context_system_user", "user_response", "response")  # retr
 _SPLIT = re.compile(r"\w+")  # what ingest names splits (PREFIX_A_B): no path separators, no dots
 # The documented range of every number a job config holds (README, Configuration): a value outside it is refused when
 # the config is validated, before anything is written, instead of exhausting memory or time at run time.
+MISSING = "no such file"
+MISSING_MODEL = "does not exist here (give a model folder, a .gguf file, or an alias such as smollm2 / minilm)"
 RANGES: dict[str, tuple[float, float]] = {
     "n": (1, 64),
     "best_of": (0, 64),
@@ -199,9 +201,9 @@ class JobConfig:
             known = Schema.load(services=None).names
             unknown = [s for s in self.services if s not in known]
             _check(not unknown, "services", f"{unknown} are not services of the bundled schema ({', '.join(known)})")
-        else:  # its content is checked where it is read; that it is a small regular file is checked here, unread
+        else:  # its content is checked where it is read; a device, a folder or a huge file is refused here, unread
             problem = file_problem(self.schema_path, MAX_SCHEMA_BYTES)
-            _check(problem is None, "schema_path", f"{self.schema_path}: {problem}")
+            _check(problem in (None, MISSING), "schema_path", f"{self.schema_path}: {problem}")
         for name in ("dst", "act_tag"):
             _validate_module(name, getattr(self, name))
         _share_loading_settings(self.dst.model, self.act_tag.model)
@@ -214,7 +216,7 @@ def file_problem(path: str | Path, max_bytes: int) -> str | None:
     try:
         info = target.stat()
     except FileNotFoundError:
-        return "no such file"
+        return MISSING
     except OSError as e:
         return f"cannot be read ({e.strerror or e})"
     import stat
@@ -360,8 +362,8 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
         (f"{name}.model.model_name_or_path", m.model_name_or_path),
         (f"{name}.retriever.model_name_or_path", r.model_name_or_path),
     ):
-        problem = model_path_problem(value)
-        _check(problem is None, key, f"{value}: {problem}")
+        problem = model_path_problem(value)  # one missing here may exist on the workers: see labelling.preflight
+        _check(problem in (None, MISSING_MODEL), key, f"{value}: {problem}")
 
 
 def looks_like_path(name: str) -> bool:
@@ -376,12 +378,13 @@ def model_path_problem(name: str) -> str | None:
         return None
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
-        return file_problem(path, 1 << 40)  # any size, but a regular file
+        problem = file_problem(path, 1 << 40)  # any size, but a regular file
+        return MISSING_MODEL if problem == MISSING else problem
     if path.is_dir():
         return None
     if path.exists():
         return "is not a model folder (give a folder save_pretrained wrote, or a .gguf file)"
-    return "no such model folder (give an existing folder, a .gguf file, or an alias such as smollm2 / minilm)"
+    return MISSING_MODEL
 
 
 def _build(cls: type, data: object, path: str) -> object:

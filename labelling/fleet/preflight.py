@@ -5,8 +5,27 @@ so ``run`` without ``--local`` leaves this to the workers.)"""
 
 from __future__ import annotations
 
-from labelling.config import JobConfig
+from labelling.config import MISSING, JobConfig, file_problem, model_path_problem
 from labelling.errors import ConfigError
+from labelling.limits import MAX_SCHEMA_BYTES
+
+
+def check_paths(job: JobConfig, models: bool = True) -> None:
+    """ConfigError naming the key when the schema file, or (``models``) a model given as a local path, is missing here.
+
+    Validation already refuses paths that exist but cannot be right (a device, a folder for a file); a missing one is
+    refused only where this machine is the one that reads it, since a fleet's workers may hold paths the launcher lacks.
+    """
+    if job.schema_path is not None and file_problem(job.schema_path, MAX_SCHEMA_BYTES) == MISSING:
+        raise ConfigError(f"config key schema_path: {job.schema_path}: {MISSING}", "give an existing schema.json")
+    if not models:
+        return
+    for name in ("dst", "act_tag"):
+        module = getattr(job, name)
+        for key, value in (("model", module.model.model_name_or_path), ("retriever", module.retriever.model_name_or_path)):
+            problem = model_path_problem(value)
+            if problem is not None:
+                raise ConfigError(f"config key {name}.{key}.model_name_or_path: {value}: {problem}")
 
 
 def check_models(job: JobConfig) -> None:
@@ -24,7 +43,9 @@ def check_models(job: JobConfig) -> None:
 
 
 def check_devices(job: JobConfig) -> None:
-    """ConfigError naming the key when a module asks for a CUDA device or MPS that this machine lacks."""
+    """ConfigError naming the key when a module asks for a CUDA device or MPS that this machine lacks (and the paths
+    it names are checked first: see :func:`check_paths`)."""
+    check_paths(job)
     for name in ("dst", "act_tag"):
         device = getattr(job, name).model.device
         problem = device_problem(device)

@@ -61,9 +61,9 @@ BAD_CONFIGS = {
     "schema missing": ({"schema_path": "/nonexistent/schema.json"}, "schema_path: /nonexistent/schema.json: no such file"),
     "schema a folder": ({"schema_path": "/"}, "schema_path: /: is a folder, not a file"),
     "model /dev/zero": ({"dst": {"model": {"model_name_or_path": "/dev/zero"}}}, "model_name_or_path: /dev/zero: is not a model"),
-    "model missing": ({"act_tag": {"model": {"model_name_or_path": "./no/such/model"}}}, "no such model folder"),
+    "model missing": ({"act_tag": {"model": {"model_name_or_path": "./no/such/model"}}}, "./no/such/model: does not exist here"),
     "embedder missing": ({"dst": {"retriever": {"model_name_or_path": "/no/embedder"}}}, "retriever.model_name_or_path"),
-    "gguf missing": ({"dst": {"model": {"model_name_or_path": "/tmp/no-such.gguf"}}}, "no-such.gguf: no such file"),
+    "gguf missing": ({"dst": {"model": {"model_name_or_path": "/tmp/no-such.gguf"}}}, "no-such.gguf: does not exist here"),
 }
 
 
