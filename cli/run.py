@@ -79,7 +79,7 @@ def run(
         local = True
     if not local:
         check_broker("labelling run")
-        from labelling.preflight import check_paths
+        from labelling.fleet.preflight import check_paths
 
         check_paths(job, models=False)  # the workers check their models at start; the schema is read here too
     else:  # labelled here: a device this machine lacks fails now, before the group, launch or partitions are written

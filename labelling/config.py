@@ -362,7 +362,7 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
         (f"{name}.model.model_name_or_path", m.model_name_or_path),
         (f"{name}.retriever.model_name_or_path", r.model_name_or_path),
     ):
-        problem = model_path_problem(value)  # one missing here may exist on the workers: see labelling.preflight
+        problem = model_path_problem(value)  # one missing here may exist on the workers: see labelling.fleet.preflight
         _check(problem in (None, MISSING_MODEL), key, f"{value}: {problem}")
 
 
