@@ -82,7 +82,7 @@ def ingest(
     A summary table (dialogues, turns, splits, domains, turns with gold) is printed either way.
     """
     if corpus is not None:  # an empty --corpus '' is a mistake to name, not a request to skip the store
-        from labelling.store import check_name
+        from labelling.fleet.store import check_name
 
         check_name(corpus, "corpus")
     chosen = Schema.load(schema, services=_service_list(services))

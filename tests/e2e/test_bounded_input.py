@@ -54,7 +54,7 @@ BAD_CONFIGS = {
     "k_examples 1e21": ({"act_tag": {"retriever": {"k_examples": 10**21}}}, "act_tag.retriever.k_examples: must be between"),
     "max_batch_tokens 1e30": ({"max_batch_tokens": 10**30}, "max_batch_tokens: must be between 256 and 67,108,864"),
     "turns_per_batch 1e12": ({"turns_per_batch": 10**12}, "turns_per_batch: must be between 0 and 100,000"),
-    "pool_refresh_waves 1e30": ({"pool_refresh_waves": 10**30}, "pool_refresh_waves: must be between 0 and 100,000"),
+    "pool_refresh_batches 1e30": ({"pool_refresh_batches": 10**30}, "pool_refresh_batches: must be between 0 and 100,000"),
     "seed 1e40": ({"seed": 10**40}, "seed: must be between 0 and 4,294,967,295"),
     "split name ../../x": ({"data": {"eval_set_split_name": "../../x"}}, "eval_set_split_name: must be a split name"),
     "schema /dev/zero": ({"schema_path": "/dev/zero"}, "schema_path: /dev/zero: is not a regular file"),
