@@ -14,21 +14,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-<<<<<<< HEAD:tests/e2e/test_shared_server.py
-from labelling.corpus_claims import CorpusClaimDoc
-from labelling.groups import load_jobs
-
-from labelling import mongo_server, store
-from tests.cli.test_cli_contract import LABELLING, assert_one_line_error, environment
-from tests.support.corpus_files import DEV_ZIP
-=======
 
 from labelling.fleet import mongo_server, store
 from labelling.fleet.corpus_claims import CorpusClaimDoc
 from labelling.fleet.groups import load_jobs
-from tests.test_cli_contract import LABELLING, assert_one_line_error, environment
-from tests.test_corpus import DEV_ZIP
->>>>>>> 28c2293 (run --local checks its models load here (as a worker does at start) before the group is written; group rm refuses a busy group before asking for --yes):tests/test_shared_server.py
+from tests.cli.test_cli_contract import LABELLING, assert_one_line_error, environment
+from tests.support.corpus_files import DEV_ZIP
 
 IDLE_S = 2  # LABELLING_SERVER_IDLE_S for these tests: the server stops this long after its last command
 DEV_TURNS = 7365
