@@ -24,7 +24,7 @@ def bench(
     limit_dialogues: int = typer.Option(3, "--limit-dialogues", min=1, help="Label the first N dialogues of the split."),
     limit_turns: int | None = typer.Option(None, "--limit-turns", min=1, help="Keep only the first N turns of each dialogue."),
     profile: str = typer.Option(
-        job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."
+        job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small or cpu-qwen (embedded models), starcoder."
     ),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     seed: int | None = typer.Option(None, "--seed", help="Override the job seed (the same for both paths)."),

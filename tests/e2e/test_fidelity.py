@@ -309,7 +309,7 @@ def test_a_cut_sample_is_readable_only_where_the_reference_can_read_it(prefix, t
     assert reference_reads_cut(prefix, text) is readable
 
 
-def test_a_cut_sample_competes_as_nothing_when_the_reference_cannot_read_it(schema, dev_dialogues):
+def test_a_cut_sample_the_reference_cannot_read_is_unparseable(schema, dev_dialogues):
     labeller = PartitionLabeller(config.load(REFERENCE / "job_0.json"), schema, None, None, None, None)
     turn = dev_dialogues[0][0]
     prior = {"restaurant": {"area": "centre"}}
@@ -317,17 +317,19 @@ def test_a_cut_sample_competes_as_nothing_when_the_reference_cannot_read_it(sche
     cut = Sample('find_restaurant(food="italian", name="curry gar', -1.0, 48, stopped=False)
     whole_cut = Sample('find_restaurant(food="italian")', -2.0, 48, stopped=False)
     stopped = Sample('find_restaurant(food="italian", name="curry garden")', -3.0, 20, stopped=True)
-
-    def read(sample, compete=True):
-        return PartitionLabeller._read(labeller.dst, prepared, compete, sample)
+    read = partial(PartitionLabeller._read, labeller.dst, prepared)
 
     assert read(cut).failed and read(cut).state == prior  # "no change", as the reference's failed exec
+    assert "cut by max_new_tokens" in read(cut).errors[0]
     assert read(whole_cut).state == {"restaurant": {"area": "centre", "food": "italian"}}
     assert read(stopped).state["restaurant"]["name"] == "curry garden"
-    assert read(cut, compete=False).state["restaurant"]["name"] == "curry gar"  # `drop` reads what it can (documented)
-    candidates, _ = _distinct([cut, stopped], partial(PartitionLabeller._read, labeller.dst, prepared, True), True)
-    assert [c.canonical for c in candidates] == ["[agent.no_change()]", stopped_text(labeller, prepared, stopped)]
-    acts = PartitionLabeller._read(labeller.act, prepared, True, Sample("Inform(entity=Hotel(name='acorn gu", -1.0, 64, False))
+    unclosed = Sample('find_restaurant(food="italian", name="curry gar', -1.0, 10, stopped=True)  # a stop, not a cut
+    assert read(unclosed).state["restaurant"]["name"] == "curry gar"  # closed and read as before (D1)
+    competing, _ = _distinct([cut, stopped], read, compete=True)
+    assert [c.canonical for c in competing] == ["[agent.no_change()]", stopped_text(labeller, prepared, stopped)]
+    dropped, _ = _distinct([cut, stopped], read, compete=False)
+    assert [c.canonical for c in dropped] == [stopped_text(labeller, prepared, stopped)]
+    acts = PartitionLabeller._read(labeller.act, prepared, Sample("Inform(entity=Hotel(name='acorn gu", -1.0, 64, False))
     assert acts.failed and acts.acts == []
 
 
