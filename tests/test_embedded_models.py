@@ -240,7 +240,8 @@ def test_the_readme_licence_section_names_every_embedded_model_and_its_licence()
 @pytest.mark.skipif(not _installed(QWEN), reason="the Qwen packages are not installed (make install installs them)")
 def test_the_qwen_model_loads_by_its_alias_and_writes_code():
     """The real Qwen2.5-Coder-0.5B (the first run assembles and converts it, about a minute, once per cache dir)."""
-    from labelling.lm import LanguageModel, Prompt, SamplingParams
+    from labelling.engine.generation import Prompt, SamplingParams
+    from labelling.engine.lm import LanguageModel
 
     lm = LanguageModel.load(QWEN.alias)
     assert type(lm.model).__name__ == "Qwen2ForCausalLM" and len(lm.tokenizer) >= 151_000

@@ -46,11 +46,6 @@ def embedded_gguf() -> Path:
     return installed_files(embedded.SMOLLM2)[0]
 
 
-def is_embedded(name: str) -> bool:
-    """True for the names that mean a model of the embedded table."""
-    return embedded.find(name) is not None
-
-
 def installed_files(model: EmbeddedModel) -> list[Path]:
     """The model's files in their installed packages, each checked for its pinned version and size (not its digest,
     which is read when the model is converted). Raises ModelError naming the package and the command that fixes it."""
@@ -127,11 +122,6 @@ def _embedded_target(model: EmbeddedModel, files: list[Path]) -> Path:
     if len(files) == 1:
         return _target_for(files[0])
     return cache_dir() / "models" / f"{Path(model.gguf_name).stem}-{model.sha256[:12]}"
-
-
-def is_smollm2_alias(name: str) -> bool:
-    """True for the names that mean the embedded SmolLM2 model."""
-    return embedded.find(name) is embedded.SMOLLM2
 
 
 def resolve_lm(name_or_path: str) -> str:
