@@ -176,6 +176,10 @@ class JobConfig:
         for name in ("dst", "act_tag"):
             _validate_module(name, getattr(self, name))
         _share_loading_settings(self.dst.model, self.act_tag.model)
+        for name in ("dst", "act_tag"):  # after sharing: a dtype set on one module holds for both when they share a model
+            module = getattr(self, name)
+            if module.model.torch_dtype == "auto":
+                module.model.torch_dtype = model_defaults(name, module)["torch_dtype"]
         return self
 
 
@@ -264,7 +268,8 @@ def model_defaults(name: str, module: ModuleConfig) -> dict:
 
 
 def _resolve_model_defaults(name: str, module: ModuleConfig) -> None:
-    """Fill the settings left unset (None, or `torch_dtype: auto`) with what suits the module's model (see ModuleConfig)."""
+    """Fill the settings left unset (None) with what suits the module's model (see ModuleConfig); `torch_dtype: auto`
+    is resolved after both modules share their loading settings (JobConfig.validate)."""
     defaults = model_defaults(name, module)
     for key in ("fill_with_demos", "unparseable_samples", "constrain_to_schema"):
         if getattr(module, key) is None:
@@ -272,8 +277,6 @@ def _resolve_model_defaults(name: str, module: ModuleConfig) -> None:
     sampling = module.generation_cfg.sampling_args
     if sampling.max_new_tokens is None:
         sampling.max_new_tokens = defaults["max_new_tokens"]
-    if module.model.torch_dtype == "auto":
-        module.model.torch_dtype = defaults["torch_dtype"]
 
 
 def _validate_module(name: str, module: ModuleConfig) -> None:

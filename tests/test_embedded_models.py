@@ -250,3 +250,9 @@ def test_the_qwen_model_loads_by_its_alias_and_writes_code():
     assert samples[0].text.replace(" ", "") == "a+b" and samples[0].stopped
     good, bad = lm.score(Prompt("Facts about Europe.\n", "The capital of France is"), [" Paris.", " a purple spoon."])
     assert bad < good < 0
+
+
+def test_a_dtype_set_on_one_module_holds_for_both_when_they_share_the_embedded_model():
+    job = config.from_dict({"act_tag": {"model": {"torch_dtype": "bfloat16"}}}, "cpu-qwen")
+    assert job.dst.model.torch_dtype == job.act_tag.model.torch_dtype == "bfloat16"
+    assert config.load(profile="cpu-qwen").dst.model.torch_dtype == QWEN.torch_dtype == "float32"
