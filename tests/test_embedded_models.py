@@ -24,7 +24,7 @@ from labelling import config, embedded
 from labelling.corpus import cut_into_splits, read_corpus, write_dataset
 from labelling.engine import model_files
 from labelling.errors import ModelError
-from tests.test_corpus import MWZ22
+from tests.support.corpus_files import MWZ22
 
 REPO = Path(__file__).resolve().parents[1]
 LABELLING = Path(sys.executable).with_name("labelling")
