@@ -3,7 +3,8 @@ model's `max_new_tokens` (labelling/embedded.py).
 
 Every gold label of the bundled MultiWOZ 2.1 dev set (7,365 turns) is rendered as the completion a model writes after
 the prompt's target (`user_intent=[agent.` for DST, `system_acts=[` for acts), up to and including the line break that
-stops it, and tokenized alone. The limit is the 99th percentile, rounded up to a whole token, then up to a multiple of 8:
+stops it, and tokenized alone. The limit is the 99th percentile, rounded up to a whole token, then raised to the next
+multiple of 8 above it (at least one token to spare, for a completion that tokenizes differently after its prompt):
 room for nearly every gold label, while a sample that runs on is cut early. The held-out quality slice is not used.
 
     .venv/bin/python benchmarks/completion_lengths.py --model smollm2 --model qwen2.5-coder-0.5b
@@ -47,8 +48,8 @@ def gold_completions() -> dict[str, list[str]]:
 
 
 def limit_for(p99: int) -> int:
-    """The `max_new_tokens` a 99th percentile gives: rounded up to a multiple of 8."""
-    return 8 * math.ceil(p99 / 8)
+    """The `max_new_tokens` a 99th percentile gives: the next multiple of 8 above it."""
+    return 8 * (p99 // 8 + 1)
 
 
 def measure(tokenizer, completions: dict[str, list[str]]) -> dict:

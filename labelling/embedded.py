@@ -52,7 +52,8 @@ class EmbeddedModel:
 
     ``chunks`` concatenated in order are one GGUF file of ``size`` bytes and digest ``sha256``. ``max_new_tokens``
     (per module, ``dst`` / ``act_tag``) covers the 99th percentile of the bundled corpus's gold completions in this
-    model's own tokenizer (``p99_tokens``), rounded up to a multiple of 8 (benchmarks/completion_lengths.py measures it).
+    model's own tokenizer (``p99_tokens``), raised to the next multiple of 8 above it (at least one token to spare);
+    benchmarks/completion_lengths.py measures both.
     """
 
     alias: str  # the name a job file gives as `model_name_or_path`
@@ -116,7 +117,7 @@ SMOLLM2 = EmbeddedModel(
     gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
     size=98_362_432,
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    p99_tokens={"dst": 41, "act_tag": 61},
+    p99_tokens={"dst": 40, "act_tag": 61},
     max_new_tokens={"dst": 48, "act_tag": 64},
 )
 
