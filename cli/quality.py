@@ -17,7 +17,9 @@ console = Console(stderr=True)
 
 
 def quality(
-    profile: str = typer.Option("cpu-small", "--profile", help="Built-in settings: cpu-small (embedded models) or starcoder."),
+    profile: str = typer.Option(
+        "cpu-small", "--profile", help="Built-in settings: cpu-small or cpu-qwen (embedded models), starcoder."
+    ),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     configurations: str | None = typer.Option(
         None,

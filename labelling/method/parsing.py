@@ -73,6 +73,32 @@ def outer_list(text: str) -> str:
     return tail + (quote or "") + "".join(reversed(stack))
 
 
+def reference_reads_cut(prefix: str, text: str) -> bool:
+    """Whether the reference can read a completion that ran out of new tokens (docs/deviations.md, N2).
+
+    It repairs such text one way only: one `]` appended when a list is left open, the text cut where its first list
+    closes (brackets counted, quotes not), then the whole executed as Python; anything else fails and reads as "no
+    change" / no acts. Here that is a syntax check (nothing is executed): ``find_hotel(area="east")`` passes,
+    ``find_hotel(name="acorn gu`` does not.
+    """
+    code = prefix + text
+    if code.count("[") > code.count("]"):
+        code += "]"
+    depth = 0
+    for i, ch in enumerate(code):
+        depth += (ch == "[") - (ch == "]")
+        if depth == 0 and ch == "]":
+            code = code[: i + 1]
+            break
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            ast.parse(code, mode="eval")
+    except (SyntaxError, ValueError, *_TOO_DEEP):
+        return False
+    return True
+
+
 def split_items(list_text: str) -> list[str]:
     """The top-level items of ``[a, b(c, d), ...]`` as source strings, without parsing them."""
     inner = list_text.strip()[1:-1]

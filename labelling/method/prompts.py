@@ -357,13 +357,23 @@ def near_match(value: str, text: str, max_distance: int) -> bool:
     return False
 
 
+# Numbers as people say them ("for four people", "a table for eight"): a number said as a word is said.
+NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty"
+).split()
+
+
 def mentioned(value: str, turn_text: Sequence[str]) -> bool:
-    """Whether ``value`` is said in the turn (docs/method.md §4.5): a whole word for numbers and values under 5
-    characters, else a near match allowing 1 edit (5 characters) or 2 edits (6 or more)."""
+    """Whether ``value`` is said in the turn (docs/method.md §4.5): a whole word for numbers (in digits, or in words
+    up to twenty) and values under 5 characters, else a near match allowing 1 edit (5 characters) or 2 edits (6 or more)."""
     text = " ".join(turn_text).lower()
     value = value.lower()
     if len(value) < 5 or value.isdigit():
-        return re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text) is not None
+        spellings = [value]
+        if value.isdigit() and int(value) < len(NUMBER_WORDS):
+            spellings.append(NUMBER_WORDS[int(value)])
+        return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) for word in spellings)
     return near_match(value, text, 1 if len(value) == 5 else 2)
 
 

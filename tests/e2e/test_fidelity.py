@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,7 +16,7 @@ from labelling import config
 from labelling.engine.generation import Sample
 from labelling.method.canonical import Canonicaliser
 from labelling.method.labeller import PartitionLabeller, _distinct, _likeliest, batches, schedule
-from labelling.method.parsing import ActParser
+from labelling.method.parsing import ActParser, reference_reads_cut
 from labelling.method.prompts import EXAMPLE_ACT_KINDS, MODE_ARGUMENTS, PromptBuilder, mentioned
 from labelling.method.retrieval import build_index
 from labelling.records import TurnLabel
@@ -57,6 +59,15 @@ def test_numbers_and_yes_no_never_refer_to_a_slot_of_another_name(schema, prior,
     assert "agent.state" not in intent, intent
 
 
+def test_a_number_said_as_a_word_is_said_so_it_is_written_as_a_value_not_a_reference(schema):
+    prior = {"hotel": {"book people": "4"}}
+    new = {"hotel": {"book people": "4"}, "restaurant": {"book people": "4"}}
+    intent = _builder(schema).intent_string(prior, new, ["", "a table for four people please"])
+    assert "agent.state" not in intent and "book_people=4" in intent.replace(" ", "")
+    copied = _builder(schema).intent_string(prior, new, ["", "a table for the same group please"])
+    assert "book_people=agent.state.hotel.book_people" in copied
+
+
 def test_a_number_copied_from_the_same_slot_of_another_service_is_a_reference(schema):
     prior = {"hotel": {"book people": "3", "area": "east"}}
     new = {**prior, "restaurant": {"book people": "3", "area": "east"}}
@@ -86,6 +97,9 @@ def test_mentions_allow_the_intended_edit_distance():
     assert not mentioned("cambridge", ["from cambdge please"])  # two characters missing
     assert not mentioned("east", ["in the west"]) and mentioned("east", ["east of town"])
     assert not mentioned("2", ["12 people"])
+    assert mentioned("4", ["a table for four people"]) and mentioned("8", ["", "a table for eight"])  # audit N4
+    assert mentioned("1", ["just one person"]) and mentioned("12", ["twelve nights"])
+    assert not mentioned("4", ["fourteen people"]) and not mentioned("3", ["for four people"])
 
 
 def test_golden_intents_on_the_bundled_corpus_refer_only_across_services_of_one_slot_name(schema, dev_dialogues):
@@ -185,7 +199,7 @@ def test_turns_per_batch_cuts_waves_in_order_and_keeps_warm_up_singletons(dev_di
     assert max(len(w) for w in cut) == 2 < max(len(w) for w in whole)
     assert all(len({t.turn_id for t in w}) == 1 for w in cut)
     job = config.load(profile="starcoder")
-    assert job.turns_per_batch == 2 and config.JobConfig().turns_per_batch == 0
+    assert job.turns_per_batch == 2 and config.load(profile="cpu-small").turns_per_batch == 0
     assert [len(w) for w in schedule(turns, job)][24:] and max(len(w) for w in schedule(turns, job)) == 2
 
 
@@ -265,8 +279,8 @@ def test_unparseable_samples_compete_as_no_change_unless_dropped(schema):
     prior = {"hotel": {"area": "east"}}
     samples = [_sample("find_hotel(stars=4)]", -3.0), _sample("%%% not code", -1.0), _sample("?? )(", -2.0)]
 
-    def parse(text):
-        return canon.dst(text, prior, ["", "four stars"])
+    def parse(sample):
+        return canon.dst(sample.text, prior, ["", "four stars"])
 
     competing, labels = _distinct(samples, parse, compete=True)
     assert [c.canonical for c in competing] == ["[agent.find_hotel(stars=4)]", "[agent.no_change()]"]
@@ -276,6 +290,51 @@ def test_unparseable_samples_compete_as_no_change_unless_dropped(schema):
     assert config.load(profile="starcoder").dst.unparseable_samples == "compete"
     assert config.load(REFERENCE / "job_0.json").act_tag.unparseable_samples == "compete"
     assert config.load(profile="cpu-small").dst.unparseable_samples == "drop"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "text", "readable"),
+    [  # the audit's cases (N2): a value or call left open is lost in the reference; a whole call survives its one `]`
+        ("[agent.", 'find_restaurant(food="italian", name="curry gar', False),
+        ("[agent.", 'find_train(destination="ely", leave_at="10:', False),
+        ("[agent.", 'find_hotel(area="east"), agent.find_taxi(', False),
+        ("[agent.", 'find_hotel(area="east")', True),
+        ("[agent.", 'find_hotel(area="east")]', True),
+        ("[", "Inform(entity=Hotel(name='acorn gu", False),
+        ("[", "Inform(entity=Hotel(area='east')), Request(service='hotel', values=['stars'", False),
+        ("[", "Inform(entity=Hotel(area='east'))", True),
+    ],
+)
+def test_a_cut_sample_is_readable_only_where_the_reference_can_read_it(prefix, text, readable):
+    assert reference_reads_cut(prefix, text) is readable
+
+
+def test_a_cut_sample_the_reference_cannot_read_is_unparseable(schema, dev_dialogues):
+    labeller = PartitionLabeller(config.load(REFERENCE / "job_0.json"), schema, None, None, None, None)
+    turn = dev_dialogues[0][0]
+    prior = {"restaurant": {"area": "centre"}}
+    prepared = SimpleNamespace(turn=turn, prior=prior)
+    cut = Sample('find_restaurant(food="italian", name="curry gar', -1.0, 48, stopped=False)
+    whole_cut = Sample('find_restaurant(food="italian")', -2.0, 48, stopped=False)
+    stopped = Sample('find_restaurant(food="italian", name="curry garden")', -3.0, 20, stopped=True)
+    read = partial(PartitionLabeller._read, labeller.dst, prepared)
+
+    assert read(cut).failed and read(cut).state == prior  # "no change", as the reference's failed exec
+    assert "cut by max_new_tokens" in read(cut).errors[0]
+    assert read(whole_cut).state == {"restaurant": {"area": "centre", "food": "italian"}}
+    assert read(stopped).state["restaurant"]["name"] == "curry garden"
+    unclosed = Sample('find_restaurant(food="italian", name="curry gar', -1.0, 10, stopped=True)  # a stop, not a cut
+    assert read(unclosed).state["restaurant"]["name"] == "curry gar"  # closed and read as before (D1)
+    competing, _ = _distinct([cut, stopped], read, compete=True)
+    assert [c.canonical for c in competing] == ["[agent.no_change()]", stopped_text(labeller, prepared, stopped)]
+    dropped, _ = _distinct([cut, stopped], read, compete=False)
+    assert [c.canonical for c in dropped] == [stopped_text(labeller, prepared, stopped)]
+    acts = PartitionLabeller._read(labeller.act, prepared, Sample("Inform(entity=Hotel(name='acorn gu", -1.0, 64, False))
+    assert acts.failed and acts.acts == []
+
+
+def stopped_text(labeller, prepared, sample) -> str:
+    return labeller.dst.parse(prepared.turn, prepared.prior, sample.text).text
 
 
 def test_an_unknown_unparseable_samples_setting_names_the_choices():
@@ -344,6 +403,68 @@ def test_the_reference_job_files_load_with_no_invented_settings(name, caplog):
         assert module.fill_with_demos is False and module.unparseable_samples == "compete"
         assert module.model.torch_dtype == "bfloat16"
     assert job.dst.generation_cfg.sampling_args.top_p == 0.7 and job.act_tag.generation_cfg.sampling_args.top_p == 0.8
+
+
+# Every setting that changes a label, as the reference runs job_0.json and its dependents (docs/method.md §2.3-2.4;
+# 120 new tokens is its HF client's default for sampling, which its job files do not override).
+REFERENCE_LABEL_SETTINGS = {
+    "turns_per_batch": 2,  # on a GPU of 50 GiB and more
+    "data_num_partitions": 4,
+    "dst": {
+        "model": ("bigcode/starcoder", "bfloat16", None),
+        "retriever": ("sentence-transformers/all-mpnet-base-v2", True, 8, 4, "context_system_user"),
+        "decoding": ("noisy_channel_joint", 8, 8, 0.7, 50, 1.0, 120),
+        "behaviour": (False, "compete", False, True),
+    },
+    "act_tag": {
+        "model": ("bigcode/starcoder", "bfloat16", None),
+        "retriever": ("sentence-transformers/all-mpnet-base-v2", True, 6, 4, "user_response"),
+        "decoding": ("noisy_channel_cond", 8, 8, 0.8, 50, 1.0, 120),
+        "behaviour": (False, "compete", False, True),
+    },
+}
+
+
+def _label_settings(job: config.JobConfig) -> dict:
+    out = {"turns_per_batch": job.turns_per_batch, "data_num_partitions": job.data_num_partitions}
+    for name in ("dst", "act_tag"):
+        module = getattr(job, name)
+        m, r, g = module.model, module.retriever, module.generation_cfg
+        s = g.sampling_args
+        out[name] = {
+            "model": (m.model_name_or_path, m.torch_dtype, m.weights_quantization),
+            "retriever": (r.model_name_or_path, r.use_retriever, r.k_examples, r.minimum_distinct, r.retrieval_input_format),
+            "decoding": (g.generation_mode, s.n, s.best_of, s.top_p, s.top_k, s.temperature, s.max_new_tokens),
+            "behaviour": (
+                module.fill_with_demos,
+                module.unparseable_samples,
+                module.constrain_to_schema,
+                module.add_predictions_to_index,
+            ),
+        }
+    return out
+
+
+@pytest.mark.parametrize("profile", [None, "starcoder"])
+def test_the_reference_job_files_resolve_to_every_label_changing_setting_of_the_reference(profile):
+    from labelling.fleet.groups import load_jobs
+
+    seed_only = config.load(REFERENCE / "job_0.json", profile)
+    group, splits = load_jobs([REFERENCE / "job_0.json", REFERENCE / "train_50_100.json"], profile)
+    assert splits == ["train_0_50", "train_50_100"]
+    assert _label_settings(seed_only) == REFERENCE_LABEL_SETTINGS
+    assert _label_settings(group) == REFERENCE_LABEL_SETTINGS
+
+
+def test_a_job_file_keeps_the_limits_it_sets_and_greedy_gets_the_reference_greedy_limit(tmp_path):
+    raw = json.loads((REFERENCE / "job_0.json").read_text())
+    raw["dst"]["generation_cfg"]["sampling_args"]["max_new_tokens"] = 77
+    raw["act_tag"]["generation_cfg"]["generation_mode"] = "greedy"
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(raw))
+    job = config.load(path)
+    assert job.dst.generation_cfg.sampling_args.max_new_tokens == 77
+    assert job.act_tag.generation_cfg.sampling_args.max_new_tokens == 128  # the reference's greedy pass
 
 
 @pytest.mark.parametrize("name", REFERENCE_JOBS)

@@ -216,13 +216,13 @@ def test_constrained_samples_cut_by_max_new_tokens_are_dropped_and_counted(fast_
     assert [lab.to_dict() for lab in labels] == [type(lab).from_dict(lab.to_dict()).to_dict() for lab in labels]
 
 
-def test_the_switch_is_per_module_on_only_in_cpu_small_and_type_checked(tmp_path):
+def test_the_switch_is_per_module_on_only_for_embedded_models_and_type_checked(tmp_path):
     from labelling import config
     from labelling.errors import ConfigError
 
-    for profile in config.PROFILES:  # the reference's profiles sample unconstrained; the embedded one inside the grammar
+    for profile in config.PROFILES:  # the reference's profiles sample unconstrained; the embedded ones inside the grammar
         job = config.load(profile=profile)
-        assert job.dst.constrain_to_schema == job.act_tag.constrain_to_schema == (profile == "cpu-small")
+        assert job.dst.constrain_to_schema == job.act_tag.constrain_to_schema == profile.startswith("cpu-")
     path = tmp_path / "job.yaml"
     path.write_text("dst:\n  constrain_to_schema: false\n")
     job = config.load(path, profile="cpu-small")

