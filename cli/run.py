@@ -83,10 +83,9 @@ def run(
 
         check_paths(job, models=False)  # the workers check their models at start; the schema is read here too
     else:  # labelled here: a device this machine lacks fails now, before the group, launch or partitions are written
-        from labelling.fleet.preflight import check_devices, check_models
+        from labelling.fleet.preflight import check_devices
 
         check_devices(job)
-        check_models(job)
     from labelling.fleet import store
 
     connection = store.connect()
@@ -95,6 +94,12 @@ def run(
             corpus, job = _failed_to_retry(group, config, job)
         elif corpus is None:
             corpus = existing_corpus(group)
+        if local:  # the models load here: checked before the group is written, after the corpus (no network needed)
+            from labelling.fleet.preflight import check_models
+
+            store.check_name(group, "group")
+            store.corpus_splits(corpus)  # an unknown corpus fails here, listing the known ones
+            check_models(job)
         corpus, seed = prepare_group(corpus, group, job, named, seed_split, limit_dialogues, split_size)
         if complete(group):
             return
