@@ -328,6 +328,7 @@ def _job_on(model_dir, **dst_model):
     for module in (job.dst, job.act_tag):
         module.model.model_name_or_path = str(model_dir)
         module.model.device = "cpu"
+        module.model.torch_dtype = "auto"  # follows the model again: cpu-small resolved it for SmolLM2
     for key, value in dst_model.items():
         setattr(job.dst.model, key, value)
     return job
