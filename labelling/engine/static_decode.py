@@ -199,6 +199,13 @@ def step(model, arena: Arena, rows: int, params: SamplingParams, pad: int, cache
     arena.column += 1
 
 
+def static_cache(arena: Arena, rows: int) -> DynamicCache:
+    """A cache over the first `rows` rows of the arena's keys and values, writing at its column."""
+    cache = DynamicCache()
+    cache.layers = [StaticLayer(k[:rows], v[:rows], arena.column) for k, v in zip(arena.keys, arena.values, strict=True)]
+    return cache
+
+
 class StaticDecoder:
     """The replayable steps of one arena, one per bucket, made by a runner the first time the bucket is used."""
 
@@ -208,11 +215,7 @@ class StaticDecoder:
 
     def replay(self, rows: int) -> None:
         if rows not in self.replays:
-            cache = DynamicCache()
-            cache.layers = [
-                StaticLayer(k[:rows], v[:rows], self.arena.column)
-                for k, v in zip(self.arena.keys, self.arena.values, strict=True)
-            ]
+            cache = static_cache(self.arena, rows)
 
             def run(rows=rows, cache=cache):
                 step(self.model, self.arena, rows, self.params, self.pad, cache)
