@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from labelling import settings
-from labelling.engine import attention, graphs, linear, loading, memory, sampling, static_decode
+from labelling.engine import attention, graphs, linear, loading, memory, padding, sampling, static_decode
 from labelling.engine.drafts import REPLACEMENT, Draft, decodes_piecewise
 from labelling.engine.generation import Prompt, Sample, SamplingParams, TokenConstraint
 from labelling.engine.kv_cache import Encoded, KVState, common_length, shared_prefixes
@@ -38,6 +38,10 @@ PREFIX_CACHE_SIZE = 4
 # and beat 2 and 4 (a pass costs about one more token's compute per guess). On an H200 a random-weight StarCoder kept
 # almost no guesses and its sampling took twice as long with 4, and real weights could not be measured: off there.
 GUESS_TOKENS_CPU, GUESS_TOKENS_GPU = 1, 0
+# Scoring rows of mixed continuation lengths are split into passes of similar lengths where that saves more padded
+# tokens than this per extra pass (`labelling.engine.padding`). On a GPU a pass of StarCoder-15B reads its 31 GB of
+# weights once more: about the compute of 200 tokens on an H100 or H200 [estimate, not measured]. The CPU keeps one pass.
+SCORE_PASS_COST_GPU = 256
 # A decode batch keeps its finished rows (masked) until fewer than this share of its rows are live, then compacts.
 COMPACT_BELOW = 0.75
 log = logging.getLogger(__name__)
@@ -100,6 +104,8 @@ class LanguageModel:
             static_decode = settings.STATIC_DECODE.get()
         self.static_decode = reuse_prefix and static_decode
         self.runner_factory = functools.partial(graphs.runner_for, self.device, settings.CUDA_GRAPHS.get())
+        # Padded tokens an extra scoring pass must save (None: one pass per chunk); the optimised path only.
+        self.score_pass_cost = SCORE_PASS_COST_GPU if reuse_prefix and self.device.type == "cuda" else None
         self._budget = max_batch_tokens  # None: sized from free device memory on first use
         self._new_bytes: int | None = None  # what the tokens fed in one pass may take; None: no limit (a CPU)
         self._sized = False
@@ -273,10 +279,20 @@ class LanguageModel:
         out = [[0.0] * len(cs) for cs in conts]
         widths = [max(map(len, cs), default=0) for cs in conts]
         for chunk in self._chunks(encoded, [len(cs) for cs in conts], widths):
-            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], max(widths[i] for i, _ in chunk))
+            room = max(widths[i] for i, _ in chunk)
             keys = [(i, j) for i, js in chunk for j in js]
-            for (i, j), value in zip(keys, self._score_rows(state, [conts[i][j] for i, j in keys]), strict=True):
-                out[i][j] = value
+            groups = padding.length_groups([len(conts[i][j]) - 1 for i, j in keys], self.score_pass_cost)
+            if len(groups) == 1:
+                state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], room)
+            else:  # each prompt encoded once, its rows taken per group of continuations of similar lengths
+                prompts = self._states([encoded[i] for i, _ in chunk], [1] * len(chunk), 0)
+                owner = [k for k, (_, js) in enumerate(chunk) for _ in js]
+            for group in groups:
+                if len(groups) > 1:
+                    state = prompts.take([owner[r] for r in group], room)
+                rows = [keys[r] for r in group]
+                for (i, j), value in zip(rows, self._score_rows(state, [conts[i][j] for i, j in rows]), strict=True):
+                    out[i][j] = value
         return out
 
     # -- tokenisation ---------------------------------------------------------------------------------------------
