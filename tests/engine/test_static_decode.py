@@ -218,6 +218,8 @@ def no_host_sync(monkeypatch, calls: list):
 
     for name in ("tolist", "item", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy"):
         monkeypatch.setattr(torch.Tensor, name, refuse(name))
+    for name in ("tensor", "as_tensor"):  # host data copied to the device: a blocking copy, and not capturable
+        monkeypatch.setattr(torch, name, refuse(name))
 
 
 def guarded_step(monkeypatch, calls: list, extra=None):
