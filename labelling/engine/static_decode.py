@@ -244,6 +244,8 @@ def decode(
         push(draft, token)
     stats["generated_tokens"] += len(drafts)
     steps = params.max_new_tokens
+    if all(d.done for d in drafts):  # every draft ended on its first token: no arena needed
+        return [[logp] for logp in first_logps.tolist()]
     bucket = bucket_for(len(drafts))
     arena = Arena(state, bucket, capacity_for(state.mask.shape[1], steps), steps)
     arena.load(state, first, first_logps, uniforms, [not d.done for d in drafts])
