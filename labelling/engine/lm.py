@@ -11,7 +11,8 @@ prompt, decodes one token per pass and keeps torch's linear layers.
 
 On a GPU the batch budget is sized from the memory left after loading (`labelling.engine.memory`) unless the config sets it,
 a prefill too wide for the memory left to new tokens is fed in column slices, and a call that runs out of device memory
-halves the budget and runs again (results do not depend on the batching).
+halves the budget and runs again (results do not depend on the batching). With `static_decode`, a batch decodes on a
+static cache, captured as CUDA graphs on a GPU (`labelling.engine.static_decode`): the same samples, fewer host waits.
 """
 
 from __future__ import annotations
@@ -98,10 +99,8 @@ class LanguageModel:
             if guess_tokens is None:
                 guess_tokens = GUESS_TOKENS_GPU if self.device.type == "cuda" else GUESS_TOKENS_CPU
         self.guess_tokens = guess_tokens or 0
-        # Decoding on a static cache (`labelling.engine.static_decode`), captured as CUDA graphs on a GPU: the optimised
-        # path only, for batches that carry no guesses or constraints and fit the largest row bucket.
-        if static_decode is None:
-            static_decode = settings.STATIC_DECODE.get()
+        # The static-cache decode loop, as CUDA graphs on a GPU (`labelling.engine.static_decode`; `_runs_static`).
+        static_decode = settings.STATIC_DECODE.get() if static_decode is None else static_decode
         self.static_decode = reuse_prefix and static_decode
         self.runner_factory = functools.partial(graphs.runner_for, self.device, settings.CUDA_GRAPHS.get())
         # Padded tokens an extra scoring pass must save (None: one pass per chunk); the optimised path only.
@@ -282,14 +281,13 @@ class LanguageModel:
             room = max(widths[i] for i, _ in chunk)
             keys = [(i, j) for i, js in chunk for j in js]
             groups = padding.length_groups([len(conts[i][j]) - 1 for i, j in keys], self.score_pass_cost)
-            if len(groups) == 1:
-                state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], room)
-            else:  # each prompt encoded once, its rows taken per group of continuations of similar lengths
-                prompts = self._states([encoded[i] for i, _ in chunk], [1] * len(chunk), 0)
-                owner = [k for k, (_, js) in enumerate(chunk) for _ in js]
+            # One group: every prompt's rows expanded at once. Several: each prompt once, its rows taken per group.
+            split = len(groups) > 1
+            copies = [1] * len(chunk) if split else [len(js) for _, js in chunk]
+            prompts = self._states([encoded[i] for i, _ in chunk], copies, 0 if split else room)
+            owner = [k for k, (_, js) in enumerate(chunk) for _ in js]
             for group in groups:
-                if len(groups) > 1:
-                    state = prompts.take([owner[r] for r in group], room)
+                state = prompts.take([owner[r] for r in group], room) if split else prompts
                 rows = [keys[r] for r in group]
                 for (i, j), value in zip(rows, self._score_rows(state, [conts[i][j] for i, j in rows]), strict=True):
                     out[i][j] = value
