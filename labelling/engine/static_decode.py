@@ -72,6 +72,7 @@ class Arena:
         layers = state.cache.layers
         device = state.mask.device
         self.rows, self.capacity, self.steps, self.device = rows, capacity, steps, device
+        # Zeros, not empty memory: attention reads masked columns too, and a NaN there would survive the mask.
         self.keys = [layer.keys.new_zeros((rows, *layer.keys.shape[1:-2], capacity, layer.keys.shape[-1])) for layer in layers]
         self.values = [
             layer.values.new_zeros((rows, *layer.values.shape[1:-2], capacity, layer.values.shape[-1])) for layer in layers
