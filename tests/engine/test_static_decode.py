@@ -48,10 +48,12 @@ class FakeGraphRunner:
     warms_up = True
 
     def __init__(self):
-        self.captures, self.capture_seconds, self.replays = 0, 0.0, 0
+        self.captures, self.capture_seconds, self.replays, self.warming = 0, 0.0, 0, False
 
     def capture(self, step):
+        self.warming = True
         step()  # the warm-up run: the arena's scratch mode must make it harmless
+        self.warming = False
         self.captures += 1
 
         def replay():
@@ -259,13 +261,35 @@ def test_a_graph_runner_replays_the_eager_step(model, tok):
     """A fake runner that warms each step up once at capture (changing the arena, as CUDA's warm-up does) and then
     replays it: the same samples as the eager loop, one capture per bucket used, one replay per decode step."""
     eager, static = engines(model, tok)
+    static_eager = LanguageModel.from_model(model, tok, guess_tokens=0, static_decode=True)
     runners = []
     static.runner_factory = lambda: runners.append(FakeGraphRunner()) or runners[-1]
     params = stopping_params(eager, tok)
-    assert_same(sample(static, PROMPTS, params), sample(eager, PROMPTS, params))
+    calls = {}
+
+    def recording(name):
+        def hook(module, args, kwargs):
+            if kwargs["input_ids"].shape[1] == 1 and not (runners and runners[-1].warming):
+                inputs = (kwargs["input_ids"], kwargs["attention_mask"], kwargs["position_ids"])
+                calls.setdefault(name, []).append([t.clone() for t in inputs])
+
+        return model.register_forward_pre_hook(hook, with_kwargs=True)
+
+    handle = recording("eager runner")
+    want = sample(static_eager, PROMPTS, params)
+    handle.remove()
+    handle = recording("fake graphs")
+    got = sample(static, PROMPTS, params)
+    handle.remove()
+    assert_same(got, want)
+    assert_same(got, sample(eager, PROMPTS, params))
     (runner,) = runners
     assert runner.replays == static.stats["decode_steps"] > 0
     assert runner.captures == static.stats["graph_captures"] >= 2  # the batch shrank into a smaller bucket mid-call
+    # The replays made the eager runner's model calls, input for input (ids, 4-D mask, positions).
+    assert len(calls["fake graphs"]) == runner.replays
+    pairs = zip(calls["fake graphs"], calls["eager runner"], strict=True)
+    assert all(torch.equal(x, y) for got_call, want_call in pairs for x, y in zip(got_call, want_call, strict=True))
 
 
 @torch.inference_mode()
