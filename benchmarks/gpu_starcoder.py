@@ -1,4 +1,5 @@
-"""GPU benchmark (issue 7, part 3): plain path (a) against optimised path (b) on a StarCoder-15B-architecture model.
+"""GPU benchmark (issue 7, part 3): plain path (a) against optimised path (b) on a StarCoder-15B-architecture model,
+and (s), the optimised path decoding on the static cache with CUDA graphs (issue 25), against (b) in the same call.
 
 No weights can be downloaded on the GPU machines, so the model is StarCoder's GPTBigCode config (6144 wide, 40 layers,
 48 heads, multi-query attention, 8k context) with random bf16 weights, initialised directly on the GPU. Outputs have
@@ -9,13 +10,17 @@ retrieved examples, ~2-3k tokens in all): n samples per turn, then the noisy-cha
     python benchmarks/gpu_starcoder.py --prepare gpu_inputs                          # where the package is installed
     python3 benchmarks/gpu_starcoder.py --inputs gpu_inputs --out gpu_bench.json    # bare CUDA box: torch, transformers
     python benchmarks/gpu_starcoder.py --tiny --bandwidth-gbs 50 --out /tmp/tiny.json   # tiny GPTBigCode on the CPU (CI)
+    python3 benchmarks/gpu_starcoder.py --inputs gpu_inputs --paths b,s --out gpu_static.json   # eager (b) vs graphs (s)
 
 Both paths run with the product's own batch budget: sized from the GPU memory left after the weights (labelling.engine.memory),
 unless --max-batch-tokens is given. It prints a JSON report (also written to --out): per path and phase, seconds,
 tokens/s, sequences/s, batch rows per forward pass, peak GPU memory, and, for the decode steps alone (prefill and the
 time around it left out), the share of the memory-bandwidth limit: the bytes each step must read (all weights, plus the
 KV cache of every row) over the peak bandwidth (the card's, from a table, or --bandwidth-gbs), against the measured
-time. Nothing in the package imports this file.
+time. Path (s) times its steps with CUDA events (no sync per step: the loop's host work overlaps the device) and
+reports the decode loop taken, the graphs captured, and per row bucket the share of the bandwidth limit and of the
+roofline (the larger of bytes over bandwidth and FLOPs over peak compute: compute binds above about 200 rows). Nothing
+in the package imports this file.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ sys.path.insert(0, str(REPO))  # run as a plain script from any folder
 
 from labelling import settings  # noqa: E402
 from labelling.bench.speed import PATHS, REFERENCE_PROMPTS_PER_CALL, PlainPath  # noqa: E402
+from labelling.engine import graphs, static_decode  # noqa: E402
 from labelling.engine.lm import LanguageModel, Prompt, SamplingParams  # noqa: E402
 from labelling.engine.memory import KVShape  # noqa: E402
 from labelling.errors import ModelError  # noqa: E402
@@ -51,6 +57,7 @@ STARCODER = dict(
     bos_token_id=0,
     eos_token_id=0,
 )
+BENCH_PATHS = {**PATHS, "s": "optimised, static cache + CUDA graphs"}
 TINY = dict(STARCODER, n_embd=64, n_layer=2, n_head=4, n_inner=256, n_positions=4096)
 STARCODER_TOP_P = 0.7  # the reference's DST sampling (docs/method.md §2.3), top-k 50
 TRANSFORMERS_NEEDED = (5, 24)  # the engine calls model(cache=...) and reads out.cache (requirements.txt pins 5.24.0)
@@ -70,6 +77,8 @@ BANDWIDTH_GBS = (
     ("RTX 4090", 1008),
     ("RTX 3090", 936),
 )
+# Vendor dense bf16 peak, TFLOP/s, for the roofline; the first match wins.
+PEAK_TFLOPS = (("H200", 989), ("H100 PCIe", 756), ("H100", 989), ("A100", 312), ("L40S", 362), ("L4", 121), ("A10", 125))
 
 
 # -- model and prompts ------------------------------------------------------------------------------------------------
@@ -188,6 +197,12 @@ class Passes:
             figures["decode_bandwidth_fraction"] = None
         return figures
 
+    def step_list(self) -> list[tuple[int, int, float]]:
+        """(rows, cached columns, seconds) of each decode step."""
+        ends = [*self.starts[1:], self.end]
+        decode = [k for k in range(len(self.starts)) if self.shapes[k][1] <= self.decode_width]
+        return [(self.shapes[k][0], self.kv_columns[k], ends[k] - self.starts[k]) for k in decode]
+
     def summary(self) -> dict:
         """Pass counts and batch sizes; a decode step is a pass feeding each row at most `decode_width` tokens."""
         decode = [rows for rows, width in self.shapes if width <= self.decode_width]
@@ -203,6 +218,72 @@ class Passes:
         }
 
 
+@dataclass
+class Replays:
+    """The static loop's steps, recorded around `StaticDecoder.replay`: rows (the bucket), columns (the arena's
+    capacity, all of which a step reads) and a start mark, a CUDA event on a GPU (the loop is not synced per step,
+    so the time between two marks is the device's time per step), the host clock on a CPU."""
+
+    device: torch.device
+    rows: list[int] = field(default_factory=list)
+    columns: list[int] = field(default_factory=list)
+    marks: list = field(default_factory=list)
+    end: object = None
+
+    def mark(self):
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def wrap(self, replay):
+        def recording(decoder, rows):
+            self.rows.append(rows)
+            self.columns.append(decoder.arena.capacity)
+            self.marks.append(self.mark())
+            return replay(decoder, rows)
+
+        return recording
+
+    def step_list(self) -> list[tuple[int, int, float]]:
+        """(rows, columns, seconds) of each step: to the next step's mark, or to the phase's end for the last one."""
+        ends = [*self.marks[1:], self.end]
+        if self.device.type == "cuda":
+            seconds = [start.elapsed_time(end) / 1e3 for start, end in zip(self.marks, ends, strict=True)]
+        else:
+            seconds = [end - start for start, end in zip(self.marks, ends, strict=True)]
+        return list(zip(self.rows, self.columns, seconds, strict=True))
+
+
+def bucket_figures(steps: list[tuple[int, int, float]], options) -> dict:
+    """Per row count: decode steps, seconds, bytes read, and the shares of the bandwidth limit and of the roofline."""
+    out = {}
+    for rows in sorted({r for r, _, _ in steps}):
+        mine = [(c, t) for r, c, t in steps if r == rows]
+        seconds = sum(t for _, t in mine)
+        read = sum(options.weight_bytes + rows * c * options.kv_bytes_per_token for c, _ in mine)
+        flops = sum(rows * (2 * options.parameters + 4 * options.attention_width * c) for c, _ in mine)
+        figures = {"steps": len(mine), "seconds": seconds, "ms_per_step": 1e3 * seconds / len(mine), "bytes_read": read}
+        figures["flops"] = flops
+        figures.update(roofline_shares(read, flops, seconds, options))
+        out[str(rows)] = figures
+    return out
+
+
+def roofline_shares(read: float, flops: float, seconds: float, options) -> dict:
+    """The shares of the bandwidth limit (bytes / bandwidth) and of the roofline (the larger of that and FLOPs / peak
+    compute) that `seconds` reached; None where the card's figures are unknown."""
+    bandwidth = read / (options.bandwidth_gbs * 1e9) if options.bandwidth_gbs else None
+    compute = flops / (options.peak_tflops * 1e12) if options.peak_tflops else None
+    bound = max((b for b in (bandwidth, compute) if b is not None), default=None)
+    return {
+        "bandwidth_fraction": bandwidth / seconds if bandwidth and seconds else None,
+        "roofline_fraction": bound / seconds if bound and seconds else None,
+        "compute_bound": bandwidth is not None and compute is not None and compute > bandwidth,
+    }
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -215,16 +296,26 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     # The product's budget: None sizes it from the memory left now, as a worker does after loading.
-    guesses = options.guess_tokens if path == "b" else 0  # the plain path feeds one token per pass, as the reference
+    # The plain path feeds one token per pass, as the reference; the static loop runs batches without guesses.
+    guesses = options.guess_tokens if path == "b" else 0
     lm = LanguageModel.from_model(
-        model, tokenizer, max_batch_tokens=options.max_batch_tokens, reuse_prefix=path == "b", guess_tokens=guesses
+        model,
+        tokenizer,
+        max_batch_tokens=options.max_batch_tokens,
+        reuse_prefix=path != "a",
+        guess_tokens=guesses,
+        static_decode=path == "s",
     )
+    if path == "s":
+        lm.runner_factory = lambda: graphs.runner_for(device, not options.no_graphs)
     engine = PlainPath(lm) if path == "a" else lm
-    figures = {"path": path, "name": PATHS[path], "max_batch_tokens": lm.max_batch_tokens, "guess_tokens": lm.guess_tokens}
+    figures = {"path": path, "name": BENCH_PATHS[path], "max_batch_tokens": lm.max_batch_tokens, "guess_tokens": lm.guess_tokens}
     outputs = {}
     for phase in ("sample", "score"):
         passes = Passes(device, decode_width=1 + lm.guess_tokens)
         handle = model.register_forward_pre_hook(passes.hook, with_kwargs=True)
+        replays, replay = Replays(device), static_decode.StaticDecoder.replay
+        static_decode.StaticDecoder.replay = replays.wrap(replay)
         before = dict(engine.stats)
         _sync(device)
         start = time.perf_counter()
@@ -233,21 +324,55 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
                 outputs["samples"] = [[s.text for s in row] for row in engine.sample(prompts, params)]
             else:
                 outputs["scores"] = engine.score_many(requests)
+            replays.end = replays.mark()
             _sync(device)
         finally:
             handle.remove()
+            static_decode.StaticDecoder.replay = replay
         passes.end = time.perf_counter()
         seconds = passes.end - start
         delta = {k: v - before.get(k, 0) for k, v in engine.stats.items()}
         figures[phase] = _phase_figures(phase, seconds, delta, passes.summary(), prompts, requests, params, options)
         if phase == "sample":
             figures[phase].update(passes.decode_figures(options.weight_bytes, options.kv_bytes_per_token, options.bandwidth_gbs))
+            figures[phase].update(_loop_figures(path, lm, delta, passes, replays, options))
+            figures[phase]["decode_steps_per_s"] = figures[phase]["decode_steps"] / seconds
     total = figures["sample"]["seconds"] + figures["score"]["seconds"]
     figures.update(seconds=total, turns_per_s=len(prompts) / total, peak_gpu_memory_gb=_peak_gb(device))
     # What the run ended at: a budget below the starting one means an out-of-memory retry halved it.
     new_gib = lm.new_token_bytes and lm.new_token_bytes / 2**30
     figures.update(max_batch_tokens_end=lm.max_batch_tokens, oom_backoffs=lm.oom_backoffs, new_token_gib=new_gib)
     return figures, outputs
+
+
+def _loop_figures(path: str, lm: LanguageModel, delta: dict, passes: Passes, replays: Replays, options) -> dict:
+    """The decode loop the sampling took, and its steps per row bucket; for (s), its steps are the replays (a captured
+    graph runs no forward hook), counted and timed apart from the eager passes."""
+    runner = "eager" if path != "s" else graphs.runner_for(lm.device, not options.no_graphs).name
+    out = {
+        "decode_loop": "static" if delta.get("static_batches") else "eager",
+        "runner": runner if delta.get("static_batches") else None,
+        "static_batches": delta.get("static_batches", 0),
+        "eager_batches": delta.get("eager_batches", 0),
+        "graph_captures": delta.get("graph_captures", 0),
+        "capture_seconds": delta.get("capture_seconds", 0.0),
+    }
+    steps = replays.step_list() if replays.rows else passes.step_list()
+    out["decode_buckets"] = bucket_figures(steps, options)
+    if replays.rows:  # the static steps replace the eager decode passes in the headline figures
+        seconds = sum(t for _, _, t in steps)
+        read = sum(options.weight_bytes + r * c * options.kv_bytes_per_token for r, c, _ in steps)
+        flops = sum(r * (2 * options.parameters + 4 * options.attention_width * c) for r, c, _ in steps)
+        shares = roofline_shares(read, flops, seconds, options)
+        out.update(decode_steps=len(steps), decode_rows_max=max(replays.rows), decode_seconds=seconds, decode_bytes_read=read)
+        out.update(decode_bandwidth_fraction=shares["bandwidth_fraction"], decode_roofline_fraction=shares["roofline_fraction"])
+        out["decode_rows_mean"] = sum(replays.rows) / len(replays.rows)
+    else:
+        seconds = sum(t for _, _, t in steps)
+        read = sum(options.weight_bytes + r * c * options.kv_bytes_per_token for r, c, _ in steps)
+        flops = sum(r * (2 * options.parameters + 4 * options.attention_width * c) for r, c, _ in steps)
+        out["decode_roofline_fraction"] = roofline_shares(read, flops, seconds, options)["roofline_fraction"]
+    return out
 
 
 def _phase_figures(phase, seconds, delta, passes, prompts, requests, params, options) -> dict:
@@ -328,7 +453,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--guess-tokens", type=int, default=None, help="prompt-lookup guesses per row and pass for (b) (default: the engine's)"
     )
     p.add_argument("--bandwidth-gbs", type=float, default=None, help="peak bandwidth, GB/s (default: the card's)")
-    p.add_argument("--paths", default="a,b", help="which paths to run: a (plain), b (optimised)")
+    p.add_argument(
+        "--paths", default="a,b", help="which paths to run: a (plain), b (optimised), s (optimised, static cache and graphs)"
+    )
+    p.add_argument("--no-graphs", action="store_true", help="path s runs its static step eagerly (no CUDA graphs)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (default: the card's)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the embedded SmolLM2 one, 49152 tokens)")
     p.add_argument("--prepare", type=Path, default=None, help="only write the prompts and tokenizer to this folder")
     p.add_argument("--inputs", type=Path, default=None, help="run on the prompts and tokenizer --prepare wrote")
@@ -352,6 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit("no CUDA device: run with --tiny for the CPU check")
     _check_transformers()
     options.bandwidth_gbs = options.bandwidth_gbs or card_bandwidth_gbs(device)
+    options.peak_tflops = options.peak_tflops or card_peak_tflops(device)
     dtype = torch.float32 if options.tiny else torch.bfloat16
     # Inputs first: a bare machine without them fails in a second, not after building 31 GB of weights.
     tokenizer, prompts, requests = load_inputs(options.inputs) if options.inputs else _package_workload(options, tokenizer=True)
@@ -360,7 +490,10 @@ def main(argv: list[str] | None = None) -> dict:
     _sync(device)
     built_s = time.perf_counter() - started
     options.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    options.kv_bytes_per_token = KVShape.of(model.config, dtype.itemsize).kv_bytes_per_token
+    shape = KVShape.of(model.config, dtype.itemsize)
+    options.kv_bytes_per_token = shape.kv_bytes_per_token
+    options.parameters = sum(p.numel() for p in model.parameters())
+    options.attention_width = shape.layers * shape.heads * shape.head_dim  # FLOPs per cached column: 4 x this per row
     # Fixed lengths: no stop strings and EOS ignored, so every sample is exactly --new-tokens long on both paths.
     params = SamplingParams(
         n=options.samples, top_p=STARCODER_TOP_P, top_k=50, max_new_tokens=options.new_tokens, seed=options.seed, ignore_eos=True
@@ -378,6 +511,14 @@ def main(argv: list[str] | None = None) -> dict:
             "score_sequences_per_s": b["score"]["sequences_per_s"] / a["score"]["sequences_per_s"],
         }
         report["agreement"] = agreement(outputs["a"], outputs["b"])
+    if {"b", "s"} <= outputs.keys():  # the eager baseline and the static loop, in the same call on the same card
+        b, st = report["paths"]["b"], report["paths"]["s"]
+        report["ratio_s_over_b"] = {
+            "turns_per_s": st["turns_per_s"] / b["turns_per_s"],
+            "sample_useful_tokens_per_s": st["sample"]["useful_tokens_per_s"] / b["sample"]["useful_tokens_per_s"],
+            "decode_seconds": st["sample"]["decode_seconds"] / b["sample"]["decode_seconds"],
+        }
+        report["agreement_s_b"] = agreement(outputs["b"], outputs["s"])
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2))
@@ -412,6 +553,14 @@ def _check_transformers() -> None:
             "(benchmarks/README.md)",
             file=sys.stderr,
         )
+
+
+def card_peak_tflops(device: torch.device) -> float | None:
+    """The dense bf16 peak of a known CUDA card, TFLOP/s; None for a CPU or an unknown card (pass --peak-tflops)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((float(t) for part, t in PEAK_TFLOPS if part in name), None)
 
 
 def card_bandwidth_gbs(device: torch.device) -> float | None:
@@ -449,6 +598,7 @@ def _setup(options, device, model, tokenizer, prompts, requests, built_s: float)
         "channel_prompt_tokens_mean": sum(channel) / len(channel),
         "max_batch_tokens": options.max_batch_tokens or "sized from free memory (per path, below)",
         "bandwidth_gbs": options.bandwidth_gbs,
+        "peak_tflops": options.peak_tflops,
         "kv_bytes_per_token": options.kv_bytes_per_token,
         "plain_prompts_per_call": REFERENCE_PROMPTS_PER_CALL,
     }
@@ -466,13 +616,28 @@ def markdown(report: dict) -> str:
         ("sampling: guesses per row and pass / kept", lambda f: f"{f['guess_tokens']} / {f['sample']['guesses_kept']}"),
         ("out-of-memory retries", lambda f: str(f.get("oom_backoffs", "-"))),
         ("sampling: decode steps, % of bandwidth limit", lambda f: _percent(f["sample"]["decode_bandwidth_fraction"])),
+        ("sampling: decode steps, % of roofline", lambda f: _percent(f["sample"].get("decode_roofline_fraction"))),
+        ("sampling: decode loop (graphs captured)", lambda f: _loop(f["sample"])),
+        ("sampling: ms per decode step by rows", lambda f: _by_bucket(f["sample"])),
         ("scoring: candidates/s", lambda f: f"{f['score']['sequences_per_s']:.1f}"),
         ("scoring: prefill rows per pass (max)", lambda f: str(f["score"]["prefill_rows_max"])),
         ("peak GPU memory (GiB)", lambda f: "-" if f["peak_gpu_memory_gb"] is None else f"{f['peak_gpu_memory_gb']:.1f}"),
     ]
-    lines = ["| | " + " | ".join(f"({p}) {PATHS[p]}" for p in paths) + " |", "|---|" + "---|" * len(paths)]
+    lines = ["| | " + " | ".join(f"({p}) {BENCH_PATHS[p]}" for p in paths) + " |", "|---|" + "---|" * len(paths)]
     lines += [f"| {name} | " + " | ".join(cell(f) for f in paths.values()) + " |" for name, cell in rows]
     return "\n".join(lines) + "\n"
+
+
+def _loop(sample: dict) -> str:
+    if sample.get("decode_loop") != "static":
+        return "eager"
+    return f"static, {sample['runner']} ({sample['graph_captures']}, {sample['capture_seconds']:.1f} s)"
+
+
+def _by_bucket(sample: dict) -> str:
+    buckets = sample.get("decode_buckets") or {}
+    cells = [f"{rows}: {b['ms_per_step']:.1f} ({_percent(b['bandwidth_fraction'])}%)" for rows, b in buckets.items()]
+    return "; ".join(cells[-3:]) or "-"
 
 
 def _percent(fraction: float | None) -> str:

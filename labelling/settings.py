@@ -140,6 +140,18 @@ FEW_ROW_LINEAR = Setting(
     _flag,
     "on a CPU, the optimised engine computes linear layers of at most 16 rows as weight @ x.T (engine/linear.py); 0: off",
 )
+STATIC_DECODE = Setting(
+    "LABELLING_STATIC_DECODE",
+    False,
+    _flag,
+    "the optimised engine decodes on a static KV cache (engine/static_decode.py), as CUDA graphs on a GPU; samples unchanged",
+)
+CUDA_GRAPHS = Setting(
+    "LABELLING_CUDA_GRAPHS",
+    True,
+    _flag,
+    "with LABELLING_STATIC_DECODE on a GPU, each decode step is a captured CUDA graph; 0: eager",
+)
 CACHE_DIR = Setting("LABELLING_CACHE_DIR", Path("~/.cache/labelling"), _path, "where embedded models are converted once")
 
 SETTINGS: tuple[Setting, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Setting))

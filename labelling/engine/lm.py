@@ -11,7 +11,8 @@ prompt, decodes one token per pass and keeps torch's linear layers.
 
 On a GPU the batch budget is sized from the memory left after loading (`labelling.engine.memory`) unless the config sets it,
 a prefill too wide for the memory left to new tokens is fed in column slices, and a call that runs out of device memory
-halves the budget and runs again (results do not depend on the batching).
+halves the budget and runs again (results do not depend on the batching). With `static_decode`, a batch decodes on a
+static cache, captured as CUDA graphs on a GPU (`labelling.engine.static_decode`): the same samples, fewer host waits.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from labelling import settings
-from labelling.engine import attention, linear, loading, memory, sampling
+from labelling.engine import attention, graphs, linear, loading, memory, padding, sampling, static_decode
 from labelling.engine.drafts import REPLACEMENT, Draft, decodes_piecewise
 from labelling.engine.generation import Prompt, Sample, SamplingParams, TokenConstraint
 from labelling.engine.kv_cache import Encoded, KVState, common_length, shared_prefixes
@@ -38,6 +39,10 @@ PREFIX_CACHE_SIZE = 4
 # and beat 2 and 4 (a pass costs about one more token's compute per guess). On an H200 a random-weight StarCoder kept
 # almost no guesses and its sampling took twice as long with 4, and real weights could not be measured: off there.
 GUESS_TOKENS_CPU, GUESS_TOKENS_GPU = 1, 0
+# Scoring rows of mixed continuation lengths are split into passes of similar lengths where that saves more padded
+# tokens than this per extra pass (`labelling.engine.padding`). On a GPU a pass of StarCoder-15B reads its 31 GB of
+# weights once more: about the compute of 200 tokens on an H100 or H200 [estimate, not measured]. The CPU keeps one pass.
+SCORE_PASS_COST_GPU = 256
 # A decode batch keeps its finished rows (masked) until fewer than this share of its rows are live, then compacts.
 COMPACT_BELOW = 0.75
 log = logging.getLogger(__name__)
@@ -68,7 +73,13 @@ class LanguageModel:
     """Samples and scores text with a Hugging Face causal LM; see the module docstring for the speed levers."""
 
     def __init__(
-        self, model, tokenizer, max_batch_tokens: int | None = None, reuse_prefix: bool = True, guess_tokens: int | None = None
+        self,
+        model,
+        tokenizer,
+        max_batch_tokens: int | None = None,
+        reuse_prefix: bool = True,
+        guess_tokens: int | None = None,
+        static_decode: bool | None = None,
     ):
         attention.use_packed_attention(model)  # grouped key/value heads read once per pass (labelling/engine/attention.py)
         self.model = model.eval()
@@ -88,6 +99,12 @@ class LanguageModel:
             if guess_tokens is None:
                 guess_tokens = GUESS_TOKENS_GPU if self.device.type == "cuda" else GUESS_TOKENS_CPU
         self.guess_tokens = guess_tokens or 0
+        # The static-cache decode loop, as CUDA graphs on a GPU (`labelling.engine.static_decode`; `_runs_static`).
+        static_decode = settings.STATIC_DECODE.get() if static_decode is None else static_decode
+        self.static_decode = reuse_prefix and static_decode
+        self.runner_factory = functools.partial(graphs.runner_for, self.device, settings.CUDA_GRAPHS.get())
+        # Padded tokens an extra scoring pass must save (None: one pass per chunk); the optimised path only.
+        self.score_pass_cost = SCORE_PASS_COST_GPU if reuse_prefix and self.device.type == "cuda" else None
         self._budget = max_batch_tokens  # None: sized from free device memory on first use
         self._new_bytes: int | None = None  # what the tokens fed in one pass may take; None: no limit (a CPU)
         self._sized = False
@@ -110,6 +127,10 @@ class LanguageModel:
         self.stats.update(dict.fromkeys(("decode_tokens", "decode_steps", "decode_rows", "decode_columns"), 0))
         self.stats.update(dict.fromkeys(("guessed_tokens", "guesses_kept"), 0))  # prompt-lookup guesses fed, and kept
         self.stats["decode_seconds"] = 0.0
+        # Which decode loop each batch took (the static one, or eager: guesses, constraints, too many rows, or off),
+        # and the graphs captured for it.
+        self.stats.update(dict.fromkeys(("static_batches", "eager_batches", "graph_captures"), 0))
+        self.stats["capture_seconds"] = 0.0
 
     @classmethod
     def load(
@@ -209,10 +230,15 @@ class LanguageModel:
         encoded = [self._encode_prompt(p) for p in prompts]
         out: list[list[Sample]] = [[] for _ in prompts]
         for chunk in self._chunks(encoded, [params.n] * len(prompts), [params.max_new_tokens] * len(prompts)):
-            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], params.max_new_tokens)
             keys = [(i, j) for i, js in chunk for j in js]
+            static = self._runs_static(len(keys), params, constraints)
+            room = 0 if static else params.max_new_tokens  # the static loop copies the state into its own arena
+            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], room)
             seeds = [sampling.sample_seed(prompts[i], params.seed, j) for i, j in keys]
-            if self.guess_tokens and not constraints:
+            self.stats["static_batches" if static else "eager_batches"] += 1
+            if static:
+                drafts = self._decode_static(state, seeds, params)
+            elif self.guess_tokens and not constraints:
                 ids = {i: encoded[i].pre + encoded[i].body for i, _ in chunk}
                 indexes = {i: PromptLookup.index_of(context) for i, context in ids.items()}
                 lookups = [PromptLookup(ids[i], indexes[i]) for i, _ in keys]
@@ -222,6 +248,22 @@ class LanguageModel:
             for (i, _), draft in zip(keys, drafts, strict=True):
                 out[i].append(draft.finish())
         return out
+
+    def _runs_static(self, rows: int, params: SamplingParams, constraints) -> bool:
+        """Whether a batch of `rows` samples decodes on the static cache (else the eager loops run it)."""
+        fits = static_decode.bucket_for(rows) is not None and params.max_new_tokens > 1
+        return self.static_decode and fits and not constraints and not self.guess_tokens
+
+    def _decode_static(self, state: KVState, seeds: list[int], params: SamplingParams) -> list[Draft]:
+        """`_decode`'s samples on a static cache (`labelling.engine.static_decode`), with this engine's graph runner."""
+        drafts = [Draft() for _ in seeds]
+        uniforms = sampling.uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
+        runner = self.runner_factory()
+        push = functools.partial(self._push, params=params)
+        logps = static_decode.decode(self.model, state, drafts, uniforms, params, push, self._pad, runner, self.stats)
+        self.stats["graph_captures"] += runner.captures
+        self.stats["capture_seconds"] += runner.capture_seconds
+        return self._finished(drafts, logps, params)
 
     def score(self, prompt: Prompt, continuations: list[str]) -> list[float]:
         """Summed fp32 log p(continuation | prompt) for each continuation, tokenised apart from the prompt."""
@@ -236,10 +278,19 @@ class LanguageModel:
         out = [[0.0] * len(cs) for cs in conts]
         widths = [max(map(len, cs), default=0) for cs in conts]
         for chunk in self._chunks(encoded, [len(cs) for cs in conts], widths):
-            state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], max(widths[i] for i, _ in chunk))
+            room = max(widths[i] for i, _ in chunk)
             keys = [(i, j) for i, js in chunk for j in js]
-            for (i, j), value in zip(keys, self._score_rows(state, [conts[i][j] for i, j in keys]), strict=True):
-                out[i][j] = value
+            groups = padding.length_groups([len(conts[i][j]) - 1 for i, j in keys], self.score_pass_cost)
+            # One group: every prompt's rows expanded at once. Several: each prompt once, its rows taken per group.
+            split = len(groups) > 1
+            copies = [1] * len(chunk) if split else [len(js) for _, js in chunk]
+            prompts = self._states([encoded[i] for i, _ in chunk], copies, 0 if split else room)
+            owner = [k for k, (_, js) in enumerate(chunk) for _ in js]
+            for group in groups:
+                state = prompts.take([owner[r] for r in group], room) if split else prompts
+                rows = [keys[r] for r in group]
+                for (i, j), value in zip(rows, self._score_rows(state, [conts[i][j] for i, j in rows]), strict=True):
+                    out[i][j] = value
         return out
 
     # -- tokenisation ---------------------------------------------------------------------------------------------

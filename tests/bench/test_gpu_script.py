@@ -122,3 +122,30 @@ def test_passes_with_guesses_count_as_decode_steps():
     figures = passes.decode_figures(weight_bytes=100, kv_bytes_per_token=1, bandwidth_gbs=None)
     assert figures["decode_seconds"] == pytest.approx(0.1 + 0.2 + 0.1)
     assert figures["decode_bytes_read"] == 3 * 100 + 16 * (901 + 904 + 906)
+
+
+def test_the_static_path_runs_beside_the_eager_one_and_reports_its_loop(tmp_path):
+    """--paths b,s: (s) decodes on the static cache (eagerly on a CPU: no graphs), draws (b)'s samples, and reports
+    its steps per row bucket with their shares of the bandwidth limit and of the roofline."""
+    args = ["--tiny", "--turns", TURNS, "--samples", SAMPLES, "--new-tokens", NEW_TOKENS, "--candidates", CANDIDATES]
+    args += ["--examples", 2, "--paths", "b,s", "--bandwidth-gbs", CPU_GBS, "--out", "static.json"]
+    done = run_script(args, tmp_path)
+    assert "| sampling: decode loop (graphs captured) | eager | static, eager (0, 0.0 s) |" in done.stdout
+    report = json.loads((tmp_path / "static.json").read_text())
+    static, eager = report["paths"]["s"]["sample"], report["paths"]["b"]["sample"]
+    assert (static["decode_loop"], static["runner"], static["static_batches"], static["eager_batches"]) == (
+        "static",
+        "eager",
+        1,
+        0,
+    )
+    assert eager["decode_loop"] == "eager" and eager["runner"] is None
+    assert report["agreement_s_b"]["same_samples"] == 1.0 and report["agreement_s_b"]["max_score_gap"] < 1e-3
+    assert static["decode_steps"] == NEW_TOKENS - 1 and static["decode_rows_max"] == 8  # 6 rows in the bucket of 8
+    buckets = static["decode_buckets"]
+    assert sum(b["steps"] for b in buckets.values()) == static["decode_steps"]
+    assert sum(b["seconds"] for b in buckets.values()) == pytest.approx(static["decode_seconds"])
+    for b in buckets.values():
+        assert b["bandwidth_fraction"] == pytest.approx(b["bytes_read"] / (CPU_GBS * 1e9) / b["seconds"])
+        assert b["roofline_fraction"] == b["bandwidth_fraction"]  # no peak compute known for a CPU: bandwidth alone
+    assert set(report["ratio_s_over_b"]) == {"turns_per_s", "sample_useful_tokens_per_s", "decode_seconds"}

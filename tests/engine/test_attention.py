@@ -70,3 +70,15 @@ def test_models_on_other_attention_are_left_alone():
     model.set_attn_implementation("eager")
     attention.use_packed_attention(model)
     assert model.config._attn_implementation == "eager"
+
+
+def test_a_single_key_value_head_is_not_copied_per_query_head():
+    """A long masked pass on a GPU (prefill, a scoring pass of continuations) goes to transformers' SDPA path, whose
+    `repeat_kv` hands a multi-query model's one key/value head to every query head as a stride-0 view of the cache:
+    read once, not copied 48 times (StarCoder). Guards a transformers upgrade; whether CUDA's kernel copies it is a
+    GPU check (tests/engine/test_gpu.py)."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    key = torch.randn(3, 1, 20, 16)
+    expanded = repeat_kv(key, 48)
+    assert expanded.shape == (3, 48, 20, 16) and expanded.stride(1) == 0 and expanded.data_ptr() == key.data_ptr()

@@ -1,6 +1,9 @@
 """On a real CUDA device (skipped without one): weights loaded straight to the GPU in bf16, the batch budget sized from
 the card's real free memory, a prefill-heavy wave at that budget with no out-of-memory retry, a real out-of-memory
-error that halves the budget and loses nothing, and prompt-lookup guesses that keep the samples. The CPU versions of
+error that halves the budget and loses nothing, and prompt-lookup guesses that keep the samples. Decoding on the static
+cache: CUDA-graph capture and replay give the static step's samples at the same buckets, with no host sync inside a
+replay; at least 99% of today's eager samples; an out-of-memory error with graphs; buckets changing mid-wave; and
+whether CUDA's attention kernel copies a multi-query model's one key/value head per query head. The CPU versions of
 these, with made-up memory figures and an injected error, are in tests/engine/test_memory.py and tests/engine/test_lm.py and run
 everywhere.
 
@@ -10,13 +13,14 @@ writes (`.state/gpu_inputs/tokenizer`); `pytest -m gpu -s tests/engine/test_gpu.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoTokenizer, GPTBigCodeConfig, GPTBigCodeForCausalLM
 
-from labelling.engine import loading, memory
+from labelling.engine import graphs, loading, memory, static_decode
 from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
 
 pytestmark = [
@@ -164,3 +168,149 @@ def test_guessed_tokens_keep_the_samples_on_the_gpu(tokenizer):
     assert guessing.guess_tokens == 4 and guessed > 0
     assert len(same) >= 0.9 * len(pairs)  # as for batch shapes: CUDA kernels round differently with the pass's width
     assert _share_close([x.logprob for x, _ in same], [y.logprob for _, y in same]) >= 0.95
+
+
+# -- the static cache and CUDA graphs (issue 25) --------------------------------------------------------------------
+
+
+def static_engine(model, tokenizer, graphs_on: bool, **options) -> LanguageModel:
+    lm = LanguageModel.from_model(model, tokenizer, guess_tokens=0, static_decode=True, **options)
+    lm.runner_factory = lambda: graphs.runner_for(lm.device, graphs_on)
+    return lm
+
+
+def recording_buckets(monkeypatch, strict_sync: bool = False) -> list[int]:
+    """Record the bucket of every replayed step; with `strict_sync`, a replay of an already captured step runs under
+    CUDA's sync debug mode set to error, so any host sync inside it fails."""
+    rows_seen = []
+    replay = static_decode.StaticDecoder.replay
+
+    def recording(decoder, rows):
+        rows_seen.append(rows)
+        if strict_sync and rows in decoder.replays:
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return replay(decoder, rows)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return replay(decoder, rows)
+
+    monkeypatch.setattr(static_decode.StaticDecoder, "replay", recording)
+    return rows_seen
+
+
+def _same(got, want) -> list:
+    pairs = [(x, y) for row_got, row_exp in zip(got, want, strict=True) for x, y in zip(row_got, row_exp, strict=True)]
+    return [(x, y) for x, y in pairs if x.text == y.text and x.n_tokens == y.n_tokens], pairs
+
+
+def test_graph_replay_gives_the_static_steps_samples(tokenizer, monkeypatch):
+    """128 rows (16 prompts x 8): CUDA-graph replay against the same static step run eagerly, at the same buckets."""
+    model = medium_model(torch.bfloat16)
+    prompts, params = wave(16, 600), SamplingParams(n=8, max_new_tokens=32, seed=5, top_k=50, top_p=0.7)
+    eager = static_engine(model, tokenizer, graphs_on=False)
+    want = eager.sample(prompts, params)
+    buckets = recording_buckets(monkeypatch, strict_sync=True)
+    graphed = static_engine(model, tokenizer, graphs_on=True)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    got = graphed.sample(prompts, params)
+    seconds = time.perf_counter() - started
+    same, pairs = _same(got, want)
+    print(
+        f"\ngraphs: {graphed.stats['graph_captures']} captures in {graphed.stats['capture_seconds']:.2f} s, buckets "
+        f"{sorted(set(buckets))}, {graphed.stats['decode_steps']} steps, {seconds:.2f} s in all; eager static steps "
+        f"{eager.stats['decode_seconds']:.2f} s, graphs {graphed.stats['decode_seconds']:.2f} s; "
+        f"{len(same)}/{len(pairs)} samples identical"
+    )
+    assert graphed.stats["static_batches"] == 1 and graphed.stats["graph_captures"] == len(set(buckets))
+    assert buckets[0] == 128 and len(same) == len(pairs)
+    assert [x.logprob for x, _ in same] == pytest.approx([y.logprob for _, y in same], rel=1e-5)
+
+
+def test_graphs_keep_at_least_99_percent_of_todays_samples(tokenizer):
+    model = medium_model(torch.bfloat16)
+    prompts, params = wave(16, 600), SamplingParams(n=8, max_new_tokens=32, seed=6, top_k=50, top_p=0.7)
+    today = LanguageModel.from_model(model, tokenizer, guess_tokens=0).sample(prompts, params)
+    graphed = static_engine(model, tokenizer, graphs_on=True)
+    got = graphed.sample(prompts, params)
+    same, pairs = _same(got, today)
+    print(f"\n{len(same)}/{len(pairs)} samples as today's eager loop (bf16 kernels round with the shape)")
+    assert len(same) >= 0.99 * len(pairs)
+    assert _share_close([x.logprob for x, _ in same], [y.logprob for _, y in same]) >= 0.99
+
+
+def test_buckets_change_mid_wave(tokenizer, monkeypatch):
+    """Rows ending on stop strings at different steps move the batch into smaller buckets, each captured once."""
+    model = medium_model(torch.float32)
+    prompts = wave(12, 200)
+    probe = SamplingParams(n=8, max_new_tokens=24, seed=7)
+    drawn = LanguageModel.from_model(model, tokenizer, guess_tokens=0).sample(prompts, probe)
+    stops = tuple(s.text[k % 7 + 1 : k % 7 + 3] for k, s in enumerate(x for row in drawn for x in row) if len(s.text) > 9)
+    params = SamplingParams(n=8, max_new_tokens=24, seed=7, stop=stops[:24])
+    want = static_engine(model, tokenizer, graphs_on=False).sample(prompts, params)
+    buckets = recording_buckets(monkeypatch)
+    graphed = static_engine(model, tokenizer, graphs_on=True)
+    got = graphed.sample(prompts, params)
+    same, pairs = _same(got, want)
+    used = list(dict.fromkeys(buckets))
+    print(f"\nbuckets in order {used}, {graphed.stats['graph_captures']} captures; {len(same)}/{len(pairs)} identical")
+    assert len(used) >= 2 and used == sorted(used, reverse=True) and graphed.stats["graph_captures"] == len(used)
+    assert len(same) == len(pairs)
+
+
+def test_an_out_of_memory_error_with_graphs_halves_the_budget_and_loses_nothing(tokenizer, monkeypatch):
+    """A real out-of-memory error (the budget configured far too large, most of the card held), then one injected at
+    the first capture: each run retries at half the budget and returns every sample."""
+    model = medium_model(torch.float32, multi_query=False)
+    prompts, params = wave(32, 450), SamplingParams(n=8, max_new_tokens=8, seed=3)
+    expected = LanguageModel.from_model(model, tokenizer, max_batch_tokens=16384, guess_tokens=0).sample(prompts, params)
+    filler = Filler(leave=16 * GiB)
+    try:
+        real = static_engine(model, tokenizer, graphs_on=True, max_batch_tokens=1 << 20)
+        got_real = real.sample(prompts, params)
+    finally:
+        filler.release()
+    capture = graphs.CudaGraphRunner.capture
+    failed = []
+
+    def failing_once(runner, step):
+        if not failed:
+            failed.append(True)
+            raise torch.OutOfMemoryError("CUDA out of memory (injected at capture)")
+        return capture(runner, step)
+
+    monkeypatch.setattr(graphs.CudaGraphRunner, "capture", failing_once)
+    injected = static_engine(model, tokenizer, graphs_on=True, max_batch_tokens=1 << 16)
+    got_injected = injected.sample(prompts, params)
+    for lm, got in ((real, got_real), (injected, got_injected)):
+        same, pairs = _same(got, expected)
+        print(f"\n{lm.oom_backoffs} retries, budget {lm.max_batch_tokens}; {len(same)}/{len(pairs)} samples as at 16384")
+        assert lm.oom_backoffs >= 1 and [len(row) for row in got] == [params.n] * len(prompts)
+        assert len(same) >= 0.9 * len(pairs)
+    assert injected.stats["graph_captures"] >= 1 and injected.stats["static_batches"] >= 2
+
+
+@pytest.mark.parametrize("columns", [2700, 2752], ids=["unaligned", "aligned"])
+def test_one_key_value_head_is_not_copied_per_query_head_by_the_kernel(columns):
+    """A scoring pass of continuations: 32 rows x 70 new tokens on a 2.7k cache, 48 query heads on one key/value head
+    handed over as a stride-0 view (transformers' repeat_kv). A copy per head would take 32 x 48 x L x 128 x 2 bytes
+    per tensor; the kernel's extra memory must stay far below that."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    rows, new, heads, dim = 32, 70, 48, 128
+    query = torch.randn(rows, heads, new, dim, device="cuda", dtype=torch.bfloat16)
+    key, value = (torch.randn(rows, 1, columns, dim, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    mask = torch.ones(rows, 1, new, columns, device="cuda", dtype=torch.bool).tril(diagonal=columns - new)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.training = heads, False, False
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=dim**-0.5)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+    copy = rows * heads * columns * dim * 2
+    print(f"\nL={columns}: {extra / GiB:.3f} GiB beyond the inputs (a per-head copy of K: {copy / GiB:.2f} GiB)")
+    assert out.shape == (rows, new, heads, dim)
+    assert extra < copy / 2
