@@ -8,21 +8,7 @@ import pytest
 
 from labelling.errors import SchemaError
 from labelling.schema import DONTCARE, EVALUATED_SERVICES, Schema, clean_slot_name
-
-# docs/method.md §1.3: the informable slots of the five evaluated services, in schema order.
-INFORMABLE = {
-    "hotel": ("price range", "type", "parking", "book day", "book people", "book stay", "stars", "internet", "name", "area"),
-    "train": ("arrive by", "departure", "day", "book people", "leave at", "destination"),
-    "attraction": ("area", "name", "type"),
-    "restaurant": ("price range", "area", "food", "name", "book day", "book people", "book time"),
-    "taxi": ("leave at", "destination", "departure", "arrive by"),
-}
-
-
-@pytest.fixture(scope="module")
-def schema() -> Schema:
-    """The bundled schema, loaded once for the module."""
-    return Schema.load()
+from tests.support.corpus_files import INFORMABLE
 
 
 def test_bundled_schema_has_the_five_services_and_thirty_slots_in_order(schema):

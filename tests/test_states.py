@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from labelling.schema import DONTCARE, Schema
+from labelling.schema import DONTCARE
 from labelling.states import (
     DELETE,
     SchemaNormalizer,
@@ -18,21 +18,7 @@ from labelling.states import (
     restrict,
     strip_blanks,
 )
-
-# docs/method.md §1.3: the informable slots of the five evaluated services, in schema order.
-INFORMABLE = {
-    "hotel": ("price range", "type", "parking", "book day", "book people", "book stay", "stars", "internet", "name", "area"),
-    "train": ("arrive by", "departure", "day", "book people", "leave at", "destination"),
-    "attraction": ("area", "name", "type"),
-    "restaurant": ("price range", "area", "food", "name", "book day", "book people", "book time"),
-    "taxi": ("leave at", "destination", "departure", "arrive by"),
-}
-
-
-@pytest.fixture(scope="module")
-def schema() -> Schema:
-    """The bundled schema, loaded once for the module."""
-    return Schema.load()
+from tests.support.corpus_files import INFORMABLE
 
 
 def test_strip_blanks_drops_unset_values_and_empty_services():

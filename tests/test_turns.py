@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from labelling.acts import Act, Entity
-from labelling.schema import Schema
 from labelling.states import (
     DELETE,
     compute_delta,
@@ -16,12 +13,6 @@ from labelling.states import (
 from labelling.turns import Turn
 
 HOTEL = Entity("Hotel", (("name", "acorn"), ("price_range", "cheap")))  # as in test_acts.py
-
-
-@pytest.fixture(scope="module")
-def schema() -> Schema:
-    """The bundled schema, loaded once for the module."""
-    return Schema.load()
 
 
 def make_turn() -> Turn:

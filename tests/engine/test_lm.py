@@ -22,7 +22,7 @@ from labelling.engine.drafts import Draft
 from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
 from labelling.engine.lookup import PromptLookup
 from labelling.errors import ConfigError, ModelError
-from tests.support.tiny_models import smollm2_tokenizer, tiny_gpt_bigcode, tiny_llama
+from tests.support.tiny_models import tiny_gpt_bigcode, tiny_llama
 
 TOL = 1e-4
 SCHEMA = "class Hotel:\n    def find_hotel(self, area: str, stars: int):\n        ...\n"
@@ -32,26 +32,6 @@ REQUESTS = [
     (Prompt("class Train:\n    pass\n", ""), [" Train()", "("]),
     (Prompt(SCHEMA, "# system: anything else?\n# user: no thanks, that is all for today\nagent."), ["no_change()]"]),
 ]
-BUILDERS = {"llama": tiny_llama, "gpt_bigcode": tiny_gpt_bigcode}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core box OpenMP spinning makes each op ~1000x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return smollm2_tokenizer()
-
-
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
-def model(request):
-    return BUILDERS[request.param]()
 
 
 def ids(tok, text: str) -> list[int]:

@@ -10,7 +10,6 @@ import torch
 
 from labelling.engine import static_decode
 from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
-from tests.support.tiny_models import smollm2_tokenizer, tiny_gpt_bigcode, tiny_llama
 
 TOL = 1e-4
 SCHEMA = "class Hotel:\n    def find_hotel(self, area: str, stars: int):\n        ...\n"
@@ -19,25 +18,6 @@ PROMPTS = [
     Prompt(SCHEMA, "# user: hi"),
     Prompt(SCHEMA, "# system: anything else?\n# user: no thanks, that is all for today\nagent."),
 ]
-BUILDERS = {"llama": tiny_llama, "gpt_bigcode": tiny_gpt_bigcode}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return smollm2_tokenizer()
-
-
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
-def model(request):
-    return BUILDERS[request.param]()
 
 
 class FakeGraphRunner:

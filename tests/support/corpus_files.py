@@ -23,3 +23,12 @@ ROW_FIELDS = {
     "has_gold",
     "has_gold_acts",
 }
+
+# docs/method.md §1.3: the informable slots of the five evaluated services, in schema order.
+INFORMABLE = {
+    "hotel": ("price range", "type", "parking", "book day", "book people", "book stay", "stars", "internet", "name", "area"),
+    "train": ("arrive by", "departure", "day", "book people", "leave at", "destination"),
+    "attraction": ("area", "name", "type"),
+    "restaurant": ("price range", "area", "food", "name", "book day", "book people", "book time"),
+    "taxi": ("leave at", "destination", "departure", "arrive by"),
+}
