@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -124,24 +123,17 @@ def holding(corpus: str, what: str) -> Iterator[CorpusClaim]:
     """Hold ``corpus`` for an ingest or a removal while the block runs, beating its heartbeat from a background thread."""
     claim = CorpusClaim(corpus, what, uuid.uuid4().hex[:16])
     _take(corpus, what, claim.token)
-    stop = threading.Event()
 
-    def beat() -> None:
-        while not stop.wait(store.claim_lease_s() / 6):
-            try:
-                if not _beat(claim):
-                    log.warning("the %s of corpus %s lost its claim to another command", what, corpus)
-                    return
-            except Exception:  # a store hiccup: the next beat, or the end of the block, tells
-                log.warning("heartbeat for the %s of corpus %s failed", what, corpus, exc_info=True)
+    def beat() -> bool:
+        if _beat(claim):
+            return True
+        log.warning("the %s of corpus %s lost its claim to another command", what, corpus)
+        return False
 
-    thread = threading.Thread(target=beat, name=f"corpus-{what}-heartbeat", daemon=True)
-    thread.start()
     try:
-        yield claim
+        with store.beating(beat, store.claim_lease_s() / 6, f"the {what} of corpus {corpus}"):
+            yield claim
     finally:
-        stop.set()
-        thread.join()
         try:
             _release(claim)
         except StoreError:

@@ -10,7 +10,6 @@ batch boundaries.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -124,24 +123,17 @@ def pulse(claim: store.Claim, beats_per_lease: int = 6) -> Iterator[None]:
     A batch can outlast the lease on a slow model, so per-batch heartbeats alone would force a long lease, and a dead
     worker's partition would wait that long before another could take it over.
     """
-    stop = threading.Event()
-    thread = threading.Thread(target=_beat, args=(claim, claim.lease_s / beats_per_lease, stop), daemon=True)
-    thread.start()
-    try:
+    with store.beating(lambda: _beat(claim), claim.lease_s / beats_per_lease, f"{claim.group}/{claim.split}"):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
-def _beat(claim: store.Claim, every_s: float, stop: threading.Event) -> None:
-    while not stop.wait(every_s):
-        try:
-            store.heartbeat(claim)
-        except store.ClaimLost:
-            return  # the labelling thread finds out at its next guarded write and stops there
-        except Exception:  # a store outage outlasting the retries: keep beating, the next beat may land
-            log.warning("heartbeat for %s/%s failed", claim.group, claim.split, exc_info=True)
+def _beat(claim: store.Claim) -> bool:
+    """One heartbeat of a partition claim; False once it is lost."""
+    try:
+        store.heartbeat(claim)
+    except store.ClaimLost:
+        return False
+    return True
 
 
 class _PartitionJob:

@@ -19,9 +19,11 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TypeVar
@@ -76,6 +78,32 @@ def claim_lease_s() -> float:
 def retry_budget_s() -> float:
     """How long one store operation retries a server it lost (``$LABELLING_MONGODB_RETRY_S``, default 120 s)."""
     return settings.MONGODB_RETRY_S.get()
+
+
+@contextmanager
+def beating(beat: Callable[[], bool], every_s: float, what: str) -> Iterator[None]:
+    """Call ``beat`` (one heartbeat of a claim) from a background thread every ``every_s`` seconds while the block runs.
+
+    ``beat`` returns False once the claim is lost: the thread stops, and the holder finds out at its next guarded
+    write. A store outage outlasting the retries is logged and the next beat tried. Partition and corpus claims share it.
+    """
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every_s):
+            try:
+                if not beat():
+                    return
+            except Exception:  # keep beating: the next beat may land
+                log.warning("heartbeat for %s failed", what, exc_info=True)
+
+    thread = threading.Thread(target=run, name=f"heartbeat {what}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def retrying(operation: Callable[..., T]) -> Callable[..., T]:
