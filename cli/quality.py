@@ -38,16 +38,35 @@ def quality(
     threads: int | None = typer.Option(
         None, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads.", show_default="torch's"
     ),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="Label another split of the bundled corpus instead of the held-out slice: where settings are chosen, and "
+        "what a pool is seeded from.",
+        show_default="the held-out train_900_950",
+    ),
+    dialogues: int | None = typer.Option(
+        None, "--dialogues", min=1, help="How many dialogues of --split to label.", show_default="9 of the slice; all of --split"
+    ),
+    pool_from: Path | None = typer.Option(
+        None,
+        "--pool-from",
+        exists=True,
+        dir_okay=False,
+        help="Seed the example pool from the labels of an earlier quality report on another split (its first configuration).",
+        show_default="an empty pool",
+    ),
     out: Path = typer.Option(Path("quality.json"), "--out", help="Where to write the JSON report."),
     markdown_out: Path | None = typer.Option(
         None, "--markdown", help="Where to write the markdown table.", show_default="--out with a .md suffix"
     ),
 ) -> None:
     """Label the held-out slice (the first 9 dialogues of train_900_950, 67 turns, used by no default run or test) under
-    greedy and noisy-channel decoding, each with and without schema constraints when the config has that switch, and
+    greedy, noisy-channel and vote decoding, each with and without schema constraints, and
     print JGA (exact, and the reference's fuzzy one), turn accuracy, state-slot F1, act F1 on (type, domain, slot)
     triples, the off-schema sample rate, the share of "no change" labels and seconds per turn, beside the always-empty
-    baseline."""
+    baseline. Choose settings with --split (another split), never on the slice; --pool-from seeds the example pool from
+    an earlier report's labels of another split, to show what a grown pool does."""
     from labelling.bench import quality as lib
 
     job = job_config.load(config, profile)
@@ -63,28 +82,44 @@ def quality(
         import torch
 
         torch.set_num_threads(threads)
-    turns = lib.held_out_turns(job, limit)
-    setup = _setup(lib, job, turns, profile, config, limit)
+    name = split or lib.HELD_OUT_SPLIT
+    count = dialogues if dialogues is not None else (lib.HELD_OUT_DIALOGUES if split in (None, lib.HELD_OUT_SPLIT) else None)
+    turns = lib.split_turns(job, name, count, limit)
+    pool, pool_note = [], None
+    if pool_from is not None:
+        pool, pool_note = lib.report_pool(_read_report(pool_from), lambda s: lib.split_turns(job, s), name)
+        console.print(f"example pool: {pool_note}")
+    setup = _setup(lib, job, turns, profile, config, limit) | {"split": name, "dialogues": count, "pool": pool_note}
     md = markdown_out or out.with_suffix(".md")
     results = [lib.baseline(turns)]
-    for name in chosen:
+    for conf in chosen:
         partial = out.with_name(f"{out.stem}.partial.json")
 
         def progress(result, partial=partial) -> None:  # the figures so far, readable while a long run goes on
             partial.write_text(json.dumps(lib.report([*results, result], setup), indent=2) + "\n", encoding="utf-8")
 
-        with console.status(f"{name}: labelling {len(turns)} turns"):
-            results.append(lib.run_configuration(job, name, available[name], turns, on_batch=progress))
-        console.print(f"{name}: done in {results[-1].seconds:.0f} s")
+        with console.status(f"{conf}: labelling {len(turns)} turns"):
+            results.append(lib.run_configuration(job, conf, available[conf], turns, on_batch=progress, pool=pool))
+        console.print(f"{conf}: done in {results[-1].seconds:.0f} s")
         rep = _write(lib, results, setup, out, md)  # after each configuration, so a long run keeps what it finished
     header, rows = lib.table_rows(rep)
-    table = Table(title=f"quality: {len(turns)} turns of {lib.HELD_OUT}")
+    where = lib.HELD_OUT if name == lib.HELD_OUT_SPLIT and count == lib.HELD_OUT_DIALOGUES else f"{name} (not the held-out slice)"
+    table = Table(title=f"quality: {len(turns)} turns of {where}")
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
     Console().print(table)
     console.print(f"report: {out}, table: {md}")
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LabellingError(
+            f"--pool-from {path}: not a readable quality report ({exc})", "pass the --out of a labelling quality run"
+        ) from exc
 
 
 def _setup(lib, job: job_config.JobConfig, turns: list, profile: str, config: Path | None, limit: int | None) -> dict:

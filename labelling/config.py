@@ -29,7 +29,7 @@ if typing.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_PROFILE = "cpu-small"  # the profile every command starts from when none is named
-GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond")
+GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond", "vote")
 # What becomes of a sample that does not parse: it competes as "no change" / no acts (the reference), or it is dropped
 # whenever another sample parsed (docs/deviations.md, C4).
 UNPARSEABLE_SAMPLES = ("compete", "drop")
@@ -124,9 +124,12 @@ class ModuleConfig:
     # dropped, sampling inside the schema's grammar, grammar.py); any other model gets the reference's behaviour (no
     # demos, failed samples compete as "no change", unconstrained). So a reference job file laid over cpu-small stays
     # reference-like. `sampling_args.max_new_tokens` and `model.torch_dtype: auto` follow the model the same way.
+    # `drop_unsaid_values` drops label values the turn never says (canonical.ground_state / ground_acts): on for the
+    # embedded models, off for the reference, which keeps whatever its model writes.
     fill_with_demos: bool | None = None
     unparseable_samples: str | None = None
     constrain_to_schema: bool | None = None
+    drop_unsaid_values: bool | None = None
 
 
 @dataclass
@@ -323,6 +326,10 @@ def _loading_value(model: ModelConfig, key: str) -> object:
     return model.weights_quantization if key == "quantization" else getattr(model, key)
 
 
+# The module settings that, left unset, follow the module's model (embedded record or the reference's behaviour).
+FOLLOW_THE_MODEL = ("fill_with_demos", "unparseable_samples", "constrain_to_schema", "drop_unsaid_values")
+
+
 def model_defaults(name: str, module: ModuleConfig) -> dict:
     """The settings that follow a module's model: an embedded model's record (labelling/embedded.py), else the
     reference's behaviour, with its 120 new tokens (128 in greedy mode)."""
@@ -338,7 +345,7 @@ def _resolve_model_defaults(name: str, module: ModuleConfig) -> None:
     """Fill the settings left unset (None) with what suits the module's model (see ModuleConfig); `torch_dtype: auto`
     is resolved after both modules share their loading settings (JobConfig.validate)."""
     defaults = model_defaults(name, module)
-    for key in ("fill_with_demos", "unparseable_samples", "constrain_to_schema"):
+    for key in FOLLOW_THE_MODEL:
         if getattr(module, key) is None:
             setattr(module, key, defaults[key])
     sampling = module.generation_cfg.sampling_args
@@ -534,6 +541,7 @@ def _module(
     unparseable_samples: str | None,
     torch_dtype: str = "auto",
     constrain_to_schema: bool | None = False,
+    drop_unsaid_values: bool | None = False,
 ) -> dict:
     """One module of a profile, as job-file data (top-k 50, temperature 1 and 4 distinct examples are common to all;
     `max_new_tokens` is left to follow the model and the decoding mode)."""
@@ -550,6 +558,7 @@ def _module(
         "fill_with_demos": fill_with_demos,
         "unparseable_samples": unparseable_samples,
         "constrain_to_schema": constrain_to_schema,
+        "drop_unsaid_values": drop_unsaid_values,
     }
 
 
@@ -563,7 +572,7 @@ _STARCODER = {
 }
 # A small model needs to see the call format before its index fills: invented demos, and samples that do not parse
 # are dropped rather than voting for "no change" (left unset, these follow the model's record: see ModuleConfig).
-_CPU = {"embedder": "minilm", "fill_with_demos": None, "unparseable_samples": None}
+_CPU = {"embedder": "minilm", "fill_with_demos": None, "unparseable_samples": None, "drop_unsaid_values": None}
 _CPU_DECODING = {"generation_mode": "greedy", "constrain_to_schema": None}
 PROFILES = {
     # The reference's initial-labelling settings (docs/method.md §2.3), with its 2-turn batches on a large GPU (§2.4).

@@ -19,7 +19,12 @@ REFERENCE_GREEDY_MAX_NEW_TOKENS = 128
 # The reference labels 2 turns between index updates on a GPU of 50 GiB and more (docs/method.md §2.4).
 REFERENCE_TURNS_PER_BATCH = 2
 # What a module that names no embedded model resolves its unset settings to: the reference's behaviour.
-REFERENCE_SETTINGS = {"fill_with_demos": False, "constrain_to_schema": False, "unparseable_samples": "compete"}
+REFERENCE_SETTINGS = {
+    "fill_with_demos": False,
+    "constrain_to_schema": False,
+    "unparseable_samples": "compete",
+    "drop_unsaid_values": False,
+}
 
 
 LICENCE_URLS = {"Apache-2.0": "https://www.apache.org/licenses/LICENSE-2.0"}
@@ -70,6 +75,7 @@ class EmbeddedModel:
     fill_with_demos: bool = True
     constrain_to_schema: bool = True
     unparseable_samples: str = "drop"
+    drop_unsaid_values: bool = True
     torch_dtype: str = "float32"
 
     @property
@@ -94,6 +100,7 @@ class EmbeddedModel:
             "fill_with_demos": self.fill_with_demos,
             "constrain_to_schema": self.constrain_to_schema,
             "unparseable_samples": self.unparseable_samples,
+            "drop_unsaid_values": self.drop_unsaid_values,
             "max_new_tokens": self.max_new_tokens[module],
             "torch_dtype": self.torch_dtype,
         }

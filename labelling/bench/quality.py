@@ -49,13 +49,15 @@ COLUMNS = (
 
 
 def configurations(job: JobConfig) -> dict[str, dict]:
-    """Name -> per-module overrides: greedy and noisy channel (the job's own channel modes), each also constrained
-    (``ModuleConfig.constrain_to_schema``). Overrides are plain data so the JSON report records exactly what ran."""
+    """Name -> per-module overrides: greedy, noisy channel (the job's own channel modes) and a vote of the samples,
+    each also constrained (``ModuleConfig.constrain_to_schema``). Overrides are plain data so the JSON report records
+    exactly what ran."""
     modes = {m: getattr(job, m).generation_cfg.generation_mode for m in MODULES}
-    channel = {m: (mode if mode != "greedy" else _default_channel(m)) for m, mode in modes.items()}
+    channel = {m: (mode if mode.startswith("noisy_channel") else _default_channel(m)) for m, mode in modes.items()}
     out = {
         "greedy": {m: {"generation_cfg": {"generation_mode": "greedy"}} for m in MODULES},
         "noisy channel": {m: {"generation_cfg": {"generation_mode": channel[m]}} for m in MODULES},
+        "vote": {m: {"generation_cfg": {"generation_mode": "vote"}} for m in MODULES},
     }
     for name in list(out):  # the switch is set both ways, so the job's own default never leaks in
         out[f"{name} + constraints"] = {m: _with_constraints(o, True) for m, o in out[name].items()}
@@ -87,13 +89,38 @@ def apply(job: JobConfig, overrides: Mapping[str, dict]) -> JobConfig:
 
 def held_out_turns(job: JobConfig, limit: int | None = None) -> list[Turn]:
     """The held-out slice's turns in corpus order; ``limit`` keeps the first N (whole dialogue prefixes, for smoke runs)."""
+    return split_turns(job, HELD_OUT_SPLIT, HELD_OUT_DIALOGUES, limit)
+
+
+def split_turns(job: JobConfig, split: str, dialogues: int | None = None, limit: int | None = None) -> list[Turn]:
+    """The turns of the first ``dialogues`` dialogues (all when None) of one split of the bundled corpus, in corpus
+    order. Settings are chosen on other splits than the held-out one (``--split``), and a pool is seeded from one."""
     from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
     from labelling.data import BUNDLED_CORPUS
 
-    turns = cut_into_splits(read_corpus(BUNDLED_CORPUS, job.load_schema()), DEFAULT_SPLIT_SIZE)[HELD_OUT_SPLIT]
-    keep = list(dict.fromkeys(t.dialogue_id for t in turns))[:HELD_OUT_DIALOGUES]
-    turns = [t for t in turns if t.dialogue_id in set(keep)]
+    splits = cut_into_splits(read_corpus(BUNDLED_CORPUS, job.load_schema()), DEFAULT_SPLIT_SIZE)
+    if split not in splits:
+        raise ConfigError(f"no split {split!r} in the bundled corpus", f"splits: {', '.join(splits)}")
+    turns = splits[split]
+    keep = set(list(dict.fromkeys(t.dialogue_id for t in turns))[:dialogues])
+    turns = [t for t in turns if t.dialogue_id in keep]
     return turns[:limit] if limit is not None else turns
+
+
+def pool_examples(turns: Sequence[Turn], labels: Sequence[TurnLabel]) -> list[Turn]:
+    """Labelled turns as the example pool holds them (each turn's text with its label, and the acts before it), for
+    seeding a run from the labels of an earlier one. Every label must belong to one of ``turns``."""
+    from labelling.records import example_turn
+
+    by_key = {t.key: t for t in turns}
+    missing = [f"{lab.dialogue_id}#{lab.turn_id}" for lab in labels if lab.key not in by_key]
+    if missing:
+        raise ConfigError(f"{len(missing)} pool labels name turns not in the corpus: {', '.join(missing[:3])}", "")
+    out, last_acts = [], {}
+    for lab in sorted(labels, key=lambda lab: lab.key):
+        out.append(example_turn(by_key[lab.key], lab, last_acts.get(lab.dialogue_id, [])))
+        last_acts[lab.dialogue_id] = lab.acts
+    return out
 
 
 @dataclass
@@ -111,6 +138,7 @@ class Result:
     cut_samples: int = 0
     errors: dict = field(default_factory=dict)
     choices: list = field(default_factory=list)  # per turn: each module's candidates and choice, for reading by hand
+    labels: list = field(default_factory=list)  # TurnLabel.to_dict() per turn: what a later run can seed its pool from
 
     def figures(self) -> dict:
         """The table's figures plus the raw counts behind them."""
@@ -128,6 +156,7 @@ class Result:
             "metrics": self.metrics,
             "errors": self.errors,
             "choices": self.choices,
+            "labels": self.labels,
         }
 
 
@@ -168,15 +197,19 @@ def run_configuration(
     turns: Sequence[Turn],
     factory: Callable[[JobConfig], object] | None = None,
     on_batch: Callable[[Result], None] | None = None,
+    pool: Sequence[Turn] = (),
 ) -> Result:
     """Label ``turns`` with ``job`` under ``overrides`` in this process; ``factory`` builds the labeller (by default
     ``build.build_labeller``, which shares loaded models across configurations). ``on_batch`` gets the figures over
-    the turns labelled so far after every batch, so a long run can be read before it ends."""
+    the turns labelled so far after every batch, so a long run can be read before it ends. ``pool`` (labelled turns,
+    :func:`pool_examples`) is added to the example indexes first; by default the pool starts empty."""
     from labelling.method import build
     from labelling.method.canonical import Canonicaliser
 
     configured = apply(job, overrides)
     labeller = (factory or build.build_labeller)(configured)
+    if pool:
+        labeller.add_examples(list(pool))
     canon = Canonicaliser(labeller.schema, configured.dst.retriever.use_normalizer)
     done: list = []
     start = time.perf_counter()
@@ -190,7 +223,18 @@ def run_configuration(
         cut = sum(lab.dst.cut_samples + lab.act.cut_samples for lab in labels)
         seconds = time.perf_counter() - start
         return Result(
-            name, overrides, len(labels), seconds, acc.summary(), samples, bad, no_change, cut, acc.errors(top=8), choices(labels)
+            name,
+            overrides,
+            len(labels),
+            seconds,
+            acc.summary(),
+            samples,
+            bad,
+            no_change,
+            cut,
+            acc.errors(top=8),
+            choices(labels),
+            [lab.to_dict() for lab in labels],
         )
 
     def batch_done(labels: list) -> None:
@@ -210,6 +254,24 @@ def choices(labels: Sequence[TurnLabel]) -> list[dict]:
         return {"chosen": out.chosen, "candidates": cands}
 
     return [{"turn": f"{lab.dialogue_id}#{lab.turn_id}", "dst": module(lab.dst), "act": module(lab.act)} for lab in labels]
+
+
+def report_pool(rep: dict, turns_of: Callable[[str], Sequence[Turn]], split: str) -> tuple[list[Turn], str]:
+    """The example pool in an earlier quality report (``labelling quality --out``): the labels of its first labelled
+    configuration, as pool examples, and a line saying where they came from. ``turns_of(split)`` gives a split's turns.
+    A report on ``split`` itself is refused: a pool must not hold the turns it is about to label."""
+    setup = rep.get("setup", {})
+    source = setup.get("split", HELD_OUT_SPLIT)
+    if source == split:
+        raise ConfigError(f"the pool report labelled {source}, the split this run labels", "seed the pool from another split")
+    named = [(name, fig) for name, fig in rep.get("configurations", {}).items() if name != BASELINE and fig.get("labels")]
+    if not named:
+        raise ConfigError("the pool report holds no labels", "rerun labelling quality on another split with this version")
+    from labelling.records import TurnLabel
+
+    name, figures = named[0]
+    labels = [TurnLabel.from_dict(d) for d in figures["labels"]]
+    return pool_examples(turns_of(source), labels), f"{len(labels)} labels of {source} ({name}, lm {setup.get('lm')})"
 
 
 def baseline(turns: Sequence[Turn]) -> Result:

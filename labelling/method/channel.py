@@ -1,4 +1,5 @@
-"""Choosing one label among candidates: the noisy-channel scores (joint for DST, conditional for acts) or greedy.
+"""Choosing one label among candidates: the noisy-channel scores (joint for DST, conditional for acts), a vote of the
+samples, or greedy.
 
 Joint:       score(y) = log p(c(y) + F + q(x) | z)     -- channel prior and likelihood together
 Conditional: score(y) = log p(q(x) | z + c(y) + F)     -- likelihood of the observation only
@@ -14,7 +15,7 @@ from labelling.engine.generation import Prompt
 from labelling.method.prompts import quote
 from labelling.records import Candidate
 
-JOINT, CONDITIONAL, GREEDY = "noisy_channel_joint", "noisy_channel_cond", "greedy"
+JOINT, CONDITIONAL, GREEDY, VOTE = "noisy_channel_joint", "noisy_channel_cond", "greedy", "vote"
 
 
 def scoring_requests(
@@ -31,7 +32,14 @@ def scoring_requests(
 
 def needs_scoring(mode: str, candidates: Sequence[Candidate]) -> bool:
     """Scoring only matters with a channel mode and more than one distinct candidate."""
-    return mode != GREEDY and len(candidates) > 1
+    return mode in (JOINT, CONDITIONAL) and len(candidates) > 1
+
+
+def tally(candidates: Sequence[Candidate]) -> None:
+    """Vote: each candidate's score becomes the number of samples that read as it (self-consistency), so
+    :func:`choose` takes the label most samples agree on, ties broken by the likeliest sample. No LM call."""
+    for cand in candidates:
+        cand.score = float(len(cand.raw))
 
 
 def choose(candidates: Sequence[Candidate]) -> Candidate:

@@ -18,7 +18,7 @@ from labelling.acts import Act
 from labelling.config import JobConfig, ModuleConfig
 from labelling.engine.generation import Prompt, Sample, SamplingParams
 from labelling.method.canonical import Canonicaliser
-from labelling.method.channel import GREEDY, choose, needs_scoring, scoring_requests
+from labelling.method.channel import GREEDY, VOTE, choose, needs_scoring, scoring_requests, tally
 from labelling.method.demos import DEMOS
 from labelling.method.metrics import MetricsAccumulator
 from labelling.method.parsing import reference_reads_cut
@@ -170,7 +170,9 @@ class PartitionLabeller:
             render=self._dst_example,
             query=lambda turn, prior, _: _query(turn, prior),
             target=lambda turn, prior, _: Example(prior, turn.last_system_utterance, turn.user_utterance, turn.system_response),
-            parse=lambda turn, prior, text: self.canon.dst(text, prior, [turn.last_system_utterance, turn.user_utterance]),
+            parse=lambda turn, prior, text: self.canon.dst(
+                text, prior, [turn.last_system_utterance, turn.user_utterance], grounded=bool(config.dst.drop_unsaid_values)
+            ),
             observed=lambda turn: turn.user_utterance,
         )
         self.act = LabellingModule(
@@ -186,7 +188,9 @@ class PartitionLabeller:
             render=self._act_example,
             query=_query,
             target=lambda turn, _, state: Example(state, turn.last_system_utterance, turn.user_utterance, turn.system_response),
-            parse=lambda turn, prior, text: self.canon.acts(text),
+            parse=lambda turn, prior, text: self.canon.acts(
+                text, turn.system_response if config.act_tag.drop_unsaid_values else None
+            ),
             observed=lambda turn: turn.system_response,
         )
         self.metrics = MetricsAccumulator()
@@ -376,6 +380,9 @@ class PartitionLabeller:
             candidates.append(cands)
             parsed.append(labels)
         unscored = self._score_candidates(module, prepared, candidates)
+        if module.config.generation_cfg.generation_mode == VOTE:
+            for cands in candidates:
+                tally(cands)
         outputs, chosen = [], []
         for i, p in enumerate(prepared):
             keys = [x.key for x in p.found[: len(p.found) - p.dropped]]

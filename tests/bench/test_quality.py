@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from labelling.bench import quality
+from labelling.config import ConfigError
 from labelling.method.labeller import PartitionLabeller
 from labelling.method.retrieval import build_index
 from labelling.schema import Schema
@@ -34,14 +35,16 @@ def test_the_held_out_slice_is_fixed_and_large_enough(fast_job, held_out):
 
 def test_configurations_are_overrides_that_change_only_the_mode(fast_job):
     configs = quality.configurations(fast_job)
-    assert list(configs)[:2] == ["greedy", "noisy channel"]
+    assert list(configs)[:3] == ["greedy", "noisy channel", "vote"]
     greedy = quality.apply(fast_job, configs["greedy"])
     assert greedy.dst.generation_cfg.generation_mode == greedy.act_tag.generation_cfg.generation_mode == "greedy"
     assert greedy.dst.generation_cfg.sampling_args == fast_job.dst.generation_cfg.sampling_args
     channel = quality.apply(fast_job, configs["noisy channel"])
     assert channel.to_dict() == fast_job.to_dict()  # the reference's decoding, which fast_job pins
     constrained = [name for name in configs if name.endswith("+ constraints")]
-    assert constrained == ["greedy + constraints", "noisy channel + constraints"]  # the switch is a ModuleConfig field
+    assert constrained == ["greedy + constraints", "noisy channel + constraints", "vote + constraints"]
+    vote = quality.apply(fast_job, configs["vote"])
+    assert vote.dst.generation_cfg.generation_mode == vote.act_tag.generation_cfg.generation_mode == "vote"
     for name, overrides in configs.items():  # each sets the switch, so a profile's default cannot leak in
         job = quality.apply(fast_job, overrides)
         assert job.dst.constrain_to_schema == job.act_tag.constrain_to_schema == name.endswith("+ constraints")
@@ -75,6 +78,36 @@ def test_one_configuration_end_to_end_on_a_tiny_model(fast_job, tiny_lm, embedde
     header, rows = quality.table_rows(json.loads(json.dumps(rep)))
     assert header[1] == "JGA (exact)" and [r[0] for r in rows] == ["always-empty", "noisy channel"]
     assert "| always-empty |" in quality.markdown(rep)
+
+
+def test_a_pool_seeded_from_an_earlier_report_reaches_the_indexes(fast_job, tiny_lm, embedder, held_out):
+    """A run on another split saves its labels in the report; a later run seeds its example pool from them, and a
+    report on the split being labelled is refused (the pool would hold the turns it labels)."""
+    other = quality.split_turns(fast_job, "train_850_900", dialogues=1)
+    assert other and {t.dialogue_id for t in other}.isdisjoint({t.dialogue_id for t in held_out})
+    labellers = []
+
+    def factory(job):
+        schema = Schema.load(None, tuple(job.services))
+        labellers.append(
+            PartitionLabeller(job, schema, tiny_lm, tiny_lm, *(build_index(embedder, k, k=2) for k in ("dst", "act")))
+        )
+        return labellers[-1]
+
+    greedy = quality.configurations(fast_job)["greedy"]
+    first = quality.run_configuration(fast_job, "greedy", greedy, other[:4], factory)
+    rep = json.loads(json.dumps(quality.report([quality.baseline(other[:4]), first], {"split": "train_850_900", "lm": "tiny"})))
+    pool, note = quality.report_pool(rep, lambda split: quality.split_turns(fast_job, split), quality.HELD_OUT_SPLIT)
+    assert [t.key for t in pool] == [t.key for t in other[:4]] and note.startswith("4 labels of train_850_900 (greedy")
+    assert [t.slot_values for t in pool] == [
+        lab["state"] for lab in sorted(rep["configurations"]["greedy"]["labels"], key=lambda d: d["turn_id"])
+    ]
+    quality.run_configuration(fast_job, "greedy", greedy, held_out[:2], factory, pool=pool)
+    assert len(labellers[-1].dst.index) == 4 + 2 and len(labellers[0].dst.index) == 4  # the pool, then the labelled turns
+    with pytest.raises(ConfigError, match="the split this run labels"):
+        quality.report_pool(rep, lambda split: quality.split_turns(fast_job, split), "train_850_900")
+    with pytest.raises(ConfigError, match="no split 'train_9999'"):
+        quality.split_turns(fast_job, "train_9999")
 
 
 def test_unknown_configuration_is_a_one_line_error(tmp_path):

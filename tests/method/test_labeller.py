@@ -84,3 +84,17 @@ def test_greedy_mode_takes_one_candidate_and_scores_nothing(fast_job, schema, ti
     labels = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns[:4])
     for lab in labels:
         assert len(lab.dst.candidates) == 1 and lab.dst.candidates[0].score is None
+
+
+def test_vote_mode_takes_the_label_most_samples_agree_on_without_scoring(fast_job, schema, tiny_lm, embedder, turns):
+    for module in (fast_job.dst, fast_job.act_tag):
+        module.generation_cfg.generation_mode = "vote"
+    lm = RecordingLM(tiny_lm)
+    labels = make_labeller(fast_job, schema, lm, embedder).label(turns[:4])
+    assert len(lm.seen) == 2 * 4  # one sampling prompt per module and turn; no channel scoring request
+    for lab in labels:
+        for out in (lab.dst, lab.act):
+            assert [c.score for c in out.candidates] == [float(len(c.raw)) for c in out.candidates]
+            most = max(len(c.raw) for c in out.candidates)
+            best = max((c for c in out.candidates if len(c.raw) == most), key=lambda c: c.sample_logprob)
+            assert out.chosen == best.canonical
