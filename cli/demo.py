@@ -17,9 +17,9 @@ from labelling.errors import LabellingError
 DEMO_CORPUS, DEMO_DIALOGUES, DEMO_MAX_TURNS, DEMO_SPLIT_SIZE = "demo", 6, 5, 2
 
 
-def demo_job() -> job_config.JobConfig:
-    """cpu-small (greedy inside the schema grammar) with 2 examples per prompt, so the demo takes minutes on 2 cores."""
-    job = job_config.load()
+def demo_job(profile: str | None = None) -> job_config.JobConfig:
+    """The profile (by default the default profile) with 2 examples per prompt, so the demo takes minutes on 2 cores."""
+    job = job_config.load(None, profile)
     for module in (job.dst, job.act_tag):
         module.retriever.k_examples = 2
     return job.validate()
@@ -42,6 +42,9 @@ def _ingest_demo(job: job_config.JobConfig) -> None:
 def demo(
     out: Path = typer.Option(Path(".state/demo/export"), "--out", "-o", help="Where to save the exported dataset."),
     group: str = typer.Option("demo", "--group", "-g", help="The labelling group (an existing complete one is exported again)."),
+    profile: str = typer.Option(
+        job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small (fastest) or cpu-qwen (embedded models)."
+    ),
 ) -> None:
     """The whole product in one command, with no services: ingest 6 short dialogues of the bundled MultiWOZ dev set in 3
     partitions, label them in process with the embedded models (seed partition first), show status, export, then
@@ -51,7 +54,7 @@ def demo(
     from labelling.fleet.groups import prepare_group
 
     started = time.perf_counter()
-    job = demo_job()
+    job = demo_job(profile)
     with store.connect() as connection:
         console.print(f"store: {escape(connection.masked_uri)}")
         _ingest_demo(job)

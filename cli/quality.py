@@ -99,7 +99,8 @@ def quality(
             partial.write_text(json.dumps(lib.report([*results, result], setup), indent=2) + "\n", encoding="utf-8")
 
         with console.status(f"{conf}: labelling {len(turns)} turns"):
-            results.append(lib.run_configuration(job, conf, available[conf], turns, on_batch=progress, pool=pool))
+            row = f"{conf}, seeded pool" if pool else conf  # the report's row names the pool, so tables can be merged
+            results.append(lib.run_configuration(job, row, available[conf], turns, on_batch=progress, pool=pool))
         console.print(f"{conf}: done in {results[-1].seconds:.0f} s")
         rep = _write(lib, results, setup, out, md)  # after each configuration, so a long run keeps what it finished
     header, rows = lib.table_rows(rep)

@@ -1,0 +1,45 @@
+"""Merge several `labelling quality` reports on the same slice into one markdown table.
+
+Each row is prefixed with its report's model (the `lm` of its setup) and the always-empty baseline appears once, so runs
+split across processes (one model, configuration or pool per process) read as one table:
+
+    python benchmarks/merge_quality.py benchmarks/results/quality_*.json > benchmarks/results/quality.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from labelling.bench import quality
+from labelling.bench.tables import markdown_table
+
+
+def merge(reports: list[dict]) -> dict:
+    """One report whose configurations are every report's, named ``lm: configuration``; the baseline once."""
+    slices = {(r["setup"].get("split", quality.HELD_OUT_SPLIT), r["setup"]["turns"]) for r in reports}
+    if len(slices) != 1:
+        raise SystemExit(f"error: the reports label different slices: {sorted(slices)}")
+    merged: dict = {}
+    for rep in reports:
+        for name, figures in rep["configurations"].items():
+            key = name if name == quality.BASELINE else f"{rep['setup']['lm']}: {name}"
+            merged.setdefault(key, figures)
+    setup = {k: v for k, v in reports[0]["setup"].items() if k not in ("lm", "config", "pool", "profile")}
+    setup["reports"] = ", ".join(sorted({Path(r["_path"]).name for r in reports}))
+    return {"setup": setup, "configurations": merged}
+
+
+def main(paths: list[str]) -> None:
+    reports = []
+    for path in paths:
+        rep = json.loads(Path(path).read_text(encoding="utf-8"))
+        rep["_path"] = path
+        reports.append(rep)
+    rep = merge(reports)
+    print(markdown_table(rep["setup"], *quality.table_rows(rep)), end="")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
