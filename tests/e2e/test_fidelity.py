@@ -414,13 +414,13 @@ REFERENCE_LABEL_SETTINGS = {
         "model": ("bigcode/starcoder", "bfloat16", None),
         "retriever": ("sentence-transformers/all-mpnet-base-v2", True, 8, 4, "context_system_user"),
         "decoding": ("noisy_channel_joint", 8, 8, 0.7, 50, 1.0, 120),
-        "behaviour": (False, "compete", False, True),
+        "behaviour": (False, "compete", False, False, True),
     },
     "act_tag": {
         "model": ("bigcode/starcoder", "bfloat16", None),
         "retriever": ("sentence-transformers/all-mpnet-base-v2", True, 6, 4, "user_response"),
         "decoding": ("noisy_channel_cond", 8, 8, 0.8, 50, 1.0, 120),
-        "behaviour": (False, "compete", False, True),
+        "behaviour": (False, "compete", False, False, True),
     },
 }
 
@@ -439,6 +439,7 @@ def _label_settings(job: config.JobConfig) -> dict:
                 module.fill_with_demos,
                 module.unparseable_samples,
                 module.constrain_to_schema,
+                module.drop_unsaid_values,
                 module.add_predictions_to_index,
             ),
         }
