@@ -90,6 +90,8 @@ def quality(
         pool, pool_note = lib.report_pool(_read_report(pool_from), lambda s: lib.split_turns(job, s), name)
         console.print(f"example pool: {pool_note}")
     setup = _setup(lib, job, turns, profile, config, limit) | {"split": name, "dialogues": count, "pool": pool_note}
+    if (name, count) != (lib.HELD_OUT_SPLIT, lib.HELD_OUT_DIALOGUES):
+        setup["slice"] = f"{'all' if count is None else f'the first {count}'} dialogues of {name} (not the held-out slice)"
     md = markdown_out or out.with_suffix(".md")
     results = [lib.baseline(turns)]
     for conf in chosen:
@@ -104,8 +106,7 @@ def quality(
         console.print(f"{conf}: done in {results[-1].seconds:.0f} s")
         rep = _write(lib, results, setup, out, md)  # after each configuration, so a long run keeps what it finished
     header, rows = lib.table_rows(rep)
-    where = lib.HELD_OUT if name == lib.HELD_OUT_SPLIT and count == lib.HELD_OUT_DIALOGUES else f"{name} (not the held-out slice)"
-    table = Table(title=f"quality: {len(turns)} turns of {where}")
+    table = Table(title=f"quality: {len(turns)} turns of {setup['slice']}")
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:

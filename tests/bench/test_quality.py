@@ -119,6 +119,18 @@ def test_unknown_configuration_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "q.json").exists()
 
 
+def test_a_pool_report_that_is_not_one_is_a_one_line_error(tmp_path):
+    script = Path(sys.executable).with_name("labelling")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    done = subprocess.run(
+        [str(script), "quality", "--pool-from", str(bad), "--out", str(tmp_path / "q.json")], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "not a readable quality report" in done.stderr and "--out of a labelling quality" in done.stderr
+    assert len([line for line in done.stderr.splitlines() if line.startswith("error")]) == 1
+    assert not (tmp_path / "q.json").exists()
+
+
 def test_the_channel_ranking_diagnostic_scores_every_candidate_three_ways(fast_job, tiny_lm, embedder, dev_dialogues):
     script = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "channel_ranking.py"), run_name="diag")
     schema = Schema.load(None, tuple(fast_job.services))
