@@ -29,7 +29,9 @@ def bench(
         None, "--limit-turns", min=1, max=MAX_TURNS, help="Keep only the first N turns of each dialogue."
     ),
     profile: str = typer.Option(
-        job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small or cpu-qwen (embedded models), starcoder."
+        "cpu-small",
+        "--profile",
+        help="Built-in settings: cpu-small (the engine's recorded figures) or cpu-qwen (embedded models), starcoder.",
     ),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     seed: int | None = typer.Option(None, "--seed", help="Override the job seed (the same for both paths)."),

@@ -43,7 +43,9 @@ def demo(
     out: Path = typer.Option(Path(".state/demo/export"), "--out", "-o", help="Where to save the exported dataset."),
     group: str = typer.Option("demo", "--group", "-g", help="The labelling group (an existing complete one is exported again)."),
     profile: str = typer.Option(
-        job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small (fastest) or cpu-qwen (embedded models)."
+        job_config.DEFAULT_PROFILE,
+        "--profile",
+        help="Built-in settings: cpu-qwen (the default) or cpu-small (fastest; labels worse).",
     ),
 ) -> None:
     """The whole product in one command, with no services: ingest 6 short dialogues of the bundled MultiWOZ dev set in 3

@@ -103,7 +103,9 @@ def label_split(
         None, "--limit-dialogues", min=1, max=MAX_DIALOGUES, help="Label only the first N dialogues of the split."
     ),
     profile: str = typer.Option(
-        job_config.DEFAULT_PROFILE, "--profile", help="Built-in settings: cpu-small or cpu-qwen (embedded models), starcoder."
+        job_config.DEFAULT_PROFILE,
+        "--profile",
+        help="Built-in settings: cpu-qwen (default) or cpu-small (embedded models), starcoder.",
     ),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     mode: str | None = typer.Option(

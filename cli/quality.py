@@ -18,7 +18,9 @@ console = Console(stderr=True)
 
 def quality(
     profile: str = typer.Option(
-        "cpu-small", "--profile", help="Built-in settings: cpu-small or cpu-qwen (embedded models), starcoder."
+        job_config.DEFAULT_PROFILE,
+        "--profile",
+        help="Built-in settings: cpu-qwen (default) or cpu-small (embedded models), starcoder.",
     ),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     configurations: str | None = typer.Option(

@@ -39,7 +39,10 @@ def run(
         ),
     ),
     profile: str | None = typer.Option(
-        None, "--profile", help="Built-in settings: cpu-small, cpu-qwen, starcoder.", show_default=job_config.DEFAULT_PROFILE
+        None,
+        "--profile",
+        help="Built-in settings: cpu-qwen, cpu-small, starcoder, starcoder-8bit.",
+        show_default=job_config.DEFAULT_PROFILE,
     ),
     seed_split: str | None = typer.Option(
         None, "--seed-split", help="The split labelled first, alone.", show_default="the corpus's first"

@@ -14,7 +14,7 @@ In a notebook, no broker or database is needed::
 
     import labelling
 
-    job = labelling.load_config("job.yaml")            # or load_config(profile="starcoder"); default "cpu-small"
+    job = labelling.load_config("job.yaml")            # or load_config(profile="starcoder"); default "cpu-qwen"
     schema = job.load_schema()
     dialogues = labelling.read_corpus("data/multiwoz22/dev", schema)
     labeller = labelling.build_labeller(job, schema)    # loads the LMs and embedders once per process
