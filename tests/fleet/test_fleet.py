@@ -314,7 +314,8 @@ def test_a_duplicate_delivery_waits_out_the_holders_lease(env, fast_job, dev_dia
 
 @pytest.mark.slow
 def test_demo_labels_evaluates_and_exports_with_nothing_configured(tmp_path):
-    """`labelling demo` as on a fresh clone (about 4 minutes on 2 cores): exit 0 and a dataset load_from_disk reads."""
+    """`labelling demo` as on a fresh clone (about 3 minutes on 2 cores): exit 0, a dataset load_from_disk reads, and
+    labels that beat nothing: non-zero exact JGA, slot F1 and act F1."""
     import subprocess
 
     import datasets
@@ -331,3 +332,9 @@ def test_demo_labels_evaluates_and_exports_with_nothing_configured(tmp_path):
         assert noise not in done.stderr, done.stderr[-3000:]
     exported = datasets.load_from_disk(str(tmp_path / ".state" / "demo" / "export"))
     assert exported["train"].num_rows == 28 and set(exported) == {"train", "train_minus_64", "valid_64"}
+    # The default profile labels some whole states right and finds state slots (SmolLM2 scored 0.000 JGA here).
+    scored = subprocess.run(
+        [str(LABELLING), "evaluate", "--group", "demo", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    overall = json.loads(scored.stdout)["overall"]
+    assert overall["jga"] > 0 and overall["state_f1"] > 0 and overall["acts_f1"] > 0, overall
