@@ -24,11 +24,17 @@ def merge(reports: list[dict]) -> dict:
     merged: dict = {}
     for rep in reports:
         for name, figures in rep["configurations"].items():
-            key = name if name == quality.BASELINE else f"{rep['setup']['lm']}: {name}"
+            key = name if name == quality.BASELINE else f"{_model(rep['setup'])}: {name}"
             merged.setdefault(key, figures)
-    setup = {k: v for k, v in reports[0]["setup"].items() if k not in ("lm", "config", "pool", "profile")}
+    setup = {k: v for k, v in reports[0]["setup"].items() if k not in ("lm", "dtype", "config", "pool", "profile")}
     setup["reports"] = ", ".join(sorted({Path(r["_path"]).name for r in reports}))
     return {"setup": setup, "configurations": merged}
+
+
+def _model(setup: dict) -> str:
+    """The report's model, with its dtype when that is not the float32 the embedded models run in."""
+    dtype = setup.get("dtype")
+    return setup["lm"] if dtype in (None, "float32") else f"{setup['lm']} {dtype}"
 
 
 def main(paths: list[str]) -> None:

@@ -135,6 +135,7 @@ def _setup(lib, job: job_config.JobConfig, turns: list, profile: str, config: Pa
         "config": str(config) if config else None,
         "seed": job.seed,
         "lm": job.dst.model.model_name_or_path,
+        "dtype": job.dst.model.torch_dtype,
         "gold no-change share": f"{lib.gold_no_change_share(turns):.1%}",
     }
 

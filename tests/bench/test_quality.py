@@ -126,7 +126,9 @@ def test_a_pool_report_that_is_not_one_is_a_one_line_error(tmp_path):
     done = subprocess.run(
         [str(script), "quality", "--pool-from", str(bad), "--out", str(tmp_path / "q.json")], capture_output=True, text=True
     )
-    assert done.returncode == 2 and "not a readable quality report" in done.stderr and "--out of a labelling quality" in done.stderr
+    assert (
+        done.returncode == 2 and "not a readable quality report" in done.stderr and "--out of a labelling quality" in done.stderr
+    )
     assert len([line for line in done.stderr.splitlines() if line.startswith("error")]) == 1
     assert not (tmp_path / "q.json").exists()
 
