@@ -4,6 +4,9 @@ Each row is prefixed with its report's model (the `lm` of its setup) and the alw
 split across processes (one model, configuration or pool per process) read as one table:
 
     python benchmarks/merge_quality.py benchmarks/results/quality_*.json > benchmarks/results/quality.md
+
+With ``--agree A.json B.json`` it prints instead how often two runs' first configurations chose the same labels, turn by
+turn (e.g. bf16 against float32 weights).
 """
 
 from __future__ import annotations
@@ -37,7 +40,29 @@ def _model(setup: dict) -> str:
     return setup["lm"] if dtype in (None, "float32") else f"{setup['lm']} {dtype}"
 
 
+def agreement(a: dict, b: dict) -> dict:
+    """Turns labelled by both reports' first configurations, and how many got the same state, acts, and both."""
+
+    def labels(rep: dict) -> dict:
+        figures = next(f for n, f in rep["configurations"].items() if n != quality.BASELINE)
+        return {(d["dialogue_id"], d["turn_id"]): (d["state"], d["acts"]) for d in figures["labels"]}
+
+    left, right = labels(a), labels(b)
+    keys = sorted(set(left) & set(right))
+    same = [(left[k][0] == right[k][0], left[k][1] == right[k][1]) for k in keys]
+    return {
+        "turns": len(keys),
+        "same state": sum(s for s, _ in same),
+        "same acts": sum(a for _, a in same),
+        "same both": sum(s and a for s, a in same),
+    }
+
+
 def main(paths: list[str]) -> None:
+    if paths[:1] == ["--agree"]:
+        a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in paths[1:3])
+        print(json.dumps(agreement(a, b)))
+        return
     reports = []
     for path in paths:
         rep = json.loads(Path(path).read_text(encoding="utf-8"))

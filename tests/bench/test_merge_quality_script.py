@@ -43,3 +43,16 @@ def test_reports_on_different_slices_are_refused(tmp_path):
     b = _report(tmp_path / "b.json", "smollm2", ["vote"], turns=47)
     done = subprocess.run([sys.executable, str(SCRIPT), a, b], capture_output=True, text=True)
     assert done.returncode == 1 and "different slices" in done.stderr
+
+
+def test_agreement_counts_turns_with_the_same_state_acts_and_both(tmp_path):
+    def report(path: Path, labels: list[tuple[dict, list]]) -> str:
+        rows = [{"dialogue_id": "d", "turn_id": i, "state": s, "acts": a} for i, (s, a) in enumerate(labels)]
+        path.write_text(json.dumps({"setup": {}, "configurations": {"always-empty": {}, "greedy": {"labels": rows}}}))
+        return str(path)
+
+    hotel, taxi = {"hotel": {"area": "east"}}, {"taxi": {"leave at": "10:00"}}
+    a = report(tmp_path / "a.json", [(hotel, []), (hotel, ["Goodbye"]), (taxi, [])])
+    b = report(tmp_path / "b.json", [(hotel, []), (hotel, []), (hotel, [])])
+    done = subprocess.run([sys.executable, str(SCRIPT), "--agree", a, b], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == {"turns": 3, "same state": 2, "same acts": 2, "same both": 1}
