@@ -12,6 +12,7 @@ turn (e.g. bf16 against float32 weights).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def merge(reports: list[dict]) -> dict:
     merged: dict = {}
     for rep in reports:
         for name, figures in rep["configurations"].items():
-            key = name if name == quality.BASELINE else f"{_model(rep['setup'])}: {name}"
+            key = name if name == quality.BASELINE else f"{_model(rep['setup'])}: {name}{_pool(rep['setup'])}"
             merged.setdefault(key, figures)
     setup = {k: v for k, v in reports[0]["setup"].items() if k not in ("lm", "dtype", "config", "pool", "profile")}
     setup["reports"] = ", ".join(sorted({Path(r["_path"]).name for r in reports}))
@@ -56,6 +57,12 @@ def agreement(a: dict, b: dict) -> dict:
         "same acts": sum(a for _, a in same),
         "same both": sum(s and a for s, a in same),
     }
+
+
+def _pool(setup: dict) -> str:
+    """Whose labels seeded the run's pool (the `lm` that `report_pool`'s note ends with), so two pools stay two rows."""
+    found = re.search(r"lm ([^)]+)\)$", setup.get("pool") or "")
+    return f" ({found.group(1)} labels)" if found else ""
 
 
 def main(paths: list[str]) -> None:
