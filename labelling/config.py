@@ -626,15 +626,18 @@ REFERENCE_DECODING = {"dst": "noisy_channel_joint", "act_tag": "noisy_channel_co
 
 
 def with_reference_decoding(job: JobConfig) -> JobConfig:
-    """A copy of ``job`` decoding as the reference does: noisy channel (joint for DST, conditional for acts), unconstrained.
+    """A copy of ``job`` decoding as the reference does: noisy channel (joint for DST, conditional for acts), unconstrained,
+    every value the model writes kept.
 
-    The benchmark of the engine runs this workload whatever the profile's own decoding, and so do tests of the machinery.
+    The benchmark of the engine runs this workload whatever the profile's own decoding, and so do tests of the machinery
+    (so their workload and timings do not move when a profile's label settings change).
     """
     job = copy.deepcopy(job)
     for name, mode in REFERENCE_DECODING.items():
         module = getattr(job, name)
         module.generation_cfg.generation_mode = mode
         module.constrain_to_schema = False
+        module.drop_unsaid_values = False
     return job.validate()
 
 
