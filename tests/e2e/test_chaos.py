@@ -235,7 +235,7 @@ def _set_rabbit_env(key: str, value: str) -> None:
 @needs_rabbitmqctl
 def test_5_a_partition_longer_than_the_consumer_timeout_is_labelled_once(fleet, job, by_length, schema):
     group, corpus = f"timeout-{TAG}", f"timeout-{TAG}"
-    seed = ingest(corpus, by_length(8, 2), 2, schema)[0]
+    seed = ingest(corpus, by_length(8, 4), 4, schema)[0]  # a seed partition of 4 dialogues: well past the 4 s timeout
     prefix = f"chaos5-{TAG}"  # queues of its own: only the two workers started with the short timeout consume them
     queues = {"LABELLING_QUEUE_PREFIX": prefix, "LABELLING_CONSUMER_TIMEOUT_MS": "0"}
     saved = {key: _rabbit_env(key) for key in ("consumer_timeout", "channel_tick_interval")}
