@@ -12,7 +12,6 @@ turn (e.g. bf16 against float32 weights).
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def merge(reports: list[dict]) -> dict:
         for name, figures in rep["configurations"].items():
             key = name if name == quality.BASELINE else f"{_model(rep['setup'])}: {name}{_pool(rep['setup'])}"
             merged.setdefault(key, figures)
-    setup = {k: v for k, v in reports[0]["setup"].items() if k not in ("lm", "dtype", "config", "pool", "profile")}
+    setup = {k: v for k, v in reports[0]["setup"].items() if k not in ("lm", "dtype", "config", "pool", "pool_lm", "profile")}
     setup["reports"] = ", ".join(sorted({Path(r["_path"]).name for r in reports}))
     return {"setup": setup, "configurations": merged}
 
@@ -60,9 +59,8 @@ def agreement(a: dict, b: dict) -> dict:
 
 
 def _pool(setup: dict) -> str:
-    """Whose labels seeded the run's pool (the `lm` that `report_pool`'s note ends with), so two pools stay two rows."""
-    found = re.search(r"lm ([^)]+)\)$", setup.get("pool") or "")
-    return f" ({found.group(1)} labels)" if found else ""
+    """Whose labels seeded the run's pool, so two pools stay two rows."""
+    return f" ({setup['pool_lm']} labels)" if setup.get("pool_lm") else ""
 
 
 def main(paths: list[str]) -> None:

@@ -85,15 +85,14 @@ def quality(
 
         torch.set_num_threads(threads)
     name = split or lib.HELD_OUT_SPLIT
-    count = dialogues if dialogues is not None else (lib.HELD_OUT_DIALOGUES if split in (None, lib.HELD_OUT_SPLIT) else None)
+    count = dialogues or (lib.HELD_OUT_DIALOGUES if name == lib.HELD_OUT_SPLIT else None)
     turns = lib.split_turns(job, name, count, limit)
-    pool, pool_note = [], None
-    if pool_from is not None:
-        pool, pool_note = lib.report_pool(_read_report(pool_from), lambda s: lib.split_turns(job, s), name)
-        console.print(f"example pool: {pool_note}")
-    setup = _setup(lib, job, turns, profile, config, limit) | {"split": name, "dialogues": count, "pool": pool_note}
-    if (name, count) != (lib.HELD_OUT_SPLIT, lib.HELD_OUT_DIALOGUES):
-        setup["slice"] = f"{'all' if count is None else f'the first {count}'} dialogues of {name} (not the held-out slice)"
+    pool = lib.report_pool(_read_report(pool_from), lambda s: lib.split_turns(job, s), name) if pool_from else None
+    if pool:
+        console.print(f"example pool: {pool.note}")
+    setup = {"slice": lib.describe(name, count)} | _setup(lib, job, turns, profile, config, limit)
+    setup |= {"split": name, "dialogues": count, "pool": pool and pool.note, "pool_lm": pool and pool.lm}
+    examples = pool.examples if pool else []
     md = markdown_out or out.with_suffix(".md")
     results = [lib.baseline(turns)]
     for conf in chosen:
@@ -104,7 +103,7 @@ def quality(
 
         with console.status(f"{conf}: labelling {len(turns)} turns"):
             row = f"{conf}, seeded pool" if pool else conf  # the report's row names the pool, so tables can be merged
-            results.append(lib.run_configuration(job, row, available[conf], turns, on_batch=progress, pool=pool))
+            results.append(lib.run_configuration(job, row, available[conf], turns, on_batch=progress, pool=examples))
         console.print(f"{conf}: done in {results[-1].seconds:.0f} s")
         rep = _write(lib, results, setup, out, md)  # after each configuration, so a long run keeps what it finished
     header, rows = lib.table_rows(rep)
@@ -128,7 +127,6 @@ def _read_report(path: Path) -> dict:
 
 def _setup(lib, job: job_config.JobConfig, turns: list, profile: str, config: Path | None, limit: int | None) -> dict:
     return {
-        "slice": lib.HELD_OUT,
         "turns": len(turns),
         "limited": limit is not None or None,
         "profile": profile,

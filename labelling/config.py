@@ -327,7 +327,7 @@ def _loading_value(model: ModelConfig, key: str) -> object:
 
 
 # The module settings that, left unset, follow the module's model (embedded record or the reference's behaviour).
-FOLLOW_THE_MODEL = ("fill_with_demos", "unparseable_samples", "constrain_to_schema", "drop_unsaid_values")
+FOLLOW_THE_MODEL = tuple(embedded.REFERENCE_SETTINGS)
 
 
 def model_defaults(name: str, module: ModuleConfig) -> dict:

@@ -97,10 +97,7 @@ class EmbeddedModel:
     def settings(self, module: str) -> dict:
         """The settings that follow this model, for one module (``dst`` or ``act_tag``)."""
         return {
-            "fill_with_demos": self.fill_with_demos,
-            "constrain_to_schema": self.constrain_to_schema,
-            "unparseable_samples": self.unparseable_samples,
-            "drop_unsaid_values": self.drop_unsaid_values,
+            **{key: getattr(self, key) for key in REFERENCE_SETTINGS},  # the same keys as any other model resolves
             "max_new_tokens": self.max_new_tokens[module],
             "torch_dtype": self.torch_dtype,
         }

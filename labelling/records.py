@@ -4,6 +4,7 @@ and the labelled turn as a retrievable example. The store, runner and export dep
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from labelling.acts import Act, acts_from_json, acts_to_json
@@ -137,6 +138,17 @@ class TurnLabel:
             flags=list(data.get("flags", [])),
             metrics=dict(data.get("metrics", {})),
         )
+
+
+def labelled_examples(turns: Iterable[Turn], labels: Mapping[tuple[str, int], TurnLabel]) -> list[Turn]:
+    """The labelled ones of ``turns``, in the order given, as retrievable examples (:func:`example_turn`); the previous
+    turn's predicted acts fill ``last_system_response_acts``, as the reference's ``apply_self_labels`` does."""
+    out = []
+    for turn in turns:
+        if turn.key in labels:
+            previous = labels.get((turn.dialogue_id, turn.turn_id - 1))
+            out.append(example_turn(turn, labels[turn.key], previous.acts if previous else []))
+    return out
 
 
 def example_turn(turn: Turn, label: TurnLabel, last_acts: list[Act]) -> Turn:

@@ -52,8 +52,10 @@ def configurations(job: JobConfig) -> dict[str, dict]:
     """Name -> per-module overrides: greedy, noisy channel (the job's own channel modes) and a vote of the samples,
     each also constrained (``ModuleConfig.constrain_to_schema``). Overrides are plain data so the JSON report records
     exactly what ran."""
+    from labelling.method.channel import CONDITIONAL, JOINT
+
     modes = {m: getattr(job, m).generation_cfg.generation_mode for m in MODULES}
-    channel = {m: (mode if mode.startswith("noisy_channel") else _default_channel(m)) for m, mode in modes.items()}
+    channel = {m: (mode if mode in (JOINT, CONDITIONAL) else _default_channel(m)) for m, mode in modes.items()}
     out = {
         "greedy": {m: {"generation_cfg": {"generation_mode": "greedy"}} for m in MODULES},
         "noisy channel": {m: {"generation_cfg": {"generation_mode": channel[m]}} for m in MODULES},
@@ -95,10 +97,7 @@ def held_out_turns(job: JobConfig, limit: int | None = None) -> list[Turn]:
 def split_turns(job: JobConfig, split: str, dialogues: int | None = None, limit: int | None = None) -> list[Turn]:
     """The turns of the first ``dialogues`` dialogues (all when None) of one split of the bundled corpus, in corpus
     order. Settings are chosen on other splits than the held-out one (``--split``), and a pool is seeded from one."""
-    from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
-    from labelling.data import BUNDLED_CORPUS
-
-    splits = cut_into_splits(read_corpus(BUNDLED_CORPUS, job.load_schema()), DEFAULT_SPLIT_SIZE)
+    splits = _bundled_splits(job.schema_path, tuple(job.services))
     if split not in splits:
         raise ConfigError(f"no split {split!r} in the bundled corpus", f"splits: {', '.join(splits)}")
     turns = splits[split]
@@ -107,20 +106,36 @@ def split_turns(job: JobConfig, split: str, dialogues: int | None = None, limit:
     return turns[:limit] if limit is not None else turns
 
 
+@functools.lru_cache(maxsize=2)
+def _bundled_splits(schema_path: str | None, services: tuple[str, ...]) -> dict[str, list[Turn]]:
+    """The bundled corpus cut as `labelling ingest` cuts it, read once per process (a read takes seconds). Callers get
+    new lists (:func:`split_turns`) and copy a turn before labelling it (``with_labels``, ``without_gold``)."""
+    from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
+    from labelling.data import BUNDLED_CORPUS
+    from labelling.schema import Schema
+
+    return cut_into_splits(read_corpus(BUNDLED_CORPUS, Schema.load(schema_path, services)), DEFAULT_SPLIT_SIZE)
+
+
+def describe(split: str, dialogues: int | None) -> str:
+    """What a run labels, for its report and table: the held-out slice by name, anything else as not it."""
+    if (split, dialogues) == (HELD_OUT_SPLIT, HELD_OUT_DIALOGUES):
+        return HELD_OUT
+    return f"{'all' if dialogues is None else f'the first {dialogues}'} dialogues of {split} (not the held-out slice)"
+
+
 def pool_examples(turns: Sequence[Turn], labels: Sequence[TurnLabel]) -> list[Turn]:
-    """Labelled turns as the example pool holds them (each turn's text with its label, and the acts before it), for
-    seeding a run from the labels of an earlier one. Every label must belong to one of ``turns``."""
-    from labelling.records import example_turn
+    """Labelled turns as the example pool holds them (each turn's text with its label, and the acts before it), in the
+    labels' order, as a dependent partition's pool holds its seed's labels in labelling order (``store.pool_examples``).
+    Every label must belong to one of ``turns``."""
+    from labelling.records import labelled_examples
 
     by_key = {t.key: t for t in turns}
     missing = [f"{lab.dialogue_id}#{lab.turn_id}" for lab in labels if lab.key not in by_key]
     if missing:
-        raise ConfigError(f"{len(missing)} pool labels name turns not in the corpus: {', '.join(missing[:3])}", "")
-    out, last_acts = [], {}
-    for lab in sorted(labels, key=lambda lab: lab.key):
-        out.append(example_turn(by_key[lab.key], lab, last_acts.get(lab.dialogue_id, [])))
-        last_acts[lab.dialogue_id] = lab.acts
-    return out
+        problem = f"{len(missing)} pool labels name turns not in the bundled corpus: {', '.join(missing[:3])}"
+        raise ConfigError(problem, "seed the pool from a labelling quality report made with --split on this corpus")
+    return labelled_examples([by_key[lab.key] for lab in labels], {lab.key: lab for lab in labels})
 
 
 @dataclass
@@ -256,10 +271,25 @@ def choices(labels: Sequence[TurnLabel]) -> list[dict]:
     return [{"turn": f"{lab.dialogue_id}#{lab.turn_id}", "dst": module(lab.dst), "act": module(lab.act)} for lab in labels]
 
 
-def report_pool(rep: dict, turns_of: Callable[[str], Sequence[Turn]], split: str) -> tuple[list[Turn], str]:
+@dataclass(frozen=True)
+class Pool:
+    """An example pool taken from an earlier quality report: the examples, and whose labels they are."""
+
+    examples: list[Turn]
+    source: str  # the report's split
+    configuration: str  # the report's configuration whose labels these are
+    lm: str  # the model that made them ("gold" for benchmarks/gold_pool.py)
+
+    @property
+    def note(self) -> str:
+        """One line for the terminal and the report's setup."""
+        return f"{len(self.examples)} labels of {self.source} ({self.configuration}, lm {self.lm})"
+
+
+def report_pool(rep: dict, turns_of: Callable[[str], Sequence[Turn]], split: str) -> Pool:
     """The example pool in an earlier quality report (``labelling quality --out``): the labels of its first labelled
-    configuration, as pool examples, and a line saying where they came from. ``turns_of(split)`` gives a split's turns.
-    A report on ``split`` itself is refused: a pool must not hold the turns it is about to label."""
+    configuration, as pool examples. ``turns_of(split)`` gives a split's turns. A report on ``split`` itself is
+    refused: a pool must not hold the turns it is about to label."""
     setup = rep.get("setup", {})
     source = setup.get("split", HELD_OUT_SPLIT)
     if source == split:
@@ -271,7 +301,7 @@ def report_pool(rep: dict, turns_of: Callable[[str], Sequence[Turn]], split: str
 
     name, figures = named[0]
     labels = [TurnLabel.from_dict(d) for d in figures["labels"]]
-    return pool_examples(turns_of(source), labels), f"{len(labels)} labels of {source} ({name}, lm {setup.get('lm')})"
+    return Pool(pool_examples(turns_of(source), labels), source, name, str(setup.get("lm")))
 
 
 def baseline(turns: Sequence[Turn]) -> Result:

@@ -36,7 +36,7 @@ from labelling import config as job_config
 from labelling import settings
 from labelling.errors import ClaimLost, ConfigError, PartitionBusy, StoreError
 from labelling.fleet.mongo_server import EmbeddedServer, ensure_server
-from labelling.records import PoolRefresh, TurnLabel, example_turn
+from labelling.records import PoolRefresh, TurnLabel, labelled_examples
 from labelling.redact import mask_uri
 from labelling.schema import Schema
 from labelling.states import strip_blanks
@@ -918,13 +918,9 @@ def labelled_turns(group: str, split: str) -> list[tuple[Turn, StoredLabel]]:
     The previous turn's predicted acts fill ``last_system_response_acts``, as the reference's ``apply_self_labels`` does.
     """
     stored = {s.label.key: s for s in load_labels(group, split)}
-    out = []
-    for turn in load_turns(group_run(group).corpus, split):
-        if turn.key in stored:
-            previous = stored.get((turn.dialogue_id, turn.turn_id - 1))
-            label = stored[turn.key]
-            out.append((example_turn(turn, label.label, previous.label.acts if previous else []), label))
-    return out
+    turns = [t for t in load_turns(group_run(group).corpus, split) if t.key in stored]
+    examples = labelled_examples(turns, {key: s.label for key, s in stored.items()})
+    return [(example, stored[turn.key]) for example, turn in zip(examples, turns, strict=True)]
 
 
 def pool_examples(group: str, splits: Sequence[str]) -> list[Turn]:

@@ -53,7 +53,7 @@ class Canonicaliser:
     def dst(self, completion: str, prior: State, turn_text: Sequence[str], grounded: bool = False) -> DstLabel:
         """Parse a DST completion (text after ``[agent.``) onto ``prior``; a failed parse keeps ``prior``.
 
-        ``grounded`` drops the new values the turn never said (:func:`unsaid_values`), each named in ``errors``."""
+        ``grounded`` drops the new values the turn never said (:func:`ground_state`), each named in ``errors``."""
         parsed = self._dst.parse(DST_PREFIX + completion, prior)
         state = self.normalizer.normalize(parsed.state) if self.normalizer else restrict(parsed.state, self.schema)
         errors = list(parsed.errors)
@@ -103,8 +103,8 @@ def said(value: str, text: Sequence[str]) -> bool:
 
 def ground_state(prior: State, state: State, turn_text: Sequence[str]) -> tuple[State, list[tuple[str, str, str]]]:
     """``state`` with each value this turn set but never said put back as it was in ``prior``, and the dropped
-    (service, slot, value) triples. A value copied from another slot of the prior state ("the same area as the
-    hotel") counts as said: the prompt writes it as a reference.
+    (service, slot, value) triples. A value equal to any value of the prior state counts as said: it may be copied
+    ("the same area as the hotel"; the prompt writes such a copy as a reference, ``PromptBuilder.intent_string``).
 
     On the bundled corpus (every split but the quality slice) 88% of gold new values are said in the turn, 4% are copied
     from the prior state and most of the rest are yes/no, so grounding costs gold little; a small model's invented

@@ -171,7 +171,7 @@ class PartitionLabeller:
             query=lambda turn, prior, _: _query(turn, prior),
             target=lambda turn, prior, _: Example(prior, turn.last_system_utterance, turn.user_utterance, turn.system_response),
             parse=lambda turn, prior, text: self.canon.dst(
-                text, prior, [turn.last_system_utterance, turn.user_utterance], grounded=bool(config.dst.drop_unsaid_values)
+                text, prior, [turn.last_system_utterance, turn.user_utterance], grounded=config.dst.drop_unsaid_values
             ),
             observed=lambda turn: turn.user_utterance,
         )
@@ -380,9 +380,6 @@ class PartitionLabeller:
             candidates.append(cands)
             parsed.append(labels)
         unscored = self._score_candidates(module, prepared, candidates)
-        if module.config.generation_cfg.generation_mode == VOTE:
-            for cands in candidates:
-                tally(cands)
         outputs, chosen = [], []
         for i, p in enumerate(prepared):
             keys = [x.key for x in p.found[: len(p.found) - p.dropped]]
@@ -421,8 +418,13 @@ class PartitionLabeller:
     def _score_candidates(
         self, module: LabellingModule, prepared: list[_Prepared], candidates: list[list[Candidate]]
     ) -> set[int]:
-        """Channel scores onto the candidates; returns the turns whose channel prompt cannot fit the context (unscored)."""
+        """Scores onto the candidates: vote counts, or channel scores; returns the turns whose channel prompt cannot fit
+        the context (unscored)."""
         mode, lm = module.config.generation_cfg.generation_mode, module.lm
+        if mode == VOTE:
+            for cands in candidates:
+                tally(cands)
+            return set()
         requests, owners, unscored = [], [], set()
         for i, (p, cands) in enumerate(zip(prepared, candidates, strict=True)):
             if not needs_scoring(mode, cands):

@@ -17,7 +17,8 @@ def test_the_gold_report_seeds_a_pool_that_holds_the_splits_gold(fast_job):
     turns = quality.split_turns(fast_job, "train_850_900")
     assert len(labels) == len(turns) == 390
     rep = {"setup": {"split": "train_850_900", "lm": "gold"}, "configurations": {"gold": {"labels": labels}}}
-    pool, note = quality.report_pool(rep, lambda split: quality.split_turns(fast_job, split), quality.HELD_OUT_SPLIT)
+    found = quality.report_pool(rep, lambda split: quality.split_turns(fast_job, split), quality.HELD_OUT_SPLIT)
+    pool, note = found.examples, found.note
     assert note.startswith("390 labels of train_850_900 (gold")
     by_key = {t.key: t for t in turns}
     for example in pool:

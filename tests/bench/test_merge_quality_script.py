@@ -10,11 +10,11 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "merge_quality.py"
 
 
-def _report(path: Path, lm: str, names: list[str], turns: int = 67, dtype: str = "float32", pool: str | None = None) -> str:
+def _report(path: Path, lm: str, names: list[str], turns: int = 67, dtype: str = "float32", pool_lm: str | None = None) -> str:
     figures = {k: 0.5 for k in ("jga", "jga_fuzzy", "turn_acc", "state_f1", "acts_f1", "act_types_f1", "off_schema", "cut")}
     figures |= {"no_change": 0.25, "seconds_per_turn": 3.0}
     rep = {
-        "setup": {"turns": turns, "lm": lm, "dtype": dtype, "pool": pool},
+        "setup": {"turns": turns, "lm": lm, "dtype": dtype, "pool_lm": pool_lm},
         "configurations": {n: dict(figures) for n in ["always-empty", *names]},
     }
     path.write_text(json.dumps(rep), encoding="utf-8")
@@ -25,9 +25,8 @@ def test_rows_are_named_by_model_and_the_baseline_appears_once(tmp_path):
     a = _report(tmp_path / "a.json", "smollm2", ["greedy"])
     b = _report(tmp_path / "b.json", "qwen2.5-coder-0.5b", ["greedy"])
     c = _report(tmp_path / "c.json", "qwen2.5-coder-0.5b", ["greedy"], dtype="bfloat16")
-    own, gold = ("390 labels of train_850_900 (greedy, lm qwen2.5-coder-0.5b)", "390 labels of train_850_900 (gold, lm gold)")
-    d = _report(tmp_path / "d.json", "qwen2.5-coder-0.5b", ["greedy, seeded pool"], pool=own)
-    e = _report(tmp_path / "e.json", "qwen2.5-coder-0.5b", ["greedy, seeded pool"], pool=gold)
+    d = _report(tmp_path / "d.json", "qwen2.5-coder-0.5b", ["greedy, seeded pool"], pool_lm="qwen2.5-coder-0.5b")
+    e = _report(tmp_path / "e.json", "qwen2.5-coder-0.5b", ["greedy, seeded pool"], pool_lm="gold")
     done = subprocess.run([sys.executable, str(SCRIPT), a, b, c, d, e], capture_output=True, text=True, check=True)
     rows = [line.split(" | ")[0].lstrip("| ") for line in done.stdout.splitlines() if line.startswith("| ")][1:]
     qwen = "qwen2.5-coder-0.5b"

@@ -97,7 +97,9 @@ def test_a_pool_seeded_from_an_earlier_report_reaches_the_indexes(fast_job, tiny
     greedy = quality.configurations(fast_job)["greedy"]
     first = quality.run_configuration(fast_job, "greedy", greedy, other[:4], factory)
     rep = json.loads(json.dumps(quality.report([quality.baseline(other[:4]), first], {"split": "train_850_900", "lm": "tiny"})))
-    pool, note = quality.report_pool(rep, lambda split: quality.split_turns(fast_job, split), quality.HELD_OUT_SPLIT)
+    found = quality.report_pool(rep, lambda split: quality.split_turns(fast_job, split), quality.HELD_OUT_SPLIT)
+    pool, note = found.examples, found.note
+    assert (found.source, found.configuration, found.lm) == ("train_850_900", "greedy", "tiny")
     assert [t.key for t in pool] == [t.key for t in other[:4]] and note.startswith("4 labels of train_850_900 (greedy")
     assert [t.slot_values for t in pool] == [
         lab["state"] for lab in sorted(rep["configurations"]["greedy"]["labels"], key=lambda d: d["turn_id"])
@@ -117,6 +119,25 @@ def test_unknown_configuration_is_a_one_line_error(tmp_path):
     )
     assert done.returncode != 0 and "unknown 'beam'" in done.stderr and "known: greedy" in done.stderr
     assert not (tmp_path / "q.json").exists()
+
+
+def test_pool_examples_keep_the_labelling_order_and_the_previous_turns_acts(fast_job):
+    """As a dependent partition's pool holds its seed's labels (labelling order, store.pool_examples), not corpus order."""
+    from labelling.records import ModuleOutput, TurnLabel
+
+    turns = quality.split_turns(fast_job, "train_850_900", dialogues=2)
+    waves = sorted(turns, key=lambda t: (t.turn_id, t.dialogue_id))  # the labeller's turn-id waves
+    assert [t.key for t in waves] != [t.key for t in turns]
+    none = ModuleOutput("", [], [])
+    labels = [TurnLabel(t.dialogue_id, t.turn_id, {}, t.slot_values, {}, t.system_response_acts, none, none) for t in waves]
+    pool = quality.pool_examples(turns, labels)
+    assert [t.key for t in pool] == [t.key for t in waves]
+    for example in pool:
+        previous = next((t for t in turns if t.key == (example.dialogue_id, example.turn_id - 1)), None)
+        assert example.last_system_response_acts == (previous.system_response_acts if previous else [])
+    stranger = TurnLabel("nowhere.json", 0, {}, {}, {}, [], none, none)
+    with pytest.raises(ConfigError, match="1 pool labels name turns not in the bundled corpus: nowhere.json#0"):
+        quality.pool_examples(turns, [stranger])
 
 
 def test_a_pool_report_that_is_not_one_is_a_one_line_error(tmp_path):
