@@ -29,7 +29,11 @@ if typing.TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DEFAULT_PROFILE = "cpu-qwen"  # the profile every command starts from when none is named (README, Label quality: why)
-GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond", "vote")
+GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond", "vote", "rules")  # rules: no LM (method/rules.py)
+# How a module's LM label and the rule labeller's are combined (docs/deviations.md, C7): not at all (the reference); the
+# rules' values and acts added where the LM's label lacks that slot or act kind ("fill"); the rules' label laid over the
+# LM's, which adds only what the rules did not find ("override"); the rules' label as one more candidate ("candidate").
+RULE_MERGES = ("off", "fill", "override", "candidate")
 # What becomes of a sample that does not parse: it competes as "no change" / no acts (the reference), or it is dropped
 # whenever another sample parsed (docs/deviations.md, C4).
 UNPARSEABLE_SAMPLES = ("compete", "drop")
@@ -130,6 +134,16 @@ class ModuleConfig:
     unparseable_samples: str | None = None
     constrain_to_schema: bool | None = None
     drop_unsaid_values: bool | None = None
+    with_rules: str = "off"  # RULE_MERGES; ignored when generation_mode is rules (the rules alone label the module)
+
+
+@dataclass
+class RulesConfig:
+    """The rule labeller's data: an ontology (labelling/ontology.py) and a cue file (labelling/cues.py); None means the
+    bundled MultiWOZ files, which suit the bundled schema. A user's own schema brings its own."""
+
+    ontology: str | None = None
+    cues: str | None = None
 
 
 @dataclass
@@ -155,6 +169,7 @@ class JobConfig:
     data: DataConfig = field(default_factory=DataConfig)
     dst: ModuleConfig = field(default_factory=ModuleConfig)
     act_tag: ModuleConfig = field(default_factory=ModuleConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
     data_warmup: int = 0
     data_num_partitions: int = 4
@@ -213,6 +228,10 @@ class JobConfig:
         else:  # its content is checked where it is read; a device, a folder or a huge file is refused here, unread
             problem = file_problem(self.schema_path, MAX_SCHEMA_BYTES)
             _check(problem in (None, MISSING), "schema_path", f"{self.schema_path}: {problem}")
+        for key in ("ontology", "cues"):
+            path = getattr(self.rules, key)
+            problem = None if path is None else file_problem(path, MAX_SCHEMA_BYTES)
+            _check(problem is None, f"rules.{key}", f"{path}: {problem}")
         for name in ("dst", "act_tag"):
             _validate_module(name, getattr(self, name))
         _share_loading_settings(self.dst.model, self.act_tag.model)
@@ -358,6 +377,8 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     s, r, g = module.generation_cfg.sampling_args, module.retriever, module.generation_cfg
     prefix = f"{name}.generation_cfg"
     _check(g.generation_mode in GENERATION_MODES, f"{prefix}.generation_mode", f"must be one of {', '.join(GENERATION_MODES)}")
+    merges = ", ".join(RULE_MERGES)
+    _check(module.with_rules in RULE_MERGES, f"{name}.with_rules", f"must be one of {merges}, not {module.with_rules!r}")
     choices = ", ".join(UNPARSEABLE_SAMPLES)
     _check(module.unparseable_samples in UNPARSEABLE_SAMPLES, f"{name}.unparseable_samples", f"must be one of {choices}")
     _check(0 < s.top_p <= 1, f"{prefix}.sampling_args.top_p", f"must be in (0, 1], got {s.top_p}")

@@ -64,7 +64,35 @@ def configurations(job: JobConfig) -> dict[str, dict]:
     for name in list(out):  # the switch is set both ways, so the job's own default never leaks in
         out[f"{name} + constraints"] = {m: _with_constraints(o, True) for m, o in out[name].items()}
         out[name] = {m: _with_constraints(o, False) for m, o in out[name].items()}
+    for conf in out.values():
+        for module in conf.values():
+            module[RULES_KEY] = "off"
+    out.update(_rule_configurations(out))
     return out
+
+
+RULES_KEY = "with_rules"  # how a module combines its LM label with the rule labeller's (config.RULE_MERGES)
+RULES = "rules"  # the rule labeller alone: no LM
+
+
+def _rule_configurations(lm: dict[str, dict]) -> dict[str, dict]:
+    """The rule labeller alone, and hybrids of it with the constrained greedy LM and the constrained channel: the rules'
+    label laid over the LM's (rules first), the LM's over the rules' (LM first), and the rules' label as one more
+    channel candidate."""
+
+    def hybrid(base: str, how: str) -> dict:
+        out = copy.deepcopy(lm[base])
+        for module in out.values():
+            module[RULES_KEY] = how
+        return out
+
+    return {
+        RULES: {m: {"generation_cfg": {"generation_mode": RULES}, RULES_KEY: "off"} for m in MODULES},
+        "rules first + greedy LM": hybrid("greedy + constraints", "override"),
+        "greedy LM + rules fill": hybrid("greedy + constraints", "fill"),
+        "rules first + noisy channel LM": hybrid("noisy channel + constraints", "override"),
+        "noisy channel + rules candidate": hybrid("noisy channel + constraints", "candidate"),
+    }
 
 
 def _default_channel(module: str) -> str:

@@ -13,6 +13,7 @@ import threading
 from labelling.config import JobConfig, ModelConfig, ModuleConfig
 from labelling.engine.lm import LanguageModel
 from labelling.engine.loading import resolve_device
+from labelling.method.channel import RULES
 from labelling.method.labeller import PartitionLabeller
 from labelling.method.retrieval import Embedder, ExampleIndex, build_index
 from labelling.schema import Schema
@@ -52,7 +53,7 @@ def language_model(module: ModuleConfig, max_batch_tokens: int | None) -> Langua
 
 def keep_only(config: JobConfig) -> None:
     """Drop loaded LMs the job does not use, so a worker moving to a group with another model frees the old one first."""
-    wanted = {_weights_key(config.dst.model), _weights_key(config.act_tag.model)}
+    wanted = {_weights_key(m.model) for m in (config.dst, config.act_tag) if not by_rules(m)}
     stale = [key for key in _LOADED if key[0] == "lm" and key[:5] not in wanted]
     if not stale:
         return
@@ -104,8 +105,17 @@ def build_labeller(config: JobConfig, schema: Schema | None = None) -> Partition
     return PartitionLabeller(
         config,
         schema,
-        dst_lm=language_model(config.dst, config.max_batch_tokens),
-        act_lm=language_model(config.act_tag, config.max_batch_tokens),
-        dst_index=example_index(config.dst, "dst"),
-        act_index=example_index(config.act_tag, "act"),
+        dst_lm=_module_lm(config.dst, config.max_batch_tokens),
+        act_lm=_module_lm(config.act_tag, config.max_batch_tokens),
+        dst_index=None if by_rules(config.dst) else example_index(config.dst, "dst"),
+        act_index=None if by_rules(config.act_tag) else example_index(config.act_tag, "act"),
     )
+
+
+def by_rules(module: ModuleConfig) -> bool:
+    """Whether a module is labelled by the rules alone: it then loads no LM and retrieves no examples."""
+    return module.generation_cfg.generation_mode == RULES
+
+
+def _module_lm(module: ModuleConfig, max_batch_tokens: int | None) -> LanguageModel | None:
+    return None if by_rules(module) else language_model(module, max_batch_tokens)

@@ -16,6 +16,7 @@ from labelling.method.prompts import quote
 from labelling.records import Candidate
 
 JOINT, CONDITIONAL, GREEDY, VOTE = "noisy_channel_joint", "noisy_channel_cond", "greedy", "vote"
+RULES = "rules"  # no LM: the rule labeller's label is the only candidate (method/rules.py)
 
 
 def scoring_requests(

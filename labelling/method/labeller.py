@@ -18,7 +18,7 @@ from labelling.acts import Act
 from labelling.config import JobConfig, ModuleConfig
 from labelling.engine.generation import Prompt, Sample, SamplingParams
 from labelling.method.canonical import Canonicaliser
-from labelling.method.channel import GREEDY, VOTE, choose, needs_scoring, scoring_requests, tally
+from labelling.method.channel import GREEDY, RULES, VOTE, choose, needs_scoring, scoring_requests, tally
 from labelling.method.demos import DEMOS
 from labelling.method.metrics import MetricsAccumulator
 from labelling.method.parsing import reference_reads_cut
@@ -33,6 +33,7 @@ from labelling.method.prompts import (
     PromptBuilder,
 )
 from labelling.method.retrieval import ExampleIndex
+from labelling.method.rules import RuleLabeller, merge_acts, merge_states, rule_labeller
 from labelling.records import (
     FLAG_ACTS_UNPARSEABLE,
     FLAG_CHANNEL_UNSCORED,
@@ -46,7 +47,7 @@ from labelling.records import (
     example_turn,
 )
 from labelling.schema import Schema
-from labelling.states import State
+from labelling.states import State, compute_delta
 from labelling.turns import Turn
 
 if TYPE_CHECKING:  # the labeller drives any object with LanguageModel's interface; torch loads only with a model
@@ -193,6 +194,10 @@ class PartitionLabeller:
             ),
             observed=lambda turn: turn.system_response,
         )
+        self.rules: RuleLabeller | None = None
+        if any(_uses_rules(m.config) for m in self.modules):
+            r = config.rules
+            self.rules = rule_labeller(schema, r.ontology, r.cues, bundled_schema=config.schema_path is None)
         self.metrics = MetricsAccumulator()
         self._states: dict[str, State] = {}
         self._acts: dict[str, list[Act]] = {}
@@ -361,6 +366,9 @@ class PartitionLabeller:
         (no state change, no acts) and a flag, so one huge utterance never fails the whole partition. So does a turn
         whose constrained samples were all cut by ``max_new_tokens`` (no flag: its ``cut_samples`` and error say so).
         """
+        if module.config.generation_cfg.generation_mode == RULES:
+            return self._run_rules(module, batch, priors, states)
+        ruled = self._rule_labels(module, batch, priors, states) if _uses_rules(module.config) else None
         prepared = self._prepare(module, batch, priors, states)
         params = self._params(module)
         keep = module.config.generation_cfg.sampling_args.n if params.n > 1 else 1
@@ -375,8 +383,10 @@ class PartitionLabeller:
         }
         compete = module.config.unparseable_samples == "compete"
         candidates, parsed, flags = [], [], [[] for _ in prepared]
-        for p in prepared:
+        for i, p in enumerate(prepared):
             cands, labels = _distinct(samples.get(id(p), []), partial(self._read, module, p), compete)
+            if ruled is not None and module.config.with_rules == "candidate":
+                _add_candidate(cands, labels, ruled[i], _completion(module, ruled[i].text))
             candidates.append(cands)
             parsed.append(labels)
         unscored = self._score_candidates(module, prepared, candidates)
@@ -385,18 +395,56 @@ class PartitionLabeller:
             keys = [x.key for x in p.found[: len(p.found) - p.dropped]]
             if not p.fits or not candidates[i]:
                 nothing = module.parse(p.turn, p.prior, module.nothing)
-                chosen.append(nothing)
+                chosen.append(self._merged(module, p, nothing, ruled[i] if ruled else None))
                 error = self._nothing_reason(module, p, params, cut.get(id(p), 0))
                 outputs.append(ModuleOutput(nothing.text, [], keys, p.dropped, [error], cut.get(id(p), 0)))
                 if not p.fits:
                     flags[i].append(FLAG_PROMPT_TOO_LONG)
                 continue
             best = choose(candidates[i])
-            chosen.append(parsed[i][best.canonical])
+            chosen.append(self._merged(module, p, parsed[i][best.canonical], ruled[i] if ruled else None))
             outputs.append(ModuleOutput(best.canonical, candidates[i], keys, p.dropped, chosen[-1].errors, cut[id(p)]))
             if i in unscored:
                 flags[i].append(FLAG_CHANNEL_UNSCORED)
         return outputs, chosen, flags
+
+    def _rule_labels(self, module: LabellingModule, batch: list[Turn], priors: list[State], states: list) -> list:
+        """The rule labeller's label of each turn, parsed as a completion would be (without dropping unsaid values:
+        the rules only write what the turn says)."""
+        out = []
+        for turn, prior, state in zip(batch, priors, states, strict=True):
+            if module is self.dst:
+                new = self.rules.dst(turn.dialogue_id, turn.last_system_utterance, turn.user_utterance, prior)
+                text = self.builder.intent_string(prior, new, [turn.last_system_utterance, turn.user_utterance])
+                out.append(self.canon.dst(text[len(DST_PREFIX) :], prior, []))
+            else:
+                acts = self.rules.acts(turn.dialogue_id, turn.system_response, state or {})
+                out.append(self.canon.acts(self.builder.acts_string(acts)[len(ACT_PREFIX) :]))
+        return out
+
+    def _run_rules(self, module: LabellingModule, batch: list[Turn], priors: list[State], states: list):
+        """A module labelled by the rules alone: no LM, no retrieval; each label is its own single candidate."""
+        labels = self._rule_labels(module, batch, priors, states)
+        outputs = [
+            ModuleOutput(lab.text, [Candidate(lab.text, [_completion(module, lab.text)], 0.0)], [], 0, list(lab.errors))
+            for lab in labels
+        ]
+        return outputs, labels, [[] for _ in batch]
+
+    def _merged(self, module: LabellingModule, p: _Prepared, lm_label, rule_label):
+        """The chosen LM label combined with the rule label as ``with_rules`` says (fill / override); else as chosen."""
+        how = module.config.with_rules
+        if rule_label is None or how not in ("fill", "override"):
+            return lm_label
+        first, second = (rule_label, lm_label) if how == "fill" else (lm_label, rule_label)  # the second one wins
+        if module is self.dst:
+            state = merge_states(p.prior, compute_delta(p.prior, first.state), compute_delta(p.prior, second.state))
+            text = self.builder.intent_string(p.prior, state, [p.turn.last_system_utterance, p.turn.user_utterance])
+            merged = self.canon.dst(text[len(DST_PREFIX) :], p.prior, [])
+        else:
+            merged = self.canon.acts(self.builder.acts_string(merge_acts(second.acts, first.acts))[len(ACT_PREFIX) :])
+        merged.errors = [*lm_label.errors, *merged.errors]
+        return merged
 
     @staticmethod
     def _read(module: LabellingModule, p: _Prepared, sample: Sample):
@@ -457,6 +505,28 @@ class PartitionLabeller:
     def _act_example(self, item: Turn) -> Example:
         acts = self.builder.acts_string(item.system_response_acts or [])
         return Example(item.slot_values or {}, item.last_system_utterance, item.user_utterance, item.system_response, None, acts)
+
+
+def _uses_rules(module: ModuleConfig) -> bool:
+    """Whether a module needs the rule labeller: it labels by rules, or combines them with its LM."""
+    return module.generation_cfg.generation_mode == RULES or module.with_rules != "off"
+
+
+def _completion(module: LabellingModule, text: str) -> str:
+    """A canonical label as the completion an LM would write for it (the text after the prompt's prefix)."""
+    return text[len(module.prefix) :] if text.startswith(module.prefix) else text
+
+
+def _add_candidate(candidates: list[Candidate], labels: dict, rule_label, raw: str) -> None:
+    """The rule label as one more candidate: it joins an equal sampled candidate, else it competes with a sample
+    log-prob below every sample's (it was not sampled), so only a channel score or a vote can choose it."""
+    for cand in candidates:
+        if cand.canonical == rule_label.text:
+            cand.raw.append(raw)
+            return
+    floor = min((c.sample_logprob for c in candidates), default=0.0) - 1.0
+    candidates.append(Candidate(rule_label.text, [raw], floor))
+    labels[rule_label.text] = rule_label
 
 
 def _query(turn: Turn, prior: State, state: State | None = None) -> Turn:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from labelling.acts import Act, Entity
 from labelling.cues import Cues
 from labelling.ontology import Ontology
 from labelling.schema import DONTCARE, Schema, slot_identifier
-from labelling.states import State
+from labelling.states import DELETE, State
 
 _TIME = re.compile(r"\b(\d{1,2})(?:[:.](\d{2}))?\s*(a\.?m\.?|p\.?m\.?|o'clock)?(?![\d:])")
 _NUMBER = r"(\d+|{words})"
@@ -420,6 +420,25 @@ class RuleLabeller:
         return list(out.items())
 
 
+def merge_states(prior: State, first: State, second: State) -> State:
+    """``prior`` with two deltas applied, ``second`` winning where both set a slot."""
+    state = {svc: dict(slots) for svc, slots in prior.items()}
+    for delta in (first, second):
+        for service, slots in delta.items():
+            for slot, value in slots.items():
+                if value == DELETE:
+                    state.get(service, {}).pop(slot, None)
+                else:
+                    state.setdefault(service, {})[slot] = value
+    return {svc: slots for svc, slots in state.items() if slots}
+
+
+def merge_acts(first: list[Act], second: list[Act]) -> list[Act]:
+    """``first``, then each act of ``second`` whose kind and domain ``first`` lacks."""
+    seen = {(a.kind, a.service or (a.entity.kind if a.entity else "")) for a in first}
+    return [*first, *(a for a in second if (a.kind, a.service or (a.entity.kind if a.entity else "")) not in seen)]
+
+
 def _kind(service: str, booking: bool = False) -> str:
     return "Entity" if booking and service != "train" else service.capitalize()
 
@@ -438,6 +457,17 @@ def _clock(match: re.Match) -> str | None:
     return f"{hour:02d}:{minutes or '00'}"
 
 
-def rule_labeller(schema: Schema, ontology: Mapping, cues: Cues) -> RuleLabeller:
-    """A RuleLabeller for one partition."""
-    return RuleLabeller(schema, dict(ontology), cues)
+def rule_labeller(schema: Schema, ontology_path: str | None, cues_path: str | None, bundled_schema: bool) -> RuleLabeller:
+    """A RuleLabeller for one partition from a job's ``rules`` files. Unset, the cue file is the bundled MultiWOZ one and
+    the ontology is the bundled MultiWOZ one for the bundled schema, else the schema's own categorical values."""
+    from labelling import ontology as ontologies
+    from labelling.cues import load_cues
+    from labelling.data import BUNDLED_CUES, BUNDLED_ONTOLOGY
+
+    if ontology_path is not None:
+        values = ontologies.merge(ontologies.from_schema(schema), ontologies.load(ontology_path))
+    elif bundled_schema:
+        values = ontologies.load(BUNDLED_ONTOLOGY)
+    else:
+        values = ontologies.from_schema(schema)
+    return RuleLabeller(schema, values, load_cues(cues_path or BUNDLED_CUES))
