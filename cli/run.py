@@ -162,7 +162,7 @@ def _prepare_models(group: str) -> None:
     from labelling.fleet import store
 
     job = store.group_config(group)
-    for name in dict.fromkeys(module.model.model_name_or_path for module in (job.dst, job.act_tag)):
+    for name in dict.fromkeys(module.model.model_name_or_path for module in (job.dst, job.act_tag) if module.uses_lm):
         gguf = pending_conversion(name)
         if gguf is not None:
             done = f"converted {gguf.name} to safetensors in {cache_dir() / 'models'} (once per machine)"

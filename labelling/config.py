@@ -33,7 +33,9 @@ GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond", "vote
 # How a module's LM label and the rule labeller's are combined (docs/deviations.md, C7): not at all (the reference); the
 # rules' values and acts added where the LM's label lacks that slot or act kind ("fill"); the rules' label laid over the
 # LM's, which adds only what the rules did not find ("override"); the rules' label as one more candidate ("candidate").
-RULE_MERGES = ("off", "fill", "override", "candidate")
+# "gaps" is "override" with the LM kept to what rules cannot spell: free-text (non-categorical) slots the rules left
+# unset in the turn (names, places, times said in other words), and act kinds the rules did not tag.
+RULE_MERGES = ("off", "fill", "override", "gaps", "candidate")
 # What becomes of a sample that does not parse: it competes as "no change" / no acts (the reference), or it is dropped
 # whenever another sample parsed (docs/deviations.md, C4).
 UNPARSEABLE_SAMPLES = ("compete", "drop")
@@ -135,6 +137,11 @@ class ModuleConfig:
     constrain_to_schema: bool | None = None
     drop_unsaid_values: bool | None = None
     with_rules: str = "off"  # RULE_MERGES; ignored when generation_mode is rules (the rules alone label the module)
+
+    @property
+    def uses_lm(self) -> bool:
+        """Whether this module needs its LM (and its retriever): not when the rules alone label it."""
+        return self.generation_cfg.generation_mode != "rules"
 
 
 @dataclass
@@ -635,6 +642,21 @@ PROFILES = {
 # the demo on it takes 191 s on 2 cores and its labels beat SmolLM2's on every figure (README, Label quality).
 PROFILES["cpu-qwen"] = _merge(
     PROFILES["cpu-small"], {module: {"model": {"model_name_or_path": "qwen2.5-coder-0.5b"}} for module in ("dst", "act_tag")}
+)
+# The rule labeller alone (labelling/method/rules.py): no LM is loaded and no example retrieved. On the bundled corpus its
+# labels beat every LM configuration measured on this CPU (README, Label quality); for another schema it needs that
+# schema's cue file and ontology (`rules:` in the job file).
+PROFILES["cpu-rules"] = _merge(
+    PROFILES["cpu-qwen"], {module: {"generation_cfg": {"generation_mode": "rules"}} for module in ("dst", "act_tag")}
+)
+# The embedded Qwen2.5-Coder-1.5B-Instruct (`make install-quality`) writing only what the rules cannot: DST rules first,
+# the LM filling free-text slots the rules left unset; acts by the rules (the LM's acts scored far below them).
+PROFILES["cpu-quality"] = _merge(
+    PROFILES["cpu-qwen"],
+    {
+        "dst": {"model": {"model_name_or_path": "qwen2.5-coder-1.5b"}, "with_rules": "gaps"},
+        "act_tag": {"model": {"model_name_or_path": "qwen2.5-coder-1.5b"}, "generation_cfg": {"generation_mode": "rules"}},
+    },
 )
 
 

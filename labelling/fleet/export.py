@@ -236,7 +236,9 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
 
 def model_notices(config: Mapping) -> list[str]:
     """The attribution of each embedded model (labelling/embedded.py) a stored job config labels with, once each."""
-    names = [config.get(module, {}).get("model", {}).get("model_name_or_path", "") for module in ("dst", "act_tag")]
+    modules = [config.get(module, {}) for module in ("dst", "act_tag")]
+    by_lm = [m for m in modules if m.get("generation_cfg", {}).get("generation_mode") != "rules"]  # rules load no model
+    names = [m.get("model", {}).get("model_name_or_path", "") for m in by_lm]
     models = {m.alias: m for m in map(embedded.find, names) if m is not None}
     return [model.notice for model in models.values()]
 

@@ -36,6 +36,8 @@ def check_models(job: JobConfig) -> None:
 
     wanted = []
     for module in (job.dst, job.act_tag):
+        if not module.uses_lm:  # labelled by the rules alone: no model to load
+            continue
         wanted.append((module.model.model_name_or_path, False))
         if module.retriever.use_retriever:
             wanted.append((module.retriever.model_name_or_path, True))

@@ -69,6 +69,8 @@ def live_group_models() -> list[tuple[str, bool]]:
             log.warning("group %s: cannot read its job config (%s); its models are not checked", group, exc)
             continue
         for module in (config.dst, config.act_tag):
+            if not module.uses_lm:  # labelled by the rules alone: no model to load
+                continue
             wanted[(module.model.model_name_or_path, False)] = None
             if module.retriever.use_retriever:
                 wanted[(module.retriever.model_name_or_path, True)] = None

@@ -13,7 +13,6 @@ import threading
 from labelling.config import JobConfig, ModelConfig, ModuleConfig
 from labelling.engine.lm import LanguageModel
 from labelling.engine.loading import resolve_device
-from labelling.method.channel import RULES
 from labelling.method.labeller import PartitionLabeller
 from labelling.method.retrieval import Embedder, ExampleIndex, build_index
 from labelling.schema import Schema
@@ -114,7 +113,7 @@ def build_labeller(config: JobConfig, schema: Schema | None = None) -> Partition
 
 def by_rules(module: ModuleConfig) -> bool:
     """Whether a module is labelled by the rules alone: it then loads no LM and retrieves no examples."""
-    return module.generation_cfg.generation_mode == RULES
+    return not module.uses_lm
 
 
 def _module_lm(module: ModuleConfig, max_batch_tokens: int | None) -> LanguageModel | None:

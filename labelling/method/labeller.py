@@ -33,7 +33,7 @@ from labelling.method.prompts import (
     PromptBuilder,
 )
 from labelling.method.retrieval import ExampleIndex
-from labelling.method.rules import RuleLabeller, merge_acts, merge_states, rule_labeller
+from labelling.method.rules import RuleLabeller, free_text_gaps, merge_acts, merge_states, rule_labeller
 from labelling.records import (
     FLAG_ACTS_UNPARSEABLE,
     FLAG_CHANNEL_UNSCORED,
@@ -434,11 +434,14 @@ class PartitionLabeller:
     def _merged(self, module: LabellingModule, p: _Prepared, lm_label, rule_label):
         """The chosen LM label combined with the rule label as ``with_rules`` says (fill / override); else as chosen."""
         how = module.config.with_rules
-        if rule_label is None or how not in ("fill", "override"):
+        if rule_label is None or how not in ("fill", "override", "gaps"):
             return lm_label
         first, second = (rule_label, lm_label) if how == "fill" else (lm_label, rule_label)  # the second one wins
         if module is self.dst:
-            state = merge_states(p.prior, compute_delta(p.prior, first.state), compute_delta(p.prior, second.state))
+            ours = compute_delta(p.prior, first.state)
+            if how == "gaps":
+                ours = free_text_gaps(self.schema, ours, compute_delta(p.prior, rule_label.state))
+            state = merge_states(p.prior, ours, compute_delta(p.prior, second.state))
             text = self.builder.intent_string(p.prior, state, [p.turn.last_system_utterance, p.turn.user_utterance])
             merged = self.canon.dst(text[len(DST_PREFIX) :], p.prior, [])
         else:

@@ -433,6 +433,21 @@ def merge_states(prior: State, first: State, second: State) -> State:
     return {svc: slots for svc, slots in state.items() if slots}
 
 
+def free_text_gaps(schema: Schema, lm_delta: State, rule_delta: State) -> State:
+    """The part of an LM's delta the rules could not have written: free-text (non-categorical) slots the rules' delta
+    leaves unset."""
+    out: State = {}
+    for service, slots in lm_delta.items():
+        if service not in schema:
+            continue
+        svc = schema.service(service)
+        for slot, value in slots.items():
+            known = svc.slot(slot)
+            if known is not None and not known.categorical and slot not in rule_delta.get(service, {}):
+                out.setdefault(service, {})[slot] = value
+    return out
+
+
 def merge_acts(first: list[Act], second: list[Act]) -> list[Act]:
     """``first``, then each act of ``second`` whose kind and domain ``first`` lacks."""
     seen = {(a.kind, a.service or (a.entity.kind if a.entity else "")) for a in first}
