@@ -141,6 +141,8 @@ def label_split(
 def _check_out(out: Path) -> None:
     """OUT, OUT.partial and OUT.tmp must be files this command can write: a folder in their place, or a read-only
     folder, fails here in one line (exit 2), before any model loads."""
+    if out.name in ("", ".", ".."):  # "/", ".", "" and "..": a folder, and OUT.partial would have no name to extend
+        raise CorpusError(f"--out {str(out)!r}: is a folder, not a file path", "give --out a file path, e.g. --out labels.jsonl")
     for path in (out, out.with_name(out.name + ".partial"), out.with_name(out.name + ".tmp")):
         if path.is_dir():
             raise CorpusError(f"{path}: is a folder", "give --out a file path, e.g. --out labels.jsonl")

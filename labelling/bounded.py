@@ -9,24 +9,33 @@ those bytes may turn into.
 
 from __future__ import annotations
 
+import functools
 import re
 import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
+from pathlib import Path
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)  # a backslash escape inside a JSON string: \" and \\ hide quotes
 _OPENS, _CLOSES = frozenset(b"{["), frozenset(b"}]")
 _BLANKS = b" \t\r\n"
 _QUOTE = ord('"')
-_STEP = np.zeros(256, dtype=np.int8)  # the nesting step of each byte outside strings
-_STEP[list(_OPENS)], _STEP[list(_CLOSES)] = 1, -1
 _QUOTE_CHARS = 300  # the most of a value an error message quotes
 
 # A corpus, schema or job file that starts with one of these is UTF-16 or UTF-32, which json would read on its own
 # (and then find "the wrong shape"); the package reads UTF-8 only, so it says so.
 _WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+
+
+@functools.cache
+def _numpy():
+    """numpy, imported on first use (it costs a tenth of a second every command would pay), and the nesting step of
+    each byte outside strings."""
+    import numpy as np
+
+    step = np.zeros(256, dtype=np.int8)
+    step[list(_OPENS)], step[list(_CLOSES)] = 1, -1
+    return np, step
 
 
 class TooBig(ValueError):
@@ -87,6 +96,7 @@ class JsonMeter:
         quote itself; numpy finds that parity for a whole chunk at once."""
         if not chunk or (not self._in_string and b'"' not in chunk):
             return chunk.translate(None, _BLANKS)
+        np, _ = _numpy()
         codes = np.frombuffer(chunk, dtype=np.uint8)
         inside = (np.cumsum(codes == _QUOTE, dtype=np.int32) + self._in_string) & 1
         self._in_string = bool(inside[-1])
@@ -96,7 +106,8 @@ class JsonMeter:
         """Follow the nesting depth through ``outside``; only a chunk that could pass the limit is walked byte by byte
         (``rise`` bounds how far it can climb: its non-empty containers, and one for any empty ones)."""
         if self.depth + rise > self.max_depth:
-            steps = np.cumsum(_STEP[np.frombuffer(outside, dtype=np.uint8)], dtype=np.int64)
+            np, step = _numpy()
+            steps = np.cumsum(step[np.frombuffer(outside, dtype=np.uint8)], dtype=np.int64)
             if self.depth + int(steps.max()) > self.max_depth:
                 raise TooBig(f"nests deeper than {self.max_depth:,} levels", NESTING)
         self.depth += outside.count(b"{") + outside.count(b"[") - outside.count(b"}") - outside.count(b"]")
@@ -181,6 +192,13 @@ def quoted(value: object) -> str:
     show their first items and ``...``, a long string its head; so quoting input never copies it."""
     text = _repr.repr(value)
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
+
+
+def read_head(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``path`` (so a caller can tell it is over), whatever its size says: a file that
+    grew after it was measured is never read whole."""
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
 
 
 def read_chunks(read: Callable[[int], bytes], limit: int, meter: JsonMeter | None, size: int = 1 << 20) -> list[bytes]:

@@ -12,7 +12,7 @@ MAX_CORPUS_BYTES = 512 << 20
 # each (LABELLING_MAX_JSON_ELEMENTS): the bundled dev set holds 1.4 million, MultiWOZ 2.1 in full about ten times that.
 MAX_JSON_ELEMENTS = 20_000_000
 MAX_NESTING = 100  # levels of JSON or YAML nesting in any file read (the dev set nests 9 deep): LABELLING_MAX_NESTING
-# User turns in one dialogue (the dev set's longest has 21; LABELLING_MAX_DIALOGUE_TURNS): every stored turn repeats the
+# User turns in one dialogue (the dev set's longest has 17; LABELLING_MAX_DIALOGUE_TURNS): every stored turn repeats the
 # dialogue so far, so what a dialogue costs grows with the square of its turns.
 MAX_DIALOGUE_TURNS = 100
 MAX_YAML_NODES = 100_000  # a YAML job config's nodes with every alias written out (LABELLING_MAX_YAML_NODES)

@@ -105,7 +105,7 @@ def ensure_server(state: str | Path | None = None, timeout_s: float = START_TIME
     """A held handle on the embedded server under ``state`` (default :func:`state_dir`): the running one if it answers,
     else a new one. Two commands calling this at the same moment end with one server (``start.lock``)."""
     folder = server_folder(state)
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder)
     with _locked(folder / START_LOCK):
         found = _running(folder, timeout_s)
         if found is None:
@@ -116,6 +116,24 @@ def ensure_server(state: str | Path | None = None, timeout_s: float = START_TIME
         fcntl.flock(lease, fcntl.LOCK_SH)
         found._lease = lease
         return found
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the server's folder; a state folder that is a file, lies under /proc or cannot be written is one line
+    naming the setting, not an unexpected failure."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError as e:
+        problem = e.strerror or str(e)
+    else:
+        problem = None if writable else "permission denied"
+    if problem is not None:
+        name = settings.STATE_DIR.name
+        raise StoreError(
+            f"the state folder {folder.parent} cannot hold the embedded server's files ({problem})",
+            f"point {name} at a folder you can write, or unset it (default ./.state)",
+        )
 
 
 @dataclass(frozen=True)
