@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.signals import sigterm_as_interrupt
 from labelling import config as job_config
 from labelling.errors import CorpusError, LabellingError
 from labelling.limits import MAX_DIALOGUES
@@ -133,7 +134,8 @@ def label_split(
     partial = out.with_name(out.name + ".partial")
     header = partial_header(job, dataset, split, limit_dialogues)
     done = _read_partial(partial, header, turns)
-    labels, seconds, summary = _run(job, turns, done, partial, header)
+    with sigterm_as_interrupt():  # SIGTERM keeps the labels so far and says how to resume, as Ctrl-C does (exit 143)
+        labels, seconds, summary = _run(job, turns, done, partial, header)
     _finish(partial, out)
     _report(labels, seconds, summary, len(turns) - len(done), out)
 
