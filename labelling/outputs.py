@@ -4,6 +4,7 @@ renamed into place, and marked, so that ``--overwrite`` replaces only a folder t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from labelling.errors import CorpusError
 
+log = logging.getLogger(__name__)
 MARKER = ".labelling-output.json"
 _OTHER_OUT = "choose another --out"
 # What `ingest --out` and `export` write: a DatasetDict (dataset_dict.json and one folder per split, named like
@@ -145,5 +147,15 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
     if old.is_symlink():
         old.unlink()
-    else:
+    elif old.exists():
+        _remove_unless_foreign(old, out)
+
+
+def _remove_unless_foreign(old: Path, out: Path) -> None:
+    """Delete the folder ``out`` was moved aside to, after checking it again: what was written into ``out`` between
+    check_output and now (a user's notes) is not this tool's to delete, so the folder is kept and a line says where."""
+    foreign = foreign_entries(old)
+    if foreign is None:
         shutil.rmtree(old, ignore_errors=True)
+        return
+    log.warning("the previous %s was kept as %s: %s (written there during the write)", out, old, foreign)
