@@ -17,7 +17,7 @@ import pytest
 
 from labelling import limits
 from tests.cli.test_cli_contract import LABELLING, assert_one_line_error, environment
-from tests.support.corpus_files import MWZ22
+from tests.support.corpus_files import DEV_ZIP, MWZ22
 
 SECONDS = 10  # the most a refusal may take, on the shared 2-core machine included
 MEMORY_CAP = 1 << 30  # the address space each command here runs in
@@ -219,3 +219,38 @@ def test_a_utf16_corpus_is_called_not_utf8(tmp_path):
 def test_flower_refuses_an_empty_user_or_password(auth):
     env = {"FLOWER_BASIC_AUTH": auth, "LABELLING_BROKER_URL": "amqp://guest:guest@127.0.0.1:9//"}
     refused(("flower", "--port", "5592"), "FLOWER_BASIC_AUTH gives an empty user or password", env=env)
+
+
+# --- 6. a file written into --out while --overwrite replaces it --------------------------------------------------------
+
+
+def _write_notes_during_the_write(out: Path, found: list[bool]) -> None:
+    """Wait for the staged folder beside ``out``, write a user's file into ``out``; ``found`` says whether the staged
+    folder was still there afterwards (so the file was written before ``out`` was moved aside)."""
+    deadline = time.monotonic() + 120
+    while not list(out.parent.glob(f".{out.name}.tmp-*")):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+    (out / "USER_NOTES.txt").write_text("my notes")
+    found.append(bool(list(out.parent.glob(f".{out.name}.tmp-*"))))
+
+
+def test_a_file_written_into_out_during_an_overwrite_is_kept_and_said_so(tmp_path):
+    import threading
+
+    out = tmp_path / "tt"
+    assert capped("ingest", MWZ22, "--out", out).returncode == 0
+    found: list[bool] = []
+    watcher = threading.Thread(target=_write_notes_during_the_write, args=(out, found))
+    watcher.start()
+    done = capped("ingest", DEV_ZIP, "--out", out, "--overwrite")  # 20 splits: seconds of writing to slip into
+    watcher.join()
+    assert found == [True], "the note was not written while the dataset was being written"
+    assert done.returncode == 0, done.stderr
+    kept = list(tmp_path.glob(".tt.old-*"))
+    assert len(kept) == 1 and (kept[0] / "USER_NOTES.txt").read_text() == "my notes"
+    said = f"WARNING labelling.outputs: the previous {out} was kept as {kept[0]}: it holds USER_NOTES.txt, which"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(said), done.stderr
+    assert "train_950_999" in {p.name for p in out.iterdir()}  # the new dataset is in place
