@@ -254,3 +254,31 @@ def test_a_file_written_into_out_during_an_overwrite_is_kept_and_said_so(tmp_pat
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(said), done.stderr
     assert "train_950_999" in {p.name for p in out.iterdir()}  # the new dataset is in place
+
+
+# --- 9. SIGTERM on label-split ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # loads a (tiny) model in a fresh process
+def test_sigterm_on_label_split_keeps_the_labels_says_so_and_exits_143(tmp_path):
+    from tests.support.fleet_helpers import save_tiny_model, write_job
+    from tests.support.partition_worker import tiny_job
+
+    dataset = tmp_path / "data"
+    assert capped("ingest", MWZ22, "--out", dataset).returncode == 0
+    job = write_job(tiny_job(), save_tiny_model(tmp_path / "tiny"), tmp_path / "job.json")
+    out = tmp_path / "labels.jsonl"
+    partial = out.with_name(out.name + ".partial")
+    command = [str(LABELLING), "label-split", "--dataset", str(dataset), "--split", "train_0_3", "--out", str(out)]
+    command += ["--config", str(job), "--limit-dialogues", "1"]
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (partial.exists() and len(partial.read_text().splitlines()) >= 2):  # the header and a first wave
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() else "too slow"
+        time.sleep(0.1)
+    process.terminate()
+    _, err = process.communicate(timeout=120)
+    kept = len(partial.read_text().splitlines()) - 1
+    assert process.returncode == 143 and "Traceback" not in err, err
+    note = f"terminated (SIGTERM): {kept} labelled turns kept in {partial}; the same command resumes from them"
+    assert err.strip().splitlines()[-1] == note
