@@ -148,6 +148,8 @@ def _check_out(out: Path) -> None:
     for path in (out, out.with_name(out.name + ".partial"), out.with_name(out.name + ".tmp")):
         if path.is_dir():
             raise CorpusError(f"{path}: is a folder", "give --out a file path, e.g. --out labels.jsonl")
+        if path.exists() and not path.is_file():  # OUT.partial is read back: /dev/zero there would be read forever
+            raise CorpusError(f"{path}: is not a regular file (a device, a pipe or a socket)", "choose another --out")
         if path.exists() and not os.access(path, os.W_OK):
             raise CorpusError(f"{path}: cannot be written (permission denied)", "choose another --out")
     folder = out.absolute().parent

@@ -10,6 +10,7 @@ those bytes may turn into.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import reprlib
 from collections.abc import Callable
@@ -192,6 +193,31 @@ def quoted(value: object) -> str:
     show their first items and ``...``, a long string its head; so quoting input never copies it."""
     text = _repr.repr(value)
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
+
+
+class Unreadable(OSError):
+    """A file that is not read at all: not a regular file, or larger than its limit; ``str()`` is the reason alone."""
+
+    def __init__(self, reason: str):
+        super().__init__(0, reason)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """All of ``path`` when it is a regular file of at most ``limit`` bytes; OSError (with a strerror a message can
+    quote) for a device, a pipe, a folder or a larger file, which are never read."""
+    import stat
+
+    with open(path, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise Unreadable("not a regular file (a device, a pipe, a socket or a folder)")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise Unreadable(f"over the limit of {limit:,} bytes")
+    return data
 
 
 def read_head(path: Path, limit: int) -> bytes:

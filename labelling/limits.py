@@ -20,6 +20,7 @@ MAX_UTTERANCE_BYTES = 1 << 20  # one utterance, in UTF-8
 # A stored turn repeats its dialogue's utterances so far; with gold and the room a label needs it must fit MongoDB's
 # 16 MiB document limit, so a dialogue's utterances together are kept to half of it.
 MAX_DIALOGUE_TEXT_BYTES = 8 << 20
+MAX_REPORT_BYTES = 256 << 20  # a quality report read back by `quality --pool-from`
 MAX_DIALOGUES = 10_000_000  # --limit-dialogues
 MAX_SPLIT_SIZE = 100_000  # --split-size: dialogues per split
 MAX_TURNS = 10_000_000  # --limit / --limit-turns

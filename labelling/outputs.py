@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from labelling.bounded import Unreadable, read_regular
 from labelling.errors import CorpusError
 
 log = logging.getLogger(__name__)
 MARKER = ".labelling-output.json"
+_MARKER_BYTES = 1 << 20  # a marker lists a few dozen names; a larger one is not ours
 _OTHER_OUT = "choose another --out"
 # What `ingest --out` and `export` write: a DatasetDict (dataset_dict.json and one folder per split, named like
 # train_0_50 or valid_64, holding what datasets' save_to_disk writes) and, for an export, its README.md card.
@@ -81,9 +83,9 @@ def foreign_entries(folder: Path) -> str | None:
 def _read_marker(marker: Path) -> tuple[set[str], str | None]:
     """The names the marker lists, or the reason it cannot be trusted."""
     try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return set(), f"cannot be read ({type(e).__name__})"
+        data = json.loads(read_regular(marker, _MARKER_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # a 1 MiB marker may still nest past Python's stack
+        return set(), f"cannot be read ({e if isinstance(e, Unreadable) else type(e).__name__})"
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("written_by") != "labelling":
         return set(), 'is not one `labelling` wrote (no "written_by": "labelling")'

@@ -245,7 +245,8 @@ def write_atomically(path: Path, text: str) -> None:
 def read_int(path: Path) -> int | None:
     """The integer in a pid or port file, or None when it is missing or garbled."""
     try:
-        return int(path.read_text().strip())
+        with path.open("rb") as f:
+            return int(f.read(64).strip())  # a pid or a port; a file that is more is garbled, and is not read whole
     except (OSError, ValueError):
         return None
 
@@ -400,7 +401,11 @@ def wait_until(condition, timeout_s: float, interval_s: float = 0.05) -> bool:
 
 
 def _tail(path: Path, lines: int = 3) -> str:
+    """The last ``lines`` lines of a log, from its last 64 KiB only (a log grows without bound)."""
     try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - (64 << 10)))
+            text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
+    return " | ".join(text.strip().splitlines()[-lines:])

@@ -282,3 +282,22 @@ def test_sigterm_on_label_split_keeps_the_labels_says_so_and_exits_143(tmp_path)
     assert process.returncode == 143 and "Traceback" not in err, err
     note = f"terminated (SIGTERM): {kept} labelled turns kept in {partial}; the same command resumes from them"
     assert err.strip().splitlines()[-1] == note
+
+
+# --- 2. every other file a command reads back ---------------------------------------------------------------------------
+
+
+def test_a_device_where_label_split_reads_its_partial_file_or_quality_its_report_is_refused_unread(tmp_path):
+    out = tmp_path / "o.jsonl"
+    out.with_name("o.jsonl.partial").symlink_to("/dev/zero")
+    args = ("label-split", "--dataset", tmp_path, "--split", "s", "--profile", "cpu-small", "--out", out)
+    refused(args, "o.jsonl.partial: is not a regular file")
+    refused(("quality", "--pool-from", "/dev/zero", "--limit", "1"), "--pool-from /dev/zero: not a readable quality report")
+
+
+def test_an_overwrite_marker_that_is_a_huge_file_is_not_read(tmp_path):
+    ours = tmp_path / "ours"
+    assert capped("ingest", MWZ22, "--out", ours).returncode == 0
+    with (ours / ".labelling-output.json").open("r+b") as f:
+        f.truncate(4 << 30)  # a sparse 4 GiB marker: reading it whole would pass the cap
+    refused(("ingest", MWZ22, "--out", ours, "--overwrite"), "marker cannot be read (over the limit of 1,048,576 bytes)")
