@@ -227,16 +227,16 @@ def read_head(path: Path, limit: int) -> bytes:
         return f.read(limit + 1)
 
 
-def read_chunks(read: Callable[[int], bytes], limit: int, meter: JsonMeter | None, size: int = 1 << 20) -> list[bytes]:
-    """Chunks from ``read`` until it is exhausted or ``limit`` bytes (one more, so the caller can tell) are read, each fed
-    to ``meter`` as it arrives: a JSON bomb stops the read where it passes a bound."""
-    chunks, total = [], 0
-    while total <= limit:
-        chunk = read(min(size, limit + 1 - total))
+def read_chunks(read: Callable[[int], bytes], limit: int, meter: JsonMeter | None, size: int = 1 << 20) -> bytearray:
+    """What ``read`` yields until it is exhausted or ``limit`` bytes (one more, so the caller can tell) are read, in
+    chunks each fed to ``meter`` as it arrives: a JSON bomb stops the read where it passes a bound. One growing buffer
+    holds them, so the whole is never held twice."""
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = read(min(size, limit + 1 - len(data)))
         if not chunk:
             break
         if meter is not None:
             meter.feed(chunk)
-        chunks.append(chunk)
-        total += len(chunk)
-    return chunks
+        data += chunk
+    return data

@@ -407,10 +407,10 @@ def _too_big(name: str, error: TooBig) -> CorpusError:
     )
 
 
-def _read_all(name: str, read: Callable[[int], bytes], verb: str) -> bytes:
+def _read_all(name: str, read: Callable[[int], bytes], verb: str) -> bytearray:
     """Every byte ``read`` yields, in chunks each measured as JSON: past a byte, element or nesting bound it stops there."""
     try:
-        data = b"".join(read_chunks(read, settings.MAX_CORPUS_BYTES.get(), _meter()))
+        data = read_chunks(read, settings.MAX_CORPUS_BYTES.get(), _meter())
     except TooBig as e:
         raise _too_big(name, e) from None
     _check_size(name, len(data), verb)
