@@ -84,7 +84,7 @@ def flower_auth() -> str | None:
             raise LabellingError(f"{FLOWER_USER_ENV} holds ':' or ',', or {FLOWER_PASSWORD_ENV} ','", "Flower splits on them")
         return f"{user}:{password}"
     auth = FLOWER_BASIC_AUTH.get()
-    for pair in (auth or "").split(","):
+    for pair in auth.split(",") if auth is not None else ():
         name, colon, secret = pair.partition(":")
         if not (colon and name.strip() and secret.strip()):
             raise LabellingError(
