@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from typer.exceptions import Abort, TyperException
 
+from cli.signals import EXIT_TERMINATED, Terminated
 from labelling.errors import LabellingError
 from labelling.quiet import quiet_third_parties
 from labelling.redact import masked
@@ -43,9 +44,10 @@ def _main(
 class Interrupted(Exception):
     """Ctrl-C inside a command, carrying what the interrupted command kept and how to resume it."""
 
-    def __init__(self, note: str):
+    def __init__(self, note: str, code: int = 130):
         super().__init__(note)
         self.note = note
+        self.code = code  # 130 for Ctrl-C, 143 for SIGTERM (cli/signals.py)
 
 
 def _resume_note(command: str, params: dict) -> str:
@@ -80,7 +82,8 @@ def _guarded(command: str, function: Callable) -> Callable:
         try:
             return function(**params)
         except KeyboardInterrupt as e:
-            raise Interrupted(_resume_note(command, params)) from e
+            code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+            raise Interrupted(_resume_note(command, params), code) from e
 
     return command_function
 
@@ -147,8 +150,8 @@ def main() -> int:
     try:
         code = app(standalone_mode=False)
     except Interrupted as e:
-        print(f"interrupted: {e.note}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"{'terminated (SIGTERM)' if e.code == EXIT_TERMINATED else 'interrupted'}: {e.note}", file=sys.stderr)
+        return e.code
     except LabellingError as e:
         if _state["debug"]:
             raise

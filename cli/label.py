@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.signals import sigterm_as_interrupt
 from labelling import config as job_config
 from labelling.errors import CorpusError, LabellingError
 from labelling.limits import MAX_DIALOGUES
@@ -133,7 +134,8 @@ def label_split(
     partial = out.with_name(out.name + ".partial")
     header = partial_header(job, dataset, split, limit_dialogues)
     done = _read_partial(partial, header, turns)
-    labels, seconds, summary = _run(job, turns, done, partial, header)
+    with sigterm_as_interrupt():  # SIGTERM keeps the labels so far and says how to resume, as Ctrl-C does (exit 143)
+        labels, seconds, summary = _run(job, turns, done, partial, header)
     _finish(partial, out)
     _report(labels, seconds, summary, len(turns) - len(done), out)
 
@@ -141,9 +143,13 @@ def label_split(
 def _check_out(out: Path) -> None:
     """OUT, OUT.partial and OUT.tmp must be files this command can write: a folder in their place, or a read-only
     folder, fails here in one line (exit 2), before any model loads."""
+    if out.name in ("", ".", ".."):  # "/", ".", "" and "..": a folder, and OUT.partial would have no name to extend
+        raise CorpusError(f"--out {str(out)!r}: is a folder, not a file path", "give --out a file path, e.g. --out labels.jsonl")
     for path in (out, out.with_name(out.name + ".partial"), out.with_name(out.name + ".tmp")):
         if path.is_dir():
             raise CorpusError(f"{path}: is a folder", "give --out a file path, e.g. --out labels.jsonl")
+        if path.exists() and not path.is_file():  # OUT.partial is read back: /dev/zero there would be read forever
+            raise CorpusError(f"{path}: is not a regular file (a device, a pipe or a socket)", "choose another --out")
         if path.exists() and not os.access(path, os.W_OK):
             raise CorpusError(f"{path}: cannot be written (permission denied)", "choose another --out")
     folder = out.absolute().parent

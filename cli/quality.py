@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from labelling import config as job_config
+from labelling.bounded import read_regular
 from labelling.errors import LabellingError
-from labelling.limits import MAX_THREADS, MAX_TURNS
+from labelling.limits import MAX_REPORT_BYTES, MAX_THREADS, MAX_TURNS
 
 console = Console(stderr=True)
 
@@ -69,6 +70,7 @@ def quality(
     triples, the off-schema sample rate, the share of "no change" labels and seconds per turn, beside the always-empty
     baseline. Choose settings with --split (another split), never on the slice; --pool-from seeds the example pool from
     an earlier report's labels of another split, to show what a grown pool does."""
+    report = _read_report(pool_from) if pool_from else None  # before the slow imports: a bad file fails at once
     from labelling.bench import quality as lib
 
     job = job_config.load(config, profile)
@@ -87,7 +89,7 @@ def quality(
     name = split or lib.HELD_OUT_SPLIT
     count = dialogues or (lib.HELD_OUT_DIALOGUES if name == lib.HELD_OUT_SPLIT else None)
     turns = lib.split_turns(job, name, count, limit)
-    pool = lib.report_pool(_read_report(pool_from), lambda s: lib.split_turns(job, s), name) if pool_from else None
+    pool = lib.report_pool(report, lambda s: lib.split_turns(job, s), name) if report is not None else None
     if pool:
         console.print(f"example pool: {pool.note}")
     setup = {"slice": lib.describe(name, count)} | _setup(lib, job, turns, profile, config, limit)
@@ -118,8 +120,8 @@ def quality(
 
 def _read_report(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(read_regular(path, MAX_REPORT_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise LabellingError(
             f"--pool-from {path}: not a readable quality report ({exc})", "pass the --out of a labelling quality run"
         ) from exc

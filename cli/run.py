@@ -81,10 +81,10 @@ def run(
         console.print("LABELLING_BROKER_URL is unset: labelling in this process (the embedded mode)")
         local = True
     if not local:
-        check_broker("labelling run")
         from labelling.fleet.preflight import check_paths
 
         check_paths(job, models=False)  # the workers check their models at start; the schema is read here too
+        check_broker("labelling run")
     else:  # labelled here: a device this machine lacks fails now, before the group, launch or partitions are written
         from labelling.fleet.preflight import check_devices
 

@@ -74,13 +74,24 @@ def worker(
 
 
 def flower_auth() -> str | None:
-    """Basic-auth credentials from the environment, as Flower takes them (``user:password``), or None when unset."""
+    """Basic-auth credentials from the environment, as Flower takes them (``user:password``), or None when unset;
+    LabellingError when a user or a password is empty, from either source (Flower would accept an empty login)."""
     user, password = FLOWER_USER.get(), FLOWER_PASSWORD.get()
     if user or password:
         if not (user and password):
             raise LabellingError(f"set both {FLOWER_USER_ENV} and {FLOWER_PASSWORD_ENV}, or neither")
+        if ":" in user or "," in user + password:
+            raise LabellingError(f"{FLOWER_USER_ENV} holds ':' or ',', or {FLOWER_PASSWORD_ENV} ','", "Flower splits on them")
         return f"{user}:{password}"
-    return FLOWER_BASIC_AUTH.get()
+    auth = FLOWER_BASIC_AUTH.get()
+    for pair in auth.split(",") if auth is not None else ():
+        name, colon, secret = pair.partition(":")
+        if not (colon and name.strip() and secret.strip()):
+            raise LabellingError(
+                f"{FLOWER_AUTH_ENV} gives an empty user or password (it must be user:password, or several joined by ',')",
+                "an empty login would open Flower to anyone; set a user and a password",
+            )
+    return auth
 
 
 def flower(

@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labelling import embedded
+from labelling import embedded, settings
+from labelling.bounded import NESTING, NODES, TooBig, load_yaml, measure_json, quoted, read_head, wide_encoding
 from labelling.errors import ConfigError
-from labelling.limits import MAX_SCHEMA_BYTES
+from labelling.limits import MAX_CONFIG_BYTES, MAX_SCHEMA_BYTES
 
 if typing.TYPE_CHECKING:
     from labelling.schema import Schema
@@ -222,16 +223,16 @@ class JobConfig:
         _check(
             split is None or bool(_SPLIT.fullmatch(split)),
             "data.eval_set_split_name",
-            f"must be a split name (letters, digits, underscores), got {split!r}",
+            f"must be a split name (letters, digits, underscores), got {quoted(split)}",
         )
         _check(bool(self.services), "services", "must name at least one service")
-        _check(len(set(self.services)) == len(self.services), "services", f"lists a service twice: {self.services}")
+        _check(len(set(self.services)) == len(self.services), "services", f"lists a service twice: {quoted(self.services)}")
         if self.schema_path is None:
             from labelling.schema import Schema
 
             known = Schema.load(services=None).names
             unknown = [s for s in self.services if s not in known]
-            _check(not unknown, "services", f"{unknown} are not services of the bundled schema ({', '.join(known)})")
+            _check(not unknown, "services", f"{quoted(unknown)} are not services of the bundled schema ({', '.join(known)})")
         else:  # its content is checked where it is read; a device, a folder or a huge file is refused here, unread
             problem = file_problem(self.schema_path, MAX_SCHEMA_BYTES)
             _check(problem in (None, MISSING), "schema_path", f"{self.schema_path}: {problem}")
@@ -342,7 +343,7 @@ def _share_loading_settings(dst: ModelConfig, act: ModelConfig) -> None:
             setattr(act, key, ours)
         else:
             raise ConfigError(
-                f"config keys dst.model.{key} ({ours!r}) and act_tag.model.{key} ({theirs!r}) differ, "
+                f"config keys dst.model.{key} ({quoted(ours)}) and act_tag.model.{key} ({quoted(theirs)}) differ, "
                 f"but both modules use {dst.model_name_or_path}, which is loaded once for both",
                 f"set {key} alike in both modules, or on one of them only (load_in_8bit: true counts as quantization 8bit)",
             )
@@ -401,10 +402,14 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     _check(
         m.quantization in (None, *QUANTIZATIONS),
         f"{name}.model.quantization",
-        f"must be 8bit, 4bit or null, not {m.quantization!r}",
+        f"must be 8bit, 4bit or null, not {quoted(m.quantization)}",
     )
     _check(m.torch_dtype in TORCH_DTYPES, f"{name}.model.torch_dtype", f"must be one of {', '.join(TORCH_DTYPES)}")
-    _check(bool(_DEVICE.fullmatch(m.device)), f"{name}.model.device", f"must be auto, cpu, mps, cuda or cuda:N, got {m.device!r}")
+    _check(
+        bool(_DEVICE.fullmatch(m.device)),
+        f"{name}.model.device",
+        f"must be auto, cpu, mps, cuda or cuda:N, got {quoted(m.device)}",
+    )
     _check(r.k_examples >= 0, f"{name}.retriever.k_examples", f"must be >= 0, got {r.k_examples}")
     _check(r.example_warmup >= 0, f"{name}.retriever.example_warmup", "must be >= 0")
     _check(r.minimum_distinct >= 1, f"{name}.retriever.minimum_distinct", "must be >= 1")
@@ -413,7 +418,7 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
     _check(
         r.retrieval_input_format in (None, *RETRIEVAL_FORMATS),
         f"{name}.retriever.retrieval_input_format",
-        f"must be one of {', '.join(RETRIEVAL_FORMATS)} or null, not {r.retrieval_input_format!r}",
+        f"must be one of {', '.join(RETRIEVAL_FORMATS)} or null, not {quoted(r.retrieval_input_format)}",
     )
     for key, value in (
         (f"{name}.model.model_name_or_path", m.model_name_or_path),
@@ -451,7 +456,8 @@ def _build(cls: type, data: object, path: str) -> object:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in _renamed(cls, data, path).items():
-        where = f"{path}.{key}" if path else key
+        name = key if isinstance(key, str) and len(key) <= 100 else quoted(key)  # a key may be any YAML value
+        where = f"{path}.{name}" if path else name
         if key in LEGACY_KEYS.get(cls, set()):
             if _warned is None or where not in _warned:
                 log.warning("config key %s is from the reference's schema and has no effect here; ignored", where)
@@ -459,7 +465,7 @@ def _build(cls: type, data: object, path: str) -> object:
                 _warned.add(where)
             continue
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
+            close = difflib.get_close_matches(name, list(fields), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(fields)}"
             raise ConfigError(f"config key {where}: unknown key", hint)
         kwargs[key] = _coerce(hints[key], value, where)
@@ -497,7 +503,7 @@ def _coerce(hint: object, value: object, where: str) -> object:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not ok:
-        raise ConfigError(f"config key {where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"config key {where}: expected {hint.__name__}, got {type(value).__name__} {quoted(value)}")
     return value
 
 
@@ -525,22 +531,47 @@ def load(path: str | Path | None = None, profile: str | None = None) -> JobConfi
     if path is None:
         return from_dict({}, profile)
     path = Path(path)
+    data = _parse_job_file(path, _read_job_file(path))
+    return from_dict(data if data is not None else {}, profile)
+
+
+def _read_job_file(path: Path) -> bytes:
+    """The bytes of a job file, read only when it is a regular file within :data:`MAX_CONFIG_BYTES` (``/dev/zero``, or
+    a ``.yaml`` link to it, is refused unread) and never more than that many."""
+    problem = file_problem(path, MAX_CONFIG_BYTES)
+    if problem not in (None, MISSING):
+        raise ConfigError(f"{path}: job config {problem}", "give a JSON or YAML job file")
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_head(path.expanduser(), MAX_CONFIG_BYTES)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read job config ({e.strerror})") from e
+    if len(raw) > MAX_CONFIG_BYTES:  # it grew after it was measured
+        raise ConfigError(f"{path}: job config is over the limit of {MAX_CONFIG_BYTES:,} bytes", "give a JSON or YAML job file")
+    return raw
+
+
+def _parse_job_file(path: Path, raw: bytes) -> object:
+    """A job file's data: YAML composed and measured (aliases expanded, nesting) before any value is built, JSON measured
+    before it is parsed; past a bound it is refused in one line naming the setting that raises it."""
+    kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
+    wide = wide_encoding(raw[:4])
+    try:
+        if wide is not None:
+            raise UnicodeDecodeError("utf-8", raw, 0, 1, f"it starts with a {wide} byte-order mark")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})", "save the job config as UTF-8") from e
+    nesting = settings.MAX_NESTING.get()
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        if kind == "YAML":
+            return load_yaml(text, settings.MAX_YAML_NODES.get(), nesting)
+        measure_json(raw, settings.MAX_JSON_ELEMENTS.get(), nesting)
+        return json.loads(text)
+    except TooBig as e:
+        setting = {NESTING: settings.MAX_NESTING, NODES: settings.MAX_YAML_NODES}.get(e.bound, settings.MAX_JSON_ELEMENTS)
+        raise ConfigError(f"{path}: job config {e}, the limit", f"raise {setting.name} if it is genuine") from e
     except Exception as e:  # both parsers raise their own error types
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'JSON'} ({_where(e)})") from e
-    return from_dict(data if data is not None else {}, profile)
+        raise ConfigError(f"{path}: not valid {kind} ({_where(e)})") from e
 
 
 def _where(error: Exception) -> str:

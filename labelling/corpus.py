@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from labelling import settings
 from labelling.acts import ACT_ONLY_DOMAINS, Act, acts_from_actions, acts_from_gold
+from labelling.bounded import NESTING, JsonMeter, TooBig, read_chunks, wide_encoding
 from labelling.errors import CorpusError, LabellingError
-from labelling.limits import MAX_CORPUS_BYTES, MAX_DIALOGUE_TEXT_BYTES, MAX_UTTERANCE_BYTES
+from labelling.limits import MAX_DIALOGUE_TEXT_BYTES, MAX_UTTERANCE_BYTES
 from labelling.outputs import check_output, staged
 from labelling.schema import Schema, clean_slot_name
 from labelling.states import UNSET_VALUES, SchemaNormalizer, State, clean_value, compute_delta, restrict
@@ -96,6 +98,7 @@ def detect_format(source: str | Path) -> str:
             f"{path}: this is the MultiWOZ 2.2 acts file", "pass the folder that holds it and the dialogues_NNN.json files"
         )
     name, read = _json_reader(path)
+    _check_utf8_head(name, read(4))
     head = _first_byte(read)
     if head == b"{":
         return CorpusFormat.multiwoz21.value
@@ -378,19 +381,56 @@ def _json_reader(path: Path) -> tuple[str, Callable[[int], bytes]]:
     return f"{path}:{member}", lambda n: _read_zip(path, member, n)
 
 
+_SPLIT_IT = "split the corpus into several files (a MultiWOZ 2.2 folder of dialogues_NNN.json), or ingest it in parts"
+
+
 def _check_size(name: str, size: int, verb: str = "is") -> None:
-    if size > MAX_CORPUS_BYTES:
+    limit = settings.MAX_CORPUS_BYTES.get()
+    if size > limit:
         raise CorpusError(
-            f"{name}: {verb} {size:,} bytes, over the limit of {MAX_CORPUS_BYTES:,} bytes (512 MiB) per corpus file",
-            "split the corpus into several files (a MultiWOZ 2.2 folder of dialogues_NNN.json), or ingest it in parts",
+            f"{name}: {verb} {size:,} bytes, over the limit of {limit:,} bytes per corpus file",
+            f"{_SPLIT_IT}; or raise {settings.MAX_CORPUS_BYTES.name}",
         )
 
 
+def _meter() -> JsonMeter:
+    return JsonMeter(settings.MAX_JSON_ELEMENTS.get(), settings.MAX_NESTING.get())
+
+
+def _too_big(name: str, error: TooBig) -> CorpusError:
+    """A corpus past the element or nesting bound, refused before it is parsed, naming the setting that raises it."""
+    if error.bound == NESTING:
+        return CorpusError(f"{name}: {error}, the limit", f"{_SPLIT_IT}; or raise {settings.MAX_NESTING.name}")
+    return CorpusError(
+        f"{name}: {error}, the limit per corpus file (parsing needs up to 80 bytes of memory for each)",
+        f"{_SPLIT_IT}; or, if it is genuine, raise {settings.MAX_JSON_ELEMENTS.name}",
+    )
+
+
+def _read_all(name: str, read: Callable[[int], bytes], verb: str) -> bytearray:
+    """Every byte ``read`` yields, in chunks each measured as JSON: past a byte, element or nesting bound it stops there."""
+    try:
+        data = read_chunks(read, settings.MAX_CORPUS_BYTES.get(), _meter())
+    except TooBig as e:
+        raise _too_big(name, e) from None
+    _check_size(name, len(data), verb)
+    return data
+
+
+def _check_utf8_head(name: str, head: bytes) -> None:
+    """A UTF-16 or UTF-32 file (json would read it, then find the wrong shape) is refused as not being UTF-8."""
+    wide = wide_encoding(head)
+    if wide is not None:
+        raise CorpusError(f"{name}: not UTF-8 text (it starts with a {wide} byte-order mark)", "save it as UTF-8")
+
+
 def _read_file(path: Path, n: int) -> bytes:
-    """The first ``n`` bytes of ``path`` (all of it for ``n < 0``), never more than the size limit."""
+    """The first ``n`` bytes of ``path`` (all of it for ``n < 0``, measured as it is read), never more than the limits."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_CORPUS_BYTES + 1 if n < 0 else min(n, MAX_CORPUS_BYTES + 1))
+            if n < 0:
+                return _read_all(str(path), f.read, "is")
+            data = f.read(min(n, settings.MAX_CORPUS_BYTES.get() + 1))
     except OSError as e:  # unreadable: permissions, a folder named like a file, an I/O error
         raise CorpusError(f"{path}: cannot be read ({e.strerror or e})", "check the file's permissions") from e
     _check_size(str(path), len(data))  # a file that grew after it was measured
@@ -415,21 +455,17 @@ def _zip_member(path: Path) -> str:
 
 
 def _read_zip(path: Path, member: str, n: int) -> bytes:
-    """The first ``n`` bytes of the member (all of it for ``n < 0``), decompressed in chunks and never past the limit."""
-    want = MAX_CORPUS_BYTES + 1 if n < 0 else min(n, MAX_CORPUS_BYTES + 1)
-    chunks, total = [], 0
+    """The first ``n`` bytes of the member (all of it for ``n < 0``, measured as JSON as it is decompressed), in chunks
+    and never past the limits."""
     try:
         with _open_zip(path) as z, z.open(member) as f:
-            while total < want:
-                chunk = f.read(min(1 << 20, want - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
+            if n < 0:
+                return _read_all(f"{path}:{member}", f.read, "expands to")
+            data = f.read(min(n, settings.MAX_CORPUS_BYTES.get() + 1))
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
         raise _corrupt_zip(path, e) from e
-    _check_size(f"{path}:{member}", total, "expands to")
-    return b"".join(chunks)
+    _check_size(f"{path}:{member}", len(data), "expands to")
+    return data
 
 
 def _corrupt_zip(path: Path, cause: Exception) -> CorpusError:
@@ -437,8 +473,10 @@ def _corrupt_zip(path: Path, cause: Exception) -> CorpusError:
 
 
 def _parse_json(name: str, raw: bytes) -> object:
+    """``raw`` (already measured as it was read) parsed as UTF-8 JSON; every way it can fail is a one-line CorpusError."""
+    _check_utf8_head(name, raw[:4])
     try:
-        return json.loads(raw)
+        return json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise CorpusError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})", _JSON_HINT) from e
     except json.JSONDecodeError as e:
@@ -465,6 +503,7 @@ def _read_multiwoz21(source: str | Path, gold: _Gold) -> list[Dialogue]:
         log = _expect(entry, dict, where, _SHAPE_21).get("log")
         if not _expect(log, list, f"{where}, log", "a list of user and system entries"):
             raise CorpusError(f"{where}: has no turns", "expected a log with at least one user entry")
+        _check_turn_count(where, (len(log) + 1) // 2)
         exchanges = [_exchange21(log, i, where, gold) for i in range(0, len(log), 2)]
         goal = entry.get("goal") if isinstance(entry.get("goal"), dict) else {}
         dialogues.append(_build_turns(_dialogue_id(raw_id), exchanges, gold.domains(k for k, v in goal.items() if v)))
@@ -507,6 +546,18 @@ def _check_text(text: str, where: str) -> None:
         raise CorpusError(
             f"{where}: utterance of {size:,} bytes, over the limit of {MAX_UTTERANCE_BYTES:,} bytes (1 MiB)",
             "shorten it or leave the dialogue out: every stored turn repeats it and must fit MongoDB's 16 MB document",
+        )
+
+
+def _check_turn_count(where: str, user_turns: int) -> None:
+    """Refuse a dialogue of more user turns than LABELLING_MAX_DIALOGUE_TURNS, before its turns are built: each turn
+    repeats the dialogue so far, so memory and storage grow with the square of its length (10,000 turns: gigabytes)."""
+    limit = settings.MAX_DIALOGUE_TURNS.get()
+    if user_turns > limit:
+        raise CorpusError(
+            f"{where}: has {user_turns:,} user turns, over the limit of {limit:,} per dialogue",
+            "each stored turn repeats the dialogue so far, so its cost grows with the square of its turns; split it, "
+            f"or raise {settings.MAX_DIALOGUE_TURNS.name}",
         )
 
 
@@ -574,6 +625,7 @@ def _dialogue22(entry: object, name: str, all_acts: dict, gold: _Gold) -> Dialog
         raise CorpusError(
             f"{where}: has no turns" if raw_id else f"{name}: a dialogue has no dialogue_id", f"expected {_SHAPE_22}"
         )
+    _check_turn_count(where, (len(turns) + 1) // 2)
     for i, turn in enumerate(turns):
         expected = ("USER", "SYSTEM")[i % 2]
         speaker = str(turn.get("speaker", "")).upper() if isinstance(turn, dict) else None
@@ -646,6 +698,8 @@ def _read_hf(source: str | Path, gold: _Gold) -> list[Dialogue]:
             where = f"{source}: split {split}, row {i}"
             turn = _turn_from_row(row, where, gold)
             by_id.setdefault(turn.dialogue_id, []).append(turn)
+    for dialogue_id, turns in by_id.items():
+        _check_turn_count(f"{source}: dialogue {dialogue_id}", len(turns))
     dialogues = [_ordered_turns(turns, source) for turns in by_id.values()]
     for dialogue in dialogues:
         _check_dialogue_text(dialogue[0].dialogue_id, dialogue)

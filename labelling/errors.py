@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+_HEAD, _TAIL = 700, 300  # what an over-long message keeps of its start and its end
+
+
+def _clipped(text: str) -> str:
+    """``text`` with its middle cut when it is longer than about 1,000 characters: a value quoted from the input can
+    never make an error line as long as the input (each quote is cut short where it is made; this is the backstop)."""
+    if len(text) <= _HEAD + _TAIL + 50:
+        return text
+    return f"{text[:_HEAD]} ... [{len(text) - _HEAD - _TAIL:,} characters cut] ... {text[-_TAIL:]}"
+
 
 class LabellingError(Exception):
     """Base class for every error this package raises on purpose (shown without a traceback by the CLI)."""
 
     def __init__(self, message: str, hint: str | None = None):
+        message, hint = _clipped(message), _clipped(hint) if hint else hint
         super().__init__(message)
         self.message = message
         self.hint = hint

@@ -4,6 +4,7 @@ renamed into place, and marked, so that ``--overwrite`` replaces only a folder t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -12,9 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from labelling.bounded import Unreadable, read_regular
 from labelling.errors import CorpusError
 
+log = logging.getLogger(__name__)
 MARKER = ".labelling-output.json"
+_MARKER_BYTES = 1 << 20  # a marker lists a few dozen names; a larger one is not ours
 _OTHER_OUT = "choose another --out"
 # What `ingest --out` and `export` write: a DatasetDict (dataset_dict.json and one folder per split, named like
 # train_0_50 or valid_64, holding what datasets' save_to_disk writes) and, for an export, its README.md card.
@@ -79,9 +83,9 @@ def foreign_entries(folder: Path) -> str | None:
 def _read_marker(marker: Path) -> tuple[set[str], str | None]:
     """The names the marker lists, or the reason it cannot be trusted."""
     try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return set(), f"cannot be read ({type(e).__name__})"
+        data = json.loads(read_regular(marker, _MARKER_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # a 1 MiB marker may still nest past Python's stack
+        return set(), f"cannot be read ({e if isinstance(e, Unreadable) else type(e).__name__})"
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("written_by") != "labelling":
         return set(), 'is not one `labelling` wrote (no "written_by": "labelling")'
@@ -145,5 +149,15 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
     if old.is_symlink():
         old.unlink()
-    else:
+    elif old.exists():
+        _remove_unless_foreign(old, out)
+
+
+def _remove_unless_foreign(old: Path, out: Path) -> None:
+    """Delete the folder ``out`` was moved aside to, after checking it again: what was written into ``out`` between
+    check_output and now (a user's notes) is not this tool's to delete, so the folder is kept and a line says where."""
+    foreign = foreign_entries(old)
+    if foreign is None:
         shutil.rmtree(old, ignore_errors=True)
+        return
+    log.warning("the previous %s was kept as %s: %s (written there during the write)", out, old, foreign)

@@ -121,6 +121,7 @@ class Schema:
     def load(cls, path: str | Path | None = None, services: tuple[str, ...] | None = EVALUATED_SERVICES) -> Schema:
         """Read a MultiWOZ 2.2 schema file (the bundled one by default), keeping only ``services`` (None keeps all)."""
         path = Path(path) if path else BUNDLED_SCHEMA
+        from labelling.bounded import read_head
         from labelling.config import file_problem
         from labelling.limits import MAX_SCHEMA_BYTES
 
@@ -128,13 +129,11 @@ class Schema:
         if problem is not None and problem != "no such file":  # a device, a folder or a huge file is never read
             raise SchemaError(f"{path}: {problem}", "pass a MultiWOZ 2.2 schema.json")
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = _parse(path, read_head(path, MAX_SCHEMA_BYTES))
         except FileNotFoundError as e:
             raise SchemaError(f"{path}: schema file not found", "pass --schema with a MultiWOZ 2.2 schema.json") from e
         except OSError as e:
             raise SchemaError(f"{path}: cannot read ({e.strerror})", "pass --schema with a MultiWOZ 2.2 schema.json") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SchemaError(f"{path}: not valid JSON ({e})", "expected a MultiWOZ 2.2 schema.json") from e
         if not isinstance(raw, list):
             raise SchemaError(f"{path}: expected a JSON list of services, got {type(raw).__name__}")
         parsed = [_parse_service(entry, path, i) for i, entry in enumerate(raw)]
@@ -180,6 +179,26 @@ class Schema:
         svc = self._by_name.get(service)
         found = svc.slot(slot) if svc else None
         return bool(found and found.informable)
+
+
+def _parse(path: Path, raw: bytes) -> object:
+    """A schema file's JSON, measured first (a 200,000-deep one is refused by its nesting, not by Python's stack), and
+    read as UTF-8: every way it can fail is a one-line SchemaError."""
+    from labelling import settings
+    from labelling.bounded import TooBig, measure_json, wide_encoding
+
+    wide = wide_encoding(raw[:4])
+    if wide is not None:
+        raise SchemaError(f"{path}: not UTF-8 text (it starts with a {wide} byte-order mark)", "save the schema as UTF-8")
+    try:
+        measure_json(raw, settings.MAX_JSON_ELEMENTS.get(), settings.MAX_NESTING.get())
+        return json.loads(raw.decode("utf-8-sig"))
+    except TooBig as e:
+        raise SchemaError(
+            f"{path}: {e}, the limit", f"expected a MultiWOZ 2.2 schema.json; or raise {settings.MAX_NESTING.name}"
+        ) from e
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise SchemaError(f"{path}: not valid JSON ({e})", "expected a MultiWOZ 2.2 schema.json") from e
 
 
 def _parse_service(entry: dict, path: Path, index: int) -> Service:

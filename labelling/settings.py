@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from labelling import limits
 from labelling.errors import SettingError
 
 T = TypeVar("T")
@@ -63,6 +64,13 @@ def _positive(raw: str) -> float:
     value = _number(raw)
     if value == 0:
         raise ValueError("must be positive")
+    return value
+
+
+def _count(raw: str) -> int:
+    value = _whole(raw)
+    if value < 1:
+        raise ValueError("must be at least 1")
     return value
 
 
@@ -153,5 +161,24 @@ CUDA_GRAPHS = Setting(
     "with LABELLING_STATIC_DECODE on a GPU, each decode step is a captured CUDA graph; 0: eager",
 )
 CACHE_DIR = Setting("LABELLING_CACHE_DIR", Path("~/.cache/labelling"), _path, "where embedded models are converted once")
+
+# --- input bounds (labelling/limits.py; README, Reliability) ------------------------------------------------------
+
+MAX_CORPUS_BYTES = Setting(
+    "LABELLING_MAX_CORPUS_BYTES", limits.MAX_CORPUS_BYTES, _count, "the most bytes of one corpus JSON file (or zip member)"
+)
+MAX_JSON_ELEMENTS = Setting(
+    "LABELLING_MAX_JSON_ELEMENTS",
+    limits.MAX_JSON_ELEMENTS,
+    _count,
+    "the most values and keys in one corpus JSON file, counted before it is parsed (about 80 bytes of memory each)",
+)
+MAX_NESTING = Setting("LABELLING_MAX_NESTING", limits.MAX_NESTING, _count, "the deepest nesting of any JSON or YAML file read")
+MAX_DIALOGUE_TURNS = Setting(
+    "LABELLING_MAX_DIALOGUE_TURNS", limits.MAX_DIALOGUE_TURNS, _count, "the most user turns in one dialogue of a corpus"
+)
+MAX_YAML_NODES = Setting(
+    "LABELLING_MAX_YAML_NODES", limits.MAX_YAML_NODES, _count, "the most nodes of a YAML job config, its aliases written out"
+)
 
 SETTINGS: tuple[Setting, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Setting))

@@ -105,7 +105,7 @@ def ensure_server(state: str | Path | None = None, timeout_s: float = START_TIME
     """A held handle on the embedded server under ``state`` (default :func:`state_dir`): the running one if it answers,
     else a new one. Two commands calling this at the same moment end with one server (``start.lock``)."""
     folder = server_folder(state)
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder)
     with _locked(folder / START_LOCK):
         found = _running(folder, timeout_s)
         if found is None:
@@ -116,6 +116,24 @@ def ensure_server(state: str | Path | None = None, timeout_s: float = START_TIME
         fcntl.flock(lease, fcntl.LOCK_SH)
         found._lease = lease
         return found
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the server's folder; a state folder that is a file, lies under /proc or cannot be written is one line
+    naming the setting, not an unexpected failure."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError as e:
+        problem = e.strerror or str(e)
+    else:
+        problem = None if writable else "permission denied"
+    if problem is not None:
+        name = settings.STATE_DIR.name
+        raise StoreError(
+            f"the state folder {folder.parent} cannot hold the embedded server's files ({problem})",
+            f"point {name} at a folder you can write, or unset it (default ./.state)",
+        )
 
 
 @dataclass(frozen=True)
@@ -227,7 +245,8 @@ def write_atomically(path: Path, text: str) -> None:
 def read_int(path: Path) -> int | None:
     """The integer in a pid or port file, or None when it is missing or garbled."""
     try:
-        return int(path.read_text().strip())
+        with path.open("rb") as f:
+            return int(f.read(64).strip())  # a pid or a port; a file that is more is garbled, and is not read whole
     except (OSError, ValueError):
         return None
 
@@ -382,7 +401,11 @@ def wait_until(condition, timeout_s: float, interval_s: float = 0.05) -> bool:
 
 
 def _tail(path: Path, lines: int = 3) -> str:
+    """The last ``lines`` lines of a log, from its last 64 KiB only (a log grows without bound)."""
     try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - (64 << 10)))
+            text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
+    return " | ".join(text.strip().splitlines()[-lines:])

@@ -6,18 +6,24 @@ so ``run`` without ``--local`` leaves this to the workers.)"""
 from __future__ import annotations
 
 from labelling.config import MISSING, JobConfig, file_problem, model_path_problem
-from labelling.errors import ConfigError
+from labelling.errors import ConfigError, SchemaError
 from labelling.limits import MAX_SCHEMA_BYTES
 
 
 def check_paths(job: JobConfig, models: bool = True) -> None:
-    """ConfigError naming the key when the schema file, or (``models``) a model given as a local path, is missing here.
+    """ConfigError naming the key when the schema file is missing here or is not a schema of the job's services, or
+    (``models``) a model given as a local path is missing here.
 
     Validation already refuses paths that exist but cannot be right (a device, a folder for a file); a missing one is
     refused only where this machine is the one that reads it, since a fleet's workers may hold paths the launcher lacks.
     """
-    if job.schema_path is not None and file_problem(job.schema_path, MAX_SCHEMA_BYTES) == MISSING:
-        raise ConfigError(f"config key schema_path: {job.schema_path}: {MISSING}", "give an existing schema.json")
+    if job.schema_path is not None:
+        if file_problem(job.schema_path, MAX_SCHEMA_BYTES) == MISSING:
+            raise ConfigError(f"config key schema_path: {job.schema_path}: {MISSING}", "give an existing schema.json")
+        try:  # parsed and checked here, as the workers will: /etc/passwd or a 200,000-deep JSON is refused unsubmitted
+            job.load_schema()
+        except SchemaError as e:
+            raise ConfigError(f"config key schema_path: {e.message}", e.hint) from e
     if not models:
         return
     for name in ("dst", "act_tag"):

@@ -81,7 +81,7 @@ def turn_state_counts(pred_state: State | None, gold_state: State) -> dict[str, 
     errors: Counter[str] = Counter()
     errors.update(_error_key(MISSED, "slot", f"{svc}-{slot}") for svc, slot, _ in gold - pred)
     errors.update(_error_key(INVENTED, "slot", f"{svc}-{slot}") for svc, slot, _ in pred - gold)
-    return {**out, **errors}
+    return {**out, **dict(sorted(errors.items()))}  # sorted: set order follows PYTHONHASHSEED, output bytes must not
 
 
 def _error_key(kind: str, what: str, name: str) -> str:
@@ -189,7 +189,7 @@ def turn_act_metrics(pred_acts: Iterable[Act] | None, gold_acts: Iterable[Act]) 
     errors: Counter[str] = Counter()
     errors.update(_error_key(MISSED, "act", kind) for kind, _, _ in gold_t - pred_t)
     errors.update(_error_key(INVENTED, "act", kind) for kind, _, _ in pred_t - gold_t)
-    return {**out, **errors}
+    return {**out, **dict(sorted(errors.items()))}  # sorted, as in turn_state_counts
 
 
 def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:

@@ -328,7 +328,7 @@ def test_bad_files_and_brokers_are_one_line_errors_before_anything_runs(tmp_path
     bad_format = _write(tmp_path / "fmt.json", {"dst": {"retriever": {"retrieval_input_format": "context_user"}}})
     flower_env = environment(LABELLING_FLOWER_USER="admin", LABELLING_FLOWER_PASSWORD="pw")
     cases = [
-        (["ingest", deep], None, "deep.json: JSON nested too deeply to read"),
+        (["ingest", deep], None, "deep.json: nests deeper than 100 levels"),
         (["ingest", folder], None, "dialogues_002.json: is a folder"),
         (
             ["label-partition", "--dataset", tmp_path, "--split", "s", "--out", tmp_path / "o", "--config", utf16],
