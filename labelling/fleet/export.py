@@ -48,7 +48,7 @@ TRAIN, TRAIN_MINUS, VALID = "train", f"train_minus_{VALID_DIALOGUES}", f"valid_{
 GOLD_MARKERS = ("has_gold", "has_gold_acts")  # Turn.to_row's flags: on predicted rows they would only mislead
 _OFFLINE_VALUES = ("1", "true", "yes", "on")
 NO_VALID = "a group of one dialogue has none to hold out"
-PROVENANCE_COLUMN, CONFIDENCE_COLUMN = EXPORT_PROVENANCE_COLUMN, "label_confidence"
+PROVENANCE_COLUMN, CONFIDENCE_COLUMN, ACTS_CONFIDENCE_COLUMN = EXPORT_PROVENANCE_COLUMN, "label_confidence", "acts_confidence"
 EXAMPLES_SPLIT = "(examples)"  # the labelled_split of a group's seed examples: no partition can have this name
 
 
@@ -134,13 +134,13 @@ def train_valid_split(
 
 def export_features(schema: Schema) -> Features:
     """The exported columns: the reference's turn fields plus ``labelled_split``, ``label_flags``, ``label_provenance``
-    (``given`` or ``self-labelled``) and ``label_confidence`` (null for given labels and for labels made before
-    confidences were stored)."""
+    (``given`` or ``self-labelled``), ``label_confidence`` (the state's) and ``acts_confidence`` (null for given
+    labels and for labels made before confidences were stored)."""
     from datasets import Features, List, Value
 
     columns = {name: kind for name, kind in dataset_features(schema).items() if name not in GOLD_MARKERS}
     extra = {"labelled_split": Value("string"), "label_flags": List(Value("string"))}
-    extra |= {PROVENANCE_COLUMN: Value("string"), CONFIDENCE_COLUMN: Value("float64")}
+    extra |= {PROVENANCE_COLUMN: Value("string"), CONFIDENCE_COLUMN: Value("float64"), ACTS_CONFIDENCE_COLUMN: Value("float64")}
     return Features({**columns, **extra})
 
 
@@ -215,7 +215,7 @@ def _partition_rows(group: str, part: store.Partition, schema: Schema) -> list[d
     for example, stored in pairs:
         row = {k: v for k, v in example.to_row(schema).items() if k not in GOLD_MARKERS}
         row |= {"labelled_split": part.split, "label_flags": list(stored.label.flags), PROVENANCE_COLUMN: SELF_LABELLED}
-        rows.append({**row, CONFIDENCE_COLUMN: stored.label.confidence})
+        rows.append({**row, CONFIDENCE_COLUMN: stored.label.confidence, ACTS_CONFIDENCE_COLUMN: stored.label.act.confidence})
     return rows
 
 
@@ -225,7 +225,7 @@ def _example_rows(given: store.StoredExamples, schema: Schema) -> list[dict]:
     for turn, provenance in zip(given.turns, given.provenance, strict=True):
         row = {k: v for k, v in turn.to_row(schema).items() if k not in GOLD_MARKERS}
         rows.append({**row, "labelled_split": EXAMPLES_SPLIT, "label_flags": [], PROVENANCE_COLUMN: provenance})
-        rows[-1][CONFIDENCE_COLUMN] = None
+        rows[-1] |= {CONFIDENCE_COLUMN: None, ACTS_CONFIDENCE_COLUMN: None}
     return rows
 
 
@@ -326,7 +326,8 @@ def card_provenance(result: ExportResult) -> list[str]:
         )
     lines.append(
         f"- every self-labelled row has `{PROVENANCE_COLUMN}` `{SELF_LABELLED}` and a `{CONFIDENCE_COLUMN}` in [0, 1] "
-        "(the least sure of its state and acts; see the labelling README for what it means per decoding mode)"
+        f"(its state's; the acts' is `{ACTS_CONFIDENCE_COLUMN}`; see the labelling README for what each means per decoding "
+        "mode)"
     )
     if result.abstention:
         lines.append(f"- {result.abstention.line}")

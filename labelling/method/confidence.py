@@ -11,7 +11,8 @@
   disagreeing).
 - a turn that got the module's "nothing" answer (its prompt cannot fit, or every constrained sample was cut): 0.
 
-A turn's confidence is its least sure module's (:func:`labelling.records.turn_confidence`): a row holds both labels.
+A turn's confidence is its state's (:func:`labelling.records.turn_confidence`): the state is cumulative, so that is
+what later turns inherit; the acts' confidence is stored and exported beside it.
 
 Other modes plug in with :func:`register`: a function taking the mode's :class:`Evidence` (its ``extra`` carries
 what only that mode knows, e.g. the rule label for ``rules``) and returning a float in [0, 1], or None for "no signal".

@@ -61,7 +61,8 @@ def multiwoz21(dialogues: list, path: Path) -> Path:
     ids = {d[0].dialogue_id for d in dialogues}
     with zipfile.ZipFile(DEV_ZIP) as z:
         data = json.loads(z.read("val.json"))
-    path.write_text(json.dumps({k: v for k, v in data.items() if k in ids}))
+    named = {k: v for k, v in data.items() if (k if k.endswith(".json") else f"{k}.json") in ids}  # as the reader names them
+    path.write_text(json.dumps(named))
     return path
 
 
