@@ -2,7 +2,7 @@
 stored, or recomputed from its stored evidence (the candidates' channel scores and sample counts) for reports written
 before confidences were stored. Nothing is labelled again.
 
-    python benchmarks/confidence_curve.py benchmarks/results/quality_2026-12-06/qwen.json [CONFIGURATION ...]
+    python benchmarks/confidence_curve.py benchmarks/results/quality_2026-12-06/qwen.json [CONFIGURATION ...] [--chart F.png]
 
 Prints, per configuration, the exact JGA, slot F1 and act F1 of the labels kept as the threshold moves (each dialogue
 kept up to its first label below it, as `labelling export --min-confidence` keeps them), and the same with the
@@ -54,6 +54,10 @@ def table(name: str, points: list[dict]) -> list[str]:
 
 
 def main(path: str, *names: str) -> None:
+    chart = None
+    if "--chart" in names:
+        at = names.index("--chart")
+        chart, names = Path(names[at + 1]), names[:at] + names[at + 2 :]
     report = json.loads(Path(path).read_text(encoding="utf-8"))
     setup = report["setup"]
     turns = quality.split_turns(config.load(), setup.get("split", quality.HELD_OUT_SPLIT), setup.get("dialogues"))
@@ -64,7 +68,13 @@ def main(path: str, *names: str) -> None:
         modes = {m: (o.get("generation_cfg") or {}).get("generation_mode", "greedy") for m, o in figures["overrides"].items()}
         if all(lab.dst.confidence is None for lab in labels):
             labels = [with_confidence(lab, modes) for lab in labels]
-        print("\n".join(table(f"{name} (confidence of its own mode)", curve(turns, labels))))
+        points = curve(turns, labels)
+        print("\n".join(table(f"{name} (confidence of its own mode)", points)))
+        if chart is not None:
+            from labelling.fleet.report import abstention_chart
+
+            abstention_chart(points, f"{setup.get('lm')}, {name}: precision vs coverage", chart)
+            chart = None
         if any(len(c.raw) > 1 or len(lab.dst.candidates) > 1 for lab in labels for c in lab.dst.candidates):
             voted = [with_confidence(lab, {"dst": VOTE, "act_tag": VOTE}) for lab in labels]
             print("\n".join(table(f"{name} (confidence read as a vote of its samples)", curve(turns, voted))))

@@ -53,7 +53,7 @@ def chart(report: dict, out: Path) -> Path:
     return out
 
 
-def abstention_chart(points: Sequence[dict], group: str, out: Path) -> Path:
+def abstention_chart(points: Sequence[dict], title: str, out: Path) -> Path:
     """Write the PNG: exact JGA, state slot F1 and act F1 of the labels kept against the share kept, one point per
     confidence threshold (each dialogue kept up to its first label below it)."""
     import matplotlib
@@ -64,16 +64,16 @@ def abstention_chart(points: Sequence[dict], group: str, out: Path) -> Path:
     nan = float("nan")
     fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=110)
     coverage = [p["coverage"] for p in points]
-    for key, title, marker in (("jga", "JGA (exact)", "o"), ("state_f1", "state slot F1", "^"), ("acts_f1", "act F1", "s")):
-        ax.plot(coverage, [_or(p[key], nan) for p in points], marker=marker, markersize=3, label=title)
+    for key, name, marker in (("jga", "JGA (exact)", "o"), ("state_f1", "state slot F1", "^"), ("acts_f1", "act F1", "s")):
+        ax.plot(coverage, [_or(p[key], nan) for p in points], marker=marker, markersize=3, label=name)
     for p in points:
-        if p["threshold"] in (0.5, 0.8, 0.9) and p["jga"] is not None:
+        if p["threshold"] in (0.5, 0.85, 0.95) and p["jga"] is not None:
             ax.annotate(f"{p['threshold']:g}", (p["coverage"], p["jga"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1)
     ax.set_xlabel("share of turns kept (coverage)")
     ax.set_ylabel("score of the kept labels")
-    ax.set_title(f"group {group}: precision against coverage", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -88,7 +88,8 @@ def write(report: dict, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     chart(report, folder / CHART_FILE)
     if report.get("abstention"):
-        abstention_chart(report["abstention"], report["group"], folder / ABSTENTION_CHART)
+        title = f"group {report['group']}: precision against coverage"
+        abstention_chart(report["abstention"], title, folder / ABSTENTION_CHART)
     page = folder / REPORT_FILE
     page.write_text(render(report), encoding="utf-8")
     return page
