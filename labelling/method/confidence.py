@@ -45,9 +45,9 @@ class Evidence:
 
     @property
     def drawn(self) -> int:
-        """Samples the turn drew (cut ones included); at least the samples behind the candidates."""
+        """Samples the turn drew: those kept (at least the ones behind the candidates) and those cut."""
         behind = sum(len(c.raw) for c in self.candidates)
-        return max(len(self.samples) + self.cut, behind, 1)
+        return max(len(self.samples), behind, 1) + self.cut
 
 
 Measure = Callable[[Evidence], "float | None"]
