@@ -161,7 +161,13 @@ def test_label_split_takes_examples_from_an_earlier_export_and_export_abstains(c
     # A group labelled with given examples, exported: its rows say which labels were given and how sure the rest are.
     examples = multiwoz21(dev[4:5], tmp_path / "given.json")
     corpus, group = corpus_of(dev[2:4]), unique("g")
-    args = ("run", "--local", "--corpus", corpus, "--group", group, "--config", tiny_job, "--examples", examples)
+    # Greedy: the random model's token log-probs differ from turn to turn (its samples, all "no change", would agree).
+    job = json.loads(tiny_job.read_text())
+    for module in ("dst", "act_tag"):
+        job[module]["generation_cfg"]["generation_mode"] = "greedy"
+    greedy = tmp_path / "greedy.json"
+    greedy.write_text(json.dumps(job))
+    args = ("run", "--local", "--corpus", corpus, "--group", group, "--config", greedy, "--examples", examples)
     assert labelling(*args).returncode == 0
     first = tmp_path / "first"
     assert labelling("export", "--group", group, "--out", first).returncode == 0
@@ -186,8 +192,9 @@ def test_label_split_takes_examples_from_an_earlier_export_and_export_abstains(c
     assert all(lab["dst"]["confidence"] is not None for lab in labels)
 
     # --min-confidence: each dialogue up to its first label below X, and the card says how many turns were kept.
-    sure = sorted(r[CONFIDENCE_COLUMN] for r in own)
-    threshold = sure[len(sure) // 2]
+    sure = sorted({r[CONFIDENCE_COLUMN] for r in own})
+    assert len(sure) > 1, "every label had the same confidence: nothing to abstain on"
+    threshold = sure[-1]  # only the surest labels pass: every dialogue with a less sure turn is cut there
     cut = tmp_path / "cut"
     done = labelling("export", "--group", group, "--out", cut, "--min-confidence", threshold)
     assert done.returncode == 0, done.stderr
