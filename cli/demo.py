@@ -34,12 +34,12 @@ def _demo_dialogues(job: job_config.JobConfig) -> list:
     return [d for d in read_corpus(BUNDLED_CORPUS, job.load_schema()) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
 
 
-def _demo_examples(job: job_config.JobConfig, group: str, dialogues: list):
-    """The job's examples, read and checked before anything is written (None: none, or the group holds its own)."""
+def _demo_examples(job: job_config.JobConfig, dialogues: list):
+    """The job's examples, read and checked before the store is touched (None: none); a group that already holds
+    examples keeps its own (``group_examples.record`` stores these only for a new one)."""
     from labelling.examples import read_examples
-    from labelling.fleet.group_examples import group_has_examples
 
-    if not job.examples or group_has_examples(group):
+    if not job.examples:
         return None
     exclude = {d[0].dialogue_id for d in dialogues}
     return read_examples(job.examples, job.load_schema(), job.examples_dialogues, exclude)
@@ -90,10 +90,12 @@ def demo(
 
     started = time.perf_counter()
     job = with_examples(demo_job(profile), examples, examples_dialogues)
+    short = _demo_dialogues(job)
+    pool = _demo_examples(job, short)  # a bad example corpus fails here: nothing written, no store touched
     with store.connect() as connection:
         console.print(f"store: {escape(connection.masked_uri)}")
-        short = _demo_dialogues(job)
-        pool = _demo_examples(job, group, short)  # a bad example corpus fails here: nothing written
+        if group_examples.group_has_examples(group):
+            pool = None
         _ingest_demo(job, short)
         corpus, seed = prepare_group(DEMO_CORPUS, group, job)
         group_examples.record(group, pool, job, lambda line: console.print(escape(line)))

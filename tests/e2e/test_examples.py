@@ -234,3 +234,10 @@ def test_a_resumed_run_keeps_the_examples_its_group_started_with(connected, tiny
     after = store.group_examples(group)
     assert after.digest == before.digest and [t.key for t in after.turns] == [t.key for t in before.turns]
     assert dev[7][0].dialogue_id not in used_examples(group) and dev[6][0].dialogue_id in used_examples(group)
+
+
+def test_demo_refuses_a_bad_example_corpus_before_writing_anything(connected, tmp_path):
+    out = tmp_path / "export"
+    done = labelling("demo", "--out", out, "--group", unique("demo"), "--examples", _empty([], tmp_path))
+    assert_one_line_error(done, 2, "error: --examples", "holds no dialogues")
+    assert "demo" not in store.list_corpora() and not out.exists()
