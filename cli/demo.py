@@ -9,10 +9,11 @@ import typer
 from rich.markup import escape
 
 from cli.console import console, report
-from cli.run import complete, launch_local
+from cli.run import complete, launch_local, with_examples
 from labelling import config as job_config
 from labelling.data import BUNDLED_CORPUS
 from labelling.errors import LabellingError
+from labelling.limits import MAX_DIALOGUES
 
 DEMO_CORPUS, DEMO_DIALOGUES, DEMO_MAX_TURNS, DEMO_SPLIT_SIZE = "demo", 6, 5, 2
 
@@ -25,14 +26,31 @@ def demo_job(profile: str | None = None) -> job_config.JobConfig:
     return job.validate()
 
 
-def _ingest_demo(job: job_config.JobConfig) -> None:
-    """The first few short dialogues of the bundled corpus as corpus ``demo``: labelling time grows with the number of
-    turn waves, so short dialogues keep the demo to minutes while it still shows a seed and two dependents."""
-    from labelling.corpus import cut_into_splits, read_corpus
+def _demo_dialogues(job: job_config.JobConfig) -> list:
+    """The first few short dialogues of the bundled corpus: labelling time grows with the number of turn waves, so short
+    dialogues keep the demo to minutes while it still shows a seed and two dependents."""
+    from labelling.corpus import read_corpus
+
+    return [d for d in read_corpus(BUNDLED_CORPUS, job.load_schema()) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
+
+
+def _demo_examples(job: job_config.JobConfig, dialogues: list):
+    """The job's examples, read and checked before the store is touched (None: none); a group that already holds
+    examples keeps its own (``group_examples.record`` stores these only for a new one)."""
+    from labelling.examples import read_examples
+
+    if not job.examples:
+        return None
+    exclude = {d[0].dialogue_id for d in dialogues}
+    return read_examples(job.examples, job.load_schema(), job.examples_dialogues, exclude)
+
+
+def _ingest_demo(job: job_config.JobConfig, short: list) -> None:
+    """``short`` (:func:`_demo_dialogues`) as corpus ``demo``, in partitions of 2 dialogues."""
+    from labelling.corpus import cut_into_splits
     from labelling.fleet import store
 
     schema = job.load_schema()
-    short = [d for d in read_corpus(BUNDLED_CORPUS, schema) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
     splits = cut_into_splits(short, DEMO_SPLIT_SIZE)
     turns = store.ingest_corpus(DEMO_CORPUS, splits, schema)
     what = f"the first {DEMO_DIALOGUES} dialogues of at most {DEMO_MAX_TURNS} turns ({turns} turns)"
@@ -47,20 +65,40 @@ def demo(
         "--profile",
         help="Built-in settings: cpu-qwen (the default) or cpu-small (fastest; labels worse).",
     ),
+    examples: Path | None = typer.Option(
+        None,
+        "--examples",
+        help="Labelled dialogues put into the example pool first (as `labelling run --examples`); dialogues the demo "
+        "labels are skipped from them.",
+        show_default="none",
+    ),
+    examples_dialogues: int | None = typer.Option(
+        None,
+        "--examples-dialogues",
+        min=1,
+        max=MAX_DIALOGUES,
+        help="Use only the first N dialogues of --examples.",
+        show_default="all",
+    ),
 ) -> None:
     """The whole product in one command, with no services: ingest 6 short dialogues of the bundled MultiWOZ dev set in 3
     partitions, label them in process with the embedded models (seed partition first), show status, export, then
     evaluate and write an HTML report."""
     from cli.store_commands import evaluate, export_and_show
-    from labelling.fleet import store
+    from labelling.fleet import group_examples, store
     from labelling.fleet.groups import prepare_group
 
     started = time.perf_counter()
-    job = demo_job(profile)
+    job = with_examples(demo_job(profile), examples, examples_dialogues)
+    short = _demo_dialogues(job)
+    pool = _demo_examples(job, short)  # a bad example corpus fails here: nothing written, no store touched
     with store.connect() as connection:
         console.print(f"store: {escape(connection.masked_uri)}")
-        _ingest_demo(job)
+        if group_examples.group_has_examples(group):
+            pool = None
+        _ingest_demo(job, short)
         corpus, seed = prepare_group(DEMO_CORPUS, group, job)
+        group_examples.record(group, pool, job, lambda line: console.print(escape(line)))
         if not complete(group) and not launch_local(group, corpus, seed, resubmit=False):
             raise LabellingError(f"the demo's group {group!r} did not finish", f"see `labelling status --group {group}`")
         export_and_show(group, out, overwrite=True)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -24,6 +25,7 @@ from labelling.limits import MAX_DIALOGUES
 from labelling.turns import Turn
 
 if TYPE_CHECKING:
+    from labelling.examples import ExamplePool
     from labelling.records import TurnLabel
 
 console = Console(stderr=True)
@@ -113,6 +115,21 @@ def label_split(
         None, "--mode", help="Override both modules' selection: noisy_channel (as configured) or greedy."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Override the job seed (sampling and dialogue shuffling)."),
+    examples: Path | None = typer.Option(
+        None,
+        "--examples",
+        help="Labelled dialogues put into the example pool first (as `labelling run --examples`); dialogues of the "
+        "split are skipped from them.",
+        show_default="none",
+    ),
+    examples_dialogues: int | None = typer.Option(
+        None,
+        "--examples-dialogues",
+        min=1,
+        max=MAX_DIALOGUES,
+        help="Use only the first N dialogues of --examples.",
+        show_default="all",
+    ),
 ) -> None:
     """Label one partition on this machine and print JGA, turn accuracy and act F1 when gold is present.
 
@@ -126,18 +143,36 @@ def label_split(
     if seed is not None:
         job.seed = seed
         job.validate()
+    from cli.run import with_examples
     from labelling.fleet.preflight import check_devices
 
+    with_examples(job, examples, examples_dialogues)
     check_devices(job)
     _check_out(out)
     turns = load_split(dataset, split, limit_dialogues)
+    pool = _examples(job, turns)
     partial = out.with_name(out.name + ".partial")
     header = partial_header(job, dataset, split, limit_dialogues)
+    if pool is not None:  # the examples' content, not only their path: a resume must use the same ones
+        header["examples"] = pool.digest()
     done = _read_partial(partial, header, turns)
     with sigterm_as_interrupt():  # SIGTERM keeps the labels so far and says how to resume, as Ctrl-C does (exit 143)
-        labels, seconds, summary = _run(job, turns, done, partial, header)
+        labels, seconds, summary = _run(job, turns, done, partial, header, pool)
     _finish(partial, out)
     _report(labels, seconds, summary, len(turns) - len(done), out)
+
+
+def _examples(job: job_config.JobConfig, turns: list[Turn]) -> ExamplePool | None:
+    """The job's examples, read and checked, without the split's own dialogues (one line says which were skipped)."""
+    if not job.examples:
+        return None
+    from labelling.examples import read_examples, skipped_line
+
+    pool = read_examples(job.examples, job.load_schema(), job.examples_dialogues, {t.dialogue_id for t in turns})
+    for line in (skipped_line(pool), f"examples: {pool.note}, in the pool before the first turn"):
+        if line:
+            console.print(escape(line))
+    return pool
 
 
 def _check_out(out: Path) -> None:
@@ -182,11 +217,15 @@ def _finish(partial: Path, out: Path) -> None:
         partial.unlink()
 
 
-def _run(job, turns: list[Turn], done: list[TurnLabel], partial: Path, header: dict) -> tuple[list[TurnLabel], float, dict]:
+def _run(
+    job, turns: list[Turn], done: list[TurnLabel], partial: Path, header: dict, pool: ExamplePool | None = None
+) -> tuple[list[TurnLabel], float, dict]:
     from labelling.method.build import build_labeller
 
     with console.status("loading models"):
         labeller = build_labeller(job)
+    if pool is not None:
+        labeller.add_examples(pool.examples)
     keep = {lab.key for lab in done}
     lines = [json.dumps({"partial_of": header})] + [json.dumps(lab.to_dict()) for lab in done]
     with _writing(partial):

@@ -59,6 +59,16 @@ def quality(
         help="Seed the example pool from the labels of an earlier quality report on another split (its first configuration).",
         show_default="an empty pool",
     ),
+    learning_curve: str | None = typer.Option(
+        None,
+        "--learning-curve",
+        help="Label with pools seeded with the gold labels of 0, 5, 10, 25 and 50 dialogues of this other split (one "
+        "row each per configuration): what each hand-labelled dialogue buys.",
+        show_default="no curve",
+    ),
+    curve_dialogues: str = typer.Option(
+        "0,5,10,25,50", "--curve-dialogues", help="The gold dialogue counts of --learning-curve's pools."
+    ),
     out: Path = typer.Option(Path("quality.json"), "--out", help="Where to write the JSON report."),
     markdown_out: Path | None = typer.Option(
         None, "--markdown", help="Where to write the markdown table.", show_default="--out with a .md suffix"
@@ -94,20 +104,19 @@ def quality(
         console.print(f"example pool: {pool.note}")
     setup = {"slice": lib.describe(name, count)} | _setup(lib, job, turns, profile, config, limit)
     setup |= {"split": name, "dialogues": count, "pool": pool and pool.note, "pool_lm": pool and pool.lm}
-    examples = pool.examples if pool else []
+    runs = _runs(job, chosen, pool, learning_curve, curve_dialogues, name)
     md = markdown_out or out.with_suffix(".md")
     results = [lib.baseline(turns)]
-    for conf in chosen:
+    for conf, row, examples in runs:
         partial = out.with_name(f"{out.stem}.partial.json")
 
         def progress(result, partial=partial) -> None:  # the figures so far, readable while a long run goes on
             partial.write_text(json.dumps(lib.report([*results, result], setup), indent=2) + "\n", encoding="utf-8")
 
-        with console.status(f"{conf}: labelling {len(turns)} turns"):
-            row = f"{conf}, seeded pool" if pool else conf  # the report's row names the pool, so tables can be merged
+        with console.status(f"{row}: labelling {len(turns)} turns"):
             results.append(lib.run_configuration(job, row, available[conf], turns, on_batch=progress, pool=examples))
-        console.print(f"{conf}: done in {results[-1].seconds:.0f} s")
-        rep = _write(lib, results, setup, out, md)  # after each configuration, so a long run keeps what it finished
+        console.print(f"{row}: done in {results[-1].seconds:.0f} s")
+        rep = _write(lib, results, setup, out, md, turns)  # after each configuration, so a long run keeps what it finished
     header, rows = lib.table_rows(rep)
     table = Table(title=f"quality: {len(turns)} turns of {setup['slice']}")
     for i, name in enumerate(header):
@@ -116,6 +125,19 @@ def quality(
         table.add_row(*row)
     Console().print(table)
     console.print(f"report: {out}, table: {md}")
+
+
+def _runs(job, chosen: list[str], pool, curve_split: str | None, counts: str, labelled: str) -> list[tuple]:
+    """(configuration, row name, pool examples) per labelling run: each configuration once (with the --pool-from
+    pool if any), or once per learning-curve pool."""
+    if curve_split is None:  # the report's row names the pool, so tables can be merged
+        return [(conf, f"{conf}, seeded pool" if pool else conf, pool.examples if pool else []) for conf in chosen]
+    if pool is not None:
+        raise LabellingError("--learning-curve and --pool-from both seed the pool", "pass one of them")
+    from labelling.bench import learning_curve as curve
+
+    pools = curve.pools(job, curve_split, labelled, curve.parse_counts(counts))
+    return [(conf, curve.row_name(conf, p), p.examples) for conf in chosen for p in pools]
 
 
 def _read_report(path: Path) -> dict:
@@ -140,8 +162,14 @@ def _setup(lib, job: job_config.JobConfig, turns: list, profile: str, config: Pa
     }
 
 
-def _write(lib, results: list, setup: dict, out: Path, md: Path) -> dict:
+def _write(lib, results: list, setup: dict, out: Path, md: Path, turns: list) -> dict:
+    from labelling.fleet.abstention import curve
+    from labelling.records import TurnLabel
+
     rep = lib.report(results, setup)
+    for figures in rep["configurations"].values():  # precision against coverage, from each row's confidences
+        labels = [TurnLabel.from_dict(d) for d in figures.get("labels") or []]
+        figures["abstention"] = curve(turns, labels) if labels else []
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
     md.write_text(lib.markdown(rep), encoding="utf-8")

@@ -63,6 +63,21 @@ def run(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Label the group's failed partitions again, with the group's own corpus and config."
     ),
+    examples: Path | None = typer.Option(
+        None,
+        "--examples",
+        help="Labelled dialogues put into the example pool before the seed partition: a corpus `labelling ingest` reads "
+        "(MultiWOZ 2.1 / 2.2, a turn dataset with gold) or an earlier `labelling export` (the job-config key `examples`).",
+        show_default="none",
+    ),
+    examples_dialogues: int | None = typer.Option(
+        None,
+        "--examples-dialogues",
+        min=1,
+        max=MAX_DIALOGUES,
+        help="Use only the first N dialogues of --examples.",
+        show_default="all",
+    ),
 ) -> None:
     """Label every partition of CORPUS as group G: the seed split first, alone, then the others in parallel on the fleet.
 
@@ -77,6 +92,7 @@ def run(
         hint = "leave out --limit-dialogues, --split-size and --seed-split"
         raise ConfigError("--retry-failed resumes a group as it was created", hint)
     job, named = load_jobs(config, profile)
+    with_examples(job, examples, examples_dialogues)
     if not local and broker_url() is None:
         console.print("LABELLING_BROKER_URL is unset: labelling in this process (the embedded mode)")
         local = True
@@ -103,7 +119,11 @@ def run(
             store.check_name(group, "group")
             store.corpus_splits(corpus)  # an unknown corpus fails here, listing the known ones
             check_models(job)
+        from labelling.fleet import group_examples
+
+        pool = group_examples.read_for_group(job, group, corpus, limit_dialogues)  # a bad example corpus: nothing written
         corpus, seed = prepare_group(corpus, group, job, named, seed_split, limit_dialogues, split_size)
+        group_examples.record(group, pool, job, lambda line: console.print(escape(line)))
         if complete(group):
             return
         ok = launch_local(group, corpus, seed, resubmit) if local else _submit(group, corpus, seed, resubmit, wait)
@@ -112,6 +132,17 @@ def run(
             connection.close()
     if not ok:
         raise typer.Exit(1)
+
+
+def with_examples(job: job_config.JobConfig, examples: Path | None, dialogues: int | None) -> job_config.JobConfig:
+    """``job`` with ``--examples`` / ``--examples-dialogues`` laid over its ``examples`` keys (validated)."""
+    if examples is None and dialogues is not None and not job.examples:
+        raise ConfigError("--examples-dialogues needs --examples", "name the labelled corpus with --examples SRC")
+    if examples is not None:
+        job.examples = str(examples)
+    if dialogues is not None:
+        job.examples_dialogues = dialogues
+    return job.validate()
 
 
 def _failed_to_retry(group: str, config: Sequence[Path], job: job_config.JobConfig) -> tuple[str, job_config.JobConfig]:

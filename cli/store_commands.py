@@ -26,6 +26,15 @@ def export(
         False, "--allow-partial", help="Export the completed partitions even when others are not done yet."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it already exists and is not empty."),
+    min_confidence: float | None = typer.Option(
+        None,
+        "--min-confidence",
+        min=0.0,
+        max=1.0,
+        help="Keep each dialogue only up to its first label whose confidence is below X (0 to 1); the card says how "
+        "many turns were kept.",
+        show_default="every label",
+    ),
 ) -> None:
     """Merge a group's completed partitions into a Hugging Face dataset named manifest_self_labelled_GROUP_N_HASH.
 
@@ -36,7 +45,15 @@ def export(
 
     with store.connect() as conn:
         console.print(f"store: {escape(conn.masked_uri)}")
-        export_and_show(group, out, push_to_hub=push_to_hub, private=private, allow_partial=allow_partial, overwrite=overwrite)
+        export_and_show(
+            group,
+            out,
+            push_to_hub=push_to_hub,
+            private=private,
+            allow_partial=allow_partial,
+            overwrite=overwrite,
+            min_confidence=min_confidence,
+        )
 
 
 def export_and_show(
@@ -47,11 +64,12 @@ def export_and_show(
     private: bool = True,
     allow_partial: bool = False,
     overwrite: bool = False,
+    min_confidence: float | None = None,
 ) -> None:
     """Export a group over the open store connection and print what was written (``export`` and the demo)."""
     from labelling.fleet import export as exporter
 
-    result = exporter.export_group(group, out, allow_partial=allow_partial, overwrite=overwrite)
+    result = exporter.export_group(group, out, allow_partial=allow_partial, overwrite=overwrite, min_confidence=min_confidence)
     table = Table(title=result.name, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -63,6 +81,10 @@ def export_and_show(
         table.add_row(f"split {exporter.VALID}", f"left out: {exporter.NO_VALID}")
     if result.missing:
         table.add_row("left out (incomplete)", ", ".join(result.missing))
+    if result.examples:
+        table.add_row("seed examples", f"{result.examples['turns']:,} turns, label_provenance given/self-labelled")
+    if result.abstention:
+        table.add_row("kept", escape(result.abstention.line))
     if push_to_hub:
         table.add_row("pushed to", exporter.push_to_hub(out, push_to_hub, private=private))
     Console().print(table)
@@ -95,6 +117,8 @@ def evaluate(
         return
     Console().print(_scores_table(report))
     Console().print(_errors_table(report["errors"]))
+    if report.get("abstention"):
+        Console().print(_abstention_table(report["abstention"]))
     if page is not None:
         Console().print(f"HTML report: {escape(str(page.resolve()))}", soft_wrap=True)  # a path must not wrap
 
@@ -111,6 +135,20 @@ def _scores_table(report: dict) -> Table:
     done = sum(r["turns_done"] for r in report["partitions"])
     total = sum(r["turns_total"] for r in report["partitions"])
     table.add_row("all", "", f"{done}/{total}", *score_cells(report["overall"]), _flagged(report["flags"]), style="bold")
+    return table
+
+
+def _abstention_table(points: list[dict]) -> Table:
+    """Precision against coverage at a few thresholds: what `export --min-confidence X` would keep, and how good it is."""
+    from labelling.fleet.abstention import SHOWN
+
+    table = Table(title="abstention: each dialogue kept up to its first label below the threshold (export --min-confidence)")
+    for name in ("min confidence", "turns kept", "coverage", "JGA (exact)", "slot F1", "act F1 (triples)"):
+        table.add_column(name, justify="right")
+    for p in points:
+        if p["threshold"] in SHOWN:
+            scores = ["-" if p[k] is None else f"{p[k]:.3f}" for k in ("jga", "state_f1", "acts_f1")]
+            table.add_row(f"{p['threshold']:g}", f"{p['kept']}/{p['turns']}", f"{p['coverage']:.1%}", *scores)
     return table
 
 

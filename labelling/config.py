@@ -65,6 +65,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "turns_per_batch": (0, 100_000),
     "max_batch_tokens": (256, 1 << 26),
     "seed": (0, 2**32 - 1),
+    "examples_dialogues": (1, 10_000_000),
+    "pool_min_confidence": (0, 1),
 }
 
 
@@ -189,6 +191,12 @@ class JobConfig:
     max_batch_tokens: int | None = None  # rows x columns per forward pass; None: sized from free GPU memory (16384 on CPU)
     services: list[str] = field(default_factory=lambda: ["hotel", "train", "attraction", "restaurant", "taxi"])
     schema_path: str | None = None
+    # Labelled dialogues put into the example pool before the seed partition (labelling/examples.py): a corpus path in
+    # any format `labelling ingest` reads, and how many of its dialogues (None: all).
+    examples: str | None = None
+    examples_dialogues: int | None = None
+    # A self-label joins the example pool only when its confidence (labelling/method/confidence.py) is at least this.
+    pool_min_confidence: float = 0.0
 
     def to_dict(self) -> dict:
         """Plain-dict form, for storing beside the labels and in dataset cards."""
@@ -219,6 +227,9 @@ class JobConfig:
             _in_range(key, getattr(self, key), key)
         if self.max_batch_tokens is not None:
             _in_range("max_batch_tokens", self.max_batch_tokens, "max_batch_tokens")
+        if self.examples_dialogues is not None:
+            _in_range("examples_dialogues", self.examples_dialogues, "examples_dialogues")
+        _in_range("pool_min_confidence", self.pool_min_confidence, "pool_min_confidence")
         split = self.data.eval_set_split_name
         _check(
             split is None or bool(_SPLIT.fullmatch(split)),

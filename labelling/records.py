@@ -63,6 +63,7 @@ class ModuleOutput:
     dropped_examples: int = 0
     errors: list[str] = field(default_factory=list)
     cut_samples: int = 0  # constrained samples that ran out of max_new_tokens before the grammar's end: dropped
+    confidence: float | None = None  # in [0, 1], as labelling/method/confidence.py defines it for the mode; None: none
 
     def to_dict(self) -> dict:
         """Stored form."""
@@ -73,6 +74,7 @@ class ModuleOutput:
             "dropped_examples": self.dropped_examples,
             "errors": self.errors,
             "cut_samples": self.cut_samples,
+            "confidence": self.confidence,
         }
 
     @classmethod
@@ -85,6 +87,7 @@ class ModuleOutput:
             dropped_examples=data.get("dropped_examples", 0),
             errors=list(data.get("errors", [])),
             cut_samples=data.get("cut_samples", 0),
+            confidence=data.get("confidence"),
         )
 
 
@@ -107,6 +110,11 @@ class TurnLabel:
     def key(self) -> tuple[str, int]:
         """(dialogue_id, turn_id)."""
         return (self.dialogue_id, self.turn_id)
+
+    @property
+    def confidence(self) -> float | None:
+        """The turn's confidence: its state's (:func:`turn_confidence`); None for labels stored before confidences."""
+        return turn_confidence(self.dst.confidence, self.act.confidence)
 
     def to_dict(self) -> dict:
         """JSON-ready form used by the JSONL output and the store."""
@@ -138,6 +146,14 @@ class TurnLabel:
             flags=list(data.get("flags", [])),
             metrics=dict(data.get("metrics", {})),
         )
+
+
+def turn_confidence(dst: float | None, act: float | None) -> float | None:
+    """A turn's confidence from its modules': the state's. The state is cumulative, so a doubt about it is what later
+    turns inherit and what abstention cuts on; the acts' confidence is kept beside it (export column
+    ``acts_confidence``). Taking the least sure of the two was measured and ranked worse: on the held-out slice the act
+    tagger's 3 samples rarely agree, so nearly every turn fell to 1/3 (benchmarks/confidence_curve.py)."""
+    return dst
 
 
 def labelled_examples(turns: Iterable[Turn], labels: Mapping[tuple[str, int], TurnLabel]) -> list[Turn]:

@@ -161,14 +161,13 @@ def pool_examples(turns: Sequence[Turn], labels: Sequence[TurnLabel]) -> list[Tu
     """Labelled turns as the example pool holds them (each turn's text with its label, and the acts before it), in the
     labels' order, as a dependent partition's pool holds its seed's labels in labelling order (``store.pool_examples``).
     Every label must belong to one of ``turns``."""
-    from labelling.records import labelled_examples
+    from labelling.errors import CorpusError
+    from labelling.examples import labels_pool  # the one path every seeded pool takes (run --examples too)
 
-    by_key = {t.key: t for t in turns}
-    missing = [f"{lab.dialogue_id}#{lab.turn_id}" for lab in labels if lab.key not in by_key]
-    if missing:
-        problem = f"{len(missing)} pool labels name turns not in the bundled corpus: {', '.join(missing[:3])}"
-        raise ConfigError(problem, "seed the pool from a labelling quality report made with --split on this corpus")
-    return labelled_examples([by_key[lab.key] for lab in labels], {lab.key: lab for lab in labels})
+    try:
+        return labels_pool(turns, labels, "the bundled corpus").examples
+    except CorpusError as e:
+        raise ConfigError(e.message, "seed the pool from a labelling quality report made with --split on this corpus") from e
 
 
 @dataclass

@@ -42,12 +42,16 @@ def constrain(logits: torch.Tensor, rows: Sequence[TokenConstraint | None]) -> t
 
 
 def draw(logits: torch.Tensor, u: torch.Tensor | None, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row and its log-prob under the filtered distribution, by inverse CDF at each row's uniform `u`."""
+    """One token per row and its log-prob under the filtered distribution, by inverse CDF at each row's uniform `u`;
+    with top-k 1 (greedy) the log-prob is the model's own (after any constraint's mask), not the filter's certain 0."""
     if params.temperature <= 0:
         return logits.argmax(-1), torch.zeros(len(logits), device=logits.device)
     logps = filtered_logprobs(logits, params)
     cdf = logps.exp().cumsum(-1)
     tokens = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=logits.shape[-1] - 1)
+    if params.top_k == 1:  # greedy: the filtered distribution is the one token at probability 1, which says nothing;
+        # the log-prob the model itself gave the token is what a greedy label's confidence is made of
+        logps = (logits.float() / params.temperature).log_softmax(-1)
     return tokens[:, 0], logps.gather(-1, tokens)[:, 0]
 
 

@@ -23,7 +23,9 @@ def group_scores(group: str) -> dict:
         row.update(order=part.order, finished_at=part.finished_at, pool_examples=(part.pool or [{}])[0].get("examples", 0))
         rows.append({**row, "metrics": scored(counts.summary()), "flags": flag_counts(counts)})
     summary = {"overall": scored(overall.summary()), "flags": flag_counts(overall), "errors": overall.errors(top=ERRORS_SHOWN)}
-    return {"group": group, **summary, "partitions": rows}
+    from labelling.fleet.abstention import group_curve
+
+    return {"group": group, **summary, "partitions": rows, "abstention": group_curve(group)}
 
 
 def scored(summary: dict) -> dict:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from labelling import embedded
 from labelling.corpus import dataset_features
 from labelling.errors import LabellingError
+from labelling.examples import EXPORT_PROVENANCE_COLUMN, GIVEN, SELF_LABELLED
 from labelling.fleet import store
 from labelling.method.metrics import MetricsAccumulator
 from labelling.outputs import check_output, staged
@@ -47,6 +48,8 @@ TRAIN, TRAIN_MINUS, VALID = "train", f"train_minus_{VALID_DIALOGUES}", f"valid_{
 GOLD_MARKERS = ("has_gold", "has_gold_acts")  # Turn.to_row's flags: on predicted rows they would only mislead
 _OFFLINE_VALUES = ("1", "true", "yes", "on")
 NO_VALID = "a group of one dialogue has none to hold out"
+PROVENANCE_COLUMN, CONFIDENCE_COLUMN, ACTS_CONFIDENCE_COLUMN = EXPORT_PROVENANCE_COLUMN, "label_confidence", "acts_confidence"
+EXAMPLES_SPLIT = "(examples)"  # the labelled_split of a group's seed examples: no partition can have this name
 
 
 @dataclass
@@ -63,6 +66,29 @@ class ExportResult:
     card: str
     missing: list[str] = field(default_factory=list)
     path: Path | None = None
+    examples: dict | None = None  # the group's seed examples: source, dialogues, turns (None: it has none)
+    abstention: Abstention | None = None  # what --min-confidence kept (None: every label)
+
+
+@dataclass(frozen=True)
+class Abstention:
+    """What ``--min-confidence`` kept: each dialogue up to its first self-label below ``threshold``."""
+
+    threshold: float
+    kept: int  # self-labelled turns kept
+    labelled: int  # self-labelled turns before the cut
+    cut_dialogues: int  # dialogues cut short (an empty one included)
+    empty_dialogues: int  # dialogues with no turn left
+
+    @property
+    def line(self) -> str:
+        """The card's and the summary's sentence."""
+        share = f" ({self.kept / self.labelled:.1%})" if self.labelled else ""
+        return (
+            f"min confidence {self.threshold:g}: kept {self.kept} of {self.labelled} self-labelled turns{share}, each "
+            f"dialogue up to its first label below {self.threshold:g} (a state is cumulative, so later turns inherit an "
+            f"early doubt); {self.cut_dialogues} dialogues cut short, {self.empty_dialogues} of them left out whole"
+        )
 
 
 # --- naming --------------------------------------------------------------------------------------------------
@@ -107,15 +133,22 @@ def train_valid_split(
 
 
 def export_features(schema: Schema) -> Features:
-    """The exported columns: the reference's turn fields plus ``labelled_split`` and ``label_flags``."""
+    """The exported columns: the reference's turn fields plus ``labelled_split``, ``label_flags``, ``label_provenance``
+    (``given`` or ``self-labelled``), ``label_confidence`` (the state's) and ``acts_confidence`` (null for given
+    labels and for labels made before confidences were stored)."""
     from datasets import Features, List, Value
 
     columns = {name: kind for name, kind in dataset_features(schema).items() if name not in GOLD_MARKERS}
-    return Features({**columns, "labelled_split": Value("string"), "label_flags": List(Value("string"))})
+    extra = {"labelled_split": Value("string"), "label_flags": List(Value("string"))}
+    extra |= {PROVENANCE_COLUMN: Value("string"), CONFIDENCE_COLUMN: Value("float64"), ACTS_CONFIDENCE_COLUMN: Value("float64")}
+    return Features({**columns, **extra})
 
 
-def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict, ExportResult]:
-    """The group's completed partitions as a DatasetDict, and a description of it (card included).
+def build_dataset(
+    group: str, allow_partial: bool = False, min_confidence: float | None = None
+) -> tuple[DatasetDict, ExportResult]:
+    """The group's completed partitions (and its seed examples, marked ``given``) as a DatasetDict, and a description
+    of it (card included). ``min_confidence`` keeps each dialogue up to its first self-label below it.
 
     Refuses a group with incomplete partitions unless ``allow_partial``, naming the splits that are missing.
     """
@@ -127,8 +160,14 @@ def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict,
     _check_complete(group, missing, done, allow_partial)
     config = store.group_config(group)
     schema = config.load_schema()
-    rows = [row for p in done for row in _partition_rows(group, p, schema)]
+    given = store.group_examples(group)
+    rows = _example_rows(given, schema) + [row for p in done for row in _partition_rows(group, p, schema)]
     check_no_duplicates(rows)
+    abstention = None
+    if min_confidence is not None:
+        rows, abstention = keep_confident(rows, min_confidence)
+        if not rows:
+            raise LabellingError(f"--min-confidence {min_confidence:g} keeps no turn of group {group!r}", "lower the threshold")
     train = datasets.Dataset.from_list(rows, features=export_features(schema))
     order = train["dialogue_id"]
     keep, held = train_valid_split(order)
@@ -147,7 +186,11 @@ def build_dataset(group: str, allow_partial: bool = False) -> tuple[DatasetDict,
         entries=entries,
         card="",
         missing=missing,
+        abstention=abstention,
     )
+    if given.turns:
+        result.examples = {"source": given.source, "dialogues": given.dialogues, "turns": len(given.turns)}
+        result.examples["given"] = given.provenance.count(GIVEN)
     result.card = dataset_card(result, store.group_run(group), parts)
     return data, result
 
@@ -171,8 +214,43 @@ def _partition_rows(group: str, part: store.Partition, schema: Schema) -> list[d
     rows = []
     for example, stored in pairs:
         row = {k: v for k, v in example.to_row(schema).items() if k not in GOLD_MARKERS}
-        rows.append({**row, "labelled_split": part.split, "label_flags": list(stored.label.flags)})
+        row |= {"labelled_split": part.split, "label_flags": list(stored.label.flags), PROVENANCE_COLUMN: SELF_LABELLED}
+        rows.append({**row, CONFIDENCE_COLUMN: stored.label.confidence, ACTS_CONFIDENCE_COLUMN: stored.label.act.confidence})
     return rows
+
+
+def _example_rows(given: store.StoredExamples, schema: Schema) -> list[dict]:
+    """The group's seed examples as rows, with the provenance they were given with (no confidence: not predicted)."""
+    rows = []
+    for turn, provenance in zip(given.turns, given.provenance, strict=True):
+        row = {k: v for k, v in turn.to_row(schema).items() if k not in GOLD_MARKERS}
+        rows.append({**row, "labelled_split": EXAMPLES_SPLIT, "label_flags": [], PROVENANCE_COLUMN: provenance})
+        rows[-1] |= {CONFIDENCE_COLUMN: None, ACTS_CONFIDENCE_COLUMN: None}
+    return rows
+
+
+def keep_confident(rows: Sequence[Mapping], threshold: float) -> tuple[list[Mapping], Abstention]:
+    """Each dialogue's rows up to (not including) its first self-label whose confidence is below ``threshold``; seed
+    examples and labels without a confidence are never the cut. Rows keep their order."""
+    by_dialogue: dict[str, list[Mapping]] = {}
+    for row in rows:
+        by_dialogue.setdefault(row["dialogue_id"], []).append(row)
+    kept: set[int] = set()
+    cut = empty = 0
+    for turns in by_dialogue.values():
+        ordered = sorted(turns, key=lambda r: r["turn_id"])
+        doubt = next((i for i, r in enumerate(ordered) if _below(r, threshold)), len(ordered))
+        kept.update(id(r) for r in ordered[:doubt])
+        cut += doubt < len(ordered)
+        empty += doubt == 0
+    labelled = [r for r in rows if r[PROVENANCE_COLUMN] == SELF_LABELLED]
+    count = sum(id(r) in kept for r in labelled)
+    return [r for r in rows if id(r) in kept], Abstention(threshold, count, len(labelled), cut, empty)
+
+
+def _below(row: Mapping, threshold: float) -> bool:
+    sure = row[CONFIDENCE_COLUMN]
+    return row[PROVENANCE_COLUMN] == SELF_LABELLED and sure is not None and sure < threshold
 
 
 def check_no_duplicates(rows: Sequence[Mapping]) -> None:
@@ -221,6 +299,7 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
         lines.append(
             f"- partial export: {len(result.missing)} partitions not complete were left out: {', '.join(result.missing)}"
         )
+    lines += card_provenance(result)
     notices = model_notices(group.config)
     if notices:
         lines += ["", "## Models", "", "The labels were made with:", ""] + [f"- {notice}" for notice in notices]
@@ -232,6 +311,27 @@ def dataset_card(result: ExportResult, group: store.GroupRun, parts: Sequence[st
     ]
     lines += ["```json", json.dumps(result.entries, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def card_provenance(result: ExportResult) -> list[str]:
+    """The card's lines on where labels came from (column ``label_provenance``), their confidence and any cut."""
+    lines = []
+    if result.examples:
+        ex = result.examples
+        lines.append(
+            f"- seed examples: {ex['dialogues']} dialogues, {ex['turns']} turns from `{ex['source']}` "
+            f"({ex['given']} `given`, {ex['turns'] - ex['given']} `self-labelled`), rows with `labelled_split` "
+            f"`{EXAMPLES_SPLIT}`: labels the model did not make, in the example pool before the seed partition, "
+            "never labelled again and never scored"
+        )
+    lines.append(
+        f"- every self-labelled row has `{PROVENANCE_COLUMN}` `{SELF_LABELLED}` and a `{CONFIDENCE_COLUMN}` in [0, 1] "
+        f"(its state's; the acts' is `{ACTS_CONFIDENCE_COLUMN}`; see the labelling README for what each means per decoding "
+        "mode)"
+    )
+    if result.abstention:
+        lines.append(f"- {result.abstention.line}")
+    return lines
 
 
 def model_notices(config: Mapping) -> list[str]:
@@ -274,11 +374,13 @@ def _masked(value: object) -> object:
 # --- writing and publishing ----------------------------------------------------------------------------------
 
 
-def export_group(group: str, out: str | Path, allow_partial: bool = False, overwrite: bool = False) -> ExportResult:
+def export_group(
+    group: str, out: str | Path, allow_partial: bool = False, overwrite: bool = False, min_confidence: float | None = None
+) -> ExportResult:
     """Build the group's dataset and save it with its README.md at ``out`` (written beside it, then renamed into place)."""
     out = Path(out)
     check_output(out, overwrite)  # before the slow part
-    data, result = build_dataset(group, allow_partial)
+    data, result = build_dataset(group, allow_partial, min_confidence)
     with staged(out) as tmp:
         data.save_to_disk(str(tmp))
         (tmp / "README.md").write_text(result.card, encoding="utf-8")

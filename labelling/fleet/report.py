@@ -9,6 +9,7 @@ from pathlib import Path
 
 REPORT_FILE = "report.html"
 CHART_FILE = "quality.png"
+ABSTENTION_CHART = "abstention.png"  # precision against coverage, beside the per-partition chart
 # (summary key, column title) of the score tables; the exact numbers are the headline, the fuzzy one is named as such.
 SCORE_COLUMNS = (
     ("jga", "JGA (exact)"),
@@ -52,10 +53,43 @@ def chart(report: dict, out: Path) -> Path:
     return out
 
 
+def abstention_chart(points: Sequence[dict], title: str, out: Path) -> Path:
+    """Write the PNG: exact JGA, state slot F1 and act F1 of the labels kept against the share kept, one point per
+    confidence threshold (each dialogue kept up to its first label below it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nan = float("nan")
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=110)
+    coverage = [p["coverage"] for p in points]
+    for key, name, marker in (("jga", "JGA (exact)", "o"), ("state_f1", "state slot F1", "^"), ("acts_f1", "act F1", "s")):
+        ax.plot(coverage, [_or(p[key], nan) for p in points], marker=marker, markersize=3, label=name)
+    for p in points:
+        if p["threshold"] in (0.5, 0.85, 0.95) and p["jga"] is not None:
+            ax.annotate(f"{p['threshold']:g}", (p["coverage"], p["jga"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("share of turns kept (coverage)")
+    ax.set_ylabel("score of the kept labels")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def write(report: dict, folder: Path) -> Path:
-    """Write ``report.html`` and its chart into ``folder`` (created if needed); returns the HTML file's path."""
+    """Write ``report.html`` and its charts into ``folder`` (created if needed); returns the HTML file's path."""
     folder.mkdir(parents=True, exist_ok=True)
     chart(report, folder / CHART_FILE)
+    if report.get("abstention"):
+        title = f"group {report['group']}: precision against coverage"
+        abstention_chart(report["abstention"], title, folder / ABSTENTION_CHART)
     page = folder / REPORT_FILE
     page.write_text(render(report), encoding="utf-8")
     return page
@@ -75,8 +109,10 @@ def render(report: dict) -> str:
         "<p>Scores against the corpus's gold labels. Exact numbers are the headline; the fuzzy JGA is the reference's "
         "lenient one (a value counts when it is a near-substring of the gold one). Turns without gold are not counted.</p>",
         f'<img src="{CHART_FILE}" alt="JGA and act F1 per partition in labelling order">',
+        *_abstention_image(report),
         "<h2>Per partition, in labelling order</h2>",
         _table(header, rows),
+        *_abstention_section(report),
         "<h2>State slots most often missed or invented</h2>",
         _table(["slot", "missed", "invented"], _error_rows(errors.get("slots", []))),
         "<h2>Act types most often missed or invented (counted in (type, domain, slot) triples)</h2>",
@@ -89,6 +125,29 @@ def render(report: dict) -> str:
     )
     head = f"<meta charset='utf-8'><title>Label quality: {_e(report['group'])}</title><style>{style}</style>"
     return f"<!doctype html>\n<html><head>{head}</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+
+
+def _abstention_image(report: dict) -> list[str]:
+    if not report.get("abstention"):
+        return []
+    return [f'<img src="{ABSTENTION_CHART}" alt="JGA, slot F1 and act F1 of the kept labels against the share kept">']
+
+
+def _abstention_section(report: dict) -> list[str]:
+    points = report.get("abstention") or []
+    if not points:
+        return []
+    rows = [
+        [f"{p['threshold']:g}", f"{p['kept']}/{p['turns']}", f"{p['coverage']:.1%}"]
+        + ["-" if p[k] is None else f"{p[k]:.3f}" for k in ("jga", "state_f1", "acts_f1")]
+        for p in points
+    ]
+    return [
+        "<h2>Abstention: precision against coverage</h2>",
+        "<p>Each dialogue kept up to its first label whose confidence is below the threshold "
+        "(<code>labelling export --min-confidence</code>); scores are of the kept labels.</p>",
+        _table(["min confidence", "turns kept", "coverage", "JGA (exact)", "state slot F1", "act F1"], rows),
+    ]
 
 
 def _scores(summary: dict) -> list[str]:

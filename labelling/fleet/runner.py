@@ -19,7 +19,7 @@ from enum import Enum
 
 from labelling.config import JobConfig
 from labelling.fleet import store
-from labelling.method.labeller import PartitionLabeller, schedule
+from labelling.method.labeller import PartitionLabeller, admitted, schedule
 from labelling.records import PoolRefresh, TurnLabel
 from labelling.schema import Schema
 
@@ -190,10 +190,14 @@ class _PartitionJob:
         return [stored[t.key].label for batch in self.schedule[: self.replayed_batches] for t in batch]
 
     def _fill_indexes(self) -> None:
-        """Fill the example indexes from the pool the interrupted attempt recorded, else from every partition completed so far.
+        """Fill the example indexes: the group's seed examples first (every attempt, from the store), then the pool the
+        interrupted attempt recorded, else every partition completed so far.
 
         A recorded pool only matters when labels made with it are replayed; with none, the freshest pool is better.
         """
+        examples = store.group_examples(self.claim.group).turns
+        if examples:
+            self.labeller.add_examples(examples)
         kept = [e for e in self.claim.pool if e.batch <= self.replayed_batches] if self.replayed_batches else []
         if kept:
             self.pool = kept
@@ -205,7 +209,8 @@ class _PartitionJob:
 
     def _load_pool(self, splits: Sequence[str]) -> int:
         """Add the labels of ``splits`` to both indexes; returns how many examples that was."""
-        examples, vectors = store.pool_examples_and_vectors(self.claim.group, splits)
+        threshold = self.config.pool_min_confidence
+        examples, vectors = store.pool_examples_and_vectors(self.claim.group, splits, lambda lab: admitted(lab, threshold))
         self.labeller.add_examples(examples, vectors)
         self.pooled.update(splits)
         return len(examples)

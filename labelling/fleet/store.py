@@ -254,7 +254,24 @@ class LaunchDoc(me.Document):
     ended_at = me.FloatField()
 
 
-DOCUMENTS = (TurnDoc, CorpusDoc, GroupRun, Partition, LabelDoc, ManifestDoc, LaunchDoc)
+class ExampleDoc(me.Document):
+    """One turn of a group's seed examples (labelling/examples.py): its text and labels as a turn row, where they came
+    from and their provenance (``given``: a person's labels; ``self-labelled``: an earlier export's). Stored when the
+    group is created and read by every attempt at every partition, so a resumed run keeps the same examples."""
+
+    meta = _meta("examples", {"fields": ["group_id", "order"], "unique": True})
+    id = me.StringField(primary_key=True)
+    group_id = me.StringField(required=True)
+    dialogue_id = me.StringField(required=True)
+    turn_id = me.IntField(required=True)
+    order = me.IntField(required=True)
+    row = me.DictField()
+    provenance = me.StringField(required=True)
+    source = me.StringField()
+    digest = me.StringField()
+
+
+DOCUMENTS = (TurnDoc, CorpusDoc, GroupRun, Partition, LabelDoc, ManifestDoc, LaunchDoc, ExampleDoc)
 
 
 # --- connection ----------------------------------------------------------------------------------------------
@@ -536,6 +553,7 @@ def remove_group(group: str) -> dict[str, int]:
         "partitions": Partition._get_collection().delete_many({"group_id": group}).deleted_count,
     }
     LaunchDoc._get_collection().delete_many({"group": group})
+    counts["examples"] = ExampleDoc._get_collection().delete_many({"group_id": group}).deleted_count
     GroupRun._get_collection().delete_one({"_id": group})
     return counts
 
@@ -928,9 +946,13 @@ def pool_examples(group: str, splits: Sequence[str]) -> list[Turn]:
     return pool_examples_and_vectors(group, splits)[0]
 
 
-def pool_examples_and_vectors(group: str, splits: Sequence[str]) -> tuple[list[Turn], list[dict]]:
-    """:func:`pool_examples` and, for each example, the vectors stored with its label (module -> record)."""
+def pool_examples_and_vectors(
+    group: str, splits: Sequence[str], admit: Callable[[TurnLabel], bool] | None = None
+) -> tuple[list[Turn], list[dict]]:
+    """:func:`pool_examples` and, for each example, the vectors stored with its label (module -> record); ``admit``
+    (e.g. a confidence threshold) leaves out the labels it refuses."""
     pairs = [pair for split in splits for pair in sorted(labelled_turns(group, split), key=lambda pair: pair[1].seq)]
+    pairs = [pair for pair in pairs if admit is None or admit(pair[1].label)]
     return [example for example, _ in pairs], [stored.vectors for _, stored in pairs]
 
 
@@ -970,3 +992,65 @@ def _done_by(claim: Claim) -> bool:
 def manifest_entries(group: str) -> list[dict]:
     """The group's manifest entries sorted by run id (the order the reference's DynamoDB manifest returned them in)."""
     return list(ManifestDoc._get_collection().find({"group_id": group}, {"_id": 0}).sort("run_id", 1))
+
+
+# --- seed examples ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredExamples:
+    """A group's seed examples as stored: the turns (labels in the label fields), each one's provenance, and where
+    they came from."""
+
+    turns: list[Turn]
+    provenance: list[str]
+    source: str | None
+    digest: str | None
+
+    @property
+    def dialogues(self) -> int:
+        """How many dialogues the examples hold."""
+        return len({t.dialogue_id for t in self.turns})
+
+
+@retrying
+def store_examples(group: str, pool, schema: Schema) -> StoredExamples:
+    """Record ``pool`` (an :class:`labelling.examples.ExamplePool`) as the group's seed examples, once: a group that
+    has other examples keeps them (returned unchanged), so a resumed or repeated run labels with the same ones. The
+    same pool again writes its documents again (idempotent), which completes a write a crash cut short."""
+    existing, digest = group_examples(group), pool.digest()
+    if existing.turns and existing.digest != digest:
+        return existing
+    docs = (
+        {
+            "_id": _key(group, "examples", i),
+            "group_id": group,
+            "dialogue_id": turn.dialogue_id,
+            "turn_id": turn.turn_id,
+            "order": i,
+            "row": _sparse_row(turn, schema),
+            "provenance": kind,
+            "source": pool.source,
+            "digest": digest,
+        }
+        for i, (turn, kind) in enumerate(zip(pool.examples, pool.provenance, strict=True))
+    )
+    _bulk_upsert(ExampleDoc, docs)
+    return group_examples(group)
+
+
+@retrying
+def group_examples(group: str) -> StoredExamples:
+    """The group's seed examples in the order they were given (none: empty)."""
+    docs = list(ExampleDoc._get_collection().find({"group_id": group}).sort("order", 1))
+    turns = [Turn.from_row(d["row"]) for d in docs]
+    first = docs[0] if docs else {}
+    return StoredExamples(turns, [d["provenance"] for d in docs], first.get("source"), first.get("digest"))
+
+
+@retrying
+def corpus_dialogue_ids(corpus: str, limit: int | None = None) -> list[str]:
+    """The corpus's dialogue ids in corpus order (the first ``limit`` of them when given)."""
+    rows = TurnDoc._get_collection().find({"corpus": corpus, "turn_id": 0}, {"dialogue_id": 1, "order": 1})
+    ids = [d["dialogue_id"] for d in sorted(rows, key=lambda d: d["order"])]
+    return ids[:limit] if limit is not None else ids

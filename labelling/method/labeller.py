@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from labelling.acts import Act
 from labelling.config import JobConfig, ModuleConfig
 from labelling.engine.generation import Prompt, Sample, SamplingParams
+from labelling.method import confidence
 from labelling.method.canonical import Canonicaliser
 from labelling.method.channel import GREEDY, RULES, VOTE, choose, needs_scoring, scoring_requests, tally
 from labelling.method.demos import DEMOS
@@ -284,14 +285,15 @@ class PartitionLabeller:
         items = []
         for turn in batch:
             lab = by_key[turn.key]
-            items.append(example_turn(turn, lab, self._acts.get(turn.dialogue_id, [])))
+            if admitted(lab, self.config.pool_min_confidence):
+                items.append(example_turn(turn, lab, self._acts.get(turn.dialogue_id, [])))
             self._states[turn.dialogue_id] = lab.state
             self._acts[turn.dialogue_id] = lab.acts
             lab.metrics = self._score(lab, gold[turn.key])
             if lab.flags:  # counted with the metrics, so a partition's stored totals say how many turns were doubtful
                 self.metrics.totals.update({FLAGGED_TURNS: 1, **{f"flag_{name}": 1 for name in set(lab.flags)}})
         for module in self.modules:
-            if module.indexing:
+            if module.indexing and items:
                 module.index.add(items)
 
     def _score(self, lab: TurnLabel, gold: Turn) -> dict:
@@ -390,20 +392,26 @@ class PartitionLabeller:
             candidates.append(cands)
             parsed.append(labels)
         unscored = self._score_candidates(module, prepared, candidates)
-        outputs, chosen = [], []
+        mode, outputs, chosen = module.config.generation_cfg.generation_mode, [], []
         for i, p in enumerate(prepared):
             keys = [x.key for x in p.found[: len(p.found) - p.dropped]]
             if not p.fits or not candidates[i]:
                 nothing = module.parse(p.turn, p.prior, module.nothing)
                 chosen.append(self._merged(module, p, nothing, ruled[i] if ruled else None))
                 error = self._nothing_reason(module, p, params, cut.get(id(p), 0))
-                outputs.append(ModuleOutput(nothing.text, [], keys, p.dropped, [error], cut.get(id(p), 0)))
+                outputs.append(ModuleOutput(nothing.text, [], keys, p.dropped, [error], cut.get(id(p), 0), confidence=0.0))
                 if not p.fits:
                     flags[i].append(FLAG_PROMPT_TOO_LONG)
                 continue
             best = choose(candidates[i])
-            chosen.append(self._merged(module, p, parsed[i][best.canonical], ruled[i] if ruled else None))
-            outputs.append(ModuleOutput(best.canonical, candidates[i], keys, p.dropped, chosen[-1].errors, cut[id(p)]))
+            lm_label = parsed[i][best.canonical]
+            chosen.append(self._merged(module, p, lm_label, ruled[i] if ruled else None))
+            evidence = confidence.Evidence(mode, candidates[i], best, samples.get(id(p), []), cut[id(p)])
+            sure = confidence.of(evidence)
+            if ruled is not None:  # a hybrid: how far the LM's own label agrees with the rules' (confidence.agreement)
+                sure = confidence.agreement(sure, lm_label, ruled[i])
+            label = chosen[-1]
+            outputs.append(ModuleOutput(label.text, candidates[i], keys, p.dropped, label.errors, cut[id(p)], sure))
             if i in unscored:
                 flags[i].append(FLAG_CHANNEL_UNSCORED)
         return outputs, chosen, flags
@@ -530,6 +538,12 @@ def _add_candidate(candidates: list[Candidate], labels: dict, rule_label, raw: s
     floor = min((c.sample_logprob for c in candidates), default=0.0) - 1.0
     candidates.append(Candidate(rule_label.text, [raw], floor))
     labels[rule_label.text] = rule_label
+
+
+def admitted(label: TurnLabel, threshold: float) -> bool:
+    """Whether a self-label joins the example pool (``pool_min_confidence``): at or above the threshold, or unknown."""
+    sure = label.confidence
+    return threshold <= 0 or sure is None or sure >= threshold
 
 
 def _query(turn: Turn, prior: State, state: State | None = None) -> Turn:
