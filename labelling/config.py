@@ -22,10 +22,8 @@ from pathlib import Path
 
 from labelling import embedded
 from labelling.errors import ConfigError
-from labelling.limits import MAX_SCHEMA_BYTES
-
-if typing.TYPE_CHECKING:
-    from labelling.schema import Schema
+from labelling.limits import MAX_SCHEMA_BYTES, MISSING, file_problem
+from labelling.schema import Schema
 
 log = logging.getLogger(__name__)
 DEFAULT_PROFILE = "cpu-qwen"  # the profile every command starts from when none is named (README, Label quality: why)
@@ -40,7 +38,6 @@ RETRIEVAL_FORMATS = ("context_system_user", "user_response", "response")  # retr
 _SPLIT = re.compile(r"\w+")  # what ingest names splits (PREFIX_A_B): no path separators, no dots
 # The documented range of every number a job config holds (README, Configuration): a value outside it is refused when
 # the config is validated, before anything is written, instead of exhausting memory or time at run time.
-MISSING = "no such file"
 MISSING_MODEL = "does not exist here (give a model folder, a .gguf file, or an alias such as smollm2 / minilm)"
 RANGES: dict[str, tuple[float, float]] = {
     "n": (1, 64),
@@ -173,8 +170,6 @@ class JobConfig:
 
     def load_schema(self) -> Schema:
         """The service schema this job labels with: its schema file (default: the bundled one) cut to its services."""
-        from labelling.schema import Schema
-
         return Schema.load(self.schema_path, tuple(self.services))
 
     def validate(self) -> JobConfig:
@@ -205,8 +200,6 @@ class JobConfig:
         _check(bool(self.services), "services", "must name at least one service")
         _check(len(set(self.services)) == len(self.services), "services", f"lists a service twice: {self.services}")
         if self.schema_path is None:
-            from labelling.schema import Schema
-
             known = Schema.load(services=None).names
             unknown = [s for s in self.services if s not in known]
             _check(not unknown, "services", f"{unknown} are not services of the bundled schema ({', '.join(known)})")
@@ -221,24 +214,6 @@ class JobConfig:
             if module.model.torch_dtype == "auto":
                 module.model.torch_dtype = model_defaults(name, module)["torch_dtype"]
         return self
-
-
-def file_problem(path: str | Path, max_bytes: int) -> str | None:
-    """What is wrong with ``path`` as an input file (missing, not a regular file, larger than ``max_bytes``), or None."""
-    target = Path(path).expanduser()
-    try:
-        info = target.stat()
-    except FileNotFoundError:
-        return MISSING
-    except OSError as e:
-        return f"cannot be read ({e.strerror or e})"
-    import stat
-
-    if not stat.S_ISREG(info.st_mode):
-        return "is a folder, not a file" if stat.S_ISDIR(info.st_mode) else "is not a regular file (a device, a pipe or a socket)"
-    if info.st_size > max_bytes:
-        return f"is {info.st_size:,} bytes, over the limit of {max_bytes:,}"
-    return None
 
 
 def _in_range(key: str, value: float, where: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from labelling.data import BUNDLED_SCHEMA
 from labelling.errors import SchemaError
+from labelling.limits import MAX_SCHEMA_BYTES, MISSING, file_problem
 
 EVALUATED_SERVICES = ("hotel", "train", "attraction", "restaurant", "taxi")
 DONTCARE = "dontcare"
@@ -121,11 +122,8 @@ class Schema:
     def load(cls, path: str | Path | None = None, services: tuple[str, ...] | None = EVALUATED_SERVICES) -> Schema:
         """Read a MultiWOZ 2.2 schema file (the bundled one by default), keeping only ``services`` (None keeps all)."""
         path = Path(path) if path else BUNDLED_SCHEMA
-        from labelling.config import file_problem
-        from labelling.limits import MAX_SCHEMA_BYTES
-
         problem = file_problem(path, MAX_SCHEMA_BYTES)
-        if problem is not None and problem != "no such file":  # a device, a folder or a huge file is never read
+        if problem is not None and problem != MISSING:  # a device, a folder or a huge file is never read
             raise SchemaError(f"{path}: {problem}", "pass a MultiWOZ 2.2 schema.json")
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
