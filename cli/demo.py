@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from cli.console import console, report
+from cli.options import profile_option
 from cli.run import complete, launch_local
 from labelling import config as job_config
 from labelling.data import BUNDLED_CORPUS
@@ -28,11 +29,11 @@ def demo_job(profile: str | None = None) -> job_config.JobConfig:
 def _ingest_demo(job: job_config.JobConfig) -> None:
     """The first few short dialogues of the bundled corpus as corpus ``demo``: labelling time grows with the number of
     turn waves, so short dialogues keep the demo to minutes while it still shows a seed and two dependents."""
-    from labelling.corpus import cut_into_splits, read_corpus
+    from labelling.corpus import bundled_dialogues, cut_into_splits
     from labelling.fleet import store
 
     schema = job.load_schema()
-    short = [d for d in read_corpus(BUNDLED_CORPUS, schema) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
+    short = [d for d in bundled_dialogues(schema) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
     splits = cut_into_splits(short, DEMO_SPLIT_SIZE)
     turns = store.ingest_corpus(DEMO_CORPUS, splits, schema)
     what = f"the first {DEMO_DIALOGUES} dialogues of at most {DEMO_MAX_TURNS} turns ({turns} turns)"
@@ -42,11 +43,7 @@ def _ingest_demo(job: job_config.JobConfig) -> None:
 def demo(
     out: Path = typer.Option(Path(".state/demo/export"), "--out", "-o", help="Where to save the exported dataset."),
     group: str = typer.Option("demo", "--group", "-g", help="The labelling group (an existing complete one is exported again)."),
-    profile: str = typer.Option(
-        job_config.DEFAULT_PROFILE,
-        "--profile",
-        help="Built-in settings: cpu-qwen (the default) or cpu-small (fastest; labels worse).",
-    ),
+    profile: str = profile_option(note="cpu-small is the fastest and labels worse."),
 ) -> None:
     """The whole product in one command, with no services: ingest 6 short dialogues of the bundled MultiWOZ dev set in 3
     partitions, label them in process with the embedded models (seed partition first), show status, export, then

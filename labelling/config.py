@@ -370,15 +370,10 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
         _check(problem in (None, MISSING_MODEL), key, f"{value}: {problem}")
 
 
-def looks_like_path(name: str) -> bool:
-    """Whether a model name is a local path rather than an alias or a hub id (``name`` or ``owner/name``)."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith(".gguf")
-
-
 def model_path_problem(name: str) -> str | None:
     """What is wrong with a model given as a local path: missing, or neither a folder nor a .gguf file; None for a
     folder, a regular .gguf file, an alias or a hub id (those are checked where the model loads)."""
-    if not looks_like_path(name):
+    if not embedded.looks_like_path(name):
         return None
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
