@@ -114,7 +114,7 @@ def label_split(
     """
     job = job_config.load(config, profile)
     if mode == "greedy":
-        job.dst.generation_cfg.generation_mode = job.act_tag.generation_cfg.generation_mode = "greedy"
+        job = job_config.with_mode(job, "greedy")
     elif mode not in (None, "noisy_channel"):
         raise LabellingError(f"--mode {mode!r} is not a mode", "use noisy_channel or greedy")
     if seed is not None:

@@ -328,6 +328,27 @@ def _resolve_model_defaults(name: str, module: ModuleConfig) -> None:
         sampling.max_new_tokens = defaults["max_new_tokens"]
 
 
+def follow_mode(name: str, before: ModuleConfig, after: ModuleConfig) -> None:
+    """After a decoding-mode override of a resolved module (``before`` -> ``after``: ``label-split --mode``, the quality
+    bench's greedy rows), re-derive the token limit that follows the mode: a ``max_new_tokens`` that was the model's
+    default under the old mode becomes its default under the new one (a reference model decoding greedily gets 128, as
+    the reference's greedy pass), while a value set to something else, or changed by the override, holds."""
+    old, new = before.generation_cfg, after.generation_cfg
+    tokens = new.sampling_args.max_new_tokens
+    if old.generation_mode != new.generation_mode and tokens == old.sampling_args.max_new_tokens:
+        if tokens == model_defaults(name, before)["max_new_tokens"]:
+            new.sampling_args.max_new_tokens = model_defaults(name, after)["max_new_tokens"]
+
+
+def with_mode(job: JobConfig, mode: str) -> JobConfig:
+    """A copy of a resolved ``job`` decoding both modules with ``mode``, its mode-following settings re-derived."""
+    out = copy.deepcopy(job)
+    for name in ("dst", "act_tag"):
+        getattr(out, name).generation_cfg.generation_mode = mode
+        follow_mode(name, getattr(job, name), getattr(out, name))
+    return out.validate()
+
+
 def _validate_module(name: str, module: ModuleConfig) -> None:
     _resolve_model_defaults(name, module)
     s, r, g = module.generation_cfg.sampling_args, module.retriever, module.generation_cfg

@@ -82,7 +82,10 @@ def apply(job: JobConfig, overrides: Mapping[str, dict]) -> JobConfig:
         if module not in MODULES:
             raise ConfigError(f"quality configuration names module {module!r}", f"modules: {', '.join(MODULES)}")
         data[module] = job_config._merge(data[module], changes)
-    return job_config.from_dict(data)
+    out = job_config.from_dict(data)
+    for module in overrides:  # a mode override re-derives the token limit that follows the mode
+        job_config.follow_mode(module, getattr(job, module), getattr(out, module))
+    return out
 
 
 def held_out_turns(job: JobConfig, limit: int | None = None) -> list[Turn]:
