@@ -194,11 +194,6 @@ def _check_hub(repo: str) -> None:
         ) from exc
 
 
-def smollm2_dir() -> Path:
-    """Plain safetensors folder of the embedded SmolLM2 (model + tokenizer), converted on first use."""
-    return embedded_dir(embedded.SMOLLM2)
-
-
 def smollm2_tokenizer_dir() -> Path:
     """A folder holding just the SmolLM2 tokenizer: cheap to build (~6 s once), for tests that need no weights."""
     gguf = embedded_gguf()

@@ -138,10 +138,3 @@ def holding(corpus: str, what: str) -> Iterator[CorpusClaim]:
             _release(claim)
         except StoreError:
             pass  # unreachable: the claim goes stale after the lease, or our pid is seen gone
-
-
-def check_not_held(corpus: str, what: str) -> None:
-    """PartitionBusy when another command holds ``corpus`` live (for callers that only read it)."""
-    now, doc = time.time(), _holder(corpus)
-    if doc and _live(doc, now):
-        raise _busy(corpus, doc, what, now)

@@ -148,7 +148,7 @@ class LabelDoc(me.Document):
     label = me.DictField()
     metrics = me.DictField()
     written_at = me.FloatField()
-    written_by = me.ListField(me.StringField())  # ATTEMPT/WAVE of every write: more than one entry is a duplicate write
+    written_by = me.ListField(me.StringField())  # ATTEMPT/BATCH of every write: more than one entry is a duplicate write
     vectors = me.DictField()  # module -> the example vector its index embedded (ExampleIndex.stored_vectors records)
 
 
@@ -790,7 +790,7 @@ def write_labels(
 ) -> int:
     """Upsert one batch's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written).
 
-    Each label records ``ATTEMPT/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
+    Each label records ``ATTEMPT/BATCH`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
     runs, or in two batches, shows as a duplicate write. ``vectors[i]`` (module -> record) keeps label i's example
     vectors, so seeding a later partition reads them instead of embedding again.
     """

@@ -1,6 +1,6 @@
 """GPU memory on the CPU: the batch budget from the real StarCoder-15B config and made-up free-memory figures, the
 16-bit compute dtype of quantized weights, and the out-of-memory back-off with an injected error, down to a whole
-partition that fails a wave at a large budget and completes it at a smaller one with no turn lost or doubled."""
+partition that fails a batch at a large budget and completes it at a smaller one with no turn lost or doubled."""
 
 from __future__ import annotations
 
