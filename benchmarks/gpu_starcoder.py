@@ -316,7 +316,7 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
         handle = model.register_forward_pre_hook(passes.hook, with_kwargs=True)
         replays, replay = Replays(device), static_decode.StaticDecoder.replay
         static_decode.StaticDecoder.replay = replays.wrap(replay)
-        before = dict(engine.stats)
+        before = engine.stats.copy()
         _sync(device)
         start = time.perf_counter()
         try:
@@ -331,7 +331,7 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
             static_decode.StaticDecoder.replay = replay
         passes.end = time.perf_counter()
         seconds = passes.end - start
-        delta = {k: v - before.get(k, 0) for k, v in engine.stats.items()}
+        delta = (engine.stats - before).to_dict()
         figures[phase] = _phase_figures(phase, seconds, delta, passes.summary(), prompts, requests, params, options)
         if phase == "sample":
             figures[phase].update(passes.decode_figures(options.weight_bytes, options.kv_bytes_per_token, options.bandwidth_gbs))

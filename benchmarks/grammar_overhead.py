@@ -104,14 +104,14 @@ def main() -> None:
             clock = [0.0]
             dst_c = [lambda p=p, c=clock: Timed(grammar.dst(p), c) for p in priors] if way == "on" else None
             act_c = [lambda c=clock: Timed(grammar.acts(), c)] * len(act_prompts) if way == "on" else None
-            before, start = dict(lm.stats), time.perf_counter()
+            before, start = lm.stats.copy(), time.perf_counter()
             seed = SamplingParams().seed + repeat
             dst = lm.sample(dst_prompts, replace(dst_params, seed=seed), dst_c)
             act = lm.sample(act_prompts, replace(act_params, seed=seed), act_c)
             totals[way]["seconds"] += time.perf_counter() - start
-            totals[way]["tokens"] += lm.stats["generated_tokens"] - before["generated_tokens"]
+            totals[way]["tokens"] += lm.stats.generated_tokens - before.generated_tokens
             for key in ("decode_seconds", "decode_tokens"):
-                totals[way][key] += lm.stats[key] - before[key]
+                totals[way][key] += getattr(lm.stats, key) - getattr(before, key)
             totals[way]["grammar_seconds"] += clock[0]
             parsed.setdefault(way, []).append(parse_stats(schema, priors, dst, act))
     report = {"turns": args.turns, "repeats": args.repeats, "model": "smollm2 (fp32, CPU)"}

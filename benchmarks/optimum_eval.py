@@ -225,7 +225,7 @@ def engine_runner(engine, texts: dict) -> Runner:
         started = time.perf_counter()
         scores = engine.score(prompt, texts["continuations"])
         scored = time.perf_counter()
-        before = engine.stats["generated_tokens"]
+        before = engine.stats.generated_tokens
         samples = engine.sample([prompt], params)[0]
         ended = time.perf_counter()
         tokens = [engine.tokenizer(s.text, add_special_tokens=False)["input_ids"] for s in samples]
@@ -233,7 +233,7 @@ def engine_runner(engine, texts: dict) -> Runner:
             "scores": scores,
             "score_s": scored - started,
             "sample_s": ended - scored,
-            "generated": engine.stats["generated_tokens"] - before,
+            "generated": engine.stats.generated_tokens - before,
             "tokens": tokens,
         }
 

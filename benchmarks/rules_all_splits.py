@@ -16,6 +16,7 @@ from pathlib import Path
 from labelling import config as job_config
 from labelling.bench import quality
 from labelling.bench.tables import markdown_table
+from labelling.corpus import bundled_splits
 from labelling.method import build
 
 FIGURES = ("jga", "turn_acc", "state_f1", "acts_f1")
@@ -27,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     job = job_config.load(profile="cpu-rules")
     schema = job.load_schema()
-    splits = [s for s in quality._bundled_splits(job.schema_path, tuple(job.services)) if s != quality.HELD_OUT_SPLIT]
+    splits = [s for s in bundled_splits(schema) if s != quality.HELD_OUT_SPLIT]
     rows, every_turn, every_label = [], [], []
     start = time.perf_counter()
     for split in splits:
@@ -38,7 +39,12 @@ def main() -> None:
         rows.append(_row(split, turns, labels))
     rows.append(_row("all 19 splits", every_turn, every_label))
     seconds = time.perf_counter() - start
-    setup = {"labeller": "rules (cpu-rules)", "turns": len(every_turn), "seconds": round(seconds, 1), "held out": quality.HELD_OUT_SPLIT}
+    setup = {
+        "labeller": "rules (cpu-rules)",
+        "turns": len(every_turn),
+        "seconds": round(seconds, 1),
+        "held out": quality.HELD_OUT_SPLIT,
+    }
     header = ["split", "turns", *(f"{name} (empty / rules)" for name in ("JGA", "turn acc", "slot F1", "act F1"))]
     table = markdown_table(setup, header, rows)
     print(table)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.options import profile_option
 from labelling import config as job_config
 from labelling.errors import LabellingError
 from labelling.limits import MAX_DIALOGUES, MAX_THREADS, MAX_TURNS
@@ -28,11 +29,7 @@ def bench(
     limit_turns: int | None = typer.Option(
         None, "--limit-turns", min=1, max=MAX_TURNS, help="Keep only the first N turns of each dialogue."
     ),
-    profile: str = typer.Option(
-        "cpu-small",
-        "--profile",
-        help="Built-in settings: cpu-small (the engine's recorded figures) or cpu-qwen (embedded models), starcoder.",
-    ),
+    profile: str = profile_option("cpu-small", "cpu-small gives the engine's recorded figures."),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     seed: int | None = typer.Option(None, "--seed", help="Override the job seed (the same for both paths)."),
     threads: int | None = typer.Option(
@@ -56,6 +53,7 @@ def bench(
     Both paths decode as the reference does (noisy channel, joint for DST and conditional for acts, unconstrained),
     whatever the profile's own decoding: that is the computation the plain path reproduces."""
     from labelling.bench import speed as lib
+    from labelling.corpus import first_dialogues
 
     chosen = [p.strip() for p in paths.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in lib.PATHS]
@@ -67,7 +65,7 @@ def bench(
     check_devices(job)
     if seed is not None:
         job.seed = seed
-    turns = lib.first_turns(_split_turns(job, dataset, split), limit_dialogues, limit_turns)
+    turns = first_dialogues(_split_turns(job, dataset, split), limit_dialogues, limit_turns)
     if not turns:
         raise LabellingError(f"split {split!r} has no turns to label")
     results = {}
@@ -101,11 +99,9 @@ def _split_turns(job: job_config.JobConfig, dataset: Path | None, split: str) ->
         from cli.label import load_split
 
         return load_split(dataset, split)
-    from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
-    from labelling.data import BUNDLED_CORPUS
+    from labelling.corpus import bundled_splits
 
-    # Cut as `labelling ingest` cuts the corpus, so split names mean the same dialogues.
-    splits = cut_into_splits(read_corpus(BUNDLED_CORPUS, job.load_schema()), DEFAULT_SPLIT_SIZE)
+    splits = bundled_splits(job.load_schema())
     if split not in splits:
         raise LabellingError(f"the bundled corpus has no split {split!r}", f"e.g. {', '.join(list(splits)[:3])}")
     return splits[split]

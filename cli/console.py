@@ -25,9 +25,9 @@ report = Console(width=_WIDTH, soft_wrap=True)  # tables and the lines a user co
 
 
 def _stale(part: Partition, now: float) -> bool:
-    from labelling.fleet import store
+    from labelling.fleet import leases, store
 
-    return part.status == store.RUNNING and now - (part.heartbeat_at or now) > store.claim_lease_s()
+    return part.status == store.RUNNING and now - (part.heartbeat_at or now) > leases.claim_lease_s()
 
 
 def _state(part: Partition, now: float) -> str:

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from cli.console import console, report
+from cli.options import profile_option
 from cli.run import complete, launch_local, with_examples
 from labelling import config as job_config
 from labelling.data import BUNDLED_CORPUS
@@ -29,9 +30,9 @@ def demo_job(profile: str | None = None) -> job_config.JobConfig:
 def _demo_dialogues(job: job_config.JobConfig) -> list:
     """The first few short dialogues of the bundled corpus: labelling time grows with the number of turn waves, so short
     dialogues keep the demo to minutes while it still shows a seed and two dependents."""
-    from labelling.corpus import read_corpus
+    from labelling.corpus import bundled_dialogues
 
-    return [d for d in read_corpus(BUNDLED_CORPUS, job.load_schema()) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
+    return [d for d in bundled_dialogues(job.load_schema()) if len(d) <= DEMO_MAX_TURNS][:DEMO_DIALOGUES]
 
 
 def _demo_examples(job: job_config.JobConfig, dialogues: list):
@@ -60,11 +61,7 @@ def _ingest_demo(job: job_config.JobConfig, short: list) -> None:
 def demo(
     out: Path = typer.Option(Path(".state/demo/export"), "--out", "-o", help="Where to save the exported dataset."),
     group: str = typer.Option("demo", "--group", "-g", help="The labelling group (an existing complete one is exported again)."),
-    profile: str = typer.Option(
-        job_config.DEFAULT_PROFILE,
-        "--profile",
-        help="Built-in settings: cpu-qwen (the default) or cpu-small (fastest; labels worse).",
-    ),
+    profile: str = profile_option(note="cpu-small is the fastest and labels worse."),
     examples: Path | None = typer.Option(
         None,
         "--examples",

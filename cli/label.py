@@ -18,8 +18,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.options import profile_option
 from cli.signals import sigterm_as_interrupt
 from labelling import config as job_config
+from labelling.corpus import first_dialogues
 from labelling.errors import CorpusError, LabellingError
 from labelling.limits import MAX_DIALOGUES
 from labelling.turns import Turn
@@ -49,10 +51,7 @@ def load_split(dataset: Path, split: str, limit_dialogues: int | None = None) ->
         turns = [Turn.from_row(row) for row in splits[split]]
     except (KeyError, TypeError, ValueError, SyntaxError) as e:  # what Turn.from_row raises for a row of another shape
         raise CorpusError(f"{dataset}: split {split!r} does not hold turn rows ({type(e).__name__}: {e})", hint) from e
-    if limit_dialogues is not None:
-        keep = set(list(dict.fromkeys(t.dialogue_id for t in turns))[:limit_dialogues])
-        turns = [t for t in turns if t.dialogue_id in keep]
-    return turns
+    return first_dialogues(turns, limit_dialogues)
 
 
 def partial_header(job: job_config.JobConfig, dataset: Path, split: str, limit_dialogues: int | None) -> dict:
@@ -105,11 +104,7 @@ def label_split(
     limit_dialogues: int | None = typer.Option(
         None, "--limit-dialogues", min=1, max=MAX_DIALOGUES, help="Label only the first N dialogues of the split."
     ),
-    profile: str = typer.Option(
-        job_config.DEFAULT_PROFILE,
-        "--profile",
-        help="Built-in settings: cpu-qwen (default) or cpu-small (embedded models), starcoder.",
-    ),
+    profile: str = profile_option(),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     mode: str | None = typer.Option(
         None, "--mode", help="Override both modules' selection: noisy_channel (as configured) or greedy."
@@ -137,7 +132,7 @@ def label_split(
     """
     job = job_config.load(config, profile)
     if mode == "greedy":
-        job.dst.generation_cfg.generation_mode = job.act_tag.generation_cfg.generation_mode = "greedy"
+        job = job_config.with_mode(job, "greedy")
     elif mode not in (None, "noisy_channel"):
         raise LabellingError(f"--mode {mode!r} is not a mode", "use noisy_channel or greedy")
     if seed is not None:
@@ -258,6 +253,8 @@ def _run(
 
 
 def _report(labels: list[TurnLabel], seconds: float, summary: dict, new_turns: int, out: Path) -> None:
+    from labelling.method.metrics import METRIC_TITLES
+
     flagged = sum(1 for lab in labels if lab.flags)
     kinds = Counter(flag for lab in labels for flag in lab.flags)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -270,18 +267,10 @@ def _report(labels: list[TurnLabel], seconds: float, summary: dict, new_turns: i
         ("flagged turns", str(flagged) + (f" ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))})" if kinds else "")),
     ]
     if summary.get("n_dst"):
-        rows += [
-            ("JGA (exact)", f"{summary['jga']:.3f}"),
-            ("JGA (fuzzy, reference)", f"{summary['jga_fuzzy']:.3f}"),
-            ("turn accuracy (exact)", f"{summary['turn_acc']:.3f}"),
-            ("state slot F1", f"{summary['state_f1']:.3f}"),
-        ]
+        rows += [(METRIC_TITLES[key], f"{summary[key]:.3f}") for key in ("jga", "jga_fuzzy", "turn_acc", "state_f1")]
     if summary.get("n_acts"):
         rows += [
-            ("act F1 (type, domain, slot)", f"{summary['acts_f1']:.3f}"),
-            ("act-type-only F1", f"{summary['act_types_f1']:.3f}"),
-            ("act slot F1 (fuzzy, reference)", f"{summary['act_slots_f1']:.3f}"),
-            ("act value F1 (fuzzy, reference)", f"{summary['act_values_f1']:.3f}"),
+            (METRIC_TITLES[key], f"{summary[key]:.3f}") for key in ("acts_f1", "act_types_f1", "act_slots_f1", "act_values_f1")
         ]
     for row in rows:
         table.add_row(*row)

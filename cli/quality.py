@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.options import profile_option
 from labelling import config as job_config
 from labelling.bounded import read_regular
 from labelling.errors import LabellingError
@@ -18,11 +19,7 @@ console = Console(stderr=True)
 
 
 def quality(
-    profile: str = typer.Option(
-        job_config.DEFAULT_PROFILE,
-        "--profile",
-        help="Built-in settings: cpu-qwen (default) or cpu-small (embedded models), starcoder.",
-    ),
+    profile: str = profile_option(),
     config: Path | None = typer.Option(None, "--config", help="A job config (JSON or YAML) laid over the profile."),
     configurations: str | None = typer.Option(
         None,

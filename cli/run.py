@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from cli.console import PartitionBars, console, report, status_table, step
+from cli.options import profile_option
 from labelling import config as job_config
 from labelling.errors import ConfigError, FleetError, LabellingError
 from labelling.limits import MAX_DIALOGUES, MAX_SPLIT_SIZE
@@ -38,12 +39,7 @@ def run(
             "a folder, for the reference's per-partition job files (identical apart from data.eval_set_split_name)."
         ),
     ),
-    profile: str | None = typer.Option(
-        None,
-        "--profile",
-        help="Built-in settings: cpu-qwen, cpu-small, starcoder, starcoder-8bit.",
-        show_default=job_config.DEFAULT_PROFILE,
-    ),
+    profile: str | None = profile_option(None),
     seed_split: str | None = typer.Option(
         None, "--seed-split", help="The split labelled first, alone.", show_default="the corpus's first"
     ),

@@ -124,10 +124,11 @@ def evaluate(
 
 
 def _scores_table(report: dict) -> Table:
-    from labelling.fleet.export import score_cells
+    from labelling.fleet.export import SCORE_CELLS, score_cells
+    from labelling.method.metrics import METRIC_TITLES
 
     table = Table(title=f"group {escape(report['group'])}")
-    for name in ("partition", "status", "turns", "JGA (exact)", "turn acc", "act F1 (triples)", "flagged"):
+    for name in ("partition", "status", "turns", *(METRIC_TITLES[key] for key in SCORE_CELLS), "flagged"):
         table.add_column(name, justify="left" if name in ("partition", "status") else "right")
     for row in report["partitions"]:
         turns = f"{row['turns_done']}/{row['turns_total']}"

@@ -23,10 +23,8 @@ from pathlib import Path
 from labelling import embedded, settings
 from labelling.bounded import NESTING, NODES, TooBig, load_yaml, measure_json, quoted, read_head, wide_encoding
 from labelling.errors import ConfigError
-from labelling.limits import MAX_CONFIG_BYTES, MAX_SCHEMA_BYTES
-
-if typing.TYPE_CHECKING:
-    from labelling.schema import Schema
+from labelling.limits import MAX_CONFIG_BYTES, MAX_SCHEMA_BYTES, MISSING, file_problem
+from labelling.schema import Schema
 
 log = logging.getLogger(__name__)
 DEFAULT_PROFILE = "cpu-qwen"  # the profile every command starts from when none is named (README, Label quality: why)
@@ -47,7 +45,6 @@ RETRIEVAL_FORMATS = ("context_system_user", "user_response", "response")  # retr
 _SPLIT = re.compile(r"\w+")  # what ingest names splits (PREFIX_A_B): no path separators, no dots
 # The documented range of every number a job config holds (README, Configuration): a value outside it is refused when
 # the config is validated, before anything is written, instead of exhausting memory or time at run time.
-MISSING = "no such file"
 MISSING_MODEL = "does not exist here (give a model folder, a .gguf file, or an alias such as smollm2 / minilm)"
 RANGES: dict[str, tuple[float, float]] = {
     "n": (1, 64),
@@ -204,8 +201,6 @@ class JobConfig:
 
     def load_schema(self) -> Schema:
         """The service schema this job labels with: its schema file (default: the bundled one) cut to its services."""
-        from labelling.schema import Schema
-
         return Schema.load(self.schema_path, tuple(self.services))
 
     def validate(self) -> JobConfig:
@@ -239,8 +234,6 @@ class JobConfig:
         _check(bool(self.services), "services", "must name at least one service")
         _check(len(set(self.services)) == len(self.services), "services", f"lists a service twice: {quoted(self.services)}")
         if self.schema_path is None:
-            from labelling.schema import Schema
-
             known = Schema.load(services=None).names
             unknown = [s for s in self.services if s not in known]
             _check(not unknown, "services", f"{quoted(unknown)} are not services of the bundled schema ({', '.join(known)})")
@@ -259,24 +252,6 @@ class JobConfig:
             if module.model.torch_dtype == "auto":
                 module.model.torch_dtype = model_defaults(name, module)["torch_dtype"]
         return self
-
-
-def file_problem(path: str | Path, max_bytes: int) -> str | None:
-    """What is wrong with ``path`` as an input file (missing, not a regular file, larger than ``max_bytes``), or None."""
-    target = Path(path).expanduser()
-    try:
-        info = target.stat()
-    except FileNotFoundError:
-        return MISSING
-    except OSError as e:
-        return f"cannot be read ({e.strerror or e})"
-    import stat
-
-    if not stat.S_ISREG(info.st_mode):
-        return "is a folder, not a file" if stat.S_ISDIR(info.st_mode) else "is not a regular file (a device, a pipe or a socket)"
-    if info.st_size > max_bytes:
-        return f"is {info.st_size:,} bytes, over the limit of {max_bytes:,}"
-    return None
 
 
 def _in_range(key: str, value: float, where: str) -> None:
@@ -391,6 +366,27 @@ def _resolve_model_defaults(name: str, module: ModuleConfig) -> None:
         sampling.max_new_tokens = defaults["max_new_tokens"]
 
 
+def follow_mode(name: str, before: ModuleConfig, after: ModuleConfig) -> None:
+    """After a decoding-mode override of a resolved module (``before`` -> ``after``: ``label-split --mode``, the quality
+    bench's greedy rows), re-derive the token limit that follows the mode: a ``max_new_tokens`` that was the model's
+    default under the old mode becomes its default under the new one (a reference model decoding greedily gets 128, as
+    the reference's greedy pass), while a value set to something else, or changed by the override, holds."""
+    old, new = before.generation_cfg, after.generation_cfg
+    tokens = new.sampling_args.max_new_tokens
+    if old.generation_mode != new.generation_mode and tokens == old.sampling_args.max_new_tokens:
+        if tokens == model_defaults(name, before)["max_new_tokens"]:
+            new.sampling_args.max_new_tokens = model_defaults(name, after)["max_new_tokens"]
+
+
+def with_mode(job: JobConfig, mode: str) -> JobConfig:
+    """A copy of a resolved ``job`` decoding both modules with ``mode``, its mode-following settings re-derived."""
+    out = copy.deepcopy(job)
+    for name in ("dst", "act_tag"):
+        getattr(out, name).generation_cfg.generation_mode = mode
+        follow_mode(name, getattr(job, name), getattr(out, name))
+    return out.validate()
+
+
 def _validate_module(name: str, module: ModuleConfig) -> None:
     _resolve_model_defaults(name, module)
     s, r, g = module.generation_cfg.sampling_args, module.retriever, module.generation_cfg
@@ -439,15 +435,10 @@ def _validate_module(name: str, module: ModuleConfig) -> None:
         _check(problem in (None, MISSING_MODEL), key, f"{value}: {problem}")
 
 
-def looks_like_path(name: str) -> bool:
-    """Whether a model name is a local path rather than an alias or a hub id (``name`` or ``owner/name``)."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith(".gguf")
-
-
 def model_path_problem(name: str) -> str | None:
     """What is wrong with a model given as a local path: missing, or neither a folder nor a .gguf file; None for a
     folder, a regular .gguf file, an alias or a hub id (those are checked where the model loads)."""
-    if not looks_like_path(name):
+    if not embedded.looks_like_path(name):
         return None
     path = Path(name).expanduser()
     if path.suffix == ".gguf":

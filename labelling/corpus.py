@@ -7,6 +7,7 @@ see which format a corpus came from. Gold labels are optional everywhere.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from labelling import settings
 from labelling.acts import ACT_ONLY_DOMAINS, Act, acts_from_actions, acts_from_gold
 from labelling.bounded import NESTING, JsonMeter, TooBig, read_chunks, wide_encoding
+from labelling.data import BUNDLED_CORPUS
 from labelling.errors import CorpusError, LabellingError
 from labelling.limits import MAX_DIALOGUE_TEXT_BYTES, MAX_UTTERANCE_BYTES
 from labelling.outputs import check_output, staged
@@ -129,6 +131,37 @@ def cut_into_splits(
         raise LabellingError(f"split prefix {prefix!r} is not a valid split name", "use letters, digits and underscores")
     n = len(dialogues)
     return {f"{prefix}_{a}_{min(a + size, n)}": [t for d in dialogues[a : a + size] for t in d] for a in range(0, n, size)}
+
+
+def first_dialogues(turns: Sequence[Turn], dialogues: int | None = None, per_dialogue: int | None = None) -> list[Turn]:
+    """The turns of the first ``dialogues`` dialogues (all when None), in corpus order, each cut to its first
+    ``per_dialogue`` turns (all when None): the one rule behind ``--limit-dialogues`` and the benchmarks' slices, so
+    "the first N dialogues" names the same turns in every command."""
+    order = list(dict.fromkeys(t.dialogue_id for t in turns))
+    keep = set(order if dialogues is None else order[:dialogues])
+    return [t for t in turns if t.dialogue_id in keep and (per_dialogue is None or t.turn_id < per_dialogue)]
+
+
+def bundled_dialogues(schema: Schema) -> list[Dialogue]:
+    """The bundled MultiWOZ 2.1 dev set read with ``schema``: read once per process and schema (a read takes seconds);
+    each call gets new lists, and a caller copies a turn before changing it (``with_labels``, ``without_gold``)."""
+    return [list(dialogue) for dialogue in _bundled(schema)]
+
+
+def bundled_splits(schema: Schema) -> dict[str, list[Turn]]:
+    """The bundled dev set cut as ``labelling ingest`` cuts a corpus (:data:`DEFAULT_SPLIT_SIZE` dialogues a split), so
+    a split name means the same dialogues in the benchmarks, ``bench`` and an ingested copy; new lists each call."""
+    return {name: list(turns) for name, turns in _bundled_splits(schema).items()}
+
+
+@functools.lru_cache(maxsize=2)
+def _bundled(schema: Schema) -> tuple[Dialogue, ...]:
+    return tuple(read_corpus(BUNDLED_CORPUS, schema))
+
+
+@functools.lru_cache(maxsize=2)
+def _bundled_splits(schema: Schema) -> dict[str, list[Turn]]:
+    return cut_into_splits(_bundled(schema), DEFAULT_SPLIT_SIZE)
 
 
 def dataset_features(schema: Schema) -> Features:

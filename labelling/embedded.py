@@ -210,3 +210,11 @@ def find(name: str) -> EmbeddedModel | None:
     """The embedded model a `model_name_or_path` names, or None for any other model."""
     key = name.strip().lower()
     return next((m for m in MODELS if key in m.names), None)
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model name is a local path rather than an alias or a hub id (``name`` or ``owner/name``): it starts
+    with ``/``, ``.`` or ``~``, holds a backslash or more than one ``/``, or names a ``.gguf`` file. The one rule every
+    model reference follows (the config check, the LM resolver, the embedder loader), so a missing folder is reported
+    as missing instead of being sent to the hub as a repo id, which fails slowly or confusingly offline."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith(".gguf")

@@ -1,8 +1,14 @@
 """The bounds on what a command reads and is asked to do, in one place (the README's Configuration and Reliability
 sections list them): input past one of them is refused in one line naming the limit, before anything is written.
-The input bounds a genuine corpus might pass can be raised by the settings named beside them (labelling/settings.py)."""
+The input bounds a genuine corpus might pass can be raised by the settings named beside them (labelling/settings.py).
+
+:func:`file_problem` is the one check of an input file against them (missing, not a regular file, too big), so the
+schema reader, the job config and the preflight refuse a bad file in the same words."""
 
 from __future__ import annotations
+
+import stat
+from pathlib import Path
 
 MAX_SCHEMA_BYTES = 8 << 20  # a schema file (the bundled one is 18 KB), and a job config file
 MAX_CONFIG_BYTES = MAX_SCHEMA_BYTES
@@ -25,3 +31,21 @@ MAX_DIALOGUES = 10_000_000  # --limit-dialogues
 MAX_SPLIT_SIZE = 100_000  # --split-size: dialogues per split
 MAX_TURNS = 10_000_000  # --limit / --limit-turns
 MAX_THREADS = 1024  # --threads, --concurrency
+
+MISSING = "no such file"  # what file_problem says of a path with nothing there (some callers allow that)
+
+
+def file_problem(path: str | Path, max_bytes: int) -> str | None:
+    """What is wrong with ``path`` as an input file (missing, not a regular file, larger than ``max_bytes``), or None."""
+    target = Path(path).expanduser()
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        return MISSING
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if not stat.S_ISREG(info.st_mode):
+        return "is a folder, not a file" if stat.S_ISDIR(info.st_mode) else "is not a regular file (a device, a pipe or a socket)"
+    if info.st_size > max_bytes:
+        return f"is {info.st_size:,} bytes, over the limit of {max_bytes:,}"
+    return None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from labelling.data import BUNDLED_SCHEMA
 from labelling.errors import SchemaError
+from labelling.limits import MAX_SCHEMA_BYTES, MISSING, file_problem
 
 EVALUATED_SERVICES = ("hotel", "train", "attraction", "restaurant", "taxi")
 DONTCARE = "dontcare"
@@ -122,11 +123,9 @@ class Schema:
         """Read a MultiWOZ 2.2 schema file (the bundled one by default), keeping only ``services`` (None keeps all)."""
         path = Path(path) if path else BUNDLED_SCHEMA
         from labelling.bounded import read_head
-        from labelling.config import file_problem
-        from labelling.limits import MAX_SCHEMA_BYTES
 
         problem = file_problem(path, MAX_SCHEMA_BYTES)
-        if problem is not None and problem != "no such file":  # a device, a folder or a huge file is never read
+        if problem is not None and problem != MISSING:  # a device, a folder or a huge file is never read
             raise SchemaError(f"{path}: {problem}", "pass a MultiWOZ 2.2 schema.json")
         try:
             raw = _parse(path, read_head(path, MAX_SCHEMA_BYTES))

@@ -27,7 +27,7 @@ from celery.utils.saferepr import saferepr
 
 import celeryconfig
 from labelling import settings
-from labelling.fleet import runner, store
+from labelling.fleet import leases, runner, store
 from tasks.app import app
 
 PROGRESS = "PROGRESS"
@@ -57,7 +57,7 @@ def dependents(group: str, seed_split: str) -> list[str]:
 
 def busy_retry_s(group: str, split: str) -> float:
     """Seconds until the claim on a busy partition could go stale; retrying sooner would only find it busy again."""
-    lease = store.claim_lease_s()
+    lease = leases.claim_lease_s()
     held = store.partition(group, split)
     age = time.time() - (held.heartbeat_at or time.time())
     return min(lease, max(MIN_RETRY_S, lease - age + 5.0))

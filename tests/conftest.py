@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from labelling.corpus import read_corpus
-from labelling.data import BUNDLED_CORPUS
+from labelling.corpus import bundled_dialogues
 from labelling.schema import Schema
 
 pytest_plugins = ("tests.support.mongo_fixture",)  # mongo_uri and connected, for every test
 
 # Two torch threads on a shared 2-core machine thrash when anything else runs; one is faster and steadier.
 torch.set_num_threads(1)
+
+UNIT_TIER = "not slow and not integration and not chaos"  # pyproject's default -m
+MAX_WORKERS = 4  # each worker loads its own tiny models and embedder; past 4 the start-up outweighs the gain
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many pytest-xdist workers ``-n auto`` (pyproject's addopts) starts: one per core, up to 4, for the whole
+    unit tier, whose tests are independent (each module gets its own nx-27017 on a free port and its own temporary
+    folders); none (one process) for the slow, integration and chaos tiers, which share RabbitMQ and real services and
+    time themselves, and for a run of named files or tests, where starting workers costs more than it saves."""
+    whole_unit_tier = config.getoption("markexpr") == UNIT_TIER and config.args_source == pytest.Config.ArgsSource.TESTPATHS
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, MAX_WORKERS) if whole_unit_tier and cores > 1 else 0
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +36,9 @@ def schema() -> Schema:
 
 @pytest.fixture(scope="session")
 def dev_dialogues(schema):
-    """The bundled MultiWOZ 2.1 dev set as dialogues of turns (with gold)."""
-    return read_corpus(BUNDLED_CORPUS, schema)
+    """The bundled MultiWOZ 2.1 dev set as dialogues of turns (with gold), read once per process (the benchmarks'
+    slices in the same worker share the read)."""
+    return bundled_dialogues(schema)
 
 
 @pytest.fixture(scope="session")

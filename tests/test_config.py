@@ -224,3 +224,31 @@ def test_every_command_starts_from_the_one_default_profile(tmp_path):
     bare, named = config.load(path), config.load(path, config.DEFAULT_PROFILE)
     assert bare == named and bare.seed == 7
     assert config.from_dict({}) == config.load() == config.load(profile=config.DEFAULT_PROFILE)
+
+
+def test_a_greedy_override_gives_a_reference_model_the_greedy_token_limit():
+    """label-split --mode greedy and the quality bench's greedy rows switch the mode after the config is resolved: the
+    token limit that follows the mode follows it there too (128 for the reference's own job file, deviations G1), while
+    an embedded model's own limit, or one the override itself sets, holds."""
+    from labelling.bench import quality
+
+    reference = config.load(REPO / "tests" / "fixtures" / "reference" / "job_0.json")
+    assert reference.dst.generation_cfg.sampling_args.max_new_tokens == 120
+    greedy = config.with_mode(reference, "greedy")
+    for module in (greedy.dst, greedy.act_tag):
+        assert module.generation_cfg.generation_mode == "greedy" and module.generation_cfg.sampling_args.max_new_tokens == 128
+    assert reference.dst.generation_cfg.sampling_args.max_new_tokens == 120  # a copy: the resolved job is unchanged
+    rows = quality.apply(reference, {m: {"generation_cfg": {"generation_mode": "greedy"}} for m in quality.MODULES})
+    assert rows.dst.generation_cfg.sampling_args.max_new_tokens == rows.act_tag.generation_cfg.sampling_args.max_new_tokens == 128
+    told = {"generation_cfg": {"generation_mode": "greedy", "sampling_args": {"max_new_tokens": 100}}}
+    assert quality.apply(reference, {"dst": told}).dst.generation_cfg.sampling_args.max_new_tokens == 100
+    small = config.load(profile="cpu-small")
+    assert config.with_mode(small, "noisy_channel_joint").dst.generation_cfg.sampling_args.max_new_tokens == 48
+
+
+def test_the_deviations_list_names_every_ignored_job_file_key():
+    """docs/deviations.md's "Job-file keys with no effect here" lists every legacy key the loader warns about and drops."""
+    doc = (REPO / "docs" / "deviations.md").read_text(encoding="utf-8")
+    section = doc.split("## Job-file keys with no effect here", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(key for keys in config.LEGACY_KEYS.values() for key in keys if f"`{key}`" not in section)
+    assert missing == []

@@ -12,10 +12,14 @@ import pytest
 
 from labelling.acts import Act, Entity, acts_to_json
 from labelling.corpus import (
+    DEFAULT_SPLIT_SIZE,
     FORMATS,
+    bundled_dialogues,
+    bundled_splits,
     cut_into_splits,
     dataset_features,
     detect_format,
+    first_dialogues,
     read_corpus,
     summary,
     write_dataset,
@@ -348,3 +352,19 @@ def test_summary_counts_dialogues_domains_and_gold(dev):
     assert counts.gold_state_turns == counts.gold_acts_turns == 7365
     assert set(counts.domains) == {"hotel", "train", "attraction", "restaurant", "taxi"}
     assert counts.domains["train"] == max(counts.domains.values())
+
+
+def test_first_dialogues_keeps_dialogue_prefixes(dev):
+    turns = [t for d in dev[:4] for t in d]
+    kept = first_dialogues(turns, dialogues=2, per_dialogue=3)
+    assert [t.key for t in kept] == [t.key for d in dev[:2] for t in d[:3]]
+    assert first_dialogues(turns) == turns
+    assert [t.key for t in first_dialogues(turns, dialogues=1)] == [t.key for t in dev[0]]
+
+
+def test_the_bundled_splits_are_the_bundled_corpus_cut_as_ingest_cuts_it(schema, dev):
+    assert bundled_dialogues(schema) == dev
+    splits = bundled_splits(schema)
+    assert splits == cut_into_splits(dev, DEFAULT_SPLIT_SIZE)
+    splits["train_0_50"].clear()  # each call gets new lists: a caller cannot change what the next one reads
+    assert bundled_splits(schema)["train_0_50"]

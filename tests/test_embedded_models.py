@@ -286,3 +286,22 @@ def test_a_dtype_set_on_one_module_holds_for_both_when_they_share_the_embedded_m
     job = config.from_dict({"act_tag": {"model": {"torch_dtype": "bfloat16"}}}, "cpu-qwen")
     assert job.dst.model.torch_dtype == job.act_tag.model.torch_dtype == "bfloat16"
     assert config.load(profile="cpu-qwen").dst.model.torch_dtype == QWEN.torch_dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("smollm2", False),
+        ("bigcode/starcoder", False),
+        ("sentence-transformers/all-minilm-l6-v2", False),
+        ("./models/x", True),
+        ("~/models/x", True),
+        ("/abs/x", True),
+        ("a/b/c", True),
+        ("models\\x", True),
+        ("starcoder.gguf", True),
+    ],
+)
+def test_one_rule_says_whether_a_model_name_is_a_path(name, path):
+    """The config check, the LM resolver and the embedder loader all ask this one rule (they had three)."""
+    assert embedded.looks_like_path(name) is path

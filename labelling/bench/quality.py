@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from labelling.bench.tables import markdown_table
 from labelling.config import ConfigError, JobConfig
-from labelling.method.metrics import MetricsAccumulator
+from labelling.corpus import bundled_splits, first_dialogues
+from labelling.method.metrics import METRIC_TITLES, MetricsAccumulator
 
 if TYPE_CHECKING:
     from labelling.method.canonical import Canonicaliser
@@ -35,12 +36,7 @@ OFF_SCHEMA_MARKERS = ("unknown intent", "unknown argument", "not an act", "unkno
 NO_CHANGE_LABEL = "[agent.no_change()]"
 # (column key, header, format) of the table; the first figure is the headline.
 COLUMNS = (
-    ("jga", "JGA (exact)", "{:.3f}"),
-    ("jga_fuzzy", "JGA (fuzzy, ref.)", "{:.3f}"),
-    ("turn_acc", "turn acc", "{:.3f}"),
-    ("state_f1", "slot F1", "{:.3f}"),
-    ("acts_f1", "act F1", "{:.3f}"),
-    ("act_types_f1", "act-type-only F1", "{:.3f}"),
+    *((key, METRIC_TITLES[key], "{:.3f}") for key in ("jga", "jga_fuzzy", "turn_acc", "state_f1", "acts_f1", "act_types_f1")),
     ("off_schema", "off-schema", "{:.1%}"),
     ("cut", "cut", "{:.1%}"),
     ("no_change", "no-change share", "{:.1%}"),
@@ -119,7 +115,10 @@ def apply(job: JobConfig, overrides: Mapping[str, dict]) -> JobConfig:
         if module not in MODULES:
             raise ConfigError(f"quality configuration names module {module!r}", f"modules: {', '.join(MODULES)}")
         data[module] = job_config._merge(data[module], changes)
-    return job_config.from_dict(data)
+    out = job_config.from_dict(data)
+    for module in overrides:  # a mode override re-derives the token limit that follows the mode
+        job_config.follow_mode(module, getattr(job, module), getattr(out, module))
+    return out
 
 
 def held_out_turns(job: JobConfig, limit: int | None = None) -> list[Turn]:
@@ -130,24 +129,11 @@ def held_out_turns(job: JobConfig, limit: int | None = None) -> list[Turn]:
 def split_turns(job: JobConfig, split: str, dialogues: int | None = None, limit: int | None = None) -> list[Turn]:
     """The turns of the first ``dialogues`` dialogues (all when None) of one split of the bundled corpus, in corpus
     order. Settings are chosen on other splits than the held-out one (``--split``), and a pool is seeded from one."""
-    splits = _bundled_splits(job.schema_path, tuple(job.services))
+    splits = bundled_splits(job.load_schema())
     if split not in splits:
         raise ConfigError(f"no split {split!r} in the bundled corpus", f"splits: {', '.join(splits)}")
-    turns = splits[split]
-    keep = set(list(dict.fromkeys(t.dialogue_id for t in turns))[:dialogues])
-    turns = [t for t in turns if t.dialogue_id in keep]
+    turns = first_dialogues(splits[split], dialogues)
     return turns[:limit] if limit is not None else turns
-
-
-@functools.lru_cache(maxsize=2)
-def _bundled_splits(schema_path: str | None, services: tuple[str, ...]) -> dict[str, list[Turn]]:
-    """The bundled corpus cut as `labelling ingest` cuts it, read once per process (a read takes seconds). Callers get
-    new lists (:func:`split_turns`) and copy a turn before labelling it (``with_labels``, ``without_gold``)."""
-    from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits, read_corpus
-    from labelling.data import BUNDLED_CORPUS
-    from labelling.schema import Schema
-
-    return cut_into_splits(read_corpus(BUNDLED_CORPUS, Schema.load(schema_path, services)), DEFAULT_SPLIT_SIZE)
 
 
 def describe(split: str, dialogues: int | None) -> str:

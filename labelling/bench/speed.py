@@ -24,6 +24,7 @@ from labelling.acts import acts_to_json
 from labelling.bench.tables import markdown_table
 from labelling.config import JobConfig
 from labelling.engine.lm import LanguageModel, Prompt, Sample, SamplingParams
+from labelling.engine.stats import EngineStats
 
 if TYPE_CHECKING:  # at run time only torch and transformers are needed, so the GPU script runs on a bare CUDA image
     from labelling.turns import Turn
@@ -57,9 +58,9 @@ class PlainPath:
         return self.lm.context_length
 
     @property
-    def stats(self) -> dict[str, int]:
-        """The wrapped model's counters (the greedy pass included) plus the tokens generated only to be thrown away."""
-        return {**self.lm.stats, "discarded_tokens": self.discarded_tokens}
+    def stats(self) -> EngineStats:
+        """The wrapped model's counters, the greedy pass included (``discarded_tokens`` counts what it threw away)."""
+        return self.lm.stats
 
     def count_tokens(self, text: str) -> int:
         """As `LanguageModel.count_tokens`."""
@@ -71,9 +72,9 @@ class PlainPath:
         out: list[list[Sample]] = []
         for batch in _batches(prompts, self.prompts_per_call):
             if self.greedy_pass:
-                before = self.lm.stats["generated_tokens"]
+                before = self.lm.stats.generated_tokens
                 self.lm.sample(batch, greedy)  # the reference generates this and never reads it
-                self.discarded_tokens += self.lm.stats["generated_tokens"] - before
+                self.discarded_tokens += self.lm.stats.generated_tokens - before
             out.extend(self.lm.sample(batch, params))
         return out
 
@@ -212,15 +213,15 @@ def run_path(job: JobConfig, turns: Sequence[Turn], path: str, threads: int | No
     labels = labeller.label(list(turns))
     seconds = time.perf_counter() - start
     lms = {id(m.lm): m.lm for m in labeller.modules}.values()
-    stats: dict[str, int] = {}
-    for lm in lms:
-        for key, value in lm.stats.items():
-            stats[key] = stats.get(key, 0) + value
+    total = sum((lm.stats for lm in lms), EngineStats())
+    stats: dict[str, float] = total.to_dict()
+    if any(isinstance(lm, PlainPath) for lm in lms):
+        stats["discarded_tokens"] = sum(lm.discarded_tokens for lm in lms if isinstance(lm, PlainPath))
     raw = None
-    if stats.get("decode_steps"):  # measured after labelling, so it does not change the path's own figures
+    if total.decode_steps:  # measured after labelling, so it does not change the path's own figures
         engine = next(iter(lms))
         engine = getattr(engine, "lm", engine)  # the plain path wraps the same engine
-        rows, columns = (round(stats[k] / stats["decode_steps"]) for k in ("decode_rows", "decode_columns"))
+        rows, columns = round(total.decode_rows / total.decode_steps), round(total.decode_columns / total.decode_steps)
         raw = raw_decode_rate(engine, max(rows, 1), max(columns, 1))
     return PathResult(
         path=path,
@@ -342,13 +343,3 @@ def table_rows(rep: dict) -> tuple[list[str], list[list[str]]]:
 def markdown(rep: dict) -> str:
     """The report as a markdown table, with the setup on one line above it."""
     return markdown_table(rep["setup"], *table_rows(rep))
-
-
-# -- choosing the turns -----------------------------------------------------------------------------------------------
-
-
-def first_turns(turns: Sequence[Turn], dialogues: int | None = None, per_dialogue: int | None = None) -> list[Turn]:
-    """The turns of the first `dialogues` dialogues (in corpus order), each cut to its first `per_dialogue` turns."""
-    order = list(dict.fromkeys(t.dialogue_id for t in turns))
-    keep = set(order[:dialogues] if dialogues is not None else order)
-    return [t for t in turns if t.dialogue_id in keep and (per_dialogue is None or t.turn_id < per_dialogue)]

@@ -3,7 +3,8 @@
 A :class:`KVState` is what the engine carries between forward passes: Hugging Face's cache, a mask of which cached
 columns are real tokens (rows are right-padded, so padding leaves holes), and each row's last logits. Its layers keep
 spare room, so decoding appends in place, and copies of rows are gathered straight into their roomier buffers.
-Prompts are :class:`Encoded` with forced token boundaries; bodies that share a long head encode it once.
+Prompts are :class:`Encoded` with forced token boundaries; bodies that share a long head encode it once. :func:`forward`
+feeds right-padded rows on top of a state: the one forward pass the prefill, scoring and guessing decode share.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+from labelling.engine.stats import EngineStats
 
 # Prompts sharing at least this many leading body tokens encode them once (channel candidates on one turn's prompt).
 MIN_SHARED_TOKENS = 16
@@ -136,3 +139,24 @@ def shared_prefixes(bodies: list[list[int]]) -> list[tuple[int, list[int]]]:
                 continue
         groups.append((len(body), [i]))
     return groups
+
+
+def forward(model, state: KVState, rows: list[list[int]], keep: torch.Tensor | int, pad: int, stats: EngineStats) -> tuple:
+    """One forward pass of right-padded rows on top of `state`; `keep` picks logit positions as HF's logits_to_keep.
+    Returns the logits kept, the grown cache and the mask of its real columns."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    new = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        new[i, : len(row)] = 1
+    ids, new = ids.to(state.mask.device), new.to(state.mask.device)
+    # Padding leaves holes inside the cache: the mask hides them and positions count real tokens only,
+    # so every row sees exactly what it would see alone.
+    positions = (state.mask.sum(1, keepdim=True) + new.cumsum(1) - 1) * new
+    mask = torch.cat([state.mask, new], dim=1)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache, use_cache=True, logits_to_keep=keep
+    )
+    stats.forward_passes += 1
+    return out.logits, out.cache, mask

@@ -20,18 +20,18 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 from labelling import settings
-from labelling.engine import attention, graphs, linear, loading, memory, padding, sampling, static_decode
+from labelling.engine import attention, eager_decode, graphs, linear, loading, memory, padding, sampling, static_decode
 from labelling.engine.drafts import REPLACEMENT, Draft, decodes_piecewise
 from labelling.engine.generation import Prompt, Sample, SamplingParams, TokenConstraint
-from labelling.engine.kv_cache import Encoded, KVState, common_length, shared_prefixes
+from labelling.engine.kv_cache import Encoded, KVState, common_length, forward, shared_prefixes
 from labelling.engine.lookup import PromptLookup
+from labelling.engine.stats import EngineStats
 from labelling.errors import ModelError
 
 PREFIX_CACHE_SIZE = 4
@@ -43,8 +43,6 @@ GUESS_TOKENS_CPU, GUESS_TOKENS_GPU = 1, 0
 # tokens than this per extra pass (`labelling.engine.padding`). On a GPU a pass of StarCoder-15B reads its 31 GB of
 # weights once more: about the compute of 200 tokens on an H100 or H200 [estimate, not measured]. The CPU keeps one pass.
 SCORE_PASS_COST_GPU = 256
-# A decode batch keeps its finished rows (masked) until fewer than this share of its rows are live, then compacts.
-COMPACT_BELOW = 0.75
 log = logging.getLogger(__name__)
 
 
@@ -64,7 +62,9 @@ def _backs_off_on_oom(method):
                     return method(self, *args, **kwargs)
                 except torch.OutOfMemoryError as exc:
                     error = str(exc).splitlines()[0] if str(exc) else "out of memory"
-                self._shrink_budget(error)
+                self.budget.shrink(error)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
 
     return call
 
@@ -105,12 +105,11 @@ class LanguageModel:
         self.runner_factory = functools.partial(graphs.runner_for, self.device, settings.CUDA_GRAPHS.get())
         # Padded tokens an extra scoring pass must save (None: one pass per chunk); the optimised path only.
         self.score_pass_cost = SCORE_PASS_COST_GPU if reuse_prefix and self.device.type == "cuda" else None
-        self._budget = max_batch_tokens  # None: sized from free device memory on first use
-        self._new_bytes: int | None = None  # what the tokens fed in one pass may take; None: no limit (a CPU)
-        self._sized = False
-        self.max_batch_tokens_setting = max_batch_tokens  # as configured, before sizing or back-off
+        # Sized from the memory left after loading on first use (None configured), halved on out-of-memory.
+        self.budget = memory.BatchBudget(
+            max_batch_tokens, str(self.device), lambda: loading.device_memory(self.device), lambda: self._shape
+        )
         self._lock = threading.RLock()  # one call at a time: a threads pool shares the model and its caches
-        self.oom_backoffs = 0
         config = model.config.get_text_config()
         limits = [getattr(config, name, None) for name in ("max_position_embeddings", "n_positions")]
         self.context_length: int = int(next(n for n in [*limits, tokenizer.model_max_length] if n))
@@ -120,17 +119,7 @@ class LanguageModel:
         self._pad = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self._prefixes: OrderedDict[str, tuple[list[int], KVState]] = OrderedDict()  # preamble -> its ids and state
         self._piecewise = decodes_piecewise(tokenizer)
-        counters = ("prompt_tokens", "generated_tokens", "scored_tokens", "forward_passes", "prefix_hits", "prefix_misses")
-        self.stats: dict[str, float] = dict.fromkeys(counters, 0)
-        # The decode phase alone (its forwards, after each pass's prompt): tokens drawn from them, and the batch rows
-        # and cache columns each ran at, summed, so a benchmark can time a bare forward loop of the same shape.
-        self.stats.update(dict.fromkeys(("decode_tokens", "decode_steps", "decode_rows", "decode_columns"), 0))
-        self.stats.update(dict.fromkeys(("guessed_tokens", "guesses_kept"), 0))  # prompt-lookup guesses fed, and kept
-        self.stats["decode_seconds"] = 0.0
-        # Which decode loop each batch took (the static one, or eager: guesses, constraints, too many rows, or off),
-        # and the graphs captured for it.
-        self.stats.update(dict.fromkeys(("static_batches", "eager_batches", "graph_captures"), 0))
-        self.stats["capture_seconds"] = 0.0
+        self.stats = EngineStats()  # shared with the decode loops and read by the speed benchmark
 
     @classmethod
     def load(
@@ -160,56 +149,31 @@ class LanguageModel:
 
     @property
     def max_batch_tokens(self) -> int:
-        """Tokens (rows x columns) per forward pass: as configured, else sized from free device memory on first use.
-
-        Sized lazily, so that every model a job needs is loaded before the first one measures what is left.
-        """
-        self._size_from_memory()
-        return self._budget
+        """Tokens (rows x columns) per forward pass: as configured, else sized from free device memory on first use."""
+        return self.budget.tokens
 
     @max_batch_tokens.setter
     def max_batch_tokens(self, value: int | None) -> None:
-        self._budget = value
+        self.budget.tokens = value
+
+    @property
+    def max_batch_tokens_setting(self) -> int | None:
+        """The batch budget as configured (None: sized from memory), before sizing or back-off."""
+        return self.budget.configured
 
     @property
     def new_token_bytes(self) -> int | None:
-        """Bytes the tokens fed in one pass may take (activations, and logits where scored): on a GPU, a share of the
-        memory left after loading, so a long prefill runs in column slices; None on a CPU (no limit)."""
-        self._size_from_memory()
-        return self._new_bytes
+        """Bytes the tokens fed in one pass may take; None on a CPU (:class:`labelling.engine.memory.BatchBudget`)."""
+        return self.budget.new_bytes
 
-    def _size_from_memory(self) -> None:
-        if not self._sized:
-            figures = loading.device_memory(self.device)
-            shape = self._shape if figures else None
-            self._budget, self._new_bytes = memory.sized_budget(self._budget, figures, shape, str(self.device))
-            self._sized = True
+    @property
+    def oom_backoffs(self) -> int:
+        """Out-of-memory retries so far (each halved the budget)."""
+        return self.budget.backoffs
 
     @functools.cached_property
     def _shape(self) -> memory.KVShape:
         return memory.KVShape.of(self.model.config.get_text_config(), self.model.dtype.itemsize)
-
-    def _columns_per_pass(self, rows: int, width: int, scored: bool) -> int:
-        """How many of `width` new columns `rows` rows may feed in one pass within the new-token memory (`scored`:
-        every fed token keeps its logits)."""
-        new_bytes = self.new_token_bytes
-        if new_bytes is None:
-            return max(width, 1)
-        per_token = self._shape.scored_token_bytes if scored else self._shape.new_token_bytes
-        return min(max(width, 1), memory.new_tokens_per_pass(new_bytes, rows, per_token))
-
-    def _shrink_budget(self, error: str) -> None:
-        """After running out of device memory: halve the budget for this and later calls, or fail below the floor."""
-        failed = self.max_batch_tokens
-        if failed // 2 < memory.MIN_BATCH_TOKENS:
-            raise ModelError(f"out of memory on {self.device} even at max_batch_tokens={failed} ({error})", hint=memory.OOM_HINT)
-        self.max_batch_tokens = failed // 2
-        if self._new_bytes is not None:
-            self._new_bytes //= 2
-        self.oom_backoffs += 1
-        log.warning("out of memory on %s at max_batch_tokens=%d: retrying at %d", self.device, failed, failed // 2)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes when tokenised on its own, as every prompt part is."""
@@ -225,7 +189,7 @@ class LanguageModel:
     ) -> list[list[Sample]]:
         """Draw `params.n` samples per prompt; a prompt's samples depend only on it and the seed, not on its batch.
 
-        `constraints[i]`, when given, makes a fresh per-sample constraint for prompt i (see `_decode`).
+        `constraints[i]`, when given, makes a fresh per-sample constraint for prompt i (see `eager_decode.decode`).
         """
         encoded = [self._encode_prompt(p) for p in prompts]
         out: list[list[Sample]] = [[] for _ in prompts]
@@ -235,17 +199,26 @@ class LanguageModel:
             room = 0 if static else params.max_new_tokens  # the static loop copies the state into its own arena
             state = self._states([encoded[i] for i, _ in chunk], [len(js) for _, js in chunk], room)
             seeds = [sampling.sample_seed(prompts[i], params.seed, j) for i, j in keys]
-            self.stats["static_batches" if static else "eager_batches"] += 1
+            drafts = [Draft() for _ in seeds]
+            uniforms = sampling.uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
+            loop = (self.model, state, drafts, uniforms, params, functools.partial(self._push, params=params), self._pad)
             if static:
-                drafts = self._decode_static(state, seeds, params)
+                self.stats.static_batches += 1
+                runner = self.runner_factory()
+                logps = static_decode.decode(*loop, runner, self.stats)
+                self.stats.graph_captures += runner.captures
+                self.stats.capture_seconds += runner.capture_seconds
             elif self.guess_tokens and not constraints:
+                self.stats.eager_batches += 1
                 ids = {i: encoded[i].pre + encoded[i].body for i, _ in chunk}
                 indexes = {i: PromptLookup.index_of(context) for i, context in ids.items()}
                 lookups = [PromptLookup(ids[i], indexes[i]) for i, _ in keys]
-                drafts = self._decode_guessing(state, seeds, params, lookups)
+                logps = eager_decode.decode_guessing(*loop, self.stats, lookups, self.guess_tokens)
             else:
-                drafts = self._decode(state, seeds, params, [constraints[i]() for i, _ in keys] if constraints else None)
-            for (i, _), draft in zip(keys, drafts, strict=True):
+                self.stats.eager_batches += 1
+                made = [constraints[i]() for i, _ in keys] if constraints else None
+                logps = eager_decode.decode(*loop, self.stats, made)
+            for (i, _), draft in zip(keys, self._finished(drafts, logps, params), strict=True):
                 out[i].append(draft.finish())
         return out
 
@@ -253,17 +226,6 @@ class LanguageModel:
         """Whether a batch of `rows` samples decodes on the static cache (else the eager loops run it)."""
         fits = static_decode.bucket_for(rows) is not None and params.max_new_tokens > 1
         return self.static_decode and fits and not constraints and not self.guess_tokens
-
-    def _decode_static(self, state: KVState, seeds: list[int], params: SamplingParams) -> list[Draft]:
-        """`_decode`'s samples on a static cache (`labelling.engine.static_decode`), with this engine's graph runner."""
-        drafts = [Draft() for _ in seeds]
-        uniforms = sampling.uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
-        runner = self.runner_factory()
-        push = functools.partial(self._push, params=params)
-        logps = static_decode.decode(self.model, state, drafts, uniforms, params, push, self._pad, runner, self.stats)
-        self.stats["graph_captures"] += runner.captures
-        self.stats["capture_seconds"] += runner.capture_seconds
-        return self._finished(drafts, logps, params)
 
     def score(self, prompt: Prompt, continuations: list[str]) -> list[float]:
         """Summed fp32 log p(continuation | prompt) for each continuation, tokenised apart from the prompt."""
@@ -357,17 +319,17 @@ class LanguageModel:
         repeat = [i for i, c in enumerate(copies) for _ in range(c)]
         if not self.reuse_prefix:
             rows = [encoded[i].pre + encoded[i].body for i in repeat]
-            self.stats["prompt_tokens"] += sum(map(len, rows))
+            self.stats.prompt_tokens += sum(map(len, rows))
             return self._extend(KVState.empty(len(rows), self.device), rows).take(list(range(len(rows))), room)
         preamble = self._preamble(encoded[0])
         bodies = [e.body for e in encoded]
         groups = shared_prefixes(bodies)
         heads = [bodies[members[0]][:shared] for shared, members in groups]
-        self.stats["prompt_tokens"] += sum(map(len, heads))
+        self.stats.prompt_tokens += sum(map(len, heads))
         state = self._extend(preamble.take([0] * len(heads), room=max(map(len, bodies))), heads)
         if len(groups) < len(bodies):  # each body's own rest, on a copy of its group's shared head
             tails = [bodies[i][shared:] for shared, members in groups for i in members]
-            self.stats["prompt_tokens"] += sum(map(len, tails))
+            self.stats.prompt_tokens += sum(map(len, tails))
             owners = [g for g, (_, members) in enumerate(groups) for _ in members]
             state = self._extend(state.take(owners, room=max(map(len, tails))), tails)  # runs are consecutive: rows stay in order
         return state.take(repeat, room)
@@ -380,10 +342,10 @@ class LanguageModel:
         """
         cached = self._prefixes.get(encoded.preamble)
         if cached is not None:
-            self.stats["prefix_hits"] += 1
+            self.stats.prefix_hits += 1
             self._prefixes.move_to_end(encoded.preamble)
             return cached[1]
-        self.stats["prefix_misses"] += 1
+        self.stats.prefix_misses += 1
         common, closest = max(
             ((common_length(ids, encoded.pre), state) for ids, state in self._prefixes.values()),
             key=lambda pair: pair[0],
@@ -391,7 +353,7 @@ class LanguageModel:
         )
         shared = min(common, len(encoded.pre) - 1)  # at least one token is fed: its logits are the state's
         start = closest.prefix(shared, room=len(encoded.pre) - shared) if shared else KVState.empty(1, self.device)
-        self.stats["prompt_tokens"] += len(encoded.pre) - shared
+        self.stats.prompt_tokens += len(encoded.pre) - shared
         state = self._extend(start, [encoded.pre[shared:]])
         self._prefixes[encoded.preamble] = (encoded.pre, state)
         if len(self._prefixes) > PREFIX_CACHE_SIZE:
@@ -404,7 +366,7 @@ class LanguageModel:
         A prefill too large for the new-token memory is fed in column slices, each on the cache of the one before.
         """
         width = max(map(len, rows), default=0)
-        step = self._columns_per_pass(len(rows), width, scored=False)
+        step = self.budget.columns_per_pass(len(rows), width, scored=False)
         for start in range(0, width, step):
             state = self._extend_once(state, [r[start : start + step] for r in rows])
         return state
@@ -413,37 +375,18 @@ class LanguageModel:
         if not any(rows):
             return state
         ends = torch.tensor([[max(len(r) - 1, 0)] for r in rows], device=self.device)
-        logits, cache, mask = self._forward(state, rows, ends)
+        logits, cache, mask = forward(self.model, state, rows, ends, self._pad, self.stats)
         last = logits[:, 0].float()
         if state.last is not None:  # rows that fed nothing keep their previous logits
             fed_nothing = torch.tensor([not r for r in rows], device=self.device)
             last[fed_nothing] = state.last[fed_nothing]
         return KVState(cache, mask, last)
 
-    def _forward(self, state: KVState, rows: list[list[int]], keep: torch.Tensor | int) -> tuple:
-        """One forward pass of right-padded rows on top of `state`; `keep` picks logit positions as HF's logits_to_keep."""
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
-        new = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            new[i, : len(row)] = 1
-        ids, new = ids.to(self.device), new.to(self.device)
-        # Padding leaves holes inside the cache: the mask hides them and positions count real tokens only,
-        # so every row sees exactly what it would see alone.
-        positions = (state.mask.sum(1, keepdim=True) + new.cumsum(1) - 1) * new
-        mask = torch.cat([state.mask, new], dim=1)
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache, use_cache=True, logits_to_keep=keep
-        )
-        self.stats["forward_passes"] += 1
-        return out.logits, out.cache, mask
-
-    # -- scoring and sampling -------------------------------------------------------------------------------------
+    # -- scoring and sampled text -------------------------------------------------------------------------------------
 
     def _score_rows(self, state: KVState, conts: list[list[int]]) -> list[float]:
         """Summed fp32 log-probs of each continuation after its row of `state` (the row's last logits give token 1)."""
-        self.stats["scored_tokens"] += sum(map(len, conts))
+        self.stats.scored_tokens += sum(map(len, conts))
         width = max(map(len, conts), default=0)
         targets = torch.zeros((len(conts), width), dtype=torch.long)
         for i, c in enumerate(conts):
@@ -452,110 +395,15 @@ class LanguageModel:
         pieces = [sampling.token_logps(state.last[:, None, :], targets[:, :1])]
         # A continuation's last token predicts nothing we score, so it is not fed; long ones go in column slices.
         fed = [c[:-1] for c in conts]
-        step = self._columns_per_pass(len(conts), width - 1, scored=True)
+        step = self.budget.columns_per_pass(len(conts), width - 1, scored=True)
         for start in range(0, width - 1, step):
-            logits, cache, mask = self._forward(state, [c[start : start + step] for c in fed], 0)
+            logits, cache, mask = forward(self.model, state, [c[start : start + step] for c in fed], 0, self._pad, self.stats)
             state = KVState(cache, mask, None)
             pieces.append(sampling.token_logps(logits.float(), targets[:, 1 + start : 1 + start + logits.shape[1]]))
         token_logps = torch.cat(pieces, dim=1)
         lengths = torch.tensor([len(c) for c in conts], device=self.device)
         valid = torch.arange(width, device=self.device)[None, :] < lengths[:, None]
         return (token_logps * valid).sum(1).tolist()
-
-    def _decode(
-        self, state: KVState, seeds: list[int], params: SamplingParams, constraints: list[TokenConstraint] | None = None
-    ) -> list[Draft]:
-        """Sample every row until EOS, a stop string or `max_new_tokens`.
-
-        One host sync per step (the drawn tokens, for the stop checks). A finished row stays in the batch, fed padding
-        that the mask hides, until fewer than `COMPACT_BELOW` of the rows are live: only then are the live rows copied
-        out, once, so a row finishing does not copy the whole KV cache. With `constraints` (one per draft), each draw sees only
-        the tokens the draft's constraint allows, and the constraint is advanced with the drawn token: the two marked lines.
-        """
-        drafts = [Draft() for _ in seeds]
-        uniforms = sampling.uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
-        logps = torch.zeros((len(drafts), params.max_new_tokens), device=self.device)
-        owner = list(range(len(drafts)))  # the draft of each batch row
-        owner_t = torch.arange(len(drafts), device=self.device)
-        live = [True] * len(drafts)
-        logits, started = state.last, None
-        for step in range(params.max_new_tokens):
-            if constraints:  # constraint hook 1/2: forbidden tokens get -inf before filtering and the draw
-                logits = sampling.constrain(
-                    logits, [constraints[owner[row]] if alive else None for row, alive in enumerate(live)]
-                )
-            tokens, token_logps = sampling.draw(logits, None if uniforms is None else uniforms[owner_t, step], params)
-            logps[owner_t, step] = token_logps  # a finished row's entry lands past its kept tokens and is never read
-            for row, token in enumerate(tokens.tolist()):
-                if live[row]:
-                    if constraints:  # constraint hook 2/2: the draft's grammar moves past the drawn token
-                        constraints[owner[row]].advance(token)
-                    self._push(drafts[owner[row]], token, params)
-            self.stats["generated_tokens"] += sum(live)
-            self.stats["decode_tokens"] += sum(live) if step else 0  # the first token comes from the prompt's pass
-            live = [alive and not drafts[owner[row]].done for row, alive in enumerate(live)]
-            if not any(live) or step + 1 == params.max_new_tokens:
-                break
-            if sum(live) < COMPACT_BELOW * len(live):
-                keep = [row for row, alive in enumerate(live) if alive]
-                state = state.take(keep, room=params.max_new_tokens - step)
-                keep_t = torch.tensor(keep, device=self.device)
-                tokens, owner_t, owner, live = tokens[keep_t], owner_t[keep_t], [owner[r] for r in keep], [True] * len(keep)
-            started = started or time.perf_counter()
-            state = self._step(state, tokens, live)
-            logits = state.last
-        if started is not None:
-            self.stats["decode_seconds"] += time.perf_counter() - started
-        return self._finished(drafts, logps.tolist(), params)
-
-    def _decode_guessing(
-        self, state: KVState, seeds: list[int], params: SamplingParams, lookups: list[PromptLookup]
-    ) -> list[Draft]:
-        """`_decode`'s samples in fewer passes: each pass feeds a row's last drawn token plus tokens guessed by prompt lookup.
-
-        A row's token number t is always drawn from its own uniform t, at every position of the pass in turn. A guess is
-        kept while it equals that draw (its column's logits are then the ones the next draw needs); the first draw that
-        differs becomes the row's next token, and the columns of the guesses after it are masked out like padding.
-        """
-        drafts = [Draft() for _ in seeds]
-        uniforms = sampling.uniforms(seeds, params.max_new_tokens, self.device) if params.temperature > 0 else None
-        made, logps = [0] * len(drafts), [[] for _ in drafts]
-
-        def take(d: int, token: int, logp: float) -> bool:
-            """Record draft d's next token; True while it may go on."""
-            made[d] += 1
-            self.stats["generated_tokens"] += 1
-            logps[d].append(logp)
-            lookups[d].ids.append(token)
-            self._push(drafts[d], token, params)
-            return not drafts[d].done and made[d] < params.max_new_tokens
-
-        first, first_logps = sampling.draw(state.last, None if uniforms is None else uniforms[:, 0], params)
-        live = [take(d, *pair) for d, pair in enumerate(zip(first.tolist(), first_logps.tolist(), strict=True))]
-        owner, pending = list(range(len(drafts))), first.tolist()
-        started = time.perf_counter() if any(live) else None
-        while any(live):
-            if sum(live) < COMPACT_BELOW * len(live):
-                keep = [row for row, alive in enumerate(live) if alive]
-                state = state.take(keep, room=params.max_new_tokens)
-                owner, pending, live = [owner[r] for r in keep], [pending[r] for r in keep], [True] * len(keep)
-            limit = [min(self.guess_tokens, params.max_new_tokens - made[d] - 1) for d in owner]
-            guesses = [lookups[d].guess(n) if alive else [] for d, n, alive in zip(owner, limit, live, strict=True)]
-            fed = [[pending[r], *guesses[r]] if alive else [] for r, alive in enumerate(live)]
-            columns = state.mask.shape[1]
-            logits, cache, mask = self._forward(state, fed, 0)
-            tokens, token_logps = self._draw_every_column(logits, uniforms, [made[d] for d in owner], owner, params)
-            kept, before = torch.zeros((len(fed), logits.shape[1]), dtype=mask.dtype), self.stats["generated_tokens"]
-            for r, alive in enumerate(live):
-                if alive:
-                    live[r], pending[r], n = self._settle(owner[r], guesses[r], tokens[r], token_logps[r], take)
-                    kept[r, : n + 1] = 1
-            mask[:, columns:] *= kept.to(self.device)  # the columns of rejected guesses become holes, like padding
-            state = KVState(cache, mask, None)
-            self._count_pass(len(fed), columns, guesses, self.stats["generated_tokens"] - before)
-        if started is not None:
-            self.stats["decode_seconds"] += time.perf_counter() - started
-        return self._finished(drafts, logps, params)
 
     def _finished(self, drafts: list[Draft], logps: list[list[float]], params: SamplingParams) -> list[Draft]:
         """Give each draft the log-probs of its kept tokens (`logps[d]` may run past them: an EOS, a finished row's
@@ -566,46 +414,6 @@ class LanguageModel:
             if piecewise:
                 self._check_text(draft, params)
         return drafts
-
-    def _draw_every_column(self, logits, uniforms, made: list[int], owner: list[int], params) -> tuple[list, list]:
-        """Draw at every column of a pass: column j of row r gives the token numbered made[r] + j, with that uniform."""
-        rows, width, vocab = logits.shape
-        u = None
-        if uniforms is not None:  # columns past max_new_tokens are padding or unkept guesses: any uniform will do
-            steps = (torch.tensor(made)[:, None] + torch.arange(width)).clamp_(max=uniforms.shape[1] - 1).to(self.device)
-            u = uniforms[torch.tensor(owner, device=self.device)[:, None], steps].reshape(-1)
-        tokens, token_logps = sampling.draw(logits.reshape(rows * width, vocab), u, params)
-        return tokens.view(rows, width).tolist(), token_logps.view(rows, width).tolist()
-
-    def _settle(self, d: int, guesses: list[int], tokens: list[int], token_logps: list[float], take) -> tuple:
-        """Walk draft d's draws along its row's fed columns: (still live, next token to feed, guesses kept)."""
-        for j, token in enumerate(tokens[: len(guesses) + 1]):
-            going_on = take(d, token, token_logps[j])
-            if not going_on or j == len(guesses) or token != guesses[j]:
-                self.stats["guesses_kept"] += j
-                return going_on, token, j
-        raise AssertionError("unreachable: the column after the last guess always settles")
-
-    def _count_pass(self, rows: int, columns: int, guesses: list[list[int]], drawn: int) -> None:
-        """The decode counters for one pass of `_decode_guessing` (`drawn` tokens came out of it)."""
-        for key, value in (("decode_steps", 1), ("decode_rows", rows), ("decode_columns", columns), ("decode_tokens", drawn)):
-            self.stats[key] += value
-        self.stats["guessed_tokens"] += sum(map(len, guesses))
-
-    def _step(self, state: KVState, tokens: torch.Tensor, live: list[bool]) -> KVState:
-        """One decode forward: each live row's drawn token on top of `state`; finished rows are fed masked padding."""
-        alive = torch.tensor(live, device=self.device)
-        new = alive.long()[:, None]
-        ids = torch.where(alive, tokens, self._pad)[:, None]
-        positions = state.mask.sum(1, keepdim=True) * new  # real tokens so far: the new token's position
-        mask = torch.cat([state.mask, new], dim=1)
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=state.cache, use_cache=True, logits_to_keep=1
-        )
-        for key, value in (("forward_passes", 1), ("decode_steps", 1), ("decode_rows", len(live))):
-            self.stats[key] += value
-        self.stats["decode_columns"] += state.mask.shape[1]
-        return KVState(out.cache, mask, out.logits[:, -1].float())
 
     def _push(self, draft: Draft, token: int, params: SamplingParams) -> None:
         """Append a sampled token to a draft and check, on the decoded text, whether it has stopped."""

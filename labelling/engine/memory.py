@@ -10,6 +10,7 @@ free-memory numbers. `labelling.engine.lm` feeds it `torch.cuda.mem_get_info()` 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from labelling.errors import ModelError
@@ -139,3 +140,61 @@ def sized_budget(
         tokens, budget.new_bytes / 2**30, free / 2**30, device, shape.peak_bytes_per_token, shape.kv_bytes_per_token,
     )  # fmt: skip
     return tokens, budget.new_bytes
+
+
+class BatchBudget:
+    """One engine's batch budget: tokens (rows x columns) per forward pass and the bytes the tokens fed in one pass
+    may take, as configured or sized from the device memory left after loading, and halved after each out-of-memory
+    retry. Sized lazily, on first use, so that every model a job needs is loaded before the first one measures."""
+
+    def __init__(
+        self, configured: int | None, device: str, measure: Callable[[], tuple[int, int] | None], shape: Callable[[], KVShape]
+    ):
+        self.configured = configured  # as configured, before sizing or back-off
+        self.device = device
+        self._measure, self._shape = measure, shape  # (free, total) device bytes, None on a CPU; the model's KV shape
+        self._tokens, self._new_bytes, self._sized = configured, None, False
+        self.backoffs = 0
+
+    @property
+    def tokens(self) -> int:
+        """Tokens (rows x columns) per forward pass."""
+        self._size()
+        return self._tokens
+
+    @tokens.setter
+    def tokens(self, value: int | None) -> None:
+        self._tokens = value
+
+    @property
+    def new_bytes(self) -> int | None:
+        """Bytes the tokens fed in one pass may take (activations, and logits where scored): on a GPU, a share of the
+        memory left after loading, so a long prefill runs in column slices; None on a CPU (no limit)."""
+        self._size()
+        return self._new_bytes
+
+    def _size(self) -> None:
+        if not self._sized:
+            figures = self._measure()
+            self._tokens, self._new_bytes = sized_budget(self._tokens, figures, self._shape() if figures else None, self.device)
+            self._sized = True
+
+    def columns_per_pass(self, rows: int, width: int, scored: bool) -> int:
+        """How many of `width` new columns `rows` rows may feed in one pass within the new-token memory (`scored`:
+        every fed token keeps its logits)."""
+        if self.new_bytes is None:
+            return max(width, 1)
+        shape = self._shape()
+        per_token = shape.scored_token_bytes if scored else shape.new_token_bytes
+        return min(max(width, 1), new_tokens_per_pass(self.new_bytes, rows, per_token))
+
+    def shrink(self, error: str) -> None:
+        """After running out of device memory: halve the budget for this and later calls, or fail below the floor."""
+        failed = self.tokens
+        if failed // 2 < MIN_BATCH_TOKENS:
+            raise ModelError(f"out of memory on {self.device} even at max_batch_tokens={failed} ({error})", hint=OOM_HINT)
+        self._tokens = failed // 2
+        if self._new_bytes is not None:
+            self._new_bytes //= 2
+        self.backoffs += 1
+        log.warning("out of memory on %s at max_batch_tokens=%d: retrying at %d", self.device, failed, failed // 2)

@@ -134,8 +134,7 @@ def resolve_lm(name_or_path: str) -> str:
         return str(converted_gguf_dir(path))
     if path.is_dir():
         return str(path)
-    # A hub id is `name` or `owner/name`; anything else shaped like a path is a folder that is missing.
-    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
+    if embedded.looks_like_path(name_or_path):  # a hub id is `name` or `owner/name`: this is a folder that is missing
         raise ModelError(
             f"model folder not found: {name_or_path}", hint=f"give an existing folder, a .gguf file or one of {LM_ALIASES}"
         )
@@ -193,11 +192,6 @@ def _check_hub(repo: str) -> None:
             f"cannot reach the Hugging Face hub to check model {repo} ({reason}), and it is not in the hub cache {cache}",
             hint=f"{offline_fix}; then set HF_HUB_OFFLINE=1 on machines without hub access",
         ) from exc
-
-
-def smollm2_dir() -> Path:
-    """Plain safetensors folder of the embedded SmolLM2 (model + tokenizer), converted on first use."""
-    return embedded_dir(embedded.SMOLLM2)
 
 
 def smollm2_tokenizer_dir() -> Path:

@@ -30,6 +30,7 @@ from labelling.engine.drafts import Draft
 from labelling.engine.generation import SamplingParams
 from labelling.engine.graphs import CudaGraphRunner, EagerRunner
 from labelling.engine.kv_cache import KVState
+from labelling.engine.stats import EngineStats
 
 # Rows a step runs at: a batch runs at the smallest bucket holding it. Padding rows cost a step their KV reads
 # (attention reads every row's columns), so the buckets stay within a quarter of each other above 32 rows.
@@ -235,7 +236,7 @@ def decode(
     push: Callable[[Draft, int], None],
     pad: int,
     runner: EagerRunner | CudaGraphRunner,
-    stats: dict,
+    stats: EngineStats,
 ) -> list[list[float]]:
     """Sample every draft (row d of `state` is draft d) until it is done or has `max_new_tokens`; returns each draft's
     log-probs per token (entries past its kept tokens are never read). `push` appends a token to a draft and marks it
@@ -243,7 +244,7 @@ def decode(
     first, first_logps = sampling.draw(state.last, None if uniforms is None else uniforms[:, 0], params)
     for draft, token in zip(drafts, first.tolist(), strict=True):  # the one sync before the loop, as the eager loop
         push(draft, token)
-    stats["generated_tokens"] += len(drafts)
+    stats.generated_tokens += len(drafts)
     steps = params.max_new_tokens
     if all(d.done for d in drafts):  # every draft ended on its first token: no arena needed
         return [[logp] for logp in first_logps.tolist()]
@@ -269,13 +270,10 @@ def decode(
             arena.alive[: len(live)] = host_to_device(live, torch.bool, arena.device)
             sent = live
         decoder.replay(bucket)
-        for key, value in (
-            ("forward_passes", 1),
-            ("decode_steps", 1),
-            ("decode_rows", bucket),
-            ("decode_columns", arena.capacity),
-        ):
-            stats[key] += value
+        stats.forward_passes += 1
+        stats.decode_steps += 1
+        stats.decode_rows += bucket
+        stats.decode_columns += arena.capacity
         made += 1
         handle = reader.start(arena.tokens[:bucket])
         if pending is not None:
@@ -283,15 +281,15 @@ def decode(
         pending = (handle, list(owners))
     if pending is not None:
         _take(pending, reader, drafts, push, stats)
-    stats["decode_seconds"] += time.perf_counter() - started
+    stats.decode_seconds += time.perf_counter() - started
     return arena.logps[: len(drafts)].tolist()
 
 
-def _take(pending, reader: TokenReader, drafts: list[Draft], push, stats: dict) -> None:
+def _take(pending, reader: TokenReader, drafts: list[Draft], push, stats: EngineStats) -> None:
     """Append a finished step's tokens to the drafts still going (a draft done earlier drops its token)."""
     handle, owners = pending
     for d, token in zip(owners, reader.read(handle), strict=False):
         if not drafts[d].done:
             push(drafts[d], token)
-            stats["generated_tokens"] += 1
-            stats["decode_tokens"] += 1
+            stats.generated_tokens += 1
+            stats.decode_tokens += 1

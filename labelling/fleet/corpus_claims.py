@@ -21,7 +21,7 @@ import mongoengine as me
 from pymongo.errors import DuplicateKeyError
 
 from labelling.errors import PartitionBusy, StoreError
-from labelling.fleet import store
+from labelling.fleet.leases import beating, claim_lease_s, retrying
 from labelling.fleet.mongo_server import pid_alive
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _collection():
     return CorpusClaimDoc._get_collection()
 
 
-@store.retrying
+@retrying
 def _holder(corpus: str) -> dict:
     return _collection().find_one({"_id": corpus}) or {}
 
@@ -66,7 +66,7 @@ def _holder(corpus: str) -> dict:
 def _live(doc: dict, now: float) -> bool:
     if doc.get("host") == socket.gethostname() and not pid_alive(int(doc.get("pid") or 0)):
         return False  # its process is gone (kill -9, a crash): no need to wait for the lease
-    return now - float(doc.get("heartbeat_at") or 0.0) <= store.claim_lease_s()
+    return now - float(doc.get("heartbeat_at") or 0.0) <= claim_lease_s()
 
 
 def _busy(corpus: str, doc: dict, what: str, now: float) -> PartitionBusy:
@@ -79,11 +79,11 @@ def _busy(corpus: str, doc: dict, what: str, now: float) -> PartitionBusy:
         hint = "wait for it to end; the same ingest run afterwards changes nothing" if doing == "ingested" else "wait for it"
     return PartitionBusy(
         f"corpus {corpus!r} is being {doing} right now ({holder}, heartbeat {age:.0f} s ago)",
-        f"{hint}; a claim whose heartbeat is older than {store.claim_lease_s():g} s is taken over",
+        f"{hint}; a claim whose heartbeat is older than {claim_lease_s():g} s is taken over",
     )
 
 
-@store.retrying
+@retrying
 def _take(corpus: str, what: str, token: str) -> None:
     """Atomically become the corpus's holder; PartitionBusy naming the live holder otherwise. Safe to retry."""
     now = time.time()
@@ -107,13 +107,13 @@ def _take(corpus: str, what: str, token: str) -> None:
     raise _busy(corpus, _holder(corpus), what, now)
 
 
-@store.retrying
+@retrying
 def _beat(claim: CorpusClaim) -> bool:
     found = _collection().update_one({"_id": claim.corpus, "token": claim.token}, {"$set": {"heartbeat_at": time.time()}})
     return found.matched_count == 1
 
 
-@store.retrying
+@retrying
 def _release(claim: CorpusClaim) -> None:
     _collection().delete_one({"_id": claim.corpus, "token": claim.token})
 
@@ -131,17 +131,10 @@ def holding(corpus: str, what: str) -> Iterator[CorpusClaim]:
         return False
 
     try:
-        with store.beating(beat, store.claim_lease_s() / 6, f"the {what} of corpus {corpus}"):
+        with beating(beat, claim_lease_s() / 6, f"the {what} of corpus {corpus}"):
             yield claim
     finally:
         try:
             _release(claim)
         except StoreError:
             pass  # unreachable: the claim goes stale after the lease, or our pid is seen gone
-
-
-def check_not_held(corpus: str, what: str) -> None:
-    """PartitionBusy when another command holds ``corpus`` live (for callers that only read it)."""
-    now, doc = time.time(), _holder(corpus)
-    if doc and _live(doc, now):
-        raise _busy(corpus, doc, what, now)

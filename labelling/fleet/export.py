@@ -33,7 +33,7 @@ from labelling.corpus import dataset_features
 from labelling.errors import LabellingError
 from labelling.examples import EXPORT_PROVENANCE_COLUMN, GIVEN, SELF_LABELLED
 from labelling.fleet import store
-from labelling.method.metrics import MetricsAccumulator
+from labelling.method.metrics import METRIC_TITLES, MetricsAccumulator
 from labelling.outputs import check_output, staged
 from labelling.records import PoolRefresh
 from labelling.redact import mask_uri
@@ -344,7 +344,8 @@ def model_notices(config: Mapping) -> list[str]:
 
 
 def _partition_table(parts: Sequence[store.Partition]) -> str:
-    header = "| split | status | attempt | turns | JGA (exact) | turn acc | act F1 (triples) | pool at start | finished (UTC) |"
+    titles = " | ".join(METRIC_TITLES[key] for key in SCORE_CELLS)
+    header = f"| split | status | attempt | turns | {titles} | pool at start | finished (UTC) |"
     rows = [header, "|" + "---|" * 9]
     for p in parts:
         jga, turn_acc, act_f1 = score_cells(MetricsAccumulator.from_dict(p.metrics or {}).summary())
@@ -356,8 +357,12 @@ def _partition_table(parts: Sequence[store.Partition]) -> str:
     return "\n".join(rows)
 
 
+SCORE_CELLS = ("jga", "turn_acc", "acts_f1")  # the figures score_cells gives, in its order
+
+
 def score_cells(summary: Mapping) -> tuple[str, str, str]:
-    """Exact JGA, exact turn accuracy and triple act F1 of a metrics summary as text, ``-`` where no turn had gold."""
+    """Exact JGA, exact turn accuracy and triple act F1 of a metrics summary as text (:data:`SCORE_CELLS`), ``-`` where
+    no turn had gold."""
     dst = (f"{summary['jga']:.3f}", f"{summary['turn_acc']:.3f}") if summary["n_dst"] else ("-", "-")
     return (*dst, f"{summary['acts_f1']:.3f}" if summary["n_acts"] else "-")
 

@@ -14,7 +14,7 @@ from labelling import job_files
 from labelling.config import first_difference
 from labelling.corpus import DEFAULT_SPLIT_SIZE, cut_into_splits
 from labelling.errors import ConfigError, PartitionBusy
-from labelling.fleet import launches, store
+from labelling.fleet import launches, leases, store
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 __all__ = ["CONFIG_SUFFIXES", "first_difference", "load_jobs", "prepare_group", "remove_group", "settled", "slice_name"]
@@ -173,6 +173,6 @@ def check_removable(group: str) -> None:
     if busy:
         raise PartitionBusy(
             f"group {group!r} has partitions being labelled: {', '.join(busy)}",
-            f"stop the workers labelling them, or wait {store.claim_lease_s():.0f} s after their last heartbeat, then "
+            f"stop the workers labelling them, or wait {leases.claim_lease_s():.0f} s after their last heartbeat, then "
             "remove the group",
         )

@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from labelling.errors import FleetError
 from labelling.fleet import store
+from labelling.fleet.leases import retrying
 from labelling.fleet.mongo_server import pid_alive
 
 
@@ -61,7 +62,7 @@ def _collection():
     return store.LaunchDoc._get_collection()
 
 
-@store.retrying
+@retrying
 def current_launch(group: str) -> Launch | None:
     """The group's latest launch, if it has one."""
     doc = _collection().find_one({"_id": group})
@@ -98,7 +99,7 @@ def claim_launch(group: str, corpus: str, seed_split: str, mode: str, resubmit: 
     return launch
 
 
-@store.retrying
+@retrying
 def _swap(previous: Launch | None, launch: Launch) -> bool:
     """Replace ``previous`` by ``launch`` only if it is still the group's launch; True when ``launch`` is now recorded.
 
@@ -118,7 +119,7 @@ def _swap(previous: Launch | None, launch: Launch) -> bool:
     return now is not None and now.run_id == launch.run_id
 
 
-@store.retrying
+@retrying
 def end_launch(launch: Launch) -> None:
     """Mark a local launch over (done, failed or interrupted), so the next run of the group need not wait for it."""
     _collection().update_one({"_id": launch.group, "run_id": launch.run_id}, {"$set": {"state": ENDED, "ended_at": time.time()}})

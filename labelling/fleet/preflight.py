@@ -5,9 +5,9 @@ so ``run`` without ``--local`` leaves this to the workers.)"""
 
 from __future__ import annotations
 
-from labelling.config import MISSING, JobConfig, file_problem, model_path_problem
+from labelling.config import JobConfig, model_path_problem
 from labelling.errors import ConfigError, SchemaError
-from labelling.limits import MAX_SCHEMA_BYTES
+from labelling.limits import MAX_SCHEMA_BYTES, MISSING, file_problem
 
 
 def check_paths(job: JobConfig, models: bool = True) -> None:

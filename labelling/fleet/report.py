@@ -7,17 +7,14 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+from labelling.method.metrics import METRIC_TITLES
+
 REPORT_FILE = "report.html"
 CHART_FILE = "quality.png"
 ABSTENTION_CHART = "abstention.png"  # precision against coverage, beside the per-partition chart
 # (summary key, column title) of the score tables; the exact numbers are the headline, the fuzzy one is named as such.
-SCORE_COLUMNS = (
-    ("jga", "JGA (exact)"),
-    ("jga_fuzzy", "JGA (fuzzy, reference)"),
-    ("turn_acc", "turn acc"),
-    ("state_f1", "state slot F1"),
-    ("acts_f1", "act F1 (type, domain, slot)"),
-    ("act_types_f1", "act-type-only F1"),
+SCORE_COLUMNS = tuple(
+    (key, METRIC_TITLES[key]) for key in ("jga", "jga_fuzzy", "turn_acc", "state_f1", "acts_f1", "act_types_f1")
 )
 
 

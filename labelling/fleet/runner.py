@@ -19,6 +19,7 @@ from enum import Enum
 
 from labelling.config import JobConfig
 from labelling.fleet import store
+from labelling.fleet.leases import beating
 from labelling.method.labeller import PartitionLabeller, admitted, schedule
 from labelling.records import PoolRefresh, TurnLabel
 from labelling.schema import Schema
@@ -123,7 +124,7 @@ def pulse(claim: store.Claim, beats_per_lease: int = 6) -> Iterator[None]:
     A batch can outlast the lease on a slow model, so per-batch heartbeats alone would force a long lease, and a dead
     worker's partition would wait that long before another could take it over.
     """
-    with store.beating(lambda: _beat(claim), claim.lease_s / beats_per_lease, f"{claim.group}/{claim.split}"):
+    with beating(lambda: _beat(claim), claim.lease_s / beats_per_lease, f"{claim.group}/{claim.split}"):
         yield
 
 

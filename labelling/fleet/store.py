@@ -4,7 +4,7 @@ operations a fleet of workers needs to share them safely.
 Each document's ``_id`` is its natural key joined with ``/`` (``group/dialogue/turn`` ...) and the same key also has a
 unique compound index. Every write is an upsert on ``_id``: repeating it changes nothing, and nx-27017 serves
 ``_id`` matches about ten times faster than compound-key matches. Operations retry a server that went away (a restart)
-with exponential backoff for ``$LABELLING_MONGODB_RETRY_S`` (see :func:`retrying`), which that idempotence makes safe.
+with exponential backoff for ``$LABELLING_MONGODB_RETRY_S`` (:mod:`labelling.fleet.leases`), which that idempotence makes safe.
 
 The module keeps clear of what the embedded nx-27017 server gets wrong (measured with pymongo 4.20 / nx-27017 0.8.1):
 times are stored as Unix seconds (it returns datetimes as strings), arrays are rewritten whole with ``$set`` (``$push``
@@ -16,25 +16,23 @@ duplicate key), transactions, TTL indexes or ``$regex`` through arrays.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TypeVar
 
 import mongoengine as me
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from labelling import config as job_config
 from labelling import settings
 from labelling.errors import ClaimLost, ConfigError, PartitionBusy, StoreError
+from labelling.fleet.corpus_claims import INGEST, REMOVAL, holding
+from labelling.fleet.leases import claim_lease_s, retrying
 from labelling.fleet.mongo_server import EmbeddedServer, ensure_server
 from labelling.records import PoolRefresh, TurnLabel, labelled_examples
 from labelling.redact import mask_uri
@@ -42,14 +40,12 @@ from labelling.schema import Schema
 from labelling.states import strip_blanks
 from labelling.turns import Turn
 
-_BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 8.0
 DEFAULT_DATABASE = "labelling"
 _CHUNK = 1000  # documents per bulk write: big enough to amortise round trips, small enough for the 16 MB message limit
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_NAME_LENGTH = 100  # corpus and group names: they appear in every message, key and dataset name
 _AUTH_CODES = (13, 18)  # Unauthorized, AuthenticationFailed
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class PartitionStatus(str, Enum):
@@ -65,71 +61,6 @@ class PartitionStatus(str, Enum):
 
 
 PENDING, RUNNING, DONE, FAILED = (PartitionStatus.PENDING, PartitionStatus.RUNNING, PartitionStatus.DONE, PartitionStatus.FAILED)
-
-
-# --- retries ---------------------------------------------------------------------------------------------------
-
-
-def claim_lease_s() -> float:
-    """How long a claim survives without a heartbeat (``$LABELLING_CLAIM_LEASE_S``, default 180 s)."""
-    return settings.CLAIM_LEASE_S.get()
-
-
-def retry_budget_s() -> float:
-    """How long one store operation retries a server it lost (``$LABELLING_MONGODB_RETRY_S``, default 120 s)."""
-    return settings.MONGODB_RETRY_S.get()
-
-
-@contextmanager
-def beating(beat: Callable[[], bool], every_s: float, what: str) -> Iterator[None]:
-    """Call ``beat`` (one heartbeat of a claim) from a background thread every ``every_s`` seconds while the block runs.
-
-    ``beat`` returns False once the claim is lost: the thread stops, and the holder finds out at its next guarded
-    write. A store outage outlasting the retries is logged and the next beat tried. Partition and corpus claims share it.
-    """
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.wait(every_s):
-            try:
-                if not beat():
-                    return
-            except Exception:  # keep beating: the next beat may land
-                log.warning("heartbeat for %s failed", what, exc_info=True)
-
-    thread = threading.Thread(target=run, name=f"heartbeat {what}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def retrying(operation: Callable[..., T]) -> Callable[..., T]:
-    """Retry ``operation`` with exponential backoff (0.5 s doubling to 8 s, logged) while the server is unreachable,
-    for at most :func:`retry_budget_s`; then StoreError. Only for operations that may safely run twice: every write
-    here is an upsert or a guarded ``$set``, so a write that landed before its reply was lost lands again harmlessly."""
-
-    @functools.wraps(operation)
-    def attempt(*args, **kwargs):
-        deadline, pause = time.monotonic() + retry_budget_s(), _BACKOFF_FIRST_S
-        while True:
-            try:
-                return operation(*args, **kwargs)
-            except ConnectionFailure as e:  # AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise StoreError(
-                        f"MongoDB stayed unreachable for {retry_budget_s():g} s during {operation.__name__} ({type(e).__name__})",
-                        f"check the server; {settings.MONGODB_RETRY_S.name} sets how long operations retry",
-                    ) from e
-                pause = min(pause, left)
-                log.warning("MongoDB unreachable during %s (%s); retrying in %.1f s", operation.__name__, type(e).__name__, pause)
-                time.sleep(pause)
-                pause = min(pause * 2, _BACKOFF_MAX_S)
-
-    return attempt
 
 
 # --- documents -----------------------------------------------------------------------------------------------
@@ -217,7 +148,7 @@ class LabelDoc(me.Document):
     label = me.DictField()
     metrics = me.DictField()
     written_at = me.FloatField()
-    written_by = me.ListField(me.StringField())  # ATTEMPT/WAVE of every write: more than one entry is a duplicate write
+    written_by = me.ListField(me.StringField())  # ATTEMPT/BATCH of every write: more than one entry is a duplicate write
     vectors = me.DictField()  # module -> the example vector its index embedded (ExampleIndex.stored_vectors records)
 
 
@@ -453,8 +384,6 @@ def ingest_corpus(corpus: str, splits: Mapping[str, Sequence[Turn]], schema: Sch
     refer to turns by corpus, split and dialogue. The corpus is claimed for the whole ingest
     (:mod:`labelling.fleet.corpus_claims`), so ``corpus rm`` or a second ingest of it is refused meanwhile.
     """
-    from labelling.fleet.corpus_claims import INGEST, holding
-
     _check_name(corpus, "corpus")
     with holding(corpus, INGEST) as claim:
         return _ingest_corpus(corpus, splits, schema, claim)
@@ -517,8 +446,6 @@ def remove_corpus(corpus: str) -> int:
     corpus is claimed for the removal, as an ingest claims it). The record goes first, so an interrupted removal leaves
     a corpus that is no longer listed, and running it again finishes the job.
     """
-    from labelling.fleet.corpus_claims import REMOVAL, holding
-
     with holding(corpus, REMOVAL):
         return _remove_corpus(corpus)
 
@@ -881,7 +808,7 @@ def write_labels(
 ) -> int:
     """Upsert one batch's labels, only while ``claim`` still holds the partition (else ClaimLost and nothing written).
 
-    Each label records ``ATTEMPT/WAVE`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
+    Each label records ``ATTEMPT/BATCH`` in ``written_by`` (a set: a retried write adds nothing), so a label written by two
     runs, or in two batches, shows as a duplicate write. ``vectors[i]`` (module -> record) keeps label i's example
     vectors, so seeding a later partition reads them instead of embedding again.
     """

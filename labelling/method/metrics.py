@@ -35,6 +35,18 @@ DST_METRICS = ("jga", "jga_fuzzy", "turn_acc", "turn_acc_fuzzy")
 MISSED, INVENTED = "missed", "invented"
 ERROR_PREFIX = "err:"  # err:<missed|invented>:<slot|act>:<name>
 NO_SLOT = ""  # the slot of a triple for an act that names no slot (Goodbye(), Confirm(entity=Train()))
+# The title of each summary figure wherever one is shown (status, evaluate, the HTML report, the export card, label-split,
+# the quality table): the words README's metric glossary defines, so a column means the same in every table.
+METRIC_TITLES = {
+    "jga": "JGA (exact)",
+    "jga_fuzzy": "JGA (fuzzy, reference)",
+    "turn_acc": "turn accuracy",
+    "state_f1": "slot F1",
+    "acts_f1": "act F1",
+    "act_types_f1": "act-type-only F1",
+    "act_slots_f1": "act slot F1 (fuzzy, reference)",
+    "act_values_f1": "act value F1 (fuzzy, reference)",
+}
 
 
 # --- dialogue states -----------------------------------------------------------------------------------------

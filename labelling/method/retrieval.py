@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from labelling.embedded import looks_like_path
 from labelling.engine.model_files import MINILM_INSTALL, embedder_path
 from labelling.errors import ConfigError, ModelError
 from labelling.states import strip_blanks
@@ -43,11 +44,6 @@ def _resolve_embedder(name_or_path: str) -> str:
     return embedder_path(name_or_path)
 
 
-def _looks_like_path(name: str) -> bool:
-    # A missing folder would otherwise be sent to the hub as a repo id, which fails slowly (or confusingly) offline.
-    return name.startswith((".", "~", "/")) or "\\" in name or name.count("/") > 1
-
-
 class Embedder:
     """A sentence-transformers model that returns L2-normalised float32 vectors, so inner product is cosine similarity."""
 
@@ -60,7 +56,7 @@ class Embedder:
     def load(cls, name_or_path: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int = 32) -> Embedder:
         """Load a model by alias (``minilm``), hub name or local folder; raises ModelError naming what to install or pass."""
         target = _resolve_embedder(name_or_path)
-        if _looks_like_path(target):
+        if looks_like_path(target):
             target = str(Path(target).expanduser())
             if not Path(target).exists():
                 raise ModelError(f"embedder folder {target!r} does not exist", "pass a sentence-transformers folder or 'minilm'")

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from labelling.bench.speed import PlainPath, agreement, canonical_label, first_turns
+from labelling.bench.speed import PlainPath, agreement, canonical_label
 from labelling.engine.kv_cache import shared_prefixes
 from labelling.engine.lm import LanguageModel, SamplingParams
 from labelling.method.prompts import DST_STOPS, Example, PromptBuilder
@@ -58,8 +58,8 @@ def test_plain_path_scores_as_the_optimised_one(model, prompts):
     preamble = fast.count_tokens(prompts[1][0].preamble)
     bodies = sum(fast.count_tokens(p.body) for p in prompts[1])
     ((shared, members),) = shared_prefixes([fast._encode(p.body) for p in prompts[1]])
-    assert members == [0, 1, 2] and fast.stats["prompt_tokens"] == preamble + bodies - 2 * shared
-    assert plain.stats["prompt_tokens"] == 4 * (3 * preamble + bodies)
+    assert members == [0, 1, 2] and fast.stats.prompt_tokens == preamble + bodies - 2 * shared
+    assert plain.stats.prompt_tokens == 4 * (3 * preamble + bodies)
     assert plain.score(*requests[0]) == pytest.approx(want[0], abs=TOL)
 
 
@@ -75,9 +75,9 @@ def test_plain_path_samples_as_the_optimised_one_and_counts_its_wasted_pass(mode
     # The discarded greedy pass is one greedy generation per prompt, and it shows in the counters.
     greedy = LanguageModel.from_model(model, smollm2_tokenizer())
     greedy.sample(prompts[0], SamplingParams(n=1, temperature=0, max_new_tokens=10, stop=DST_STOPS))
-    assert plain.stats["discarded_tokens"] == greedy.stats["generated_tokens"] > 0
-    assert plain.stats["generated_tokens"] == fast.stats["generated_tokens"] + plain.stats["discarded_tokens"]
-    assert "discarded_tokens" not in fast.stats
+    assert plain.discarded_tokens == greedy.stats.generated_tokens > 0
+    assert plain.stats.generated_tokens == fast.stats.generated_tokens + plain.discarded_tokens
+    assert not hasattr(fast, "discarded_tokens") and not hasattr(fast.stats, "discarded_tokens")
 
 
 def test_plain_path_refuses_a_reusing_model(model):
@@ -102,13 +102,6 @@ def test_agreement_counts_state_acts_and_both():
     assert (got["same_state"], got["same_acts"], got["same_label"]) == (0.5, 0.5, 0.25)
     assert got["differing_turns"] == ["d#1", "d#2", "d#3"]
     assert agreement({}, {})["same_label"] is None
-
-
-def test_first_turns_keeps_dialogue_prefixes(dev_dialogues):
-    turns = [t for d in dev_dialogues[:4] for t in d]
-    kept = first_turns(turns, dialogues=2, per_dialogue=3)
-    assert [t.key for t in kept] == [t.key for d in dev_dialogues[:2] for t in d[:3]]
-    assert first_turns(turns) == turns
 
 
 @pytest.mark.slow  # two spawned processes, ~15 s: runs in the CI step for slow end-to-end checks

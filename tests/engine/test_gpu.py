@@ -125,7 +125,7 @@ def test_a_prefill_heavy_wave_at_the_sized_budget_needs_no_retry(tokenizer, reus
         peak = _peak_gib(before)
         new_gib, free_gib = lm.new_token_bytes / GiB, free / GiB
         print(
-            f"\n{lm.stats['prompt_tokens']} prompt tokens in {lm.stats['forward_passes']} passes, budget "
+            f"\n{lm.stats.prompt_tokens} prompt tokens in {lm.stats.forward_passes} passes, budget "
             f"{lm.max_batch_tokens} tokens, {new_gib:.2f} GiB new: peak {peak:.2f} of {free_gib:.2f} GiB free"
         )
     finally:
@@ -163,7 +163,7 @@ def test_guessed_tokens_keep_the_samples_on_the_gpu(tokenizer):
     got = guessing.sample(prompts, params)
     pairs = [(x, y) for row_got, row_exp in zip(got, expected, strict=True) for x, y in zip(row_got, row_exp, strict=True)]
     same = [(x, y) for x, y in pairs if x.text == y.text]
-    kept, guessed = guessing.stats["guesses_kept"], guessing.stats["guessed_tokens"]
+    kept, guessed = guessing.stats.guesses_kept, guessing.stats.guessed_tokens
     print(f"\n{guessing.guess_tokens} guesses per pass: {kept}/{guessed} kept; {len(same)}/{len(pairs)} samples as without")
     assert guessing.guess_tokens == 4 and guessed > 0
     assert len(same) >= 0.9 * len(pairs)  # as for batch shapes: CUDA kernels round differently with the pass's width
@@ -218,12 +218,12 @@ def test_graph_replay_gives_the_static_steps_samples(tokenizer, monkeypatch):
     seconds = time.perf_counter() - started
     same, pairs = _same(got, want)
     print(
-        f"\ngraphs: {graphed.stats['graph_captures']} captures in {graphed.stats['capture_seconds']:.2f} s, buckets "
-        f"{sorted(set(buckets))}, {graphed.stats['decode_steps']} steps, {seconds:.2f} s in all; eager static steps "
-        f"{eager.stats['decode_seconds']:.2f} s, graphs {graphed.stats['decode_seconds']:.2f} s; "
+        f"\ngraphs: {graphed.stats.graph_captures} captures in {graphed.stats.capture_seconds:.2f} s, buckets "
+        f"{sorted(set(buckets))}, {graphed.stats.decode_steps} steps, {seconds:.2f} s in all; eager static steps "
+        f"{eager.stats.decode_seconds:.2f} s, graphs {graphed.stats.decode_seconds:.2f} s; "
         f"{len(same)}/{len(pairs)} samples identical"
     )
-    assert graphed.stats["static_batches"] == 1 and graphed.stats["graph_captures"] == len(set(buckets))
+    assert graphed.stats.static_batches == 1 and graphed.stats.graph_captures == len(set(buckets))
     assert buckets[0] == 128 and len(same) == len(pairs)
     assert [x.logprob for x, _ in same] == pytest.approx([y.logprob for _, y in same], rel=1e-5)
 
@@ -254,8 +254,8 @@ def test_buckets_change_mid_wave(tokenizer, monkeypatch):
     got = graphed.sample(prompts, params)
     same, pairs = _same(got, want)
     used = list(dict.fromkeys(buckets))
-    print(f"\nbuckets in order {used}, {graphed.stats['graph_captures']} captures; {len(same)}/{len(pairs)} identical")
-    assert len(used) >= 2 and used == sorted(used, reverse=True) and graphed.stats["graph_captures"] == len(used)
+    print(f"\nbuckets in order {used}, {graphed.stats.graph_captures} captures; {len(same)}/{len(pairs)} identical")
+    assert len(used) >= 2 and used == sorted(used, reverse=True) and graphed.stats.graph_captures == len(used)
     assert len(same) == len(pairs)
 
 
@@ -288,7 +288,7 @@ def test_an_out_of_memory_error_with_graphs_halves_the_budget_and_loses_nothing(
         print(f"\n{lm.oom_backoffs} retries, budget {lm.max_batch_tokens}; {len(same)}/{len(pairs)} samples as at 16384")
         assert lm.oom_backoffs >= 1 and [len(row) for row in got] == [params.n] * len(prompts)
         assert len(same) >= 0.9 * len(pairs)
-    assert injected.stats["graph_captures"] >= 1 and injected.stats["static_batches"] >= 2
+    assert injected.stats.graph_captures >= 1 and injected.stats.static_batches >= 2
 
 
 @pytest.mark.parametrize("columns", [2700, 2752], ids=["unaligned", "aligned"])

@@ -16,12 +16,12 @@ import torch
 from tokenizers import decoders
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from labelling.engine import kv_cache, model_files, sampling
-from labelling.engine import lm as lm_module
+from labelling.engine import eager_decode, kv_cache, model_files, sampling
 from labelling.engine.drafts import Draft
 from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
 from labelling.engine.lookup import PromptLookup
 from labelling.errors import ConfigError, ModelError
+from tests.support.decoding import sample_with_ids
 from tests.support.tiny_models import tiny_gpt_bigcode, tiny_llama
 
 TOL = 1e-4
@@ -52,28 +52,6 @@ def reference_score(model, tok, prompt: Prompt, cont: str, bos: tuple[int, ...] 
     return float(rows[torch.arange(len(cont_ids)), cont_ids].sum())
 
 
-def sample_with_ids(lm: LanguageModel, prompts: list[Prompt], params: SamplingParams):
-    """Samples plus the token ids drawn for each, recorded from the decode loop (the public Sample holds text only)."""
-    drafts = []
-
-    def recording(decode):
-        def record(*args):
-            drafts.extend(decode(*args))
-            return drafts[-len(args[1]) :]
-
-        return record
-
-    names = ("_decode", "_decode_guessing")  # one token per pass, or with prompt-lookup guesses
-    for name in names:
-        setattr(lm, name, recording(getattr(lm, name)))
-    try:
-        samples = lm.sample(prompts, params)
-    finally:
-        for name in names:
-            delattr(lm, name)
-    return samples, [d.ids for d in drafts]
-
-
 # -- scoring ----------------------------------------------------------------------------------------------------------
 
 
@@ -87,7 +65,7 @@ def test_scores_equal_one_sequence_at_a_time(model, tok, reuse_prefix, max_batch
         for row, want in zip(got, expected, strict=True):
             assert row == pytest.approx(want, abs=TOL)
     assert expected[0][2] == 0.0 and min(min(r) for r in expected) < -5  # empty continuation; real ones are unlikely
-    assert lm.stats["prefix_misses"] == (2 if reuse_prefix else 0)  # two distinct preambles, each encoded once
+    assert lm.stats.prefix_misses == (2 if reuse_prefix else 0)  # two distinct preambles, each encoded once
 
 
 def test_score_many_equals_score(model, tok):
@@ -102,9 +80,9 @@ def test_prompt_encoded_once_for_all_continuations(model, tok):
     plain = LanguageModel.from_model(model, tok, reuse_prefix=False)
     assert fast.score(prompt, conts) == pytest.approx(plain.score(prompt, conts), abs=TOL)
     prompt_len = fast.count_tokens(prompt.preamble) + fast.count_tokens(prompt.body)
-    assert fast.stats["prompt_tokens"] == prompt_len
-    assert plain.stats["prompt_tokens"] == prompt_len * len(conts)
-    assert fast.stats["forward_passes"] == 3  # preamble, body, all continuations
+    assert fast.stats.prompt_tokens == prompt_len
+    assert plain.stats.prompt_tokens == prompt_len * len(conts)
+    assert fast.stats.forward_passes == 3  # preamble, body, all continuations
 
 
 def test_wave_shares_forward_passes_and_scores_as_one_prompt_at_a_time(model, tok):
@@ -113,11 +91,11 @@ def test_wave_shares_forward_passes_and_scores_as_one_prompt_at_a_time(model, to
     got = wave.score_many(same_preamble)
     expected = [[reference_score(model, tok, p, c) for c in conts] for p, conts in same_preamble]
     assert got == [pytest.approx(row, abs=TOL) for row in expected]
-    assert wave.stats["forward_passes"] == 3  # the preamble, then every body, then every continuation: one pass each
+    assert wave.stats.forward_passes == 3  # the preamble, then every body, then every continuation: one pass each
     alone = LanguageModel.from_model(model, tok)
     for request in same_preamble:
         alone.score(*request)
-    assert alone.stats["forward_passes"] == 1 + 2 * len(same_preamble)
+    assert alone.stats.forward_passes == 1 + 2 * len(same_preamble)
 
 
 def test_prompt_encoded_once_and_expanded_for_its_samples(model, tok):
@@ -129,11 +107,11 @@ def test_prompt_encoded_once_and_expanded_for_its_samples(model, tok):
     assert [[(s.text, s.n_tokens) for s in row] for row in got] == [[(s.text, s.n_tokens) for s in row] for row in want]
     assert [s.logprob for row in got for s in row] == pytest.approx([s.logprob for row in want for s in row], abs=TOL)
     lengths = [fast.count_tokens(p.body) for p in prompts]
-    assert fast.stats["prompt_tokens"] == fast.count_tokens(SCHEMA) + sum(lengths)
-    assert plain.stats["prompt_tokens"] == params.n * (2 * fast.count_tokens(SCHEMA) + sum(lengths))
+    assert fast.stats.prompt_tokens == fast.count_tokens(SCHEMA) + sum(lengths)
+    assert plain.stats.prompt_tokens == params.n * (2 * fast.count_tokens(SCHEMA) + sum(lengths))
     # Both prompts' samples decode together: preamble, bodies, then one pass per further token for all 8 rows.
-    assert fast.stats["forward_passes"] == 2 + params.max_new_tokens - 1
-    assert fast.stats["generated_tokens"] == plain.stats["generated_tokens"] == 2 * params.n * params.max_new_tokens
+    assert fast.stats.forward_passes == 2 + params.max_new_tokens - 1
+    assert fast.stats.generated_tokens == plain.stats.generated_tokens == 2 * params.n * params.max_new_tokens
 
 
 def test_cached_preamble_survives_reuse(model, tok):
@@ -155,9 +133,9 @@ def test_a_new_preamble_starts_from_the_cached_one_sharing_most_tokens(model, to
     lm = LanguageModel.from_model(model, tok)
     lm.score(Prompt("class Train:\n", "x"), ["y"])  # shares only a token or two
     lm.score(*REQUESTS[0])
-    before = lm.stats["prompt_tokens"]
+    before = lm.stats.prompt_tokens
     got = lm.score_many(requests)
-    fed = lm.stats["prompt_tokens"] - before
+    fed = lm.stats.prompt_tokens - before
     bodies = sum(len(ids(tok, p.body)) for p, _ in requests)
     shared = len(ids(tok, SCHEMA)) - 1  # the last token may merge with what follows
     assert bodies < fed <= bodies + len(ids(tok, channel)) - shared  # the shared columns were not fed again
@@ -412,8 +390,8 @@ def test_one_draw_per_step_for_all_rows(model, tok, monkeypatch):
     lm = LanguageModel.from_model(model, tok)
     lm.sample([REQUESTS[0][0], REQUESTS[1][0]], SamplingParams(n=4, max_new_tokens=5, ignore_eos=True))
     assert rows_per_draw == [(8, 8)] * 5
-    assert lm.stats["decode_steps"] == 4 and lm.stats["decode_tokens"] == 4 * 8 and lm.stats["decode_rows"] == 4 * 8
-    assert lm.stats["decode_columns"] > 4 * 8 and lm.stats["decode_seconds"] > 0
+    assert lm.stats.decode_steps == 4 and lm.stats.decode_tokens == 4 * 8 and lm.stats.decode_rows == 4 * 8
+    assert lm.stats.decode_columns > 4 * 8 and lm.stats.decode_seconds > 0
 
 
 def test_finished_rows_stay_until_the_batch_compacts(model, tok, monkeypatch):
@@ -440,8 +418,8 @@ def test_finished_rows_stay_until_the_batch_compacts(model, tok, monkeypatch):
     assert [(s.text, s.n_tokens, s.stopped) for s in got] == [(s.text, s.n_tokens, s.stopped) for s in alone]
     assert [s.logprob for s in got] == pytest.approx([s.logprob for s in alone], abs=TOL)
     assert len({s.n_tokens for s in got}) > 2 and any(s.stopped for s in got)  # rows did finish at different steps
-    assert decode_takes and all(kept < lm_module.COMPACT_BELOW * rows for rows, kept in decode_takes)
-    assert fast.stats["decode_rows"] > fast.stats["decode_tokens"]  # finished rows rode along for some steps
+    assert decode_takes and all(kept < eager_decode.COMPACT_BELOW * rows for rows, kept in decode_takes)
+    assert fast.stats.decode_rows > fast.stats.decode_tokens  # finished rows rode along for some steps
 
 
 def test_candidates_on_one_prompt_share_its_encoding(model, tok):
@@ -458,8 +436,8 @@ def test_candidates_on_one_prompt_share_its_encoding(model, tok):
     shared = kv_cache.shared_prefixes(bodies)
     assert [members for _, members in shared] == [[0, 1, 2, 3], [4]] and shared[0][0] >= kv_cache.MIN_SHARED_TOKENS
     fed = shared[0][0] + sum(len(b) - shared[0][0] for b in bodies[:4]) + len(bodies[4])
-    assert fast.stats["prompt_tokens"] == fast.count_tokens(SCHEMA) + fed < fast.count_tokens(SCHEMA) + sum(map(len, bodies))
-    assert fast.stats["forward_passes"] == 4  # preamble, shared heads, each body's rest, continuations
+    assert fast.stats.prompt_tokens == fast.count_tokens(SCHEMA) + fed < fast.count_tokens(SCHEMA) + sum(map(len, bodies))
+    assert fast.stats.forward_passes == 4  # preamble, shared heads, each body's rest, continuations
 
 
 def test_bare_decode_loop_rate(model, tok):
@@ -467,7 +445,7 @@ def test_bare_decode_loop_rate(model, tok):
 
     lm = LanguageModel.from_model(model, tok)
     assert raw_decode_rate(lm, rows=3, columns=40, steps=2) > 0
-    assert lm.stats["forward_passes"] == 0  # measured beside the engine, not counted as its work
+    assert lm.stats.forward_passes == 0  # measured beside the engine, not counted as its work
 
 
 # -- prompt-lookup guesses: the samples do not change -----------------------------------------------------------------
@@ -504,9 +482,9 @@ def test_guessed_tokens_do_not_change_the_samples(model, tok, monkeypatch, quali
     assert [[(s.n_tokens, s.stopped) for s in row] for row in got] == [[(s.n_tokens, s.stopped) for s in row] for row in expected]
     flat = [s.logprob for row in got for s in row]
     assert flat == pytest.approx([s.logprob for row in expected for s in row], abs=1e-4)
-    assert guessing.stats["generated_tokens"] == plain.stats["generated_tokens"]
-    assert guessing.stats["guessed_tokens"] > 0
+    assert guessing.stats.generated_tokens == plain.stats.generated_tokens
+    assert guessing.stats.guessed_tokens > 0
     if quality == "right":  # several tokens per pass
-        assert guessing.stats["guesses_kept"] > 0 and guessing.stats["decode_steps"] < plain.stats["decode_steps"]
+        assert guessing.stats.guesses_kept > 0 and guessing.stats.decode_steps < plain.stats.decode_steps
     if quality == "wrong":
-        assert guessing.stats["guesses_kept"] == 0
+        assert guessing.stats.guesses_kept == 0

@@ -1,6 +1,6 @@
 """GPU memory on the CPU: the batch budget from the real StarCoder-15B config and made-up free-memory figures, the
 16-bit compute dtype of quantized weights, and the out-of-memory back-off with an injected error, down to a whole
-partition that fails a wave at a large budget and completes it at a smaller one with no turn lost or doubled."""
+partition that fails a batch at a large budget and completes it at a smaller one with no turn lost or doubled."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_prefill_and_scoring_in_column_slices_give_the_same_numbers(monkeypatch,
     sliced = LanguageModel.from_model(model, tok, max_batch_tokens=4096, reuse_prefix=reuse_prefix)
     scores, samples = sliced.score_many(REQUESTS), sliced.sample([p for p, _ in REQUESTS], params)
     assert sliced.new_token_bytes == 18 * shape.new_token_bytes and sliced.max_batch_tokens == 4096
-    assert sliced.stats["forward_passes"] > whole.stats["forward_passes"] + 4  # the slices
+    assert sliced.stats.forward_passes > whole.stats.forward_passes + 4  # the slices
     flat = [x for row in scores for x in row]
     assert flat == pytest.approx([x for row in expected_scores for x in row], abs=1e-4)
     assert [[s.text for s in row] for row in samples] == [[s.text for s in row] for row in expected_samples]

@@ -82,5 +82,5 @@ def test_split_scoring_passes_give_the_same_scores():
     handle.remove()
     assert got == [pytest.approx(row, abs=1e-4) for row in want]
     # One pass of continuations became several, each fed fewer padding columns: fewer tokens in all.
-    assert split.stats["forward_passes"] > one.stats["forward_passes"] and fed["split"] < fed["one"]
-    assert split.stats["scored_tokens"] == one.stats["scored_tokens"]
+    assert split.stats.forward_passes > one.stats.forward_passes and fed["split"] < fed["one"]
+    assert split.stats.scored_tokens == one.stats.scored_tokens

@@ -8,8 +8,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from labelling.engine import static_decode
+from labelling.engine import eager_decode, static_decode
 from labelling.engine.lm import LanguageModel, Prompt, SamplingParams
+from tests.support.decoding import sample_with_ids
 
 TOL = 1e-4
 SCHEMA = "class Hotel:\n    def find_hotel(self, area: str, stars: int):\n        ...\n"
@@ -43,22 +44,6 @@ class FakeGraphRunner:
         return replay
 
 
-def sample(lm: LanguageModel, prompts, params):
-    """Samples plus each draft's token ids, recorded from whichever decode loop ran."""
-    drafts = []
-    for name in ("_decode", "_decode_static"):
-        loop = getattr(lm, name)
-
-        def record(*args, loop=loop):
-            out = loop(*args)
-            drafts.extend(out)
-            return out
-
-        setattr(lm, name, record)
-    samples = lm.sample(prompts, params)
-    return samples, [d.ids for d in drafts]
-
-
 def engines(model, tok, **options):
     eager = LanguageModel.from_model(model, tok, guess_tokens=0)
     static = LanguageModel.from_model(model, tok, guess_tokens=0, static_decode=True, **options)
@@ -78,7 +63,7 @@ def assert_same(got, want):
 def stopping_params(eager: LanguageModel, tok) -> SamplingParams:
     """Sampling with stop strings cut from the first samples' own text, so rows end at different steps."""
     params = SamplingParams(n=4, max_new_tokens=14, seed=11)
-    _, drawn = sample(LanguageModel.from_model(eager.model, tok, guess_tokens=0), PROMPTS, params)
+    _, drawn = sample_with_ids(LanguageModel.from_model(eager.model, tok, guess_tokens=0), PROMPTS, params)
     return replace(params, stop=tuple(tok.decode(drawn[r][: r % 6 + 2])[-2:] for r in range(0, len(drawn), 2)))
 
 
@@ -86,11 +71,11 @@ def stopping_params(eager: LanguageModel, tok) -> SamplingParams:
 def test_static_cache_gives_the_eager_samples(model, tok, temperature):
     eager, static = engines(model, tok)
     params = replace(stopping_params(eager, tok), temperature=temperature)
-    want = sample(eager, PROMPTS, params)
-    got = sample(static, PROMPTS, params)
+    want = sample_with_ids(eager, PROMPTS, params)
+    got = sample_with_ids(static, PROMPTS, params)
     assert_same(got, want)
-    assert static.stats["static_batches"] == 1 and static.stats["eager_batches"] == 0
-    assert static.stats["generated_tokens"] == eager.stats["generated_tokens"]
+    assert static.stats.static_batches == 1 and static.stats.eager_batches == 0
+    assert static.stats.generated_tokens == eager.stats.generated_tokens
     if temperature > 0:  # rows did end at different steps, some on a stop string
         lengths = [s.n_tokens for row in want[0] for s in row]
         assert len(set(lengths)) > 2 and any(s.stopped for row in want[0] for s in row)
@@ -99,21 +84,21 @@ def test_static_cache_gives_the_eager_samples(model, tok, temperature):
 def test_eos_ends_rows_and_one_token_needs_no_decode(model, tok):
     eager, static = engines(model, tok)
     params = SamplingParams(n=4, max_new_tokens=10, seed=2)
-    _, drawn = sample(LanguageModel.from_model(model, tok, guess_tokens=0), PROMPTS, params)
+    _, drawn = sample_with_ids(LanguageModel.from_model(model, tok, guess_tokens=0), PROMPTS, params)
     eager._eos = static._eos = {drawn[0][3]}  # a token drawn mid-sample stands for EOS: rows end on it
-    want = sample(eager, PROMPTS, params)
-    assert_same(sample(static, PROMPTS, params), want)
+    want = sample_with_ids(eager, PROMPTS, params)
+    assert_same(sample_with_ids(static, PROMPTS, params), want)
     assert any(s.stopped and s.n_tokens < params.max_new_tokens for row in want[0] for s in row)
     one = replace(params, max_new_tokens=1)
-    assert_same(sample(static, PROMPTS, one), sample(eager, PROMPTS, one))
-    assert static.stats["eager_batches"] == 1  # one token comes from the prompt's pass: nothing to decode
+    assert_same(sample_with_ids(static, PROMPTS, one), sample_with_ids(eager, PROMPTS, one))
+    assert static.stats.eager_batches == 1  # one token comes from the prompt's pass: nothing to decode
 
 
 @pytest.mark.parametrize("buckets", [(20,), (3, 6, 12), (1, 2, 4, 8, 16, 32)], ids=["one", "odd", "powers"])
 def test_samples_do_not_depend_on_the_bucket(model, tok, monkeypatch, buckets):
     eager, static = engines(model, tok)
     params = stopping_params(eager, tok)
-    want = sample(eager, PROMPTS, params)
+    want = sample_with_ids(eager, PROMPTS, params)
     monkeypatch.setattr(static_decode, "BUCKETS", buckets)
     rows_per_step = []
     step = static_decode.step
@@ -123,7 +108,7 @@ def test_samples_do_not_depend_on_the_bucket(model, tok, monkeypatch, buckets):
         return step(model, arena, rows, *args)
 
     monkeypatch.setattr(static_decode, "step", recording)
-    assert_same(sample(static, PROMPTS, params), want)
+    assert_same(sample_with_ids(static, PROMPTS, params), want)
     assert set(rows_per_step) <= set(buckets) and rows_per_step[0] == static_decode.bucket_for(12)
     if len(buckets) > 1:  # the batch moved to smaller buckets as rows ended
         assert rows_per_step == sorted(rows_per_step, reverse=True) and rows_per_step[-1] < rows_per_step[0]
@@ -133,8 +118,8 @@ def test_more_rows_than_the_largest_bucket_decode_eagerly(model, tok, monkeypatc
     eager, static = engines(model, tok)
     monkeypatch.setattr(static_decode, "BUCKETS", (4,))
     params = SamplingParams(n=3, max_new_tokens=5, seed=1)
-    assert_same(sample(static, PROMPTS, params), sample(eager, PROMPTS, params))
-    assert static.stats["static_batches"] == 0 and static.stats["eager_batches"] == 1
+    assert_same(sample_with_ids(static, PROMPTS, params), sample_with_ids(eager, PROMPTS, params))
+    assert static.stats.static_batches == 0 and static.stats.eager_batches == 1
 
 
 def test_stops_are_handled_one_step_late_and_the_drafts_are_the_same(model, tok, monkeypatch):
@@ -143,20 +128,20 @@ def test_stops_are_handled_one_step_late_and_the_drafts_are_the_same(model, tok,
     eager, static = engines(model, tok)
     params = stopping_params(eager, tok)
     fed = {"eager": 0, "static": 0}
-    eager_step, static_step = type(eager)._step, static_decode.step
+    eager_step, static_step = eager_decode._step, static_decode.step
 
-    def counting_eager(lm, state, tokens, live):
+    def counting_eager(model, state, tokens, live, *args):
         fed["eager"] += sum(live)
-        return eager_step(lm, state, tokens, live)
+        return eager_step(model, state, tokens, live, *args)
 
     def counting_static(model, arena, rows, *args):
         fed["static"] += int(arena.alive[:rows].sum())
         return static_step(model, arena, rows, *args)
 
-    monkeypatch.setattr(type(eager), "_step", counting_eager)
+    monkeypatch.setattr(eager_decode, "_step", counting_eager)
     monkeypatch.setattr(static_decode, "step", counting_static)
-    want = sample(eager, PROMPTS, params)
-    assert_same(sample(static, PROMPTS, params), want)
+    want = sample_with_ids(eager, PROMPTS, params)
+    assert_same(sample_with_ids(static, PROMPTS, params), want)
     ended = sum(s.n_tokens < params.max_new_tokens for row in want[0] for s in row)
     assert ended and fed["eager"] < fed["static"] <= fed["eager"] + ended  # each ended row fed at most once more
 
@@ -221,11 +206,11 @@ def guarded_step(monkeypatch, calls: list, extra=None):
 def test_no_host_sync_inside_a_step(model, tok, monkeypatch, temperature):
     eager, static = engines(model, tok)
     params = replace(stopping_params(eager, tok), temperature=temperature, top_k=50, top_p=0.7)
-    want = sample(eager, PROMPTS, params)
+    want = sample_with_ids(eager, PROMPTS, params)
     calls = []
     guarded_step(monkeypatch, calls)
-    assert_same(sample(static, PROMPTS, params), want)
-    assert calls == [] and static.stats["decode_steps"] >= 3
+    assert_same(sample_with_ids(static, PROMPTS, params), want)
+    assert calls == [] and static.stats.decode_steps >= 3
 
 
 def test_the_sync_guard_catches_a_sync(model, tok, monkeypatch):
@@ -256,16 +241,16 @@ def test_a_graph_runner_replays_the_eager_step(model, tok):
         return model.register_forward_pre_hook(hook, with_kwargs=True)
 
     handle = recording("eager runner")
-    want = sample(static_eager, PROMPTS, params)
+    want = sample_with_ids(static_eager, PROMPTS, params)
     handle.remove()
     handle = recording("fake graphs")
-    got = sample(static, PROMPTS, params)
+    got = sample_with_ids(static, PROMPTS, params)
     handle.remove()
     assert_same(got, want)
-    assert_same(got, sample(eager, PROMPTS, params))
+    assert_same(got, sample_with_ids(eager, PROMPTS, params))
     (runner,) = runners
-    assert runner.replays == static.stats["decode_steps"] > 0
-    assert runner.captures == static.stats["graph_captures"] >= 2  # the batch shrank into a smaller bucket mid-call
+    assert runner.replays == static.stats.decode_steps > 0
+    assert runner.captures == static.stats.graph_captures >= 2  # the batch shrank into a smaller bucket mid-call
     # The replays made the eager runner's model calls, input for input (ids, 4-D mask, positions).
     assert len(calls["fake graphs"]) == runner.replays
     pairs = zip(calls["fake graphs"], calls["eager runner"], strict=True)

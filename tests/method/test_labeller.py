@@ -8,6 +8,7 @@ from labelling.engine.lm import LanguageModel
 from labelling.method.labeller import batches
 from labelling.records import FLAG_DST_UNPARSEABLE, TurnLabel
 from tests.support.labellers import make_labeller
+from tests.support.partition_worker import tiny_job
 
 
 class RecordingLM(LanguageModel):
@@ -31,6 +32,16 @@ def turns(dev_dialogues):
     return [t for d in dev_dialogues[:3] for t in d]
 
 
+@pytest.fixture(scope="module")
+def labelled(schema, tiny_lm, embedder, turns) -> tuple[list[TurnLabel], list[str]]:
+    """One uninterrupted labelling of ``turns`` with the gold in (``fast_job``'s settings), and every prompt it sent.
+
+    Labelling is deterministic, so the tests that compare against an uninterrupted run share this one instead of each
+    labelling the partition again (each labelling is the bulk of this module's time)."""
+    spy = RecordingLM(tiny_lm)
+    return make_labeller(tiny_job(), schema, spy, embedder).label(turns), spy.seen
+
+
 def test_waves_are_turn_major_seeded_and_warm_up_alone(turns, dev_dialogues):
     schedule = batches(turns, shuffle_groups=2, seed=7, warmup=3)
     assert [len(w) for w in schedule[:3]] == [1, 1, 1]
@@ -42,8 +53,8 @@ def test_waves_are_turn_major_seeded_and_warm_up_alone(turns, dev_dialogues):
     assert [t.key for w in batches(many, 4, 7) for t in w] != [t.key for w in batches(many, 4, 8) for t in w]
 
 
-def test_every_turn_gets_one_label_and_garbage_keeps_the_prior_state(fast_job, schema, tiny_lm, embedder, turns):
-    labels = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns)
+def test_every_turn_gets_one_label_and_garbage_keeps_the_prior_state(labelled, turns):
+    labels, _ = labelled
     assert sorted(lab.key for lab in labels) == sorted(t.key for t in turns)
     flagged = [lab for lab in labels if FLAG_DST_UNPARSEABLE in lab.flags]
     assert flagged, "a random model should produce unparseable DST text"
@@ -52,27 +63,26 @@ def test_every_turn_gets_one_label_and_garbage_keeps_the_prior_state(fast_job, s
     assert all("jga" in lab.metrics and "acts_tp" in lab.metrics for lab in labels)
 
 
-def test_output_does_not_depend_on_gold_and_gold_never_reaches_a_prompt(fast_job, schema, tiny_lm, embedder, turns):
-    spy = RecordingLM(tiny_lm)
-    with_gold = make_labeller(fast_job, schema, spy, embedder).label(turns)
+def test_output_does_not_depend_on_gold_and_gold_never_reaches_a_prompt(labelled, fast_job, schema, tiny_lm, embedder, turns):
+    with_gold, seen = labelled
     without = make_labeller(fast_job, schema, tiny_lm, embedder).label([t.without_gold() for t in turns])
     strip = [{**lab.to_dict(), "metrics": {}} for lab in with_gold]
     assert strip == [lab.to_dict() for lab in without]
     gold_only = {a.to_json() for t in turns for a in t.system_response_acts}
-    assert not any(g in text for g in gold_only for text in spy.seen)
+    assert seen and not any(g in text for g in gold_only for text in seen)
 
 
-def test_resume_after_a_crash_gives_the_same_labels(fast_job, schema, tiny_lm, embedder, turns):
-    reference = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns)
+def test_resume_after_a_crash_gives_the_same_labels(labelled, fast_job, schema, tiny_lm, embedder, turns):
+    reference, _ = labelled
     saved: list[TurnLabel] = []
 
-    def crash_after_two_waves(wave):
-        saved.extend(TurnLabel.from_dict(lab.to_dict()) for lab in wave)
+    def crash_once_four_are_saved(batch):
+        saved.extend(TurnLabel.from_dict(lab.to_dict()) for lab in batch)
         if len(saved) >= 4:
             raise KeyboardInterrupt  # what a killed process looks like from inside
 
     with pytest.raises(KeyboardInterrupt):
-        make_labeller(fast_job, schema, tiny_lm, embedder).label(turns, on_batch=crash_after_two_waves)
+        make_labeller(fast_job, schema, tiny_lm, embedder).label(turns, on_batch=crash_once_four_are_saved)
     new: list[TurnLabel] = []
     resumed = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns, done=saved, on_batch=new.extend)
     assert [lab.to_dict() for lab in resumed] == [lab.to_dict() for lab in reference]
@@ -82,6 +92,7 @@ def test_resume_after_a_crash_gives_the_same_labels(fast_job, schema, tiny_lm, e
 def test_greedy_mode_takes_one_candidate_and_scores_nothing(fast_job, schema, tiny_lm, embedder, turns):
     fast_job.dst.generation_cfg.generation_mode = fast_job.act_tag.generation_cfg.generation_mode = "greedy"
     labels = make_labeller(fast_job, schema, tiny_lm, embedder).label(turns[:4])
+    assert len(labels) == 4
     for lab in labels:
         assert len(lab.dst.candidates) == 1 and lab.dst.candidates[0].score is None
 
