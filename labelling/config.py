@@ -139,6 +139,11 @@ class ModuleConfig:
     with_rules: str = "off"  # RULE_MERGES; ignored when generation_mode is rules (the rules alone label the module)
 
     @property
+    def uses_rules(self) -> bool:
+        """Whether this module needs the rule labeller: it labels by rules, or combines them with its LM."""
+        return self.generation_cfg.generation_mode == "rules" or self.with_rules != "off"
+
+    @property
     def uses_lm(self) -> bool:
         """Whether this module needs its LM (and its retriever): not when the rules alone label it."""
         return self.generation_cfg.generation_mode != "rules"
@@ -240,6 +245,14 @@ class JobConfig:
         else:  # its content is checked where it is read; a device, a folder or a huge file is refused here, unread
             problem = file_problem(self.schema_path, MAX_SCHEMA_BYTES)
             _check(problem in (None, MISSING), "schema_path", f"{self.schema_path}: {problem}")
+        rules_used = [m for m in ("dst", "act_tag") if getattr(self, m).uses_rules]
+        _check(
+            not rules_used or self.schema_path is None or self.rules.cues is not None,
+            "rules.cues",
+            f"{' and '.join(rules_used)} label by rules, whose bundled cue file knows only the bundled MultiWOZ schema: "
+            "give a cue file for your schema (labelling/cues.py says what it holds), or choose an LM profile "
+            "such as --profile cpu-qwen",
+        )
         for key in ("ontology", "cues"):
             path = getattr(self.rules, key)
             problem = None if path is None else file_problem(path, MAX_SCHEMA_BYTES)

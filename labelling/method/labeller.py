@@ -196,7 +196,7 @@ class PartitionLabeller:
             observed=lambda turn: turn.system_response,
         )
         self.rules: RuleLabeller | None = None
-        if any(_uses_rules(m.config) for m in self.modules):
+        if any(m.config.uses_rules for m in self.modules):
             r = config.rules
             self.rules = rule_labeller(schema, r.ontology, r.cues, bundled_schema=config.schema_path is None)
         self.metrics = MetricsAccumulator()
@@ -370,7 +370,7 @@ class PartitionLabeller:
         """
         if module.config.generation_cfg.generation_mode == RULES:
             return self._run_rules(module, batch, priors, states)
-        ruled = self._rule_labels(module, batch, priors, states) if _uses_rules(module.config) else None
+        ruled = self._rule_labels(module, batch, priors, states) if module.config.uses_rules else None
         prepared = self._prepare(module, batch, priors, states)
         params = self._params(module)
         keep = module.config.generation_cfg.sampling_args.n if params.n > 1 else 1
@@ -516,11 +516,6 @@ class PartitionLabeller:
     def _act_example(self, item: Turn) -> Example:
         acts = self.builder.acts_string(item.system_response_acts or [])
         return Example(item.slot_values or {}, item.last_system_utterance, item.user_utterance, item.system_response, None, acts)
-
-
-def _uses_rules(module: ModuleConfig) -> bool:
-    """Whether a module needs the rule labeller: it labels by rules, or combines them with its LM."""
-    return module.generation_cfg.generation_mode == RULES or module.with_rules != "off"
 
 
 def _completion(module: LabellingModule, text: str) -> str:

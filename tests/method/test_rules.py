@@ -235,3 +235,13 @@ def test_the_rule_label_competes_as_a_candidate(fast_job, schema, tiny_lm, embed
         text = builder.intent_string(lab.prior_state, merge_states(lab.prior_state, {}, ruled))
         rule_text = canon.dst(text[len(DST_PREFIX) :], lab.prior_state, []).text
         assert rule_text in [c.canonical for c in lab.dst.candidates], lab.key
+
+
+def test_rules_on_a_schema_of_ones_own_need_its_cue_file(tmp_path):
+    from labelling.data import BUNDLED_SCHEMA
+
+    mine = tmp_path / "schema.json"
+    mine.write_text(BUNDLED_SCHEMA.read_text())
+    with pytest.raises(ConfigError, match="rules.cues.*cue file for your schema.*cpu-qwen"):
+        rules_job(schema_path=str(mine))
+    assert rules_job(schema_path=str(mine), rules={"cues": str(BUNDLED_CUES)}).rules.cues == str(BUNDLED_CUES)
