@@ -27,7 +27,7 @@ from labelling.limits import MAX_CONFIG_BYTES, MAX_SCHEMA_BYTES, MISSING, file_p
 from labelling.schema import Schema
 
 log = logging.getLogger(__name__)
-DEFAULT_PROFILE = "cpu-qwen"  # the profile every command starts from when none is named (README, Label quality: why)
+DEFAULT_PROFILE = "cpu-rules"  # the profile every command starts from when none is named (README, Label quality: why)
 GENERATION_MODES = ("greedy", "noisy_channel_joint", "noisy_channel_cond", "vote", "rules")  # rules: no LM (method/rules.py)
 # How a module's LM label and the rule labeller's are combined (docs/deviations.md, C7): not at all (the reference); the
 # rules' values and acts added where the LM's label lacks that slot or act kind ("fill"); the rules' label laid over the

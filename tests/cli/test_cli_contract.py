@@ -355,7 +355,7 @@ def test_one_default_profile_and_modules_named_by_their_key(tmp_path):
     assert (
         bare.to_dict()
         == job_config.load(_write(tmp_path / "empty.json", {})).to_dict()
-        == job_config.load(profile="cpu-qwen").to_dict()
+        == job_config.load(profile=job_config.DEFAULT_PROFILE).to_dict()
     )
     job = job_config.load(_write(tmp_path / "acts.json", {"act_tag": {"retriever": {"k_examples": 2}}}))
     assert job.act_tag.retriever.k_examples == 2 and job.dst.retriever.k_examples == bare.dst.retriever.k_examples
