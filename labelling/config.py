@@ -246,8 +246,9 @@ class JobConfig:
             problem = file_problem(self.schema_path, MAX_SCHEMA_BYTES)
             _check(problem in (None, MISSING), "schema_path", f"{self.schema_path}: {problem}")
         rules_used = [m for m in ("dst", "act_tag") if getattr(self, m).uses_rules]
+        own_schema = self.schema_path is not None and file_problem(self.schema_path, MAX_SCHEMA_BYTES) is None
         _check(
-            not rules_used or self.schema_path is None or self.rules.cues is not None,
+            not rules_used or not own_schema or self.rules.cues is not None,
             "rules.cues",
             f"{' and '.join(rules_used)} label by rules, whose bundled cue file knows only the bundled MultiWOZ schema: "
             "give a cue file for your schema (labelling/cues.py says what it holds), or choose an LM profile "
@@ -522,6 +523,10 @@ def _coerce(hint: object, value: object, where: str) -> object:
     return value
 
 
+def _as_dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -539,6 +544,20 @@ def from_dict(data: dict, profile: str | None = None) -> JobConfig:
     return config.validate()
 
 
+def refuse_unused_models(data: dict, config: JobConfig, profile: str) -> None:
+    """ConfigError when a job file names a module's model while that module labels by rules (the default profile's
+    mode), which loads no model: the file's author meant the model to label. Stored group configs are not checked:
+    a rules profile names its unused model itself."""
+    named = {m for m in ("dst", "act_tag") if "model_name_or_path" in _as_dict(_as_dict(data.get(m)).get("model"))}
+    unused = [m for m in sorted(named) if not getattr(config, m).uses_lm]
+    _check(
+        not unused,
+        f"{unused[0] if unused else ''}.model.model_name_or_path",
+        f"names a model, but {' and '.join(unused)} label by rules (the {profile} profile), which load no model: "
+        "set generation_mode (e.g. greedy) to use it, or start from an LM profile such as --profile cpu-qwen",
+    )
+
+
 def load(path: str | Path | None = None, profile: str | None = None) -> JobConfig:
     """Read a job file (.json, .yaml or .yml) laid over ``profile`` (default :data:`DEFAULT_PROFILE`); with no file, the
     profile itself."""
@@ -547,7 +566,9 @@ def load(path: str | Path | None = None, profile: str | None = None) -> JobConfi
         return from_dict({}, profile)
     path = Path(path)
     data = _parse_job_file(path, _read_job_file(path))
-    return from_dict(data if data is not None else {}, profile)
+    config = from_dict(data if data is not None else {}, profile)
+    refuse_unused_models(data if isinstance(data, dict) else {}, config, profile)
+    return config
 
 
 def _read_job_file(path: Path) -> bytes:

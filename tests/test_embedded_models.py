@@ -81,7 +81,7 @@ def test_requirements_pin_every_embedded_package_and_make_install_installs_them_
 @pytest.mark.parametrize("alias", ["smollm2", "qwen2.5-coder-0.5b"])
 def test_an_embedded_model_brings_its_own_settings_and_token_limits(alias):
     model = embedded.find(alias)
-    job = config.from_dict({m: {"model": {"model_name_or_path": alias}} for m in ("dst", "act_tag")})
+    job = config.from_dict({m: {"model": {"model_name_or_path": alias}} for m in ("dst", "act_tag")}, "cpu-qwen")
     for name in ("dst", "act_tag"):
         module = getattr(job, name)
         assert module.generation_cfg.sampling_args.max_new_tokens == model.max_new_tokens[name]
@@ -103,11 +103,11 @@ def test_the_cpu_qwen_profile_is_cpu_small_on_the_qwen_model():
 
 def test_a_hub_model_or_local_folder_gets_the_reference_behaviour(tmp_path):
     for name in ("some-org/some-model", str(tmp_path)):
-        job = config.from_dict({m: {"model": {"model_name_or_path": name}} for m in ("dst", "act_tag")})
+        job = config.from_dict({m: {"model": {"model_name_or_path": name}} for m in ("dst", "act_tag")}, "cpu-qwen")
         for module in (job.dst, job.act_tag):
             assert (module.fill_with_demos, module.constrain_to_schema, module.unparseable_samples) == (False, False, "compete")
             assert module.model.torch_dtype == "auto"
-        assert job.dst.generation_cfg.sampling_args.max_new_tokens == 128  # cpu-small decodes greedily: the reference's 128
+        assert job.dst.generation_cfg.sampling_args.max_new_tokens == 128  # cpu-qwen decodes greedily: the reference's 128
         assert job.turns_per_batch == 2
 
 
@@ -238,7 +238,7 @@ def _card_for(model_name: str) -> str:
 
     from labelling.fleet import export
 
-    job = config.from_dict({m: {"model": {"model_name_or_path": model_name}} for m in ("dst", "act_tag")}).to_dict()
+    job = config.from_dict({m: {"model": {"model_name_or_path": model_name}} for m in ("dst", "act_tag")}, "cpu-qwen").to_dict()
     result = export.ExportResult("name", "hash", "g", 1, 2, {"train": 2}, [], "", [])
     return export.dataset_card(result, SimpleNamespace(corpus="c", config=job), [])
 

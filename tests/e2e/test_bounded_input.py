@@ -44,6 +44,7 @@ def _sampling(value: dict) -> dict:
     return {"dst": {"generation_cfg": {"sampling_args": value}}}
 
 
+GREEDY = {"generation_cfg": {"generation_mode": "greedy"}}  # a module the default profile labels by rules names no model
 BAD_CONFIGS = {
     "max_new_tokens 1e30": (_sampling({"max_new_tokens": 10**30}), "max_new_tokens: must be between 1 and 4,096"),
     "n 1e9": (_sampling({"n": 10**9}), "sampling_args.n: must be between 1 and 64, got 1,000,000,000"),
@@ -61,9 +62,15 @@ BAD_CONFIGS = {
     "schema missing": ({"schema_path": "/nonexistent/schema.json"}, "schema_path: /nonexistent/schema.json: no such file"),
     "schema a folder": ({"schema_path": "/"}, "schema_path: /: is a folder, not a file"),
     "model /dev/zero": ({"dst": {"model": {"model_name_or_path": "/dev/zero"}}}, "model_name_or_path: /dev/zero: is not a model"),
-    "model missing": ({"act_tag": {"model": {"model_name_or_path": "./no/such/model"}}}, "./no/such/model: does not exist here"),
+    "model missing": (
+        {"act_tag": {"model": {"model_name_or_path": "./no/such/model"}, **GREEDY}},
+        "./no/such/model: does not exist here",
+    ),
     "embedder missing": ({"dst": {"retriever": {"model_name_or_path": "/no/embedder"}}}, "retriever.model_name_or_path"),
-    "gguf missing": ({"dst": {"model": {"model_name_or_path": "/tmp/no-such.gguf"}}}, "no-such.gguf: does not exist here"),
+    "gguf missing": (
+        {"dst": {"model": {"model_name_or_path": "/tmp/no-such.gguf"}, **GREEDY}},
+        "no-such.gguf: does not exist here",
+    ),
 }
 
 

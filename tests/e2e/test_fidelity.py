@@ -133,14 +133,14 @@ def test_the_act_preamble_shows_schema_derived_example_calls_that_parse(schema):
 
 def test_fill_with_demos_is_off_unless_the_cpu_small_profile_sets_it():
     assert config.JobConfig().dst.fill_with_demos is None  # unset: resolved by the model when validated
-    assert config.from_dict({"dst": {"model": {"model_name_or_path": "my/model"}}}).dst.fill_with_demos is False
+    assert config.from_dict({"dst": {"model": {"model_name_or_path": "my/model"}}}, "cpu-qwen").dst.fill_with_demos is False
     assert config.load(REFERENCE / "job_0.json").act_tag.fill_with_demos is False
     assert config.load(profile="starcoder").dst.fill_with_demos is False
     assert config.load(profile="cpu-small").dst.fill_with_demos is True
 
 
 def test_schema_constraints_follow_the_model_so_a_reference_job_file_samples_unconstrained():
-    assert config.from_dict({"dst": {"model": {"model_name_or_path": "my/model"}}}).dst.constrain_to_schema is False
+    assert config.from_dict({"dst": {"model": {"model_name_or_path": "my/model"}}}, "cpu-qwen").dst.constrain_to_schema is False
     reference = config.load(REFERENCE / "job_0.json")  # laid over cpu-small, whose embedded model samples constrained
     assert reference.dst.constrain_to_schema is reference.act_tag.constrain_to_schema is False
     assert config.load(profile="cpu-small").act_tag.constrain_to_schema is True

@@ -245,3 +245,14 @@ def test_rules_on_a_schema_of_ones_own_need_its_cue_file(tmp_path):
     with pytest.raises(ConfigError, match="rules.cues.*cue file for your schema.*cpu-qwen"):
         rules_job(schema_path=str(mine))
     assert rules_job(schema_path=str(mine), rules={"cues": str(BUNDLED_CUES)}).rules.cues == str(BUNDLED_CUES)
+
+
+def test_a_job_file_naming_a_model_for_a_module_the_rules_label_is_refused(tmp_path):
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"dst": {"model": {"model_name_or_path": "bigcode/starcoder"}}}))
+    with pytest.raises(ConfigError, match="dst.model.model_name_or_path: names a model, but dst label by rules"):
+        job_config.load(path)
+    assert job_config.load(path, "cpu-qwen").dst.model.model_name_or_path == "bigcode/starcoder"
+    greedy = {"model": {"model_name_or_path": "smollm2"}, "generation_cfg": {"generation_mode": "greedy"}}
+    path.write_text(json.dumps({"dst": greedy}))
+    assert job_config.load(path).dst.uses_lm
