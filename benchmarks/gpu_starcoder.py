@@ -316,7 +316,7 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
         handle = model.register_forward_pre_hook(passes.hook, with_kwargs=True)
         replays, replay = Replays(device), static_decode.StaticDecoder.replay
         static_decode.StaticDecoder.replay = replays.wrap(replay)
-        before = engine.stats.copy()
+        before, thrown = engine.stats.copy(), getattr(engine, "discarded_tokens", 0)
         _sync(device)
         start = time.perf_counter()
         try:
@@ -332,6 +332,7 @@ def run_path(path: str, model, tokenizer, prompts, requests, params: SamplingPar
         passes.end = time.perf_counter()
         seconds = passes.end - start
         delta = (engine.stats - before).to_dict()
+        delta["discarded_tokens"] = getattr(engine, "discarded_tokens", 0) - thrown  # the plain path's greedy pass
         figures[phase] = _phase_figures(phase, seconds, delta, passes.summary(), prompts, requests, params, options)
         if phase == "sample":
             figures[phase].update(passes.decode_figures(options.weight_bytes, options.kv_bytes_per_token, options.bandwidth_gbs))

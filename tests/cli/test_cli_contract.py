@@ -251,7 +251,8 @@ def test_group_rm_refuses_a_group_being_labelled_then_frees_its_corpus(connected
     assert_one_line_error(labelling("group", "rm", group), 2, "deletes", "pass --yes")  # not a terminal: never silent
     done = labelling("group", "rm", group, "--yes")
     assert done.returncode == 0, done.stderr
-    assert f"group {group} removed ({turns} labels, 1 manifest entries, 2 partitions)" in " ".join(done.stdout.split())
+    said = " ".join(done.stdout.split())
+    assert f"group {group} removed ({turns} labels, 1 manifest entries, 2 partitions, 0 examples)" in said
     assert group not in store.list_groups()
     assert store.LabelDoc.objects(group_id=group).count() == 0 and store.ManifestDoc.objects(group_id=group).count() == 0
     assert labelling("corpus", "rm", corpus).returncode == 0 and corpus not in store.list_corpora()
