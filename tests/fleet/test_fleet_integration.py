@@ -188,7 +188,7 @@ def test_a_waited_run_whose_seed_fails_exits_1_naming_what_is_not_done(labelled,
 
     broken = fleet["root"] / "not-a-model"  # a folder with no weights: the worker claims the seed, then fails to load
     broken.mkdir(exist_ok=True)
-    job = write_job(job_config.load(), broken, fleet["root"] / "broken.json")
+    job = write_job(job_config.load(profile="cpu-qwen"), broken, fleet["root"] / "broken.json")
     command = [str(LABELLING), "run", "--corpus", CORPUS, "--group", f"broken-{TAG}", "--config", str(job)]
     command += ["--limit-dialogues", "2", "--split-size", "1", "--wait"]
     done = subprocess.run(command, env=fleet["env"], capture_output=True, text=True, timeout=600)
