@@ -17,16 +17,18 @@ torch.set_num_threads(1)
 
 UNIT_TIER = "not slow and not integration and not chaos"  # pyproject's default -m
 MAX_WORKERS = 4  # each worker loads its own tiny models and embedder; past 4 the start-up outweighs the gain
+PARALLEL_TIERS = (UNIT_TIER, "slow")  # the tiers xdist may spread over the cores (the Makefile runs each whole)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """How many pytest-xdist workers ``-n auto`` (pyproject's addopts) starts: one per core, up to 4, for the whole
-    unit tier, whose tests are independent (each module gets its own nx-27017 on a free port and its own temporary
-    folders); none (one process) for the slow, integration and chaos tiers, which share RabbitMQ and real services and
-    time themselves, and for a run of named files or tests, where starting workers costs more than it saves."""
-    whole_unit_tier = config.getoption("markexpr") == UNIT_TIER and config.args_source == pytest.Config.ArgsSource.TESTPATHS
+    unit tier and the whole slow tier, whose tests are independent (each module gets its own nx-27017 on a free port
+    and its own temporary folders; `--dist loadfile` keeps a file's tests on one worker); none (one process) for the
+    integration and chaos tiers, which share RabbitMQ and real services and time themselves, and for a run of named
+    files or tests, where starting workers costs more than it saves."""
+    whole_tier = config.getoption("markexpr") in PARALLEL_TIERS and config.args_source == pytest.Config.ArgsSource.TESTPATHS
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(cores, MAX_WORKERS) if whole_unit_tier and cores > 1 else 0
+    return min(cores, MAX_WORKERS) if whole_tier and cores > 1 else 0
 
 
 @pytest.fixture(scope="session")
