@@ -9,12 +9,11 @@ import typer
 from rich.markup import escape
 
 from cli.console import console, report
-from cli.options import profile_option
+from cli.options import examples_dialogues_option, examples_option, profile_option
 from cli.run import complete, launch_local, with_examples
 from labelling import config as job_config
 from labelling.data import BUNDLED_CORPUS
 from labelling.errors import LabellingError
-from labelling.limits import MAX_DIALOGUES
 
 DEMO_CORPUS, DEMO_DIALOGUES, DEMO_MAX_TURNS, DEMO_SPLIT_SIZE = "demo", 6, 5, 2
 
@@ -62,21 +61,8 @@ def demo(
     out: Path = typer.Option(Path(".state/demo/export"), "--out", "-o", help="Where to save the exported dataset."),
     group: str = typer.Option("demo", "--group", "-g", help="The labelling group (an existing complete one is exported again)."),
     profile: str = profile_option(note="cpu-small is the fastest and labels worse."),
-    examples: Path | None = typer.Option(
-        None,
-        "--examples",
-        help="Labelled dialogues put into the example pool first (as `labelling run --examples`); dialogues the demo "
-        "labels are skipped from them.",
-        show_default="none",
-    ),
-    examples_dialogues: int | None = typer.Option(
-        None,
-        "--examples-dialogues",
-        min=1,
-        max=MAX_DIALOGUES,
-        help="Use only the first N dialogues of --examples.",
-        show_default="all",
-    ),
+    examples: Path | None = examples_option("dialogues the demo labels are skipped from them"),
+    examples_dialogues: int | None = examples_dialogues_option(),
 ) -> None:
     """The whole product in one command, with no services: ingest 6 short dialogues of the bundled MultiWOZ dev set in 3
     partitions, label them in process with the embedded models (seed partition first), show status, export, then

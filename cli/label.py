@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.options import profile_option
+from cli.options import examples_dialogues_option, examples_option, profile_option
 from cli.signals import sigterm_as_interrupt
 from labelling import config as job_config
 from labelling.corpus import first_dialogues
@@ -110,21 +110,8 @@ def label_split(
         None, "--mode", help="Override both modules' selection: noisy_channel (as configured) or greedy."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Override the job seed (sampling and dialogue shuffling)."),
-    examples: Path | None = typer.Option(
-        None,
-        "--examples",
-        help="Labelled dialogues put into the example pool first (as `labelling run --examples`); dialogues of the "
-        "split are skipped from them.",
-        show_default="none",
-    ),
-    examples_dialogues: int | None = typer.Option(
-        None,
-        "--examples-dialogues",
-        min=1,
-        max=MAX_DIALOGUES,
-        help="Use only the first N dialogues of --examples.",
-        show_default="all",
-    ),
+    examples: Path | None = examples_option("dialogues of the split are skipped from them"),
+    examples_dialogues: int | None = examples_dialogues_option(),
 ) -> None:
     """Label one partition on this machine and print JGA, turn accuracy and act F1 when gold is present.
 

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from cli.console import PartitionBars, console, report, status_table, step
-from cli.options import profile_option
+from cli.options import examples_dialogues_option, examples_option, profile_option
 from labelling import config as job_config
 from labelling.errors import ConfigError, FleetError, LabellingError
 from labelling.limits import MAX_DIALOGUES, MAX_SPLIT_SIZE
@@ -59,21 +59,8 @@ def run(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Label the group's failed partitions again, with the group's own corpus and config."
     ),
-    examples: Path | None = typer.Option(
-        None,
-        "--examples",
-        help="Labelled dialogues put into the example pool before the seed partition: a corpus `labelling ingest` reads "
-        "(MultiWOZ 2.1 / 2.2, a turn dataset with gold) or an earlier `labelling export` (the job-config key `examples`).",
-        show_default="none",
-    ),
-    examples_dialogues: int | None = typer.Option(
-        None,
-        "--examples-dialogues",
-        min=1,
-        max=MAX_DIALOGUES,
-        help="Use only the first N dialogues of --examples.",
-        show_default="all",
-    ),
+    examples: Path | None = examples_option("dialogues of the corpus are skipped from them"),
+    examples_dialogues: int | None = examples_dialogues_option(),
 ) -> None:
     """Label every partition of CORPUS as group G: the seed split first, alone, then the others in parallel on the fleet.
 

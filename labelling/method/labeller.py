@@ -423,12 +423,20 @@ class PartitionLabeller:
         for turn, prior, state in zip(batch, priors, states, strict=True):
             if module is self.dst:
                 new = self.rules.dst(turn.dialogue_id, turn.last_system_utterance, turn.user_utterance, prior)
-                text = self.builder.intent_string(prior, new, [turn.last_system_utterance, turn.user_utterance])
-                out.append(self.canon.dst(text[len(DST_PREFIX) :], prior, []))
+                out.append(self._state_label(turn, prior, new))
             else:
-                acts = self.rules.acts(turn.dialogue_id, turn.system_response, state or {})
-                out.append(self.canon.acts(self.builder.acts_string(acts)[len(ACT_PREFIX) :]))
+                out.append(self._acts_label(self.rules.acts(turn.dialogue_id, turn.system_response, state or {})))
         return out
+
+    def _state_label(self, turn: Turn, prior: State, state: State):
+        """A state the labeller wrote itself (the rules', or a merge) as the canonical label a completion of it would
+        parse to; nothing is dropped as unsaid (the rules only write what the turn says, the LM's part is grounded)."""
+        text = self.builder.intent_string(prior, state, [turn.last_system_utterance, turn.user_utterance])
+        return self.canon.dst(text[len(DST_PREFIX) :], prior, [])
+
+    def _acts_label(self, acts: list[Act]):
+        """Acts the labeller wrote itself as the canonical label a completion of them would parse to."""
+        return self.canon.acts(self.builder.acts_string(acts)[len(ACT_PREFIX) :])
 
     def _run_rules(self, module: LabellingModule, batch: list[Turn], priors: list[State], states: list):
         """A module labelled by the rules alone: no LM, no retrieval; each label is its own single candidate."""
@@ -449,11 +457,9 @@ class PartitionLabeller:
             ours = compute_delta(p.prior, first.state)
             if how == "gaps":
                 ours = free_text_gaps(self.schema, ours, compute_delta(p.prior, rule_label.state))
-            state = merge_states(p.prior, ours, compute_delta(p.prior, second.state))
-            text = self.builder.intent_string(p.prior, state, [p.turn.last_system_utterance, p.turn.user_utterance])
-            merged = self.canon.dst(text[len(DST_PREFIX) :], p.prior, [])
+            merged = self._state_label(p.turn, p.prior, merge_states(p.prior, ours, compute_delta(p.prior, second.state)))
         else:
-            merged = self.canon.acts(self.builder.acts_string(merge_acts(second.acts, first.acts))[len(ACT_PREFIX) :])
+            merged = self._acts_label(merge_acts(second.acts, first.acts))
         merged.errors = [*lm_label.errors, *merged.errors]
         return merged
 

@@ -195,9 +195,6 @@ class RuleLabeller:
             for at in find(spelled, text)
         ]
 
-    def _flag_slots(self) -> set[str]:
-        return set(self.cues.get("flags"))
-
     def _flags(self, text: str) -> list[tuple[str, Mention]]:
         """Yes/no slots: "free wifi" says yes, "no parking" / "don't need parking" says no."""
         negation = self.cues.get("negation")
